@@ -1,0 +1,56 @@
+# Next Campus Chat — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+VENV_BIN := .venv/bin
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## install what the stack and the tests need (redis-server, uv, the locked venv)
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
+	  echo "installing redis-server (Debian package) …"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null; }
+	@# The Debian package starts a server on :6379 we do not use; the stack starts its own.
+	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv …"; python3 -m pip install -q uv; }
+	@$(UV) sync --all-packages --locked -q
+
+.PHONY: up
+up: deps ## start the local topology (Redis Cluster, chat pods) and print the URL and a dev token
+	$(VENV_BIN)/chatctl up
+
+.PHONY: test
+test: deps lint typecheck ## run the whole suite (lint, types, generated-code staleness, tests)
+	$(VENV_BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: deps ## measure sends/s, latency and fan-out deliveries/s (prints a table)
+	$(VENV_BIN)/chatctl bench
+
+.PHONY: lint
+lint: deps ## ruff lint and format check
+	$(VENV_BIN)/ruff check .
+	$(VENV_BIN)/ruff format --check .
+
+.PHONY: fmt
+fmt: deps ## apply ruff fixes and formatting
+	$(VENV_BIN)/ruff check --fix .
+	$(VENV_BIN)/ruff format .
+
+.PHONY: typecheck
+typecheck: deps ## mypy over our packages (generated code excluded)
+	$(VENV_BIN)/mypy
+
+.PHONY: protos
+protos: deps ## regenerate the Python stubs from protos/
+	$(VENV_BIN)/python tools/gen_protos.py
+
+.PHONY: clean
+clean: ## remove local state (.local/) and caches
+	rm -rf .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,25 @@
+"""`python -m nextcampus_chat`: one chat process, configured by NEXTCAMPUS_* env vars."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from pydantic import ValidationError
+
+from nextcampus_chat.server import build_server
+from nextcampus_chat.settings import ChatSettings
+from nextcampus_common.logs import configure_logging
+
+
+def main() -> None:
+    try:
+        settings = ChatSettings()
+    except ValidationError as exc:
+        sys.exit(f"invalid chat settings:\n{exc}")
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(build_server(settings).run_until_signal())
+
+
+if __name__ == "__main__":
+    main()

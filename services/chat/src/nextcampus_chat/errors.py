@@ -1,0 +1,25 @@
+"""What can go wrong with a request, independent of the transport that reports it."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Problem(enum.Enum):
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
+    INVALID_ARGUMENT = "invalid_argument"
+    RATE_LIMITED = "rate_limited"
+    NOT_FOUND = "not_found"
+    READ_ONLY = "read_only"
+    UNAVAILABLE = "unavailable"
+    SLOW_CONSUMER = "slow_consumer"
+    SHUTTING_DOWN = "shutting_down"
+
+
+class ChatError(Exception):
+    def __init__(self, problem: Problem, message: str, *, retry_after_ms: int | None = None):
+        super().__init__(message)
+        self.problem = problem
+        self.message = message
+        self.retry_after_ms = retry_after_ms

@@ -1,0 +1,362 @@
+"""Fan-out: ONE sharded Redis subscription per course per process, shared by every stream.
+
+Pub/sub is at-most-once, so each course remembers the last sequence it passed on:
+- every (re)subscription confirmation from Redis (first subscribe, redis-py reconnect,
+  re-homing after a failover) reads the index after that sequence before going on;
+- an event whose sequence skips ahead first reads the gap from the index;
+- an event at or below it is a duplicate and dropped.
+So every stream sees each message of the course once and in order, whatever Redis did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio.client import PubSub
+
+from nextcampus_chat.errors import ChatError, Problem
+from nextcampus_chat.metrics import ChatMetrics
+from nextcampus_chat.store import Event, MessageStore, decode_event
+from nextcampus_common.keys import CourseKeys
+from nextcampus_common.logs import get_logger
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
+from nextcampus_common.redis_cluster import RETRYABLE_ERRORS, ClusterClient, RedisUnavailable
+
+log = get_logger(__name__)
+
+READER_ERRORS: tuple[type[Exception], ...] = (*RETRYABLE_ERRORS, RedisUnavailable)
+
+
+class Subscription:
+    """One stream's bounded queue of a course's events."""
+
+    def __init__(self, course_id: str, maxsize: int) -> None:
+        self.course_id = course_id
+        self._maxsize = maxsize
+        self._events: deque[Event] = deque()
+        self._wakeup = asyncio.Event()
+        self.closed: ChatError | None = None
+
+    def push(self, event: Event) -> bool:
+        """Queue an event; False (and the subscription closed) when the queue is full."""
+        if self.closed is not None:
+            return False
+        if len(self._events) >= self._maxsize:
+            self.close(
+                ChatError(
+                    Problem.SLOW_CONSUMER,
+                    "stream fell behind and was cut off; resubscribe with after_message_id",
+                )
+            )
+            return False
+        self._events.append(event)
+        self._wakeup.set()
+        return True
+
+    def close(self, error: ChatError) -> None:
+        if self.closed is None:
+            self.closed = error
+            self._events.clear()
+            self._wakeup.set()
+
+    async def get(self) -> Event:
+        while not self._events:
+            if self.closed is not None:
+                raise self.closed
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._events.popleft()
+
+
+@dataclass(eq=False)
+class CourseFeed:
+    course_id: str
+    subscriptions: set[Subscription] = field(default_factory=set)
+    last_sequence: int | None = None  # None until the first subscription confirmation
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    node_name: str | None = None
+
+    @property
+    def channel(self) -> str:
+        return CourseKeys(self.course_id).events
+
+
+@dataclass(eq=False)
+class NodeSubscriber:
+    """The pub/sub connection to one primary, carrying the channels of its courses."""
+
+    name: str
+    pubsub: PubSub
+    courses: set[str] = field(default_factory=set)
+    reader: asyncio.Task[None] | None = None
+
+
+class FeedHub:
+    def __init__(
+        self,
+        redis: ClusterClient,
+        store: MessageStore,
+        metrics: ChatMetrics,
+        *,
+        queue_size: int,
+        page_limit: int,
+    ) -> None:
+        self._redis = redis
+        self._store = store
+        self._metrics = metrics
+        self._queue_size = queue_size
+        self._page_limit = page_limit
+        self._feeds: dict[str, CourseFeed] = {}
+        self._nodes: dict[str, NodeSubscriber] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # -- streams ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, course_id: str) -> AsyncIterator[Subscription]:
+        """Join the course's live feed; the feed has its baseline when this yields."""
+        if self._closing:
+            raise ChatError(Problem.SHUTTING_DOWN, "server is shutting down; retry elsewhere")
+        subscription = Subscription(course_id, self._queue_size)
+        feed = self._feeds.get(course_id)
+        if feed is None:
+            feed = self._feeds[course_id] = CourseFeed(course_id)
+            self._metrics.courses_subscribed.set(len(self._feeds))
+            self._spawn(self._attach_until_done([feed]))
+        feed.subscriptions.add(subscription)
+        self._metrics.active_streams.inc()
+        try:
+            await feed.ready.wait()
+            yield subscription
+        finally:
+            self._metrics.active_streams.dec()
+            feed.subscriptions.discard(subscription)
+            if not feed.subscriptions and self._feeds.get(course_id) is feed:
+                del self._feeds[course_id]
+                self._metrics.courses_subscribed.set(len(self._feeds))
+                await self._detach(feed)
+
+    async def close(self) -> None:
+        """End every stream (they resume elsewhere) and drop the Redis subscriptions."""
+        self._closing = True
+        for feed in self._feeds.values():
+            for subscription in feed.subscriptions:
+                subscription.close(
+                    ChatError(
+                        Problem.SHUTTING_DOWN,
+                        "server is shutting down; resubscribe with after_message_id",
+                    )
+                )
+        for task in list(self._tasks):
+            task.cancel()
+        for node in list(self._nodes.values()):
+            await self._close_node(node)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _deliver(self, feed: CourseFeed, event: Event) -> None:
+        delivered = 0
+        for subscription in list(feed.subscriptions):
+            if subscription.push(event):
+                delivered += 1
+            elif (
+                subscription.closed is not None
+                and subscription.closed.problem is Problem.SLOW_CONSUMER
+            ):
+                self._metrics.slow_consumers.inc()
+                feed.subscriptions.discard(subscription)
+        self._metrics.deliveries.inc(delivered)
+
+    async def _on_event(self, feed: CourseFeed, event: Event) -> None:
+        if event.message.deleted:
+            self._deliver(feed, event)
+            return
+        sequence = event.sequence
+        last = feed.last_sequence
+        if last is None:  # cannot happen: the confirmation precedes events on a connection
+            feed.last_sequence = sequence
+        elif sequence <= last:
+            return  # already passed on (by a gap fill)
+        elif sequence > last + 1:
+            await self._fill(feed, "gap", before=sequence)
+            if feed.last_sequence is not None and sequence <= feed.last_sequence:
+                return
+        feed.last_sequence = sequence
+        self._deliver(feed, event)
+
+    async def _on_subscribed(self, feed: CourseFeed) -> None:
+        """A (re)subscription was confirmed: nothing published from now on is missed, so
+        establish the baseline or read whatever was published while we were away."""
+        if feed.last_sequence is None:
+            feed.last_sequence = await self._store.last_sequence(feed.course_id)
+            feed.ready.set()
+        else:
+            await self._fill(feed, "resubscribe", before=None)
+
+    async def _fill(self, feed: CourseFeed, reason: str, *, before: int | None) -> None:
+        self._metrics.gap_fills.labels(reason).inc()
+        while True:
+            assert feed.last_sequence is not None
+            page = await self._store.history(
+                feed.course_id,
+                after=str(feed.last_sequence),
+                before=str(before) if before is not None else None,
+                limit=self._page_limit,
+            )
+            for message in page.messages:
+                sequence = int(message.message_id)
+                if sequence > feed.last_sequence:
+                    feed.last_sequence = sequence
+                    self._metrics.gap_filled_messages.inc()
+                    self._deliver(feed, Event(message))
+            if not page.has_more:
+                return
+
+    # -- Redis subscriptions ----------------------------------------------------------------
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _wanted(self, feed: CourseFeed) -> bool:
+        return not self._closing and self._feeds.get(feed.course_id) is feed
+
+    async def _attach(self, feed: CourseFeed) -> None:
+        node = self._redis.node_for(feed.channel)
+        subscriber = self._nodes.get(node.name)
+        if subscriber is None:
+            client = self._redis.new_node_client(node.host, int(node.port))
+            subscriber = NodeSubscriber(node.name, client.pubsub())
+            self._nodes[node.name] = subscriber
+        subscriber.courses.add(feed.course_id)
+        feed.node_name = node.name
+        try:
+            await subscriber.pubsub.ssubscribe(feed.channel)
+        except BaseException:
+            subscriber.courses.discard(feed.course_id)
+            feed.node_name = None
+            raise
+        if subscriber.reader is None:
+            subscriber.reader = asyncio.create_task(self._read(subscriber))
+
+    async def _attach_until_done(self, feeds: list[CourseFeed]) -> None:
+        """Subscribe each feed on the primary that owns its slot, retrying (with a fresh slot
+        map) until it works or nobody wants the feed any more."""
+        delay = 0.05
+        pending = feeds
+        while True:
+            failed = []
+            for feed in pending:
+                if not self._wanted(feed):
+                    continue
+                try:
+                    await self._attach(feed)
+                except RETRYABLE_ERRORS as exc:
+                    self._metrics.redis_errors.labels(type(exc).__name__).inc()
+                    failed.append(feed)
+            if not failed:
+                return
+            pending = failed
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            await self._redis.refresh_topology()
+
+    async def _detach(self, feed: CourseFeed) -> None:
+        subscriber = self._nodes.get(feed.node_name or "")
+        if subscriber is None:
+            return
+        subscriber.courses.discard(feed.course_id)
+        with contextlib.suppress(*RETRYABLE_ERRORS):
+            await subscriber.pubsub.sunsubscribe(feed.channel)
+        if not subscriber.courses:
+            await self._close_node(subscriber)
+
+    async def _close_node(self, subscriber: NodeSubscriber) -> None:
+        if self._nodes.get(subscriber.name) is subscriber:
+            del self._nodes[subscriber.name]
+        if subscriber.reader is not None and subscriber.reader is not asyncio.current_task():
+            subscriber.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *RETRYABLE_ERRORS):
+                await subscriber.reader
+        with contextlib.suppress(*RETRYABLE_ERRORS):
+            await subscriber.pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _read(self, subscriber: NodeSubscriber) -> None:
+        try:
+            async for message in subscriber.pubsub.listen():
+                kind = message["type"]
+                channel = message["channel"]
+                course_id = channel[len("course:{") : channel.index("}")]
+                feed = self._feeds.get(course_id)
+                if feed is None or feed.node_name != subscriber.name:
+                    continue
+                if kind == "smessage":
+                    await self._on_event(feed, decode_event(message["data"]))
+                elif kind == "ssubscribe":
+                    await self._on_subscribed(feed)
+                elif kind == "sunsubscribe":
+                    # Redis drops shard subscriptions of a slot that moved away: follow it.
+                    subscriber.courses.discard(course_id)
+                    feed.node_name = None
+                    self._spawn(self._attach_until_done([feed]))
+        except asyncio.CancelledError:
+            raise
+        except READER_ERRORS as exc:
+            self._metrics.redis_errors.labels(type(exc).__name__).inc()
+            log.warning("redis subscription lost; re-homing", node=subscriber.name, error=str(exc))
+        except Exception:
+            log.exception("subscription reader failed; re-homing", node=subscriber.name)
+        # The connection is gone (or has nothing left): move its courses to their owners now.
+        orphans = [
+            feed
+            for course_id in subscriber.courses
+            if (feed := self._feeds.get(course_id)) is not None
+            and feed.node_name == subscriber.name
+        ]
+        for feed in orphans:
+            feed.node_name = None
+        await self._close_node(subscriber)
+        if orphans and not self._closing:
+            await self._redis.refresh_topology()
+            self._spawn(self._attach_until_done(orphans))
+
+
+async def stream_messages(
+    hub: FeedHub, store: MessageStore, course_id: str, after: str | None, *, page_limit: int
+) -> AsyncIterator[ChatMessage]:
+    """A course's messages for one stream: replay after `after`, then live — no gap, no
+    duplicate (DESIGN.md §3). Joins the live feed first, buffers, reads history, then drains
+    the buffer dropping ids already sent."""
+    async with hub.subscribe(course_id) as subscription:
+        last_sent = 0
+        if after is not None:
+            last_sent = int(after)
+            if last_sent > await store.last_sequence(course_id):
+                # Nothing would ever be sent until the course caught up: say so instead.
+                raise ChatError(
+                    Problem.INVALID_ARGUMENT,
+                    f"after_message_id {after} is ahead of the newest message of {course_id}",
+                )
+            while True:
+                page = await store.history(course_id, after=str(last_sent), limit=page_limit)
+                for message in page.messages:
+                    last_sent = int(message.message_id)
+                    yield message
+                if not page.has_more:
+                    break
+        while True:
+            event = await subscription.get()
+            message = event.message
+            if not message.deleted:
+                sequence = event.sequence
+                if sequence <= last_sent:
+                    continue
+                last_sent = sequence
+            yield message

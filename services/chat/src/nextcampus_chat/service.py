@@ -1,0 +1,228 @@
+"""The gRPC edge: authenticate, validate, delegate to the store and the hub, translate errors."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from nextcampus_chat.errors import ChatError, Problem
+from nextcampus_chat.feed import FeedHub, stream_messages
+from nextcampus_chat.metrics import ChatMetrics
+from nextcampus_chat.settings import ChatSettings
+from nextcampus_chat.store import MessageStore
+from nextcampus_common.auth import AuthError, Identity, TokenVerifier, bearer_token
+from nextcampus_common.ids import (
+    InvalidId,
+    check_client_message_id,
+    check_course_id,
+    check_message_id,
+)
+from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
+from nextcampus_common.redis_cluster import RedisUnavailable
+
+DEFAULT_PAGE_LIMIT = 50
+
+STATUS_OF: dict[Problem, grpc.StatusCode] = {
+    Problem.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Problem.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Problem.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Problem.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Problem.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Problem.READ_ONLY: grpc.StatusCode.FAILED_PRECONDITION,
+    Problem.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    # A stream that ended on our side: the client resumes with after_message_id.
+    Problem.SLOW_CONSUMER: grpc.StatusCode.UNAVAILABLE,
+    Problem.SHUTTING_DOWN: grpc.StatusCode.UNAVAILABLE,
+}
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+
+def _invalid(exc: InvalidId) -> ChatError:
+    return ChatError(Problem.INVALID_ARGUMENT, str(exc))
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: ChatError) -> None:
+    if error.retry_after_ms is not None:
+        context.set_trailing_metadata((("retry-after-ms", str(error.retry_after_ms)),))
+    await context.abort(STATUS_OF[error.problem], error.message)
+
+
+def _as_chat_error(exc: Exception) -> ChatError | None:
+    if isinstance(exc, ChatError):
+        return exc
+    if isinstance(exc, RedisUnavailable):
+        return ChatError(Problem.UNAVAILABLE, "chat storage is unavailable; retry shortly")
+    if isinstance(exc, InvalidId):
+        return _invalid(exc)
+    return None
+
+
+class ChatService(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(
+        self,
+        settings: ChatSettings,
+        store: MessageStore,
+        hub: FeedHub,
+        verifier: TokenVerifier,
+        metrics: ChatMetrics,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._hub = hub
+        self._verifier = verifier
+        self._metrics = metrics
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _identity(self, context: grpc.aio.ServicerContext) -> Identity:
+        header = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                header = value if isinstance(value, str) else value.decode()
+                break
+        try:
+            return self._verifier.verify(bearer_token(header))
+        except AuthError as exc:
+            raise ChatError(Problem.UNAUTHENTICATED, str(exc)) from exc
+
+    def _member(self, context: grpc.aio.ServicerContext, course_id: str) -> Identity:
+        identity = self._identity(context)
+        check_course_id(course_id)
+        if not identity.is_member(course_id):
+            raise ChatError(
+                Problem.PERMISSION_DENIED, f"user {identity.user_id} is not in course {course_id}"
+            )
+        return identity
+
+    @staticmethod
+    def _optional_message_id(value: str) -> str | None:
+        return check_message_id(value) if value else None
+
+    # -- unary RPCs ------------------------------------------------------------------------
+
+    @staticmethod
+    def _unary(
+        method: Callable[[ChatService, Any, grpc.aio.ServicerContext], Awaitable[Response]],
+    ) -> Callable[[ChatService, Any, grpc.aio.ServicerContext], Awaitable[Response]]:
+        name = method.__name__
+
+        @functools.wraps(method)
+        async def wrapper(
+            self: ChatService, request: Any, context: grpc.aio.ServicerContext
+        ) -> Response:
+            try:
+                response = await method(self, request, context)
+            except Exception as exc:
+                error = _as_chat_error(exc)
+                if error is None:
+                    self._metrics.requests.labels(name, "INTERNAL").inc()
+                    raise
+                self._metrics.requests.labels(name, STATUS_OF[error.problem].name).inc()
+                if name == "SendMessage":
+                    self._metrics.sends.labels(error.problem.value).inc()
+                await _abort(context, error)
+                raise  # unreachable: abort raises
+            self._metrics.requests.labels(name, "OK").inc()
+            return response
+
+        return wrapper
+
+    @_unary
+    async def SendMessage(
+        self, request: chat_pb2.SendMessageRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.SendMessageResponse:
+        started = time.perf_counter()
+        identity = self._member(context, request.course_id)
+        content = request.content
+        if not content.strip():
+            raise ChatError(Problem.INVALID_ARGUMENT, "content must not be empty")
+        if len(content) > self._settings.max_content_length:
+            raise ChatError(
+                Problem.INVALID_ARGUMENT,
+                f"content is longer than {self._settings.max_content_length} characters",
+            )
+        client_message_id = request.client_message_id
+        if client_message_id:
+            check_client_message_id(client_message_id)
+        result = await self._store.send(
+            request.course_id, identity.user_id, content, client_message_id or None
+        )
+        self._metrics.sends.labels("duplicate" if result.duplicate else "ok").inc()
+        self._metrics.send_duration.observe(time.perf_counter() - started)
+        return chat_pb2.SendMessageResponse(message=result.message, duplicate=result.duplicate)
+
+    @_unary
+    async def ListMessages(
+        self, request: chat_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ListMessagesResponse:
+        self._member(context, request.course_id)
+        limit = request.limit or DEFAULT_PAGE_LIMIT
+        if not 1 <= limit <= self._settings.history_page_limit:
+            raise ChatError(
+                Problem.INVALID_ARGUMENT,
+                f"limit must be between 1 and {self._settings.history_page_limit}",
+            )
+        page = await self._store.history(
+            request.course_id,
+            after=self._optional_message_id(request.after_message_id),
+            before=self._optional_message_id(request.before_message_id),
+            limit=limit,
+        )
+        return chat_pb2.ListMessagesResponse(messages=page.messages, has_more=page.has_more)
+
+    @_unary
+    async def GetMessage(
+        self, request: chat_pb2.GetMessageRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        self._member(context, request.course_id)
+        return await self._store.get(request.course_id, check_message_id(request.message_id))
+
+    @_unary
+    async def DeleteMessage(
+        self, request: chat_pb2.DeleteMessageRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        identity = self._member(context, request.course_id)
+        message, _changed = await self._store.delete(
+            request.course_id,
+            check_message_id(request.message_id),
+            identity.user_id,
+            moderator=identity.may_moderate(request.course_id),
+        )
+        return message
+
+    # -- streaming -------------------------------------------------------------------------
+
+    async def SubscribeMessages(
+        self, request: chat_pb2.SubscribeMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.ChatMessage]:
+        code = "OK"
+        try:
+            identity = self._member(context, request.course_id)
+            after = self._optional_message_id(request.after_message_id)
+            messages = stream_messages(
+                self._hub,
+                self._store,
+                request.course_id,
+                after,
+                page_limit=self._settings.history_page_limit,
+            )
+            async for message in messages:
+                # A token that expires ends the stream; the client reconnects with a new one.
+                if identity.expires_at < time.time():
+                    raise ChatError(Problem.UNAUTHENTICATED, "token expired")
+                yield message
+        except Exception as exc:
+            error = _as_chat_error(exc)
+            if error is None:
+                code = "INTERNAL"
+                raise
+            code = STATUS_OF[error.problem].name
+            await _abort(context, error)
+        finally:
+            self._metrics.requests.labels("SubscribeMessages", code).inc()

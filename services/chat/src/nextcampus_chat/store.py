@@ -1,0 +1,195 @@
+"""Messages in Redis: send, history, get and delete through the scripts of DESIGN.md §2."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from nextcampus_chat.errors import ChatError, Problem
+from nextcampus_chat.settings import ChatSettings
+from nextcampus_common import scripts
+from nextcampus_common.keys import MESSAGE_FIELDS, CourseKeys
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
+from nextcampus_common.redis_cluster import ClusterClient
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message: ChatMessage
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    messages: list[ChatMessage]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One message of a course's event channel: an added message or a tombstone."""
+
+    message: ChatMessage
+
+    @property
+    def sequence(self) -> int:
+        return int(self.message.message_id)
+
+
+def decode_event(payload: str | bytes) -> Event:
+    raw = orjson.loads(payload)
+    return Event(
+        ChatMessage(
+            course_id=raw["c"],
+            message_id=raw["i"],
+            user_id=raw["u"],
+            content=raw["b"],
+            timestamp=int(raw["t"]),
+            deleted=raw["k"] == "d",
+            client_message_id=raw["m"],
+        )
+    )
+
+
+def _message(course_id: str, message_id: str, fields: Sequence[str]) -> ChatMessage:
+    user_id, content, timestamp, deleted, client_message_id = fields
+    return ChatMessage(
+        course_id=course_id,
+        message_id=message_id,
+        user_id=user_id,
+        content=content,
+        timestamp=int(timestamp),
+        deleted=deleted == "1",
+        client_message_id=client_message_id,
+    )
+
+
+class MessageStore:
+    def __init__(self, redis: ClusterClient, settings: ChatSettings) -> None:
+        self._redis = redis
+        self._settings = settings
+
+    async def send(
+        self, course_id: str, user_id: str, content: str, client_message_id: str | None
+    ) -> SendResult:
+        # Without a client id the send still gets one: our own retries through a failover
+        # must not store it twice either.
+        client_message_id = client_message_id or f"srv-{uuid.uuid4().hex}"
+        keys = CourseKeys(course_id)
+        settings = self._settings
+        reply = await self._redis.script(
+            scripts.SEND,
+            [
+                keys.policy,
+                keys.seq,
+                keys.messages,
+                keys.events,
+                keys.client(user_id, client_message_id),
+                keys.rate(user_id),
+            ],
+            [
+                keys.message_prefix,
+                user_id,
+                content,
+                client_message_id,
+                settings.default_ttl_seconds,
+                settings.default_max_length,
+                settings.default_rate_limit_messages,
+                settings.default_rate_limit_seconds,
+                course_id,
+            ],
+            replicated=True,
+        )
+        outcome = reply[0]
+        if outcome == "ok":
+            _, message_id, timestamp = reply
+            message = ChatMessage(
+                course_id=course_id,
+                message_id=message_id,
+                user_id=user_id,
+                content=content,
+                timestamp=int(timestamp),
+                client_message_id=client_message_id,
+            )
+            return SendResult(message, duplicate=False)
+        if outcome == "dup":
+            _, message_id, author, stored_content, timestamp, deleted = reply
+            fields = (author, stored_content, timestamp, deleted, client_message_id)
+            return SendResult(_message(course_id, message_id, fields), duplicate=True)
+        if outcome == "read_only":
+            raise ChatError(Problem.READ_ONLY, f"course {course_id} is read-only")
+        if outcome == "too_long":
+            raise ChatError(
+                Problem.INVALID_ARGUMENT,
+                f"content is longer than the course's limit of {reply[1]} characters",
+            )
+        if outcome == "rate_limited":
+            retry_after_ms = int(reply[1])
+            raise ChatError(
+                Problem.RATE_LIMITED,
+                f"too many messages; retry in {retry_after_ms / 1000:.1f} s",
+                retry_after_ms=retry_after_ms,
+            )
+        raise RuntimeError(f"unexpected send script reply {reply!r}")
+
+    async def history(
+        self, course_id: str, *, after: str | None = None, before: str | None = None, limit: int
+    ) -> Page:
+        keys = CourseKeys(course_id)
+        reply = await self._redis.script(
+            scripts.HISTORY,
+            [keys.messages],
+            [keys.message_prefix, after or "", before or "", limit],
+            replicated=False,
+        )
+        has_more, flat = reply[0] == 1, reply[1:]
+        width = 1 + len(MESSAGE_FIELDS)
+        messages = [
+            _message(course_id, flat[i], flat[i + 1 : i + width])
+            for i in range(0, len(flat), width)
+        ]
+        return Page(messages, has_more)
+
+    async def get(self, course_id: str, message_id: str) -> ChatMessage:
+        keys = CourseKeys(course_id)
+        key = keys.message(message_id)
+        fields = await self._redis.command(key, "HMGET", key, *MESSAGE_FIELDS)
+        if fields[0] is None:
+            raise ChatError(Problem.NOT_FOUND, f"message {message_id} not found in {course_id}")
+        user_id, content, timestamp, deleted, client_message_id = fields
+        return _message(
+            course_id,
+            message_id,
+            (user_id, content, timestamp, deleted or "0", client_message_id or ""),
+        )
+
+    async def delete(
+        self, course_id: str, message_id: str, user_id: str, *, moderator: bool
+    ) -> tuple[ChatMessage, bool]:
+        """Tombstone a message; returns it and whether this call changed it."""
+        keys = CourseKeys(course_id)
+        reply = await self._redis.script(
+            scripts.DELETE,
+            [keys.message(message_id), keys.events],
+            [user_id, "1" if moderator else "0", course_id, message_id],
+            replicated=True,
+        )
+        if reply[0] == "not_found":
+            raise ChatError(Problem.NOT_FOUND, f"message {message_id} not found in {course_id}")
+        if reply[0] == "forbidden":
+            raise ChatError(
+                Problem.PERMISSION_DENIED,
+                "only the author or a moderator of the course may delete this message",
+            )
+        _, author, timestamp, client_message_id, changed = reply
+        message = _message(course_id, message_id, (author, "", timestamp, "1", client_message_id))
+        return message, changed == "1"
+
+    async def last_sequence(self, course_id: str) -> int:
+        """The course's current sequence (0 when it has none yet)."""
+        key = CourseKeys(course_id).seq
+        value = await self._redis.command(key, "GET", key)
+        return int(value) if value else 0

@@ -1,0 +1,84 @@
+-- One send, atomically, in one round trip (DESIGN.md §2):
+-- dedupe by client_message_id, read the policy, check read-only / length / rate,
+-- INCR the sequence (seeded from the clock when missing), store the message with the
+-- course TTL, index it, trim expired index entries, SPUBLISH the event.
+--
+-- KEYS: 1 policy, 2 seq, 3 index, 4 events channel, 5 client idempotency key, 6 rate key
+-- ARGV: 1 message key prefix, 2 user id, 3 content, 4 client message id,
+--       5 default ttl seconds, 6 default max length, 7 default rate messages,
+--       8 default rate seconds, 9 course id
+-- Returns one of:
+--   {'ok', id, timestamp_ms}
+--   {'dup', id, user_id, content, timestamp_ms, deleted}
+--   {'read_only'} | {'too_long', max_length} | {'rate_limited', retry_after_ms}
+local policy_key, seq_key, index_key, events_key, client_key, rate_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local prefix, user, content, cmid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+local existing = redis.call('GET', client_key)
+if existing then
+  local h = redis.call('HMGET', prefix .. existing, 'user_id', 'content', 'timestamp', 'deleted')
+  if h[1] then
+    return {'dup', existing, h[1], h[2], h[3], h[4] or '0'}
+  end
+end
+
+local p = redis.call('HMGET', policy_key,
+  'ttl_seconds', 'max_length', 'read_only', 'rate_limit_messages', 'rate_limit_seconds')
+local ttl = tonumber(p[1]) or tonumber(ARGV[5])
+local max_length = tonumber(p[2]) or tonumber(ARGV[6])
+local rate_messages = tonumber(p[4]) or tonumber(ARGV[7])
+local rate_seconds = tonumber(p[5]) or tonumber(ARGV[8])
+
+if p[3] == '1' or p[3] == 'true' then
+  return {'read_only'}
+end
+-- Characters, not bytes: count the bytes that do not continue a UTF-8 sequence.
+local _, length = string.gsub(content, '[^\128-\191]', '')
+if length > max_length then
+  return {'too_long', max_length}
+end
+
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- GCRA: at most rate_messages per rate_seconds, bursts up to rate_messages.
+if rate_messages > 0 and rate_seconds > 0 then
+  local window_ms = rate_seconds * 1000
+  local tat = tonumber(redis.call('GET', rate_key)) or now_ms
+  if tat < now_ms then tat = now_ms end
+  local new_tat = tat + window_ms / rate_messages
+  local allow_at = new_tat - window_ms
+  if allow_at > now_ms then
+    return {'rate_limited', string.format('%.0f', math.ceil(allow_at - now_ms))}
+  end
+  redis.call('SET', rate_key, string.format('%.0f', new_tat),
+    'PX', string.format('%.0f', math.ceil(new_tat - now_ms)))
+end
+
+-- A missing sequence (new course, or data lost) restarts from the clock in microseconds,
+-- so ids keep increasing across data loss.
+redis.call('SET', seq_key, t[1] .. string.format('%06d', tonumber(t[2])), 'NX')
+local id = string.format('%.0f', redis.call('INCR', seq_key))
+local expire_at = string.format('%.0f', now_ms + ttl * 1000)
+local now = string.format('%.0f', now_ms)
+
+local message_key = prefix .. id
+redis.call('HSET', message_key, 'user_id', user, 'content', content, 'timestamp', now,
+  'deleted', '0', 'client_message_id', cmid)
+redis.call('PEXPIREAT', message_key, expire_at)
+redis.call('ZADD', index_key, id, id)
+-- Drop index entries whose messages expired (bounded work per send; oldest first).
+for _, old in ipairs(redis.call('ZRANGE', index_key, 0, 7)) do
+  if redis.call('EXISTS', prefix .. old) == 1 then break end
+  redis.call('ZREM', index_key, old)
+end
+-- The index lives as long as its newest message.
+if redis.call('PEXPIRETIME', index_key) < tonumber(expire_at) then
+  redis.call('PEXPIREAT', index_key, expire_at)
+end
+redis.call('SET', client_key, id, 'PXAT', expire_at)
+redis.call('SPUBLISH', events_key, cjson.encode({
+  k = 'a', c = ARGV[9], i = id, u = user, b = content, t = now, m = cmid,
+}))
+return {'ok', id, now}

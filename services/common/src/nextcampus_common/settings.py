@@ -1,0 +1,115 @@
+"""The typed settings base every process builds once in its `__main__`.
+
+Fields are read from `NEXTCAMPUS_<FIELD>` environment variables (the chart sets them from a
+ConfigMap; secrets only from a Secret). Each service composes the mixins it needs, so the
+env vars a pod accepts are exactly the fields of its settings class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "NEXTCAMPUS_"
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every process has: logging and the Prometheus endpoint."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9100, ge=0, le=65535, description="0 disables /metrics")
+
+
+class RedisSettings(BaseSettings):
+    """How a process reaches the Redis Cluster."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    redis_nodes: list[str] = Field(
+        default=["127.0.0.1:7000"],
+        description="startup nodes as host:port, comma-separated in the env var",
+    )
+    redis_password: SecretStr | None = None
+    redis_socket_timeout_seconds: float = Field(default=5.0, gt=0)
+    redis_retry_seconds: float = Field(
+        default=10.0, gt=0, description="how long a command retries through a failover"
+    )
+    redis_wait_replicas: int = Field(
+        default=1, ge=0, description="replicas that must hold a write before it is acknowledged"
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=100, ge=1, description="longest wait for those replicas (then ack, counted)"
+    )
+
+    @field_validator("redis_nodes", mode="before")
+    @classmethod
+    def _split_nodes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("redis_nodes")
+    @classmethod
+    def _check_nodes(cls, nodes: list[str]) -> list[str]:
+        if not nodes:
+            raise ValueError("at least one Redis node is required")
+        for node in nodes:
+            host, sep, port = node.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"Redis node {node!r} is not host:port")
+        return nodes
+
+    def redis_startup_nodes(self) -> list[tuple[str, int]]:
+        return [
+            (host, int(port)) for host, _, port in (n.rpartition(":") for n in self.redis_nodes)
+        ]
+
+
+class JwtSettings(BaseSettings):
+    """How tokens are verified: an HS256 secret, or a JWKS from a file or URL."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    jwt_secret: SecretStr | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = Field(
+        default="nextcampus", description="required `iss`; empty: not checked"
+    )
+    jwt_audience: str | None = Field(
+        default="nextcampus-chat", description="required `aud`; empty: not checked"
+    )
+    jwt_leeway_seconds: int = Field(default=5, ge=0, le=300)
+    jwt_cache_size: int = Field(default=100_000, ge=0, description="verified tokens kept until exp")
+
+    @field_validator("jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _exactly_one_key_source(self) -> JwtSettings:
+        sources = [
+            name
+            for name, value in (
+                ("NEXTCAMPUS_JWT_SECRET", self.jwt_secret),
+                ("NEXTCAMPUS_JWT_JWKS_FILE", self.jwt_jwks_file),
+                ("NEXTCAMPUS_JWT_JWKS_URL", self.jwt_jwks_url),
+            )
+            if value
+        ]
+        if len(sources) != 1:
+            raise ValueError(
+                "set exactly one of NEXTCAMPUS_JWT_SECRET, NEXTCAMPUS_JWT_JWKS_FILE, "
+                f"NEXTCAMPUS_JWT_JWKS_URL (got: {', '.join(sources) or 'none'})"
+            )
+        if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("NEXTCAMPUS_JWT_SECRET must be at least 32 characters (HS256)")
+        return self

@@ -1,0 +1,323 @@
+"""Local processes of the topology: a Redis Cluster of real `redis-server`s and service
+processes. Used by `chatctl up` and by the test fixtures (one copy of the process handling).
+
+Every process is started in its own session and stopped by its PID (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLUSTER_BUS_OFFSET = 10_000
+
+
+class StackError(RuntimeError):
+    """A local process did not start or the cluster did not form."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, *, with_bus: bool = False, start: int = 20_000) -> list[int]:
+    """`count` free loopback ports (each with port+10000 free too when `with_bus`)."""
+    found: list[int] = []
+    # Spread concurrent callers (parallel test sessions) over the range.
+    port = start + (os.getpid() * 7919 + time.monotonic_ns() // 1000) % 9_000
+    for _ in range(20_000):
+        port = start + (port - start + 1) % 9_500
+        if port in found:
+            continue
+        if port_is_free(port) and (not with_bus or port_is_free(port + CLUSTER_BUS_OFFSET)):
+            found.append(port)
+            if len(found) == count:
+                return found
+    raise StackError(f"could not find {count} free ports")
+
+
+def wait_for_port(
+    port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise StackError(f"process {process.pid} exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise StackError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL — by PID, never by name."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait(5)
+
+
+@dataclass
+class ManagedProcess:
+    """A service process whose output goes to a log file; ready when it prints `ready`."""
+
+    name: str
+    argv: list[str]
+    env: Mapping[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    _log_offset: int = 0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Only output from this start counts for readiness (the log may hold older runs).
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        offset = self._log_offset
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[offset:] if self.log_path.exists() else b""
+            if any(line.strip() == b"ready" for line in text.splitlines()):
+                return
+            if self.process.poll() is not None:
+                raise StackError(
+                    f"{self.name} exited with {self.process.returncode}; last output:\n"
+                    + self.tail()
+                )
+            time.sleep(0.05)
+        raise StackError(
+            f"{self.name} not ready after {timeout:.0f} s; last output:\n{self.tail()}"
+        )
+
+    def tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """kill -9, as a crash would."""
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait(5)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is not None:
+            stop_process(self.process, timeout)
+
+
+def redis_server_binary() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise StackError("redis-server is not installed (Debian: apt-get install redis-server)")
+    return path
+
+
+@dataclass
+class RedisCluster:
+    """Six (or more) real `redis-server` processes formed into a cluster with one replica
+    per primary, on loopback."""
+
+    ports: list[int]
+    root: Path
+    persist: bool = False
+    node_timeout_ms: int = 2000
+    processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.ports]
+
+    @property
+    def nodes_csv(self) -> str:
+        return ",".join(self.nodes)
+
+    def _argv(self, port: int) -> list[str]:
+        directory = self.root / str(port)
+        directory.mkdir(parents=True, exist_ok=True)
+        return [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(directory),
+            "--logfile",
+            str(directory / "redis.log"),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            f"nodes-{port}.conf",
+            "--cluster-node-timeout",
+            str(self.node_timeout_ms),
+            # One shard failing over must not stop the others.
+            "--cluster-require-full-coverage",
+            "no",
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--appendonly",
+            "yes" if self.persist else "no",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+        ]
+
+    def start_node(self, port: int) -> None:
+        self.processes[port] = subprocess.Popen(
+            self._argv(port),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for_port(port, 10, self.processes[port])
+
+    def cli(self, port: int, *args: str, timeout: float = 10) -> str:
+        result = subprocess.run(
+            ["redis-cli", "-p", str(port), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"redis-cli {' '.join(args)}: {result.stderr or result.stdout}")
+        return result.stdout
+
+    def formed(self) -> bool:
+        return all(
+            "cluster_state:ok" in self.cli(p, "cluster", "info")
+            for p in self.ports
+            if p in self.processes and self.processes[p].poll() is None
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        for port in self.ports:
+            self.start_node(port)
+        already_formed = (
+            self.persist
+            and (self.root / str(self.ports[0]) / f"nodes-{self.ports[0]}.conf").exists()
+        )
+        if not already_formed or "cluster_known_nodes:1\r" in self.cli(
+            self.ports[0], "cluster", "info"
+        ):
+            subprocess.run(
+                [
+                    "redis-cli",
+                    "--cluster",
+                    "create",
+                    *self.nodes,
+                    "--cluster-replicas",
+                    "1",
+                    "--cluster-yes",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Every live node says the cluster is ok and every primary has its replica."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(StackError, subprocess.TimeoutExpired):
+                if self.formed() and self._replicas_synced():
+                    return
+            time.sleep(0.1)
+        raise StackError(f"Redis Cluster on {self.nodes_csv} not healthy after {timeout:.0f} s")
+
+    def _replicas_synced(self) -> bool:
+        live = [p for p in self.ports if self.processes.get(p) and self.processes[p].poll() is None]
+        for port in live:
+            info = self.cli(port, "info", "replication")
+            if "role:slave" in info and "master_link_status:up" not in info:
+                return False
+        return True
+
+    def primary_port_for(self, key: str) -> int:
+        slot = int(self.cli(self.ports[0], "cluster", "keyslot", key).strip())
+        for line in self.cli(self.ports[0], "cluster", "nodes").splitlines():
+            parts = line.split()
+            if "master" not in parts[2] or "fail" in parts[2]:
+                continue
+            for span in parts[8:]:
+                low, _, high = span.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return int(parts[1].split(":")[1].split("@")[0])
+        raise StackError(f"no primary owns the slot of {key!r}")
+
+    def kill_node(self, port: int) -> None:
+        """kill -9 one node, as a crash would."""
+        process = self.processes[port]
+        process.kill()
+        process.wait(5)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            stop_process(process, 10)
+        self.processes.clear()
+
+
+def python_module(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+def service_env(settings: Mapping[str, object]) -> dict[str, str]:
+    """Settings fields → NEXTCAMPUS_* env vars (the same names the chart sets)."""
+    return {
+        f"NEXTCAMPUS_{name.upper()}": ",".join(value)
+        if isinstance(value, list | tuple)
+        else str(value)
+        for name, value in settings.items()
+    }
+
+
+def stop_all(processes: Iterable[ManagedProcess]) -> None:
+    for process in processes:
+        process.stop()
