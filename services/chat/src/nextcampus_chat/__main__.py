@@ -18,7 +18,12 @@ def main() -> None:
     except ValidationError as exc:
         sys.exit(f"invalid chat settings:\n{exc}")
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(build_server(settings).run_until_signal())
+    asyncio.run(serve(settings))
+
+
+async def serve(settings: ChatSettings) -> None:
+    # grpc.aio binds its server to the loop that is running when it is built.
+    await build_server(settings).run_until_signal()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,9 @@ class Subscription:
         self._events: deque[Event] = deque()
         self._wakeup = asyncio.Event()
         self.closed: ChatError | None = None
+        # The course's last sequence when this subscription joined the live feed: every
+        # later message reaches the queue. Set by the hub once the feed is ready.
+        self.baseline: int | None = None
 
     def push(self, event: Event) -> bool:
         """Queue an event; False (and the subscription closed) when the queue is full."""
@@ -130,9 +133,13 @@ class FeedHub:
             self._metrics.courses_subscribed.set(len(self._feeds))
             self._spawn(self._attach_until_done([feed]))
         feed.subscriptions.add(subscription)
+        if feed.ready.is_set():
+            subscription.baseline = feed.last_sequence
         self._metrics.active_streams.inc()
         try:
             await feed.ready.wait()
+            if subscription.closed is not None:
+                raise subscription.closed
             yield subscription
         finally:
             self._metrics.active_streams.dec()
@@ -146,6 +153,7 @@ class FeedHub:
         """End every stream (they resume elsewhere) and drop the Redis subscriptions."""
         self._closing = True
         for feed in self._feeds.values():
+            feed.ready.set()  # wake streams still waiting for their first subscription
             for subscription in feed.subscriptions:
                 subscription.close(
                     ChatError(
@@ -195,6 +203,8 @@ class FeedHub:
         establish the baseline or read whatever was published while we were away."""
         if feed.last_sequence is None:
             feed.last_sequence = await self._store.last_sequence(feed.course_id)
+            for subscription in feed.subscriptions:
+                subscription.baseline = feed.last_sequence
             feed.ready.set()
         else:
             await self._fill(feed, "resubscribe", before=None)
@@ -329,13 +339,24 @@ class FeedHub:
 
 
 async def stream_messages(
-    hub: FeedHub, store: MessageStore, course_id: str, after: str | None, *, page_limit: int
+    hub: FeedHub,
+    store: MessageStore,
+    course_id: str,
+    after: str | None,
+    *,
+    page_limit: int,
+    on_live: Callable[[int], Awaitable[None]] | None = None,
 ) -> AsyncIterator[ChatMessage]:
     """A course's messages for one stream: replay after `after`, then live — no gap, no
     duplicate (DESIGN.md §3). Joins the live feed first, buffers, reads history, then drains
-    the buffer dropping ids already sent."""
+    the buffer dropping ids already sent.
+
+    `on_live(n)` runs once the stream is sure to carry every message after `n` (the client's
+    `after`, or the course's newest message when it joined): a client whose stream breaks
+    before any message arrives resumes from `n` without a gap."""
     async with hub.subscribe(course_id) as subscription:
-        last_sent = 0
+        assert subscription.baseline is not None
+        last_sent = subscription.baseline
         if after is not None:
             last_sent = int(after)
             if last_sent > await store.last_sequence(course_id):
@@ -344,6 +365,9 @@ async def stream_messages(
                     Problem.INVALID_ARGUMENT,
                     f"after_message_id {after} is ahead of the newest message of {course_id}",
                 )
+        if on_live is not None:
+            await on_live(last_sent)
+        if after is not None:
             while True:
                 page = await store.history(course_id, after=str(last_sent), limit=page_limit)
                 for message in page.messages:

@@ -12,13 +12,13 @@ from grpc_reflection.v1alpha import reflection
 
 from nextcampus_chat.feed import FeedHub
 from nextcampus_chat.metrics import ChatMetrics
-from nextcampus_chat.service import ChatService
+from nextcampus_chat.service import ChatService, add_to_server
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_chat.store import MessageStore
 from nextcampus_common.auth import TokenVerifier
 from nextcampus_common.logs import get_logger
 from nextcampus_common.metrics import serve_metrics
-from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
+from nextcampus_common.proto.chat.v1 import chat_pb2
 from nextcampus_common.redis_cluster import ClusterClient
 
 log = get_logger(__name__)
@@ -57,7 +57,7 @@ class ChatServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(
+        add_to_server(
             ChatService(settings, self.store, self.hub, TokenVerifier(settings), self.metrics),
             self.grpc,
         )

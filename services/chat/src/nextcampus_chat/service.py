@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.feed import FeedHub, stream_messages
@@ -20,6 +22,12 @@ from nextcampus_common.ids import (
     check_client_message_id,
     check_course_id,
     check_message_id,
+)
+from nextcampus_common.metadata import (
+    AUTHORIZATION,
+    RETRY_AFTER_MS,
+    STREAM_AFTER_MESSAGE_ID,
+    metadata_value,
 )
 from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 from nextcampus_common.redis_cluster import RedisUnavailable
@@ -49,8 +57,56 @@ def _invalid(exc: InvalidId) -> ChatError:
 
 async def _abort(context: grpc.aio.ServicerContext, error: ChatError) -> None:
     if error.retry_after_ms is not None:
-        context.set_trailing_metadata((("retry-after-ms", str(error.retry_after_ms)),))
+        context.set_trailing_metadata(((RETRY_AFTER_MS, str(error.retry_after_ms)),))
     await context.abort(STATUS_OF[error.problem], error.message)
+
+
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse, so the handler can answer
+    INVALID_ARGUMENT (grpc would answer UNKNOWN for an exception in the deserializer)."""
+
+    def __init__(self, type_name: str, reason: str) -> None:
+        self.error = ChatError(
+            Problem.INVALID_ARGUMENT, f"request is not a valid {type_name}: {reason}"
+        )
+
+
+def _tolerant(message_class: type[Message]) -> Callable[[bytes], Message | MalformedRequest]:
+    def deserialize(data: bytes) -> Message | MalformedRequest:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return MalformedRequest(message_class.DESCRIPTOR.full_name, str(exc))
+
+    return deserialize
+
+
+def _parsed(request: Request | MalformedRequest) -> Request:
+    if isinstance(request, MalformedRequest):
+        raise request.error
+    return request
+
+
+def add_to_server(service: ChatService, server: grpc.aio.Server) -> None:
+    """Register ChatService like the generated `add_ChatServiceServicer_to_server`, but with
+    deserializers that turn corrupt bytes into INVALID_ARGUMENT."""
+    descriptor = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
+    handlers = {}
+    for method in descriptor.methods:
+        make_handler = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make_handler(
+            getattr(service, method.name),
+            request_deserializer=_tolerant(GetMessageClass(method.input_type)),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(descriptor.full_name, handlers)
 
 
 def _as_chat_error(exc: Exception) -> ChatError | None:
@@ -81,11 +137,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     # -- helpers ---------------------------------------------------------------------------
 
     def _identity(self, context: grpc.aio.ServicerContext) -> Identity:
-        header = None
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                header = value if isinstance(value, str) else value.decode()
-                break
+        header = metadata_value(context.invocation_metadata(), AUTHORIZATION)
         try:
             return self._verifier.verify(bearer_token(header))
         except AuthError as exc:
@@ -117,7 +169,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             self: ChatService, request: Any, context: grpc.aio.ServicerContext
         ) -> Response:
             try:
-                response = await method(self, request, context)
+                response = await method(self, _parsed(request), context)
             except Exception as exc:
                 error = _as_chat_error(exc)
                 if error is None:
@@ -203,6 +255,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     ) -> AsyncIterator[chat_pb2.ChatMessage]:
         code = "OK"
         try:
+            request = _parsed(request)
             identity = self._member(context, request.course_id)
             after = self._optional_message_id(request.after_message_id)
             messages = stream_messages(
@@ -211,6 +264,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 request.course_id,
                 after,
                 page_limit=self._settings.history_page_limit,
+                on_live=lambda last: context.send_initial_metadata(
+                    ((STREAM_AFTER_MESSAGE_ID, str(last)),)
+                ),
             )
             async for message in messages:
                 # A token that expires ends the stream; the client reconnects with a new one.

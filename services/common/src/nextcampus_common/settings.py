@@ -8,10 +8,10 @@ env vars a pod accepts are exactly the fields of its settings class.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "NEXTCAMPUS_"
 
@@ -32,7 +32,8 @@ class RedisSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
-    redis_nodes: list[str] = Field(
+    # NoDecode: the env var is `host:port,host:port`, not JSON.
+    redis_nodes: Annotated[list[str], NoDecode] = Field(
         default=["127.0.0.1:7000"],
         description="startup nodes as host:port, comma-separated in the env var",
     )

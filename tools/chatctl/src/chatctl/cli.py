@@ -120,15 +120,20 @@ def tail(
 def up(
     root: Annotated[Path, typer.Option(help="state and logs")] = Path(".local"),
     persist: Annotated[bool, typer.Option(help="keep Redis data (AOF) across restarts")] = False,
+    free_ports: Annotated[
+        bool, typer.Option(help="use free ports instead of the fixed ones (beside another stack)")
+    ] = False,
 ) -> None:
     """Start the local topology: Redis Cluster on :7000-7005, chat on :50051 and :50052."""
-    stack = Topology(root=root.resolve(), persist=persist)
+    stack = (
+        Topology.on_free_ports(root.resolve(), persist=persist)
+        if free_ports
+        else Topology(root=root.resolve(), persist=persist)
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    console.print(
-        f"starting Redis Cluster on 127.0.0.1:{stack.redis_ports[0]}-{stack.redis_ports[-1]} …"
-    )
+    console.print(f"starting Redis Cluster on 127.0.0.1:{','.join(map(str, stack.redis_ports))} …")
     try:
         stack.start()
     except StackError as exc:
@@ -137,7 +142,10 @@ def up(
     dev_token = issue_token(stack.jwt_secret, "dev", ["demo"], ["demo"])
     console.print(f"chat gRPC on {', '.join(stack.chat_targets)}; logs in {stack.root / 'logs'}")
     console.print(f"dev token (user dev, course demo, moderator): {dev_token}")
-    console.print("try:  chatctl tail -c demo    and    chatctl send -c demo 'hello'")
+    target = stack.chat_targets[0]
+    console.print(
+        f"try:  chatctl tail -c demo -t {target}    and    chatctl send -c demo -t {target} 'hello'"
+    )
     print("ready", flush=True)
     dead: list[str] = []
     try:

@@ -6,15 +6,26 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from nextcampus_common.metadata import AUTHORIZATION, STREAM_AFTER_MESSAGE_ID, metadata_value
 from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 
 
+async def stream_live_after(call: grpc.aio.UnaryStreamCall) -> int:
+    """Wait until a SubscribeMessages stream is live; the id it carries every message after."""
+    value = metadata_value(await call.initial_metadata(), STREAM_AFTER_MESSAGE_ID)
+    if value is None:
+        raise RuntimeError(f"the server sent no {STREAM_AFTER_MESSAGE_ID} header")
+    return int(value)
+
+
 class ChatClient:
-    def __init__(self, target: str, token: str) -> None:
+    def __init__(
+        self, target: str, token: str, options: list[tuple[str, int | str]] | None = None
+    ) -> None:
         self.target = target
-        self.channel = grpc.aio.insecure_channel(target)
+        self.channel = grpc.aio.insecure_channel(target, options=options)
         self.stub = chat_pb2_grpc.ChatServiceStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),)
+        self.metadata = ((AUTHORIZATION, f"Bearer {token}"),)
 
     async def __aenter__(self) -> ChatClient:
         return self

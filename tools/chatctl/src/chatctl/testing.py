@@ -3,17 +3,21 @@ servers and processes, tokens. Everything started here is stopped here, by PID."
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from chatctl.client import stream_live_after
 from chatctl.localstack import RedisCluster, free_ports
 from chatctl.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, SendMessageResponse
 
 TokenFactory = Callable[..., str]
 
@@ -69,7 +73,9 @@ def make_token(jwt_secret: str) -> TokenFactory:
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
     """Redis Cluster + two chat processes on free ports (real processes)."""
-    stack = Topology.on_free_ports(tmp_path / "stack")
+    stack = Topology.on_free_ports(
+        tmp_path / "stack", chat_overrides={"default_rate_limit_messages": 0}
+    )
     stack.start()
     yield stack
     stack.stop()
@@ -107,3 +113,53 @@ async def chat_server(chat_settings_factory: Callable[..., Any]) -> AsyncIterato
     await server.start()
     yield server
     await server.stop()
+
+
+class Collector:
+    """Reads a SubscribeMessages call in the background and keeps what arrived."""
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
+        self.call = call
+        self.messages: list[ChatMessage] = []
+        self.error: grpc.aio.AioRpcError | None = None
+        self._changed = asyncio.Condition()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.call:
+                async with self._changed:
+                    self.messages.append(message)
+                    self._changed.notify_all()
+        except grpc.aio.AioRpcError as exc:
+            self.error = exc
+        async with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(m.message_id) for m in self.messages if not m.deleted]
+
+    async def wait_for(self, condition: Callable[[Collector], bool], within: float = 20) -> None:
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: condition(self) or self._task.done())
+        assert condition(self), f"stream ended ({self.error!r}) before the condition held"
+
+    async def has_ids(self, ids: list[int], within: float = 20) -> None:
+        wanted = set(ids)
+        await self.wait_for(lambda c: wanted <= set(c.ids), within)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def established(
+    collector: Collector, send: Callable[[], Awaitable[SendMessageResponse]]
+) -> int:
+    """Wait until the stream is live, then send a probe and wait until the stream sees it."""
+    await stream_live_after(collector.call)
+    response = await send()
+    probe = int(response.message.message_id)
+    await collector.has_ids([probe])
+    return probe

@@ -31,14 +31,25 @@ class Topology:
     persist: bool = False
     jwt_secret: str = DEV_JWT_SECRET
     log_format: str = "console"
+    # Extra chat settings (field name → value), e.g. a rate limit off for load tests.
+    chat_overrides: dict[str, object] = field(default_factory=dict)
     redis: RedisCluster | None = None
     chats: list[ManagedProcess] = field(default_factory=list)
 
     @classmethod
-    def on_free_ports(cls, root: Path, chat_count: int = 2) -> Topology:
+    def on_free_ports(
+        cls,
+        root: Path,
+        chat_count: int = 2,
+        *,
+        persist: bool = False,
+        chat_overrides: dict[str, object] | None = None,
+    ) -> Topology:
         """A topology beside anything else running (tests next to `make up`)."""
         return cls(
             root=root,
+            persist=persist,
+            chat_overrides=chat_overrides or {},
             redis_ports=free_ports(6, with_bus=True),
             chat_ports=free_ports(chat_count, start=30_000),
             chat_metrics_ports=free_ports(chat_count, start=31_000),
@@ -59,6 +70,7 @@ class Topology:
                 "metrics_host": "127.0.0.1",
                 "metrics_port": metrics_port,
                 "log_format": self.log_format,
+                **self.chat_overrides,
             }
         )
 

@@ -1,0 +1,22 @@
+"""gRPC metadata keys of ChatService beyond the proto: shared by the server and its clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# `Bearer <jwt>`, on every call.
+AUTHORIZATION = "authorization"
+# Trailing metadata of a RESOURCE_EXHAUSTED send: milliseconds until a send is allowed again.
+RETRY_AFTER_MS = "retry-after-ms"
+# Initial metadata of SubscribeMessages, sent once the stream is live: the stream carries
+# every message after this id, so a client whose stream breaks before its first message
+# resumes from it with after_message_id and misses nothing.
+STREAM_AFTER_MESSAGE_ID = "stream-after-message-id"
+
+
+def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    """The first value of `key`, as text (None when absent)."""
+    for name, value in metadata or ():
+        if name == key:
+            return value if isinstance(value, str) else value.decode()
+    return None

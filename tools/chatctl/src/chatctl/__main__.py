@@ -1,0 +1,5 @@
+"""`python -m chatctl`."""
+
+from chatctl.cli import app
+
+app()
