@@ -39,6 +39,14 @@ async def test_a_retried_send_returns_the_original_message(client_for, course_id
     assert bobs.message.message_id != first.message.message_id
 
 
+async def test_policy_defaults_when_the_course_has_none(client_for, course_id):
+    policy = await client_for("alice", [course_id]).policy(course_id)
+    assert (policy.course_id, policy.ttl_seconds, policy.max_length) == (course_id, 86400, 4000)
+    assert not policy.read_only
+    # The test server runs without a default rate limit (chat_settings_factory).
+    assert (policy.rate_limit_messages, policy.rate_limit_seconds) == (0, 10)
+
+
 async def test_default_rate_limit_is_ten_messages_per_ten_seconds(
     chat_settings_factory, make_token, course_id, cluster_client
 ):
@@ -80,6 +88,9 @@ async def test_course_policy_sets_rate_limit_max_length_and_ttl(
         },
     )
     alice = client_for("alice", [course_id])
+    policy = await alice.policy(course_id)
+    assert (policy.ttl_seconds, policy.max_length, policy.read_only) == (600, 5, False)
+    assert (policy.rate_limit_messages, policy.rate_limit_seconds) == (2, 3600)
     message = (await alice.send(course_id, "12345")).message
     assert 590 <= cluster_client.ttl(keys.message(message.message_id)) <= 600
     with pytest.raises(grpc.aio.AioRpcError) as too_long:

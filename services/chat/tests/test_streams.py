@@ -9,7 +9,7 @@ import grpc
 import pytest
 import redis
 
-from chatctl.client import ChatClient
+from chatctl.client import ChatClient, stream_live_after
 from chatctl.testing import Collector, established
 from nextcampus_common.keys import CourseKeys
 
@@ -221,3 +221,20 @@ async def test_graceful_shutdown_ends_streams_so_clients_resume(
         await collector.close()
         await client.close()
         await server.stop()
+
+
+async def test_first_subscriptions_of_many_courses_at_once_all_go_live(client_for):
+    """Regression: concurrent first subscriptions on one Redis node once shared a lazily
+    opened pub/sub connection badly, and some streams stayed silent."""
+    courses = [f"burst-{n}-{random.randrange(10**9)}" for n in range(40)]
+    alice = client_for("alice", courses)
+    collectors = [Collector(alice.subscribe(course)) for course in courses]
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(stream_live_after(c.call) for c in collectors))
+        sent = [int((await alice.send(course, "hello")).message.message_id) for course in courses]
+        for collector, message_id in zip(collectors, sent, strict=True):
+            await collector.has_ids([message_id])
+    finally:
+        for collector in collectors:
+            await collector.close()

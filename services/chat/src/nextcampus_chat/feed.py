@@ -97,6 +97,10 @@ class NodeSubscriber:
     pubsub: PubSub
     courses: set[str] = field(default_factory=set)
     reader: asyncio.Task[None] | None = None
+    # redis-py's PubSub opens its connection lazily on the first command: two concurrent
+    # first (un)subscribes would open two, and the channels of the one replaced would be
+    # silently lost. One command at a time per node.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class FeedHub:
@@ -248,7 +252,8 @@ class FeedHub:
         subscriber.courses.add(feed.course_id)
         feed.node_name = node.name
         try:
-            await subscriber.pubsub.ssubscribe(feed.channel)
+            async with subscriber.lock:
+                await subscriber.pubsub.ssubscribe(feed.channel)
         except BaseException:
             subscriber.courses.discard(feed.course_id)
             feed.node_name = None
@@ -284,7 +289,8 @@ class FeedHub:
             return
         subscriber.courses.discard(feed.course_id)
         with contextlib.suppress(*RETRYABLE_ERRORS):
-            await subscriber.pubsub.sunsubscribe(feed.channel)
+            async with subscriber.lock:
+                await subscriber.pubsub.sunsubscribe(feed.channel)
         if not subscriber.courses:
             await self._close_node(subscriber)
 

@@ -248,6 +248,13 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         )
         return message
 
+    @_unary
+    async def GetCoursePolicy(
+        self, request: chat_pb2.GetCoursePolicyRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.CoursePolicy:
+        self._member(context, request.course_id)
+        return await self._store.policy(request.course_id)
+
     # -- streaming -------------------------------------------------------------------------
 
     async def SubscribeMessages(

@@ -11,8 +11,8 @@ import orjson
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_common import scripts
-from nextcampus_common.keys import MESSAGE_FIELDS, CourseKeys
-from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
+from nextcampus_common.keys import MESSAGE_FIELDS, POLICY_FIELDS, CourseKeys
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, CoursePolicy
 from nextcampus_common.redis_cluster import ClusterClient
 
 
@@ -65,6 +65,13 @@ def _message(course_id: str, message_id: str, fields: Sequence[str]) -> ChatMess
         deleted=deleted == "1",
         client_message_id=client_message_id,
     )
+
+
+def _int_or(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:  # a hand-edited hash: the send script falls back the same way
+        return default
 
 
 class MessageStore:
@@ -187,6 +194,23 @@ class MessageStore:
         _, author, timestamp, client_message_id, changed = reply
         message = _message(course_id, message_id, (author, "", timestamp, "1", client_message_id))
         return message, changed == "1"
+
+    async def policy(self, course_id: str) -> CoursePolicy:
+        """The effective policy: the course's policy hash over the service's defaults (the
+        same precedence as the send script)."""
+        key = CourseKeys(course_id).policy
+        ttl, max_length, read_only, rate_messages, rate_seconds = await self._redis.command(
+            key, "HMGET", key, *POLICY_FIELDS
+        )
+        settings = self._settings
+        return CoursePolicy(
+            course_id=course_id,
+            ttl_seconds=_int_or(ttl, settings.default_ttl_seconds),
+            max_length=_int_or(max_length, settings.default_max_length),
+            read_only=read_only in ("1", "true"),
+            rate_limit_messages=_int_or(rate_messages, settings.default_rate_limit_messages),
+            rate_limit_seconds=_int_or(rate_seconds, settings.default_rate_limit_seconds),
+        )
 
     async def last_sequence(self, course_id: str) -> int:
         """The course's current sequence (0 when it has none yet)."""

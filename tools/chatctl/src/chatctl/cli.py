@@ -124,7 +124,8 @@ def up(
         bool, typer.Option(help="use free ports instead of the fixed ones (beside another stack)")
     ] = False,
 ) -> None:
-    """Start the local topology: Redis Cluster on :7000-7005, chat on :50051 and :50052."""
+    """Start the local topology: Redis Cluster on :7000-7005, chat on :50051 and :50052,
+    GraphQL on :8081 and :8082."""
     stack = (
         Topology.on_free_ports(root.resolve(), persist=persist)
         if free_ports
@@ -141,6 +142,7 @@ def up(
         raise typer.Exit(1) from None
     dev_token = issue_token(stack.jwt_secret, "dev", ["demo"], ["demo"])
     console.print(f"chat gRPC on {', '.join(stack.chat_targets)}; logs in {stack.root / 'logs'}")
+    console.print(f"GraphQL on {', '.join(stack.graphql_urls)} (HTTP POST and WebSocket)")
     console.print(f"dev token (user dev, course demo, moderator): {dev_token}")
     target = stack.chat_targets[0]
     console.print(
@@ -150,7 +152,7 @@ def up(
     dead: list[str] = []
     try:
         while not stop.wait(0.5):
-            dead = [p.name for p in stack.chats if not p.alive()]
+            dead = [p.name for p in stack.processes if not p.alive()]
             if dead:
                 console.print(f"[red]{', '.join(dead)} exited; see its log. Stopping.[/red]")
                 break
@@ -160,3 +162,77 @@ def up(
         console.print("stopped")
     if dead:
         raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    scenario: Annotated[str, typer.Option(help="comma-separated: sends, fanout")] = "sends,fanout",
+    concurrency: Annotated[
+        str, typer.Option(help="concurrent SendMessage loops per step, comma-separated")
+    ] = "1,8,32,64,128",
+    duration: Annotated[float, typer.Option(help="measured seconds per step")] = 5.0,
+    warmup: Annotated[float, typer.Option(help="unmeasured seconds before each step")] = 1.0,
+    courses: Annotated[int, typer.Option(help="courses the sends are spread over")] = 16,
+    users: Annotated[int, typer.Option(help="users the sends are spread over")] = 64,
+    message_bytes: Annotated[int, typer.Option(help="content length of each send")] = 64,
+    streams: Annotated[int, typer.Option(help="fanout: SubscribeMessages streams")] = 1000,
+    fanout_courses: Annotated[int, typer.Option(help="fanout: courses of the streams")] = 10,
+    publish_rate: Annotated[
+        float, typer.Option(help="fanout: messages/s published, over all courses")
+    ] = 200.0,
+    drain: Annotated[
+        float, typer.Option(help="fanout: seconds to wait for the last deliveries")
+    ] = 10.0,
+    prime_feeds: Annotated[
+        bool,
+        typer.Option(help="fanout: open one stream per course first, one at a time, then the rest"),
+    ] = True,
+    client_processes: Annotated[
+        int, typer.Option(help="load processes (0: 1 below 8 concurrent, else 2)")
+    ] = 0,
+    profile: Annotated[
+        bool, typer.Option(help="also run the top sends step under py-spy (flame graph)")
+    ] = False,
+    output: Annotated[Path, typer.Option(help="directory of the JSON results")] = Path(
+        "bench-results"
+    ),
+    root: Annotated[
+        Path | None, typer.Option(help="stack state and logs (default: a temp dir, removed)")
+    ] = None,
+) -> None:
+    """Measure sends/s, send latency and fan-out deliveries/s of one chat process against a
+    local Redis Cluster (load from separate processes); prints tables, writes JSON."""
+    import shlex
+    import sys
+
+    from chatctl.bench import BenchError, BenchOptions, parse_int_list, parse_scenarios, run_bench
+
+    try:
+        options = BenchOptions(
+            scenarios=parse_scenarios(scenario),
+            concurrencies=parse_int_list(concurrency),
+            duration_seconds=duration,
+            warmup_seconds=warmup,
+            send_courses=courses,
+            users=users,
+            content_bytes=message_bytes,
+            streams=streams,
+            fanout_courses=fanout_courses,
+            publish_rate=publish_rate,
+            drain_seconds=drain,
+            prime_feeds=prime_feeds,
+            client_processes=client_processes,
+            profile=profile,
+            output_dir=output,
+            root=root,
+            command_line=shlex.join(sys.argv),
+        )
+        # Piped output (make, CI logs) gets a width that fits the tables.
+        out = Console() if sys.stdout.isatty() else Console(width=160)
+        run_bench(options, progress=console, out=out)
+    except (BenchError, StackError) as exc:
+        console.print(f"[red]bench failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; everything started was stopped[/yellow]")
+        raise typer.Exit(130) from None

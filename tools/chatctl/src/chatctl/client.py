@@ -1,4 +1,4 @@
-"""A small gRPC client of ChatService with the token in the `authorization` metadata."""
+"""ChatService for one user: the common client with a token bound to every call."""
 
 from __future__ import annotations
 
@@ -6,26 +6,29 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from nextcampus_common.metadata import AUTHORIZATION, STREAM_AFTER_MESSAGE_ID, metadata_value
-from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
+from nextcampus_common.chat_api import ChatApi, stream_live_after
+from nextcampus_common.proto.chat.v1 import chat_pb2
 
-
-async def stream_live_after(call: grpc.aio.UnaryStreamCall) -> int:
-    """Wait until a SubscribeMessages stream is live; the id it carries every message after."""
-    value = metadata_value(await call.initial_metadata(), STREAM_AFTER_MESSAGE_ID)
-    if value is None:
-        raise RuntimeError(f"the server sent no {STREAM_AFTER_MESSAGE_ID} header")
-    return int(value)
+__all__ = ["ChatClient", "stream_live_after"]
 
 
 class ChatClient:
     def __init__(
-        self, target: str, token: str, options: list[tuple[str, int | str]] | None = None
+        self,
+        target: str,
+        token: str,
+        options: list[tuple[str, int | str]] | None = None,
+        *,
+        max_attempts: int = 1,
     ) -> None:
+        # No automatic retries by default: tests and the CLI see each failure as it is.
+        self.api = ChatApi(target, options=options, max_attempts=max_attempts)
         self.target = target
-        self.channel = grpc.aio.insecure_channel(target, options=options)
-        self.stub = chat_pb2_grpc.ChatServiceStub(self.channel)
-        self.metadata = ((AUTHORIZATION, f"Bearer {token}"),)
+        self.token = token
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        return self.api.channel
 
     async def __aenter__(self) -> ChatClient:
         return self
@@ -34,7 +37,7 @@ class ChatClient:
         await self.close()
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.api.close()
 
     async def send(
         self,
@@ -43,42 +46,32 @@ class ChatClient:
         client_message_id: str = "",
         deadline_seconds: float = 10.0,
     ) -> chat_pb2.SendMessageResponse:
-        request = chat_pb2.SendMessageRequest(
-            course_id=course_id, content=content, client_message_id=client_message_id
+        return await self.api.send(
+            self.token,
+            course_id,
+            content,
+            client_message_id or None,
+            deadline_seconds=deadline_seconds,
         )
-        response: chat_pb2.SendMessageResponse = await self.stub.SendMessage(
-            request, metadata=self.metadata, timeout=deadline_seconds
-        )
-        return response
 
     async def history(
         self, course_id: str, *, before: str = "", after: str = "", limit: int = 0
     ) -> chat_pb2.ListMessagesResponse:
-        request = chat_pb2.ListMessagesRequest(
-            course_id=course_id, before_message_id=before, after_message_id=after, limit=limit
+        return await self.api.history(
+            self.token, course_id, before=before or None, after=after or None, limit=limit
         )
-        response: chat_pb2.ListMessagesResponse = await self.stub.ListMessages(
-            request, metadata=self.metadata, timeout=10
-        )
-        return response
 
     async def get(self, course_id: str, message_id: str) -> chat_pb2.ChatMessage:
-        request = chat_pb2.GetMessageRequest(course_id=course_id, message_id=message_id)
-        message: chat_pb2.ChatMessage = await self.stub.GetMessage(
-            request, metadata=self.metadata, timeout=10
-        )
-        return message
+        return await self.api.get(self.token, course_id, message_id)
 
     async def delete(self, course_id: str, message_id: str) -> chat_pb2.ChatMessage:
-        request = chat_pb2.DeleteMessageRequest(course_id=course_id, message_id=message_id)
-        message: chat_pb2.ChatMessage = await self.stub.DeleteMessage(
-            request, metadata=self.metadata, timeout=10
-        )
-        return message
+        return await self.api.delete(self.token, course_id, message_id)
+
+    async def policy(self, course_id: str) -> chat_pb2.CoursePolicy:
+        return await self.api.policy(self.token, course_id)
 
     def subscribe(self, course_id: str, after: str = "") -> grpc.aio.UnaryStreamCall:
-        request = chat_pb2.SubscribeMessagesRequest(course_id=course_id, after_message_id=after)
-        return self.stub.SubscribeMessages(request, metadata=self.metadata)
+        return self.api.subscribe(self.token, course_id, after or None)
 
     async def messages(
         self, course_id: str, after: str = ""

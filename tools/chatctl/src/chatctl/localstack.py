@@ -35,20 +35,27 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_ports(count: int, *, with_bus: bool = False, start: int = 20_000) -> list[int]:
-    """`count` free loopback ports (each with port+10000 free too when `with_bus`)."""
+# Ports for local processes stay below Linux's ephemeral range (32768+), where outgoing
+# connections and port-0 listeners take theirs: a port chosen here cannot be taken by a
+# client socket between the choice and the bind. Redis nodes get [11000, 20000) so that
+# their cluster bus ports (+10000) land in [21000, 30000); services get [30000, 32700).
+REDIS_PORT_RANGE = (11_000, 9_000)
+SERVICE_PORT_RANGE = (30_000, 2_700)
+
+
+def free_ports(count: int, *, with_bus: bool = False) -> list[int]:
+    """`count` free loopback ports (Redis nodes, each with port+10000 free, when `with_bus`)."""
+    start, span = REDIS_PORT_RANGE if with_bus else SERVICE_PORT_RANGE
     found: list[int] = []
     # Spread concurrent callers (parallel test sessions) over the range.
-    port = start + (os.getpid() * 7919 + time.monotonic_ns() // 1000) % 9_000
-    for _ in range(20_000):
-        port = start + (port - start + 1) % 9_500
-        if port in found:
-            continue
+    offset = (os.getpid() * 7919 + time.monotonic_ns() // 1000) % span
+    for step in range(span):
+        port = start + (offset + step) % span
         if port_is_free(port) and (not with_bus or port_is_free(port + CLUSTER_BUS_OFFSET)):
             found.append(port)
             if len(found) == count:
                 return found
-    raise StackError(f"could not find {count} free ports")
+    raise StackError(f"could not find {count} free ports in [{start}, {start + span})")
 
 
 def wait_for_port(

@@ -4,9 +4,11 @@ servers and processes, tokens. Everything started here is stopped here, by PID."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,7 @@ def make_token(jwt_secret: str) -> TokenFactory:
 
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
-    """Redis Cluster + two chat processes on free ports (real processes)."""
+    """Redis Cluster + two chat + two GraphQL processes on free ports (real processes)."""
     stack = Topology.on_free_ports(
         tmp_path / "stack", chat_overrides={"default_rate_limit_messages": 0}
     )
@@ -163,3 +165,165 @@ async def established(
     probe = int(response.message.message_id)
     await collector.has_ids([probe])
     return probe
+
+
+@dataclass
+class GraphqlServer:
+    url: str
+    app: Any
+    runner: Any
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1)
+
+    @property
+    def services(self) -> Any:
+        from nextcampus_graphql.app import SERVICES
+
+        return self.app[SERVICES]
+
+
+@pytest.fixture
+def graphql_settings_factory(chat_server: Any, jwt_secret: str) -> Callable[..., Any]:
+    from nextcampus_graphql.settings import GraphqlSettings
+
+    def make(**overrides: Any) -> GraphqlSettings:
+        values: dict[str, Any] = {
+            "chat_target": f"ipv4:127.0.0.1:{chat_server.port}",
+            "jwt_secret": jwt_secret,
+            "http_host": "127.0.0.1",
+            "http_port": 0,
+            "metrics_port": 0,
+            "log_format": "console",
+            "shutdown_grace_seconds": 1.0,
+        }
+        values.update(overrides)
+        return GraphqlSettings(**values)
+
+    return make
+
+
+async def start_graphql_server(settings: Any) -> GraphqlServer:
+    """The real app factory on a free loopback port, in this process."""
+    from aiohttp import web
+
+    from nextcampus_graphql.app import create_app
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace_seconds)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return GraphqlServer(f"http://127.0.0.1:{port}/graphql", app, runner)
+
+
+@pytest.fixture
+async def graphql_server(
+    graphql_settings_factory: Callable[..., Any],
+) -> AsyncIterator[GraphqlServer]:
+    """An in-process GraphQL server in front of the in-process chat server."""
+    server = await start_graphql_server(graphql_settings_factory())
+    yield server
+    await server.runner.cleanup()
+
+
+def scrape(url: str) -> dict[str, float]:
+    """A /metrics page as {sample name with labels: value}."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+ADDED_DOCUMENT = (
+    "subscription($c: ID!, $after: ID) "
+    "{ messageAdded(courseId: $c, after: $after) { messageId content deleted } }"
+)
+
+
+class WsSubscriber:
+    """A raw graphql-transport-ws subscriber of messageAdded that keeps what arrives."""
+
+    def __init__(self, url: str, token: str, course_id: str, after: str | None = None) -> None:
+        self.url, self.token, self.course_id, self.after = url, token, course_id, after
+        self.ids: list[int] = []
+        self.close_code: int | None = None
+        self._changed = asyncio.Condition()
+        self._session: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> WsSubscriber:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession()
+        ws = await self._session.ws_connect(self.url, protocols=["graphql-transport-ws"])
+        await ws.send_json(
+            {"type": "connection_init", "payload": {"authorization": f"Bearer {self.token}"}}
+        )
+        ack = await ws.receive_json(timeout=20)
+        assert ack == {"type": "connection_ack"}, ack
+        variables = {"c": self.course_id, "after": self.after}
+        await ws.send_json(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": ADDED_DOCUMENT, "variables": variables},
+            }
+        )
+        self._task = asyncio.create_task(self._read(ws))
+        return self
+
+    async def _read(self, ws: Any) -> None:
+        import aiohttp
+
+        try:
+            async for message in ws:
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                data = message.json()
+                if data["type"] == "ping":
+                    await ws.send_json({"type": "pong"})
+                elif data["type"] == "next":
+                    added = data["payload"]["data"]["messageAdded"]
+                    async with self._changed:
+                        self.ids.append(int(added["messageId"]))
+                        self._changed.notify_all()
+                elif data["type"] == "error":
+                    raise AssertionError(f"subscription failed: {data}")
+        finally:
+            self.close_code = ws.close_code
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def has_ids(self, ids: list[int], within: float = 30) -> None:
+        wanted = set(ids)
+        assert self._task is not None
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: wanted <= set(self.ids) or self._task.done())  # type: ignore[union-attr]
+        assert wanted <= set(self.ids), f"socket ended ({self.close_code}) before all arrived"
+
+    async def until_live(self, send_probe: Callable[[], Awaitable[int]]) -> int:
+        """Send probes until one arrives: the subscription is live. The probe's id."""
+        for _ in range(100):
+            probe = await send_probe()
+            with contextlib.suppress(TimeoutError):
+                await self.has_ids([probe], within=0.5)
+                return probe
+        raise AssertionError("the subscription never went live")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()

@@ -20,6 +20,7 @@ DEV_JWT_SECRET = "nextcampus-local-development-secret-do-not-deploy"
 DEFAULT_REDIS_PORTS = [7000, 7001, 7002, 7003, 7004, 7005]
 DEFAULT_CHAT_PORTS = [50051, 50052]
 DEFAULT_CHAT_METRICS_PORTS = [9101, 9102]
+DEFAULT_GRAPHQL_PORTS = [8081, 8082]
 
 
 @dataclass
@@ -28,31 +29,39 @@ class Topology:
     redis_ports: list[int] = field(default_factory=lambda: list(DEFAULT_REDIS_PORTS))
     chat_ports: list[int] = field(default_factory=lambda: list(DEFAULT_CHAT_PORTS))
     chat_metrics_ports: list[int] = field(default_factory=lambda: list(DEFAULT_CHAT_METRICS_PORTS))
+    graphql_ports: list[int] = field(default_factory=lambda: list(DEFAULT_GRAPHQL_PORTS))
     persist: bool = False
     jwt_secret: str = DEV_JWT_SECRET
     log_format: str = "console"
     # Extra chat settings (field name → value), e.g. a rate limit off for load tests.
     chat_overrides: dict[str, object] = field(default_factory=dict)
+    graphql_overrides: dict[str, object] = field(default_factory=dict)
     redis: RedisCluster | None = None
     chats: list[ManagedProcess] = field(default_factory=list)
+    graphqls: list[ManagedProcess] = field(default_factory=list)
 
     @classmethod
     def on_free_ports(
         cls,
         root: Path,
         chat_count: int = 2,
+        graphql_count: int = 2,
         *,
         persist: bool = False,
         chat_overrides: dict[str, object] | None = None,
+        graphql_overrides: dict[str, object] | None = None,
     ) -> Topology:
         """A topology beside anything else running (tests next to `make up`)."""
+        ports = free_ports(2 * chat_count + graphql_count)
         return cls(
             root=root,
             persist=persist,
             chat_overrides=chat_overrides or {},
+            graphql_overrides=graphql_overrides or {},
             redis_ports=free_ports(6, with_bus=True),
-            chat_ports=free_ports(chat_count, start=30_000),
-            chat_metrics_ports=free_ports(chat_count, start=31_000),
+            chat_ports=ports[:chat_count],
+            chat_metrics_ports=ports[chat_count : 2 * chat_count],
+            graphql_ports=ports[2 * chat_count :],
         )
 
     @property
@@ -74,6 +83,32 @@ class Topology:
             }
         )
 
+    @property
+    def graphql_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{p}/graphql" for p in self.graphql_ports]
+
+    def graphql_env(self, http_port: int) -> dict[str, str]:
+        return service_env(
+            {
+                # Round-robin over every chat process, as the headless service does in k8s.
+                "chat_target": "ipv4:" + ",".join(self.chat_targets),
+                "jwt_secret": self.jwt_secret,
+                "http_host": "127.0.0.1",
+                "http_port": http_port,
+                "metrics_port": 0,  # /metrics is served on the HTTP port too
+                "log_format": self.log_format,
+                **self.graphql_overrides,
+            }
+        )
+
+    def new_graphql_process(self, index: int) -> ManagedProcess:
+        return ManagedProcess(
+            name=f"graphql-{index}",
+            argv=python_module("nextcampus_graphql"),
+            env=self.graphql_env(self.graphql_ports[index]),
+            log_path=self.root / "logs" / f"graphql-{index}.log",
+        )
+
     def new_chat_process(self, index: int) -> ManagedProcess:
         return ManagedProcess(
             name=f"chat-{index}",
@@ -88,13 +123,18 @@ class Topology:
         try:
             self.redis.start()
             self.chats = [self.new_chat_process(i) for i in range(len(self.chat_ports))]
-            for process in self.chats:
+            self.graphqls = [self.new_graphql_process(i) for i in range(len(self.graphql_ports))]
+            for process in self.processes:
                 process.start()
-            for process in self.chats:
+            for process in self.processes:
                 process.wait_ready()
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [*self.chats, *self.graphqls]
 
     def restart_chat(self, index: int) -> ManagedProcess:
         self.chats[index].stop()
@@ -104,6 +144,8 @@ class Topology:
         return self.chats[index]
 
     def stop(self) -> None:
+        # Front to back: sockets close before their upstreams do.
+        stop_all(self.graphqls)
         stop_all(self.chats)
         if self.redis is not None:
             self.redis.stop()

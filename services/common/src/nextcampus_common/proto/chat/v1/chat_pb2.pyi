@@ -244,3 +244,62 @@ class DeleteMessageRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteMessageRequest: _TypeAlias = DeleteMessageRequest  # noqa: Y015
+
+@_typing.final
+class GetCoursePolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCoursePolicyRequest: _TypeAlias = GetCoursePolicyRequest  # noqa: Y015
+
+@_typing.final
+class CoursePolicy(_message.Message):
+    """The effective policy of a course: its CourseChatPolicy where one is applied, the chat
+    service's defaults for the rest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_LENGTH_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_MESSAGES_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_SECONDS_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    ttl_seconds: _builtins.int
+    max_length: _builtins.int
+    """characters"""
+    read_only: _builtins.bool
+    rate_limit_messages: _builtins.int
+    """per user, per rate_limit_seconds; 0: no limit"""
+    rate_limit_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        ttl_seconds: _builtins.int = ...,
+        max_length: _builtins.int = ...,
+        read_only: _builtins.bool = ...,
+        rate_limit_messages: _builtins.int = ...,
+        rate_limit_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "max_length", b"max_length", "rate_limit_messages", b"rate_limit_messages", "rate_limit_seconds", b"rate_limit_seconds", "read_only", b"read_only", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CoursePolicy: _TypeAlias = CoursePolicy  # noqa: Y015

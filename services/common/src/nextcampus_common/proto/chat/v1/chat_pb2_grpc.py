@@ -61,6 +61,11 @@ class ChatServiceStub:
                 request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.DeleteMessageRequest.SerializeToString,
                 response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
                 _registered_method=True)
+        self.GetCoursePolicy = channel.unary_unary(
+                '/chat.v1.ChatService/GetCoursePolicy',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetCoursePolicyRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.CoursePolicy.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -99,6 +104,13 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCoursePolicy(self, request, context):
+        """Added for GraphQL's coursePolicy query: the defaults live in the chat service only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +138,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.DeleteMessage,
                     request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.DeleteMessageRequest.FromString,
                     response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            ),
+            'GetCoursePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCoursePolicy,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetCoursePolicyRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.CoursePolicy.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +282,33 @@ class ChatService:
             '/chat.v1.ChatService/DeleteMessage',
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.DeleteMessageRequest.SerializeToString,
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCoursePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/GetCoursePolicy',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetCoursePolicyRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.CoursePolicy.FromString,
             options,
             channel_credentials,
             insecure,

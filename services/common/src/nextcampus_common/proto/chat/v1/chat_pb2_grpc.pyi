@@ -46,6 +46,8 @@ class ChatServiceStub:
     ListMessages: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListMessagesRequest, _chat_pb2.ListMessagesResponse]
     GetMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetMessageRequest, _chat_pb2.ChatMessage]
     DeleteMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.DeleteMessageRequest, _chat_pb2.ChatMessage]
+    GetCoursePolicy: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetCoursePolicyRequest, _chat_pb2.CoursePolicy]
+    """Added for GraphQL's coursePolicy query: the defaults live in the chat service only."""
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -60,6 +62,8 @@ class ChatServiceAsyncStub(ChatServiceStub):
     ListMessages: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListMessagesRequest, _chat_pb2.ListMessagesResponse]  # type: ignore[assignment]
     GetMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetMessageRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
     DeleteMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.DeleteMessageRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
+    GetCoursePolicy: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetCoursePolicyRequest, _chat_pb2.CoursePolicy]  # type: ignore[assignment]
+    """Added for GraphQL's coursePolicy query: the defaults live in the chat service only."""
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """The caller's identity is the JWT in the `authorization: Bearer …` metadata, never a
@@ -101,5 +105,13 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chat_pb2.DeleteMessageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def GetCoursePolicy(
+        self,
+        request: _chat_pb2.GetCoursePolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.CoursePolicy, _abc.Awaitable[_chat_pb2.CoursePolicy]]:
+        """Added for GraphQL's coursePolicy query: the defaults live in the chat service only."""
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,151 @@
+"""The one gRPC client of ChatService (GraphQL pods, chatctl, tests): round-robin over every
+pod the target resolves to, deadlines, and gRPC's own retries of UNAVAILABLE (sends always
+carry a client message id, so a retried send is never stored twice). The caller's token
+goes with each call: one channel serves many users."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import grpc
+
+from nextcampus_common.metadata import AUTHORIZATION, STREAM_AFTER_MESSAGE_ID, metadata_value
+from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
+
+
+def service_config(max_attempts: int) -> str:
+    retry = {
+        "maxAttempts": max_attempts,
+        "initialBackoff": "0.05s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "methodConfig": [{"name": [{"service": "chat.v1.ChatService"}], "retryPolicy": retry}]
+            if max_attempts > 1
+            else [],
+        }
+    )
+
+
+async def stream_live_after(call: grpc.aio.UnaryStreamCall) -> int:
+    """Wait until a SubscribeMessages stream is live; the id it carries every message after."""
+    value = metadata_value(await call.initial_metadata(), STREAM_AFTER_MESSAGE_ID)
+    if value is None:
+        raise RuntimeError(f"the chat service sent no {STREAM_AFTER_MESSAGE_ID} header")
+    return int(value)
+
+
+class ChatApi:
+    def __init__(
+        self,
+        target: str,
+        *,
+        deadline_seconds: float = 10.0,
+        max_attempts: int = 4,
+        options: list[tuple[str, int | str]] | None = None,
+    ) -> None:
+        self.target = target
+        self._deadline = deadline_seconds
+        self.channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                *(options or []),
+                ("grpc.service_config", service_config(max_attempts)),
+                ("grpc.enable_retries", 1),
+                # Notice a chat pod that vanished without closing its connections.
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                # Re-resolve the headless service soon after a pod goes away.
+                ("grpc.dns_min_time_between_resolutions_ms", 1_000),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2_000),
+            ],
+        )
+        self._stub = chat_pb2_grpc.ChatServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def ready(self) -> bool:
+        """True when at least one chat pod is connected (or can be connected to now)."""
+        state = self.channel.get_state(try_to_connect=True)
+        return state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE)
+
+    @staticmethod
+    def _metadata(token: str) -> tuple[tuple[str, str]]:
+        return ((AUTHORIZATION, f"Bearer {token}"),)
+
+    async def send(
+        self,
+        token: str,
+        course_id: str,
+        content: str,
+        client_message_id: str | None = None,
+        *,
+        deadline_seconds: float | None = None,
+    ) -> chat_pb2.SendMessageResponse:
+        request = chat_pb2.SendMessageRequest(
+            course_id=course_id,
+            content=content,
+            # Our own retries (and the client's) must not store the message twice.
+            client_message_id=client_message_id or f"auto-{uuid.uuid4().hex}",
+        )
+        response: chat_pb2.SendMessageResponse = await self._stub.SendMessage(
+            request, metadata=self._metadata(token), timeout=deadline_seconds or self._deadline
+        )
+        return response
+
+    async def history(
+        self,
+        token: str,
+        course_id: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int,
+    ) -> chat_pb2.ListMessagesResponse:
+        request = chat_pb2.ListMessagesRequest(
+            course_id=course_id,
+            before_message_id=before or "",
+            after_message_id=after or "",
+            limit=limit,
+        )
+        response: chat_pb2.ListMessagesResponse = await self._stub.ListMessages(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return response
+
+    async def get(self, token: str, course_id: str, message_id: str) -> chat_pb2.ChatMessage:
+        request = chat_pb2.GetMessageRequest(course_id=course_id, message_id=message_id)
+        message: chat_pb2.ChatMessage = await self._stub.GetMessage(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return message
+
+    async def delete(self, token: str, course_id: str, message_id: str) -> chat_pb2.ChatMessage:
+        request = chat_pb2.DeleteMessageRequest(course_id=course_id, message_id=message_id)
+        message: chat_pb2.ChatMessage = await self._stub.DeleteMessage(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return message
+
+    async def policy(self, token: str, course_id: str) -> chat_pb2.CoursePolicy:
+        request = chat_pb2.GetCoursePolicyRequest(course_id=course_id)
+        policy: chat_pb2.CoursePolicy = await self._stub.GetCoursePolicy(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return policy
+
+    def subscribe(
+        self, token: str, course_id: str, after: str | None = None
+    ) -> grpc.aio.UnaryStreamCall:
+        request = chat_pb2.SubscribeMessagesRequest(
+            course_id=course_id, after_message_id=after or ""
+        )
+        return self._stub.SubscribeMessages(request, metadata=self._metadata(token))

@@ -1,0 +1,223 @@
+"""The app factory of a GraphQL process: `create_app(settings)` wires everything once.
+
+Routes: `/graphql` (POST for queries and mutations; GET upgrades to a WebSocket speaking
+graphql-transport-ws or graphql-ws), `/healthz`, `/readyz` (a chat pod is reachable),
+`/metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+from graphql import OperationType
+
+from nextcampus_common.auth import AuthError, TokenVerifier, bearer_token
+from nextcampus_common.chat_api import ChatApi
+from nextcampus_common.logs import get_logger
+from nextcampus_common.metrics import render, serve_metrics
+from nextcampus_graphql.connection import (
+    CLOSE_SERVICE_RESTART,
+    CLOSE_SUBPROTOCOL,
+    SUBPROTOCOLS,
+    Connection,
+)
+from nextcampus_graphql.context import RequestContext
+from nextcampus_graphql.errors import Code
+from nextcampus_graphql.feeds import FeedHub
+from nextcampus_graphql.metrics import GraphqlMetrics
+from nextcampus_graphql.operations import (
+    OperationError,
+    OperationFactory,
+    format_error,
+    run_operation,
+)
+from nextcampus_graphql.schema import build_schema
+from nextcampus_graphql.services import Services
+from nextcampus_graphql.settings import GraphqlSettings
+
+log = get_logger(__name__)
+
+SERVICES = web.AppKey("services", Services)
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error_response(code: Code, message: str, status: int) -> web.Response:
+    return _json({"errors": [{"message": message, "extensions": {"code": code.value}}]}, status)
+
+
+def request_token(request: web.Request) -> str | None:
+    """The token of the `Authorization` header, else of the `access_token` query parameter."""
+    return bearer_token(request.headers.get("Authorization")) or (
+        request.query.get("access_token") or None
+    )
+
+
+async def graphql_post(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    token = request_token(request)
+    identity = None
+    if token is not None:
+        try:
+            identity = services.verifier.verify(token)
+        except AuthError as exc:
+            return _error_response(Code.UNAUTHENTICATED, str(exc), 401)
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return _error_response(Code.BAD_USER_INPUT, "the body must be JSON", 400)
+    try:
+        operation = services.operations.prepare(body)
+    except OperationError as exc:
+        services.metrics.operations.labels("invalid", "error").inc()
+        return _json({"errors": [format_error(e) for e in exc.errors]}, 400)
+    if operation.kind is OperationType.SUBSCRIPTION:
+        return _error_response(
+            Code.BAD_USER_INPUT, "subscriptions are served over WebSocket at /graphql", 400
+        )
+    context = RequestContext(
+        chat=services.chat,
+        identity=identity,
+        token=token,
+        history_page_limit=services.settings.history_page_limit,
+    )
+    response = await run_operation(services.schema, operation, context)
+    result = "error" if response.get("errors") else "ok"
+    services.metrics.operations.labels(operation.kind.value, result).inc()
+    return _json(response)
+
+
+async def graphql_websocket(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    if not services.accepting:
+        raise web.HTTPServiceUnavailable(text="shutting down")
+    settings = services.settings
+    ws = web.WebSocketResponse(
+        protocols=SUBPROTOCOLS,
+        compress=False,  # frames are written pre-built to many sockets
+        max_msg_size=settings.max_frame_bytes,
+        heartbeat=settings.keepalive_seconds * 2,  # WebSocket pings find dead peers
+    )
+    await ws.prepare(request)
+    if ws.ws_protocol not in SUBPROTOCOLS:
+        await ws.close(code=CLOSE_SUBPROTOCOL, message=b"Subprotocol not acceptable")
+        return ws
+    transport = request.transport
+    assert transport is not None
+    connection = Connection(
+        ws=ws,
+        transport=transport,
+        protocol=ws.ws_protocol,
+        services=services,
+        upgrade_token=request_token(request),
+    )
+    gauge = services.metrics.connections.labels(ws.ws_protocol)
+    services.connections.add(connection)
+    gauge.inc()
+    try:
+        await connection.serve()
+    finally:
+        services.connections.discard(connection)
+        gauge.dec()
+    return ws
+
+
+async def graphql_get(request: web.Request) -> web.StreamResponse:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await graphql_websocket(request)
+    return _error_response(
+        Code.BAD_USER_INPUT, "POST a query, or open a WebSocket (graphql-transport-ws)", 405
+    )
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    if not services.accepting:
+        return web.Response(status=503, text="shutting down")
+    if not await services.chat.ready():
+        return web.Response(status=503, text="no chat pod reachable")
+    return web.Response(text="ready")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = render(request.app[SERVICES].metrics.registry)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+async def _keepalive(services: Services) -> None:
+    while True:
+        await asyncio.sleep(services.settings.keepalive_seconds)
+        for connection in list(services.connections):
+            connection.keepalive()
+
+
+def create_app(
+    settings: GraphqlSettings, metrics_registry: GraphqlMetrics | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        metrics = metrics_registry or GraphqlMetrics()
+        schema = build_schema()
+        chat = ChatApi(
+            settings.chat_target,
+            deadline_seconds=settings.chat_deadline_seconds,
+            max_attempts=settings.chat_max_attempts,
+        )
+        services = Services(
+            settings=settings,
+            schema=schema,
+            operations=OperationFactory(
+                schema,
+                max_query_bytes=settings.max_query_bytes,
+                max_depth=settings.max_query_depth,
+            ),
+            verifier=TokenVerifier(settings),
+            chat=chat,
+            hub=FeedHub(
+                chat,
+                schema,
+                metrics,
+                history_page_limit=settings.history_page_limit,
+                live_timeout_seconds=settings.chat_deadline_seconds * 2,
+            ),
+            metrics=metrics,
+        )
+        app[SERVICES] = services
+        keepalive = asyncio.create_task(_keepalive(services))
+        serve_metrics(metrics.registry, settings.metrics_host, settings.metrics_port)
+        yield
+        keepalive.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keepalive
+        await services.hub.close()
+        await chat.close()
+
+    async def on_shutdown(app: web.Application) -> None:
+        """Not ready, no new sockets, every socket closed with 1012 so clients reconnect
+        elsewhere and resume with `after`."""
+        services = app[SERVICES]
+        services.accepting = False
+        for connection in list(services.connections):
+            connection.close(CLOSE_SERVICE_RESTART, "service restart: reconnect and resume")
+        if services.background:
+            await asyncio.wait(list(services.background), timeout=settings.shutdown_grace_seconds)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_post("/graphql", graphql_post)
+    app.router.add_get("/graphql", graphql_get)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,356 @@
+"""One WebSocket connection speaking `graphql-transport-ws` or the legacy `graphql-ws`.
+
+The protocol rules and close codes follow graphql-transport-ws (PROTOCOL.md of graphql-ws):
+4400 bad message, 4401 subscribe before the ack, 4403 token refused or expired, 4408 no
+connection_init in time, 4409 duplicate operation id, 4429 a second connection_init; plus
+4008 for a slow consumer that was cut off and 1012 when the pod shuts down. Nothing a
+client sends can raise out of here: every bad input ends as an error message or a close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import WSMsgType, web
+from graphql import OperationType
+
+from nextcampus_common.auth import AuthError, Identity, bearer_token
+from nextcampus_common.logs import get_logger
+from nextcampus_graphql.context import RequestContext, message_id_arg
+from nextcampus_graphql.errors import ApiError, Code
+from nextcampus_graphql.fanout import Member, websocket_text_frame
+from nextcampus_graphql.operations import (
+    Operation,
+    OperationError,
+    format_error,
+    run_operation,
+)
+
+if TYPE_CHECKING:
+    from asyncio import Transport
+
+    from nextcampus_graphql.feeds import Subscription
+    from nextcampus_graphql.services import Services
+
+log = get_logger(__name__)
+
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+SUBPROTOCOLS = (TRANSPORT_WS, LEGACY_WS)
+
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_SUBPROTOCOL = 4406
+CLOSE_INIT_TIMEOUT = 4408
+CLOSE_DUPLICATE_ID = 4409
+CLOSE_TOO_MANY_INITS = 4429
+CLOSE_SERVICE_RESTART = 1012
+
+KEEPALIVE_FRAME = {
+    TRANSPORT_WS: websocket_text_frame(b'{"type":"ping"}'),
+    LEGACY_WS: websocket_text_frame(b'{"type":"ka"}'),
+}
+PAYLOAD_TOKEN_KEYS = ("authorization", "Authorization", "access_token", "accessToken", "token")
+
+
+def token_from_payload(payload: dict[str, Any]) -> str | None:
+    for key in PAYLOAD_TOKEN_KEYS:
+        value = payload.get(key)
+        if isinstance(value, str) and value.strip():
+            return bearer_token(value) or value.strip()
+    return None
+
+
+@dataclass(eq=False)
+class RunningOperation:
+    task: asyncio.Task[None] | None = None
+    subscription: Subscription | None = None
+    done: bool = False
+
+
+@dataclass(eq=False)
+class Connection:
+    ws: web.WebSocketResponse
+    transport: Transport
+    protocol: str
+    services: Services
+    upgrade_token: str | None
+    token: str = ""
+    identity: Identity | None = None
+    expires_at: float = 0.0
+    acknowledged: bool = False
+    init_received: bool = False
+    closing: bool = False
+    operations: dict[str, RunningOperation] = field(default_factory=dict)
+    _timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    # -- writing (the fan-out engine's Sink) ---------------------------------------------
+
+    def write_frame(self, frame: bytes) -> None:
+        if self.closing or self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size() > self.services.settings.socket_buffer_bytes:
+            self.services.metrics.slow_consumer_closes.inc()
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: subscribe again with `after`")
+            return
+        self.transport.write(frame)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.write_frame(websocket_text_frame(orjson.dumps(message)))
+
+    def send_errors(self, operation_id: str, errors: list[dict[str, Any]]) -> None:
+        if self.protocol == TRANSPORT_WS:
+            self.send({"id": operation_id, "type": "error", "payload": errors})
+        else:  # the legacy protocol carries one error object
+            self.send({"id": operation_id, "type": "error", "payload": errors[0]})
+
+    def operation_failed(self, operation_id: str, errors: list[dict[str, Any]]) -> None:
+        running = self.operations.pop(operation_id, None)
+        if running is not None:
+            running.done = True
+            self.services.metrics.operations.labels("subscription", "error").inc()
+            self.send_errors(operation_id, errors)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close with a code (once); the reader loop ends and cleans up."""
+        if self.closing:
+            return
+        self.closing = True
+        self.services.metrics.socket_closes.labels(str(code)).inc()
+        task = asyncio.get_running_loop().create_task(
+            self.ws.close(code=code, message=reason.encode()[:120])
+        )
+        self.services.background.add(task)
+        task.add_done_callback(self.services.background.discard)
+
+    def keepalive(self) -> None:
+        if self.acknowledged:
+            self.write_frame(KEEPALIVE_FRAME[self.protocol])
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers.append(
+            loop.call_later(
+                self.services.settings.connection_init_timeout_seconds, self._init_timed_out
+            )
+        )
+        try:
+            async for message in self.ws:
+                if message.type is WSMsgType.TEXT:
+                    self.on_text(message.data)
+                elif message.type is WSMsgType.BINARY:
+                    self.close(CLOSE_BAD_REQUEST, "binary frames are not supported")
+        finally:
+            for timer in self._timers:
+                timer.cancel()
+            for operation_id in list(self.operations):
+                self.stop(operation_id)
+
+    def _init_timed_out(self) -> None:
+        if not self.init_received:
+            self.close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
+
+    def _token_expired(self) -> None:
+        self.close(CLOSE_FORBIDDEN, "token expired: reconnect with a new token and `after`")
+
+    def on_text(self, data: str) -> None:
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.close(CLOSE_BAD_REQUEST, "invalid JSON")
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        if not isinstance(kind, str):
+            self.close(CLOSE_BAD_REQUEST, "a message must be an object with a string `type`")
+            return
+        handler = HANDLERS[self.protocol].get(kind)
+        if handler is None:
+            self.close(CLOSE_BAD_REQUEST, f"unknown message type {kind[:40]!r}")
+            return
+        handler(self, message)
+
+    # -- protocol messages -----------------------------------------------------------------
+
+    def on_connection_init(self, message: dict[str, Any]) -> None:
+        if self.init_received:
+            self.close(CLOSE_TOO_MANY_INITS, "Too many initialisation requests")
+            return
+        self.init_received = True
+        payload = message.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            self.close(CLOSE_BAD_REQUEST, "connection_init payload must be an object")
+            return
+        token = token_from_payload(payload or {}) or self.upgrade_token
+        try:
+            identity = self.services.verifier.verify(token)
+        except AuthError as exc:
+            if self.protocol == LEGACY_WS:
+                self.send({"type": "connection_error", "payload": {"message": str(exc)}})
+            self.close(CLOSE_FORBIDDEN, f"Forbidden: {exc}")
+            return
+        assert token is not None
+        self.identity, self.token, self.expires_at = identity, token, identity.expires_at
+        loop = asyncio.get_running_loop()
+        self._timers.append(
+            loop.call_later(max(0.0, identity.expires_at - time.time()), self._token_expired)
+        )
+        self.acknowledged = True
+        self.send({"type": "connection_ack"})
+        if self.protocol == LEGACY_WS:
+            self.write_frame(KEEPALIVE_FRAME[LEGACY_WS])
+
+    def on_ping(self, message: dict[str, Any]) -> None:
+        pong: dict[str, Any] = {"type": "pong"}
+        if isinstance(message.get("payload"), dict):
+            pong["payload"] = message["payload"]
+        self.send(pong)
+
+    def on_pong(self, _message: dict[str, Any]) -> None:
+        pass
+
+    def on_subscribe(self, message: dict[str, Any]) -> None:
+        if not self.acknowledged:
+            self.close(CLOSE_UNAUTHORIZED, "Unauthorized")
+            return
+        operation_id = message.get("id")
+        payload = message.get("payload")
+        if not isinstance(operation_id, str) or not operation_id or len(operation_id) > 128:
+            self.close(CLOSE_BAD_REQUEST, "`id` must be a string of 1-128 characters")
+            return
+        if not isinstance(payload, dict):
+            self.close(CLOSE_BAD_REQUEST, "`payload` must be an object")
+            return
+        if operation_id in self.operations:
+            self.close(CLOSE_DUPLICATE_ID, f"Subscriber for {operation_id[:40]} already exists")
+            return
+        limit = self.services.settings.max_operations_per_socket
+        if len(self.operations) >= limit:
+            error = ApiError(Code.RATE_LIMITED, f"at most {limit} operations per socket")
+            self.send_errors(operation_id, [format_error(error)])
+            return
+        try:
+            operation = self.services.operations.prepare(payload)
+        except OperationError as exc:
+            self.services.metrics.operations.labels("invalid", "error").inc()
+            self.send_errors(operation_id, [format_error(e) for e in exc.errors])
+            return
+        running = RunningOperation()
+        self.operations[operation_id] = running
+        coroutine = (
+            self._subscribe(operation_id, operation, running)
+            if operation.kind is OperationType.SUBSCRIPTION
+            else self._execute(operation_id, operation, running)
+        )
+        running.task = asyncio.get_running_loop().create_task(coroutine)
+        running.task.add_done_callback(
+            lambda task: self._operation_ended(operation_id, running, task)
+        )
+
+    def _operation_ended(
+        self, operation_id: str, running: RunningOperation, task: asyncio.Task[None]
+    ) -> None:
+        """A bug of ours in an operation: log it, tell the client, keep the socket."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("operation failed", operation_id=operation_id, exc_info=task.exception())
+        if self.operations.get(operation_id) is running:
+            error = {"message": "internal error", "extensions": {"code": Code.INTERNAL.value}}
+            self.operation_failed(operation_id, [error])
+
+    def on_complete(self, message: dict[str, Any]) -> None:
+        operation_id = message.get("id")
+        if isinstance(operation_id, str):
+            self.stop(operation_id)
+
+    def on_terminate(self, _message: dict[str, Any]) -> None:
+        self.close(1000, "terminated")
+
+    def stop(self, operation_id: str) -> None:
+        running = self.operations.pop(operation_id, None)
+        if running is None:
+            return
+        running.done = True
+        if running.subscription is not None:
+            running.subscription.leave()
+        elif running.task is not None:
+            running.task.cancel()
+
+    # -- running operations ----------------------------------------------------------------
+
+    def _context(self) -> RequestContext:
+        return RequestContext(
+            chat=self.services.chat,
+            identity=self.identity,
+            token=self.token,
+            history_page_limit=self.services.settings.history_page_limit,
+        )
+
+    def _complete(self, operation_id: str) -> None:
+        self.send({"id": operation_id, "type": "complete"})
+
+    async def _execute(
+        self, operation_id: str, operation: Operation, running: RunningOperation
+    ) -> None:
+        response = await run_operation(self.services.schema, operation, self._context())
+        kind = operation.kind.value
+        self.services.metrics.operations.labels(
+            kind, "error" if response.get("errors") else "ok"
+        ).inc()
+        if running.done:  # the client completed it meanwhile
+            return
+        self.operations.pop(operation_id, None)
+        running.done = True
+        next_type = "next" if self.protocol == TRANSPORT_WS else "data"
+        self.send({"id": operation_id, "type": next_type, "payload": response})
+        self._complete(operation_id)
+
+    async def _subscribe(
+        self, operation_id: str, operation: Operation, running: RunningOperation
+    ) -> None:
+        services = self.services
+        try:
+            arguments = operation.root_arguments(services.schema)
+            course_id = arguments["course_id"]  # graphene names arguments in snake case
+            token = self._context().member(course_id)
+            assert token
+            after = message_id_arg(arguments.get("after"), "after")
+            next_type = b"next" if self.protocol == TRANSPORT_WS else b"data"
+            prefix = b'{"id":' + orjson.dumps(operation_id) + b',"type":"' + next_type
+            member = Member(self, operation_id, prefix + b'","payload":')
+            subscription = await services.hub.join(operation, member, course_id, after)
+        except OperationError as exc:
+            self.operation_failed(operation_id, [format_error(e) for e in exc.errors])
+            return
+        except ApiError as exc:
+            self.operation_failed(operation_id, [format_error(exc)])
+            return
+        if running.done:  # completed (or the socket closed) while joining
+            subscription.leave()
+            return
+        running.subscription = subscription
+        services.metrics.operations.labels("subscription", "ok").inc()
+
+
+HANDLERS = {
+    TRANSPORT_WS: {
+        "connection_init": Connection.on_connection_init,
+        "ping": Connection.on_ping,
+        "pong": Connection.on_pong,
+        "subscribe": Connection.on_subscribe,
+        "complete": Connection.on_complete,
+    },
+    LEGACY_WS: {
+        "connection_init": Connection.on_connection_init,
+        "start": Connection.on_subscribe,
+        "stop": Connection.on_complete,
+        "connection_terminate": Connection.on_terminate,
+    },
+}

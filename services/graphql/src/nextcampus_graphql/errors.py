@@ -1,0 +1,54 @@
+"""GraphQL errors with `extensions.code`, and how gRPC status codes map onto them."""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+from graphql import GraphQLError
+
+from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
+
+
+class Code(enum.StrEnum):
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    BAD_USER_INPUT = "BAD_USER_INPUT"
+    RATE_LIMITED = "RATE_LIMITED"
+    NOT_FOUND = "NOT_FOUND"
+    READ_ONLY = "READ_ONLY"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+CODE_OF_STATUS: dict[grpc.StatusCode, Code] = {
+    grpc.StatusCode.UNAUTHENTICATED: Code.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED: Code.FORBIDDEN,
+    grpc.StatusCode.INVALID_ARGUMENT: Code.BAD_USER_INPUT,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Code.RATE_LIMITED,
+    grpc.StatusCode.NOT_FOUND: Code.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION: Code.READ_ONLY,
+    grpc.StatusCode.UNAVAILABLE: Code.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Code.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED: Code.UNAVAILABLE,
+}
+
+
+class ApiError(GraphQLError):
+    """A GraphQL error a client can act on: `extensions.code` says what went wrong."""
+
+    def __init__(self, code: Code, message: str, **extensions: object) -> None:
+        super().__init__(message, extensions={"code": code.value, **extensions})
+        self.code = code
+
+
+def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
+    code = CODE_OF_STATUS.get(exc.code(), Code.INTERNAL)
+    extensions: dict[str, object] = {}
+    retry_after_ms = metadata_value(exc.trailing_metadata(), RETRY_AFTER_MS)
+    if retry_after_ms is not None:
+        extensions["retryAfterMs"] = int(retry_after_ms)
+    message = exc.details() or exc.code().name
+    if code is Code.INTERNAL:
+        message = "internal error in the chat service"
+    return ApiError(code, message, **extensions)

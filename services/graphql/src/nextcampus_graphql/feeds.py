@@ -1,0 +1,302 @@
+"""ONE upstream `SubscribeMessages` stream per course per process, shared by every local
+subscription of the course (DESIGN.md §3, hop 2).
+
+The stream is opened on first use with the token of a current subscriber (any member of a
+course may read it; chat checks), remembers the last message id it passed on, and when it
+breaks — a chat pod restarting, a token expiring — reopens, round-robin on another pod,
+with `after_message_id` = that id. Ids at or below it are dropped, so every subscriber sees
+each message once, in order. It closes when the last subscriber leaves.
+
+A subscription with `after` catches up on its own: it joins the feed (buffering), reads the
+history after `after` with its own token, drains the buffer dropping ids it already sent,
+and only then joins its fan-out group — in one step, so nothing falls between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from graphql import GraphQLSchema
+
+from nextcampus_common.chat_api import ChatApi, stream_live_after
+from nextcampus_common.logs import get_logger
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
+from nextcampus_graphql.errors import ApiError, Code, from_grpc
+from nextcampus_graphql.fanout import Group, Member
+from nextcampus_graphql.metrics import GraphqlMetrics
+from nextcampus_graphql.operations import Operation
+from nextcampus_graphql.schema.subscriptions import MESSAGE_ADDED, MESSAGE_DELETED
+
+log = get_logger(__name__)
+
+# Codes after which reopening the stream (with another token, on another pod) can work.
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNAUTHENTICATED,  # the token expired: the next one is another's
+}
+
+
+@dataclass(eq=False)
+class CatchUp:
+    """Events that arrive while one subscription replays history."""
+
+    member: Member
+    buffer: list[tuple[ChatMessage, bool]] = field(default_factory=list)
+
+
+class CourseFeed:
+    def __init__(self, hub: FeedHub, course_id: str) -> None:
+        self.hub = hub
+        self.course_id = course_id
+        self.groups: dict[tuple[str, str | None, bytes], Group] = {}
+        self.catching_up: set[CatchUp] = set()
+        self.waiting: set[Member] = set()  # joined, waiting for the stream to be live
+        self.last_id: int | None = None
+        self.live = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    # -- members ---------------------------------------------------------------------------
+
+    def members(self) -> list[Member]:
+        found = [m for g in self.groups.values() for m in g.members]
+        found += [c.member for c in self.catching_up]
+        found += list(self.waiting)
+        return found
+
+    def is_empty(self) -> bool:
+        return not (self.groups or self.catching_up or self.waiting)
+
+    def _token(self) -> str | None:
+        """The token of the member whose token lives longest (None when nobody is left)."""
+        now = time.time()
+        best = max(
+            (m for m in self.members() if m.sink.expires_at > now),
+            key=lambda m: m.sink.expires_at,
+            default=None,
+        )
+        return best.sink.token if best is not None else None
+
+    # -- events ----------------------------------------------------------------------------
+
+    def dispatch(self, message: ChatMessage) -> None:
+        message_id = int(message.message_id)
+        if self.last_id is None or message_id > self.last_id:
+            # A new id: an added message (one deleted meanwhile arrives as its tombstone).
+            self.last_id = message_id
+            added = True
+        elif message.deleted:
+            added = False  # a live tombstone of an earlier message
+        else:
+            return  # replayed after a reopen: already passed on
+        for catch_up in self.catching_up:
+            catch_up.buffer.append((message, added))
+        for group in list(self.groups.values()):
+            if (group.field_name == MESSAGE_ADDED and added) or (
+                group.field_name == MESSAGE_DELETED and message.deleted
+            ):
+                group.publish(message)
+
+    async def run(self) -> None:
+        metrics = self.hub.metrics
+        metrics.upstream_streams.inc()
+        backoff = 0.05
+        try:
+            while not self.is_empty():
+                token = self._token()
+                if token is None:
+                    await asyncio.sleep(0.1)
+                    continue
+                after = str(self.last_id) if self.last_id is not None else None
+                call = self.hub.chat.subscribe(token, self.course_id, after)
+                try:
+                    live_after = await stream_live_after(call)
+                    if self.last_id is None:
+                        self.last_id = live_after
+                    self.live.set()
+                    backoff = 0.05
+                    async for message in call:
+                        self.dispatch(message)
+                    code = grpc.StatusCode.OK  # chat never ends a stream on its own
+                except grpc.aio.AioRpcError as exc:
+                    code = exc.code()
+                    if code not in RETRYABLE:
+                        self.fail(from_grpc(exc))
+                        return
+                finally:
+                    call.cancel()
+                metrics.upstream_reconnects.labels(code.name).inc()
+                log.info(
+                    "upstream stream ended; reopening", course_id=self.course_id, code=code.name
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+        finally:
+            metrics.upstream_streams.dec()
+
+    def fail(self, error: ApiError) -> None:
+        """The course cannot be streamed (chat refused it): end every subscription of it."""
+        formatted = [{"message": error.message, "extensions": error.extensions}]
+        for member in self.members():
+            member.sink.operation_failed(member.operation_id, formatted)
+        self.groups.clear()
+        self.catching_up.clear()
+        self.waiting.clear()
+        self.hub.drop(self)
+
+
+class Subscription:
+    """What a socket holds for one subscription operation: `leave()` ends it."""
+
+    def __init__(self, leave: Callable[[], None]) -> None:
+        self.leave = leave
+
+
+class FeedHub:
+    def __init__(
+        self,
+        chat: ChatApi,
+        schema: GraphQLSchema,
+        metrics: GraphqlMetrics,
+        *,
+        history_page_limit: int,
+        live_timeout_seconds: float,
+    ) -> None:
+        self.chat = chat
+        self.schema = schema
+        self.metrics = metrics
+        self._page_limit = history_page_limit
+        self._live_timeout = live_timeout_seconds
+        self.feeds: dict[str, CourseFeed] = {}
+
+    def _feed(self, course_id: str) -> CourseFeed:
+        feed = self.feeds.get(course_id)
+        if feed is None:
+            feed = self.feeds[course_id] = CourseFeed(self, course_id)
+        return feed
+
+    def drop(self, feed: CourseFeed) -> None:
+        if self.feeds.get(feed.course_id) is feed:
+            del self.feeds[feed.course_id]
+        if feed.task is not None and feed.task is not asyncio.current_task():
+            feed.task.cancel()
+
+    def _leave_if_empty(self, feed: CourseFeed) -> None:
+        if feed.is_empty():
+            self.drop(feed)
+
+    def _group(self, feed: CourseFeed, operation: Operation) -> Group:
+        key = operation.fanout_key()
+        group = feed.groups.get(key)
+        if group is None:
+
+            def on_empty(empty: Group) -> None:
+                if feed.groups.get(empty.key) is empty:
+                    del feed.groups[empty.key]
+                self._leave_if_empty(feed)
+
+            group = Group(key, operation, self.schema, self.metrics, on_empty)
+            feed.groups[key] = group
+        return group
+
+    async def join(
+        self,
+        operation: Operation,
+        member: Member,
+        course_id: str,
+        after: str | None,
+    ) -> Subscription:
+        """Add one subscription to its course's fan-out; with `after`, replay first."""
+        feed = self._feed(course_id)
+        feed.waiting.add(member)
+        if feed.task is None:
+            feed.task = asyncio.create_task(feed.run(), name=f"feed {course_id}")
+        catch_up: CatchUp | None = None
+        group: Group | None = None
+        joined = False
+        try:
+            try:
+                await asyncio.wait_for(feed.live.wait(), self._live_timeout)
+            except TimeoutError:
+                raise ApiError(Code.UNAVAILABLE, "the chat service is unreachable") from None
+            if self.feeds.get(course_id) is not feed:  # failed meanwhile
+                raise ApiError(Code.UNAVAILABLE, "the course stream ended; subscribe again")
+            group = self._group(feed, operation)
+            if after is not None:
+                catch_up = CatchUp(member)
+                feed.catching_up.add(catch_up)
+                feed.waiting.discard(member)
+                await self._replay(feed, catch_up, group, int(after))
+                feed.catching_up.discard(catch_up)
+            feed.waiting.discard(member)
+            group.add(member)  # no await since the replay's last step: nothing falls between
+            joined = True
+        finally:
+            if not joined:
+                feed.waiting.discard(member)
+                if catch_up is not None:
+                    feed.catching_up.discard(catch_up)
+                if group is not None and not group.members and feed.groups.get(group.key) is group:
+                    del feed.groups[group.key]
+                self._leave_if_empty(feed)
+
+        self.metrics.subscriptions.inc()
+
+        def leave() -> None:
+            assert group is not None
+            self.metrics.subscriptions.dec()
+            group.remove(member)  # an empty group removes itself (and then an empty feed)
+
+        return Subscription(leave)
+
+    async def _replay(
+        self,
+        feed: CourseFeed,
+        catch_up: CatchUp,
+        group: Group,
+        after: int,
+    ) -> None:
+        member = catch_up.member
+
+        def send(message: ChatMessage) -> None:
+            member.sink.write_frame(member.frame(group.render(message)))
+
+        assert feed.last_id is not None
+        if after > feed.last_id:
+            raise ApiError(
+                Code.BAD_USER_INPUT,
+                f"after {after} is ahead of the newest message of {feed.course_id}",
+            )
+        last_sent = after
+        token = catch_up.member.sink.token
+        while True:
+            try:
+                page = await self.chat.history(
+                    token, feed.course_id, after=str(last_sent), limit=self._page_limit
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise from_grpc(exc) from None
+            for message in page.messages:
+                send(message)
+                last_sent = int(message.message_id)
+            if not page.has_more:
+                break
+        for message, added in catch_up.buffer:
+            if added and int(message.message_id) > last_sent:
+                send(message)
+                last_sent = int(message.message_id)
+
+    async def close(self) -> None:
+        for feed in list(self.feeds.values()):
+            self.drop(feed)
+            if feed.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feed.task

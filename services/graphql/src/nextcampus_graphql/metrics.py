@@ -1,0 +1,63 @@
+"""The GraphQL process's Prometheus metrics, on a registry the process owns."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from nextcampus_common.metrics import metric_name
+
+# Event timestamp (set by Redis at send) → frame written: milliseconds to seconds.
+DELIVERY_BUCKETS_SECONDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
+GROUP_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000)
+
+
+def _name(noun_and_unit: str) -> str:
+    return metric_name("graphql", noun_and_unit)
+
+
+class GraphqlMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge(
+            _name("connections"), "open WebSocket connections", ["protocol"], registry=r
+        )
+        self.subscriptions = Gauge(_name("subscriptions"), "active subscriptions", registry=r)
+        self.operations = Counter(
+            _name("operations"),
+            "operations by type (query, mutation, subscription) and result (ok, error)",
+            ["type", "result"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            _name("delivery_latency_seconds"),
+            "from the message's timestamp (stored at send) to its frame being written",
+            buckets=DELIVERY_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.deliveries = Counter(
+            _name("deliveries"), "subscription frames written to sockets", registry=r
+        )
+        self.fanout_group_size = Histogram(
+            _name("fanout_group_size"),
+            "sockets sharing one execution of an event (observed per event and group)",
+            buckets=GROUP_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.slow_consumer_closes = Counter(
+            _name("slow_consumer_closes"), "sockets closed with 4008 for falling behind", registry=r
+        )
+        self.socket_closes = Counter(
+            _name("socket_closes"), "sockets we closed, by close code", ["code"], registry=r
+        )
+        self.upstream_streams = Gauge(
+            _name("upstream_streams"),
+            "SubscribeMessages streams to chat (one per course)",
+            registry=r,
+        )
+        self.upstream_reconnects = Counter(
+            _name("upstream_reconnects"),
+            "upstream streams reopened with after_message_id, by the status that ended them",
+            ["code"],
+            registry=r,
+        )

@@ -1,0 +1,88 @@
+"""Query: history pages, one message, the course policy, the viewer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import graphene
+
+from nextcampus_common.proto.chat.v1 import chat_pb2
+from nextcampus_graphql.context import RequestContext, message_id_arg, upstream
+from nextcampus_graphql.errors import ApiError, Code
+from nextcampus_graphql.schema.types import ChatMessage, CoursePolicy, MessagePage, Viewer
+
+
+class Query(graphene.ObjectType):
+    messages = graphene.Field(
+        MessagePage,
+        required=True,
+        course_id=graphene.ID(required=True),
+        before=graphene.ID(),
+        after=graphene.ID(),
+        limit=graphene.Int(default_value=50),
+        description="a page of history, oldest to newest; `before` pages back, `after` forward",
+    )
+    message = graphene.Field(
+        ChatMessage, course_id=graphene.ID(required=True), message_id=graphene.ID(required=True)
+    )
+    course_policy = graphene.Field(
+        CoursePolicy, required=True, course_id=graphene.ID(required=True)
+    )
+    me = graphene.Field(Viewer, required=True)
+
+    @staticmethod
+    async def resolve_messages(
+        _root: Any,
+        info: graphene.ResolveInfo,
+        course_id: str,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> chat_pb2.ListMessagesResponse:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        if not 1 <= limit <= context.history_page_limit:
+            raise ApiError(
+                Code.BAD_USER_INPUT, f"limit must be between 1 and {context.history_page_limit}"
+            )
+        return await upstream(
+            context.chat.history(
+                token,
+                course_id,
+                before=message_id_arg(before, "before"),
+                after=message_id_arg(after, "after"),
+                limit=limit,
+            )
+        )
+
+    @staticmethod
+    async def resolve_message(
+        _root: Any, info: graphene.ResolveInfo, course_id: str, message_id: str
+    ) -> chat_pb2.ChatMessage | None:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        checked = message_id_arg(message_id, "messageId")
+        assert checked is not None
+        try:
+            return await upstream(context.chat.get(token, course_id, checked))
+        except ApiError as exc:
+            if exc.code is Code.NOT_FOUND:
+                return None
+            raise
+
+    @staticmethod
+    async def resolve_course_policy(
+        _root: Any, info: graphene.ResolveInfo, course_id: str
+    ) -> chat_pb2.CoursePolicy:
+        context: RequestContext = info.context
+        return await upstream(context.chat.policy(context.member(course_id), course_id))
+
+    @staticmethod
+    def resolve_me(_root: Any, info: graphene.ResolveInfo) -> dict[str, object]:
+        context: RequestContext = info.context
+        identity, _ = context.viewer()
+        return {
+            "user_id": identity.user_id,
+            "courses": sorted(identity.courses | identity.moderates),
+            "moderates": sorted(identity.moderates),
+        }

@@ -1,0 +1,37 @@
+"""The one settings object of a GraphQL process (env vars `NEXTCAMPUS_<FIELD>`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from nextcampus_common.settings import JwtSettings, ServiceSettings
+
+
+class GraphqlSettings(ServiceSettings, JwtSettings):
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    chat_target: str = Field(
+        default="ipv4:127.0.0.1:50051",
+        description="gRPC target of the chat pods, balanced round-robin: in Kubernetes the "
+        "headless service (dns:///chat-headless:50051), locally ipv4:host:port,host:port",
+    )
+    chat_deadline_seconds: float = Field(default=5.0, gt=0)
+    chat_max_attempts: int = Field(
+        default=4, ge=1, le=5, description="tries of a call that ends UNAVAILABLE (gRPC retry)"
+    )
+    max_operations_per_socket: int = Field(default=100, ge=1)
+    max_query_depth: int = Field(default=10, ge=2)
+    max_query_bytes: int = Field(default=8192, ge=256)
+    max_frame_bytes: int = Field(default=65_536, ge=1024, description="largest WebSocket frame")
+    max_body_bytes: int = Field(default=65_536, ge=1024, description="largest HTTP POST body")
+    socket_buffer_bytes: int = Field(
+        default=1_048_576,
+        ge=4096,
+        description="unsent bytes a socket may hold before it is closed as a slow consumer",
+    )
+    connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
+    keepalive_seconds: float = Field(
+        default=15.0, gt=0, description="interval of protocol pings (ping / ka) on sockets"
+    )
+    history_page_limit: int = Field(default=200, ge=1, le=1000)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from gql import Client
+from gql.transport.aiohttp import AIOHTTPTransport
+from gql.transport.websockets import WebsocketsTransport
+
+from nextcampus_graphql.connection import TRANSPORT_WS
+
+
+@pytest.fixture
+def http_client(graphql_server: Any, make_token: Callable[..., str]) -> Callable[..., Client]:
+    def make(user: str, courses: list[str], **kw: Any) -> Client:
+        token = make_token(user, courses, **kw)
+        transport = AIOHTTPTransport(
+            url=graphql_server.url, headers={"Authorization": f"Bearer {token}"}
+        )
+        return Client(transport=transport)
+
+    return make
+
+
+@pytest.fixture
+async def ws_session(
+    graphql_server: Any, make_token: Callable[..., str]
+) -> AsyncIterator[Callable[..., Any]]:
+    """Open gql WebSocket sessions (closed at the end of the test)."""
+    clients: list[Client] = []
+
+    async def open_session(
+        user: str, courses: list[str], protocol: str = TRANSPORT_WS, url: str | None = None
+    ) -> Any:
+        token = make_token(user, courses)
+        transport = WebsocketsTransport(
+            url=url or graphql_server.ws_url,
+            init_payload={"authorization": f"Bearer {token}"},
+            subprotocols=[protocol],
+        )
+        client = Client(transport=transport)
+        clients.append(client)
+        return await client.connect_async()
+
+    yield open_session
+    for client in clients:
+        await client.close_async()
