@@ -11,12 +11,18 @@ help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## install what the stack and the tests need (redis-server, uv, the locked venv)
+deps: ## install what the stack and the tests need (redis-server, node, uv, the locked venv)
 	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
 	  echo "installing redis-server (Debian package) …"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null; }
+	@# node + npm run the reference graphql-ws client in the tests.
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "installing nodejs and npm (Debian packages) …"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
 	@# The Debian package starts a server on :6379 we do not use; the stack starts its own.
 	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv …"; python3 -m pip install -q uv; }
 	@$(UV) sync --all-packages --locked -q

@@ -372,3 +372,16 @@ async def test_slow_consumer_is_cut_with_4008_while_a_fast_one_keeps_up(
     finally:
         await fast.close()
         await server.runner.cleanup()
+
+
+async def test_graceful_shutdown_closes_sockets_with_1012(
+    graphql_settings_factory, token, course_id
+):
+    server = await start_graphql_server(graphql_settings_factory())
+    subscriber = await WsSubscriber(server.ws_url, token, course_id).start()
+    try:
+        await server.runner.cleanup()
+        await subscriber.ended(within=10)
+        assert subscriber.close_code == 1012
+    finally:
+        await subscriber.close()

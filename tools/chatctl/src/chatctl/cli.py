@@ -18,7 +18,8 @@ from chatctl.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
-console = Console(stderr=True)
+# soft_wrap: a token or a command must stay on one line to be copied, whatever the width.
+console = Console(stderr=True, soft_wrap=True)
 
 TargetOption = Annotated[
     str, typer.Option("--target", "-t", envvar="CHATCTL_TARGET", help="chat gRPC host:port")
@@ -144,6 +145,10 @@ def up(
     console.print(f"chat gRPC on {', '.join(stack.chat_targets)}; logs in {stack.root / 'logs'}")
     console.print(f"GraphQL on {', '.join(stack.graphql_urls)} (HTTP POST and WebSocket)")
     console.print(f"dev token (user dev, course demo, moderator): {dev_token}")
+    console.print(
+        f"GraphQL:  curl -s {stack.graphql_urls[0]} -H 'Authorization: Bearer {dev_token}' "
+        """-H 'Content-Type: application/json' -d '{"query": "{ me { userId courses } }"}'"""
+    )
     target = stack.chat_targets[0]
     console.print(
         f"try:  chatctl tail -c demo -t {target}    and    chatctl send -c demo -t {target} 'hello'"

@@ -312,6 +312,11 @@ class WsSubscriber:
             await self._changed.wait_for(lambda: wanted <= set(self.ids) or self._task.done())  # type: ignore[union-attr]
         assert wanted <= set(self.ids), f"socket ended ({self.close_code}) before all arrived"
 
+    async def ended(self, within: float = 30) -> None:
+        """Wait until the server closed the socket (close_code is then set)."""
+        assert self._task is not None
+        await asyncio.wait_for(asyncio.shield(self._task), within)
+
     async def until_live(self, send_probe: Callable[[], Awaitable[int]]) -> int:
         """Send probes until one arrives: the subscription is live. The probe's id."""
         for _ in range(100):
