@@ -6,7 +6,6 @@ import time
 
 import grpc
 import pytest
-import redis
 
 from chatctl.client import ChatClient
 from nextcampus_common.auth import issue_token
@@ -14,15 +13,6 @@ from nextcampus_common.keys import CourseKeys
 from nextcampus_common.proto.chat.v1 import chat_pb2
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-
-
-@pytest.fixture
-def cluster_client(redis_cluster):
-    client = redis.RedisCluster(
-        host="127.0.0.1", port=redis_cluster.ports[0], decode_responses=True
-    )
-    yield client
-    client.close()
 
 
 async def assert_rejected(call, code: grpc.StatusCode, words: str) -> None:

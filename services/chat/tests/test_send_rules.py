@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import grpc
 import pytest
-import redis
 
 from chatctl.client import ChatClient
 from chatctl.testing import Collector, established
 from nextcampus_chat.server import build_server
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
-
-
-@pytest.fixture
-def cluster_client(redis_cluster):
-    client = redis.RedisCluster(
-        host="127.0.0.1", port=redis_cluster.ports[0], decode_responses=True
-    )
-    yield client
-    client.close()
 
 
 async def test_a_retried_send_returns_the_original_message(client_for, course_id, cluster_client):

@@ -47,6 +47,18 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 
 @pytest.fixture
+def cluster_client(redis_cluster: RedisCluster) -> Iterator[Any]:
+    """A redis-py cluster client of the session's cluster, to look at what is stored."""
+    import redis
+
+    client = redis.RedisCluster(
+        host="127.0.0.1", port=redis_cluster.ports[0], decode_responses=True
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def own_redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     """A cluster of the test's own, for tests that kill its nodes."""
     cluster = _start_cluster(tmp_path / "redis-cluster")
