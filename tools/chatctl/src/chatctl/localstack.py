@@ -21,6 +21,16 @@ from pathlib import Path
 CLUSTER_BUS_OFFSET = 10_000
 
 
+def dies_with_parent(argv: list[str]) -> list[str]:
+    """`argv` run so that it gets SIGKILL when the process that started it dies: a test run
+    or `chatctl up` killed with -9 leaves no server behind. util-linux `setpriv` sets the
+    parent-death signal and execs the command (same PID); without it, `argv` as it is."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or sys.platform != "linux":
+        return argv
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
+
+
 class StackError(RuntimeError):
     """A local process did not start or the cluster did not form."""
 
@@ -102,7 +112,7 @@ class ManagedProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.argv,
+                dies_with_parent(self.argv),
                 env={**os.environ, **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -215,7 +225,7 @@ class RedisCluster:
 
     def start_node(self, port: int) -> None:
         self.processes[port] = subprocess.Popen(
-            self._argv(port),
+            dies_with_parent(self._argv(port)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
