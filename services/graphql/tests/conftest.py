@@ -46,3 +46,9 @@ async def ws_session(
     yield open_session
     for client in clients:
         await client.close_async()
+
+
+@pytest.fixture
+def token_for(make_token: Callable[..., str], course_id: str) -> Callable[[str], tuple[str, str]]:
+    """(course id, token of `user` in it)."""
+    return lambda user: (course_id, make_token(user, [course_id]))

@@ -119,3 +119,30 @@ async def test_errors_carry_codes(http_client, course_id):
             with pytest.raises(TransportQueryError) as failed:
                 await alice.execute(q(SEND, **variables))
             assert failed.value.errors[0]["extensions"]["code"] == code, variables
+
+
+async def test_mutations_of_one_socket_are_stored_in_the_order_sent(graphql_server, token_for):
+    """Sent without waiting for each answer, a socket's messages keep their order."""
+    import aiohttp
+
+    course_id, token = token_for("alice")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(graphql_server.ws_url, protocols=[TRANSPORT_WS]) as ws,
+    ):
+        await ws.send_json({"type": "connection_init", "payload": {"authorization": token}})
+        assert (await ws.receive_json(timeout=20))["type"] == "connection_ack"
+        for n in range(50):
+            await ws.send_json(
+                {
+                    "id": str(n),
+                    "type": "subscribe",
+                    "payload": {"query": SEND, "variables": {"c": course_id, "t": str(n)}},
+                }
+            )
+        ids: dict[str, int] = {}
+        while len(ids) < 50:
+            message = await ws.receive_json(timeout=20)
+            if message["type"] == "next":
+                ids[message["id"]] = int(message["payload"]["data"]["sendMessage"]["messageId"])
+    assert [ids[str(n)] for n in range(50)] == sorted(ids.values())

@@ -89,6 +89,10 @@ class Connection:
     closing: bool = False
     operations: dict[str, RunningOperation] = field(default_factory=dict)
     _timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    # Mutations of one socket run one after another, in the order they arrived: a user who
+    # sends two messages sees them stored in that order. (Created on the first mutation:
+    # most sockets only subscribe.)
+    _mutations: asyncio.Lock | None = None
 
     # -- writing (the fan-out engine's Sink) ---------------------------------------------
 
@@ -299,7 +303,13 @@ class Connection:
     async def _execute(
         self, operation_id: str, operation: Operation, running: RunningOperation
     ) -> None:
-        response = await run_operation(self.services.schema, operation, self._context())
+        if operation.kind is OperationType.MUTATION:
+            if self._mutations is None:
+                self._mutations = asyncio.Lock()
+            async with self._mutations:
+                response = await run_operation(self.services.schema, operation, self._context())
+        else:
+            response = await run_operation(self.services.schema, operation, self._context())
         kind = operation.kind.value
         self.services.metrics.operations.labels(
             kind, "error" if response.get("errors") else "ok"
