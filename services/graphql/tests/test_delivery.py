@@ -131,3 +131,25 @@ async def test_kill_9_of_the_chat_process_under_a_subscription(topology, make_to
         assert reopened >= 1
     finally:
         await subscriber.close()
+
+
+async def test_the_upstream_stream_closes_with_its_last_subscriber(topology, make_token, course_id):
+    token = make_token("alice", [course_id])
+    url = topology.graphql_urls[0]
+    metrics_url = url.replace("/graphql", "/metrics")
+    subscribers = [
+        await WsSubscriber(url.replace("http", "ws", 1), token, course_id).start() for _ in range(3)
+    ]
+    async with aiohttp.ClientSession() as http:
+        for subscriber in subscribers:
+            await live(subscriber, http, url, token, course_id)
+    assert scrape(metrics_url)["nextcampus_graphql_upstream_streams"] == 1
+    for subscriber in subscribers:
+        await subscriber.close()
+    for _ in range(100):  # the server notices the closed sockets asynchronously
+        if scrape(metrics_url)["nextcampus_graphql_upstream_streams"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    metrics = scrape(metrics_url)
+    assert metrics["nextcampus_graphql_upstream_streams"] == 0
+    assert metrics["nextcampus_graphql_subscriptions"] == 0

@@ -385,3 +385,18 @@ async def test_graceful_shutdown_closes_sockets_with_1012(
         assert subscriber.close_code == 1012
     finally:
         await subscriber.close()
+
+
+@pytest.mark.parametrize(("protocol", "keepalive"), [(TRANSPORT_WS, "ping"), (LEGACY_WS, "ka")])
+async def test_keepalive_messages(graphql_settings_factory, token, protocol, keepalive):
+    server = await start_graphql_server(graphql_settings_factory(keepalive_seconds=0.2))
+    try:
+        async with raw_socket(server.ws_url, protocol) as ws:
+            await ws.send_json(
+                {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+            )
+            assert await next_json(ws) == {"type": "connection_ack"}
+            seen = {(await next_json(ws))["type"] for _ in range(3)}
+            assert seen == {keepalive}
+    finally:
+        await server.runner.cleanup()

@@ -1,0 +1,73 @@
+"""The schema and its resolvers without aiohttp: graphql-core executes them with a request
+context that talks to a real chat server."""
+
+from __future__ import annotations
+
+from graphql import parse, print_schema
+
+from nextcampus_common.auth import TokenVerifier
+from nextcampus_common.chat_api import ChatApi
+from nextcampus_graphql.context import RequestContext
+from nextcampus_graphql.operations import OperationFactory, run_operation
+from nextcampus_graphql.schema import build_schema
+from nextcampus_graphql.settings import GraphqlSettings
+
+# DESIGN.md §2, field by field.
+PINNED = [
+    "type ChatMessage {\n  courseId: ID!\n  messageId: ID!\n  userId: ID!\n  content: String!\n  timestamp: DateTime!\n  deleted: Boolean!\n}",
+    "type MessagePage {\n  messages: [ChatMessage!]!\n  hasMore: Boolean!\n}",
+    "messages(courseId: ID!, before: ID, after: ID, limit: Int = 50): MessagePage!",
+    "message(courseId: ID!, messageId: ID!): ChatMessage",
+    "coursePolicy(courseId: ID!): CoursePolicy!",
+    "me: Viewer!",
+    "deleteMessage(courseId: ID!, messageId: ID!): ChatMessage!",
+    "messageDeleted(courseId: ID!): ChatMessage!",
+]
+
+
+def test_the_schema_is_the_pinned_one():
+    sdl = print_schema(build_schema())
+    for piece in PINNED:
+        assert piece in sdl
+    schema = build_schema()
+    send = schema.mutation_type.fields["sendMessage"]  # type: ignore[union-attr]
+    assert {name: str(arg.type) for name, arg in send.args.items()} == {
+        "courseId": "ID!",
+        "content": "String!",
+        "clientMessageId": "ID",
+    }
+    added = schema.subscription_type.fields["messageAdded"]  # type: ignore[union-attr]
+    assert {name: str(arg.type) for name, arg in added.args.items()} == {
+        "courseId": "ID!",
+        "after": "ID",
+    }
+    assert parse(sdl)  # printable and parseable
+
+
+async def test_resolvers_run_without_a_web_server(chat_server, make_token, jwt_secret, course_id):
+    schema = build_schema()
+    factory = OperationFactory(schema, max_query_bytes=4096, max_depth=6)
+    token = make_token("alice", [course_id])
+    identity = TokenVerifier(GraphqlSettings(jwt_secret=jwt_secret)).verify(token)
+    chat = ChatApi(f"127.0.0.1:{chat_server.port}")
+    try:
+        context = RequestContext(chat=chat, identity=identity, token=token, history_page_limit=200)
+        sent = await run_operation(
+            schema,
+            factory.prepare(
+                {
+                    "query": 'mutation($c: ID!) { sendMessage(courseId: $c, content: "hi") { content userId } }',
+                    "variables": {"c": course_id},
+                }
+            ),
+            context,
+        )
+        assert sent == {"data": {"sendMessage": {"content": "hi", "userId": "alice"}}}
+        anonymous = RequestContext(chat=chat, identity=None, token=None, history_page_limit=200)
+        refused = await run_operation(
+            schema, factory.prepare({"query": "{ me { userId } }"}), anonymous
+        )
+        assert refused["data"] is None
+        assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    finally:
+        await chat.close()
