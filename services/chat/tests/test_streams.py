@@ -238,3 +238,26 @@ async def test_first_subscriptions_of_many_courses_at_once_all_go_live(client_fo
     finally:
         for collector in collectors:
             await collector.close()
+
+
+async def test_many_streams_leaving_at_once_do_not_disturb_the_ones_that_stay(client_for):
+    """Regression: streams cancelled together cut each other's unsubscribe in half and
+    left the node's shared pub/sub connection broken."""
+    courses = [f"churn-{n}-{random.randrange(10**9)}" for n in range(30)]
+    stay = f"stay-{random.randrange(10**9)}"
+    alice = client_for("alice", [*courses, stay])
+    staying = Collector(alice.subscribe(stay))
+    try:
+        await stream_live_after(staying.call)
+        for _round in range(3):
+            leaving = [Collector(alice.subscribe(course)) for course in courses]
+            async with asyncio.timeout(30):
+                await asyncio.gather(*(stream_live_after(c.call) for c in leaving))
+            for collector in leaving:
+                collector.call.cancel()
+            await asyncio.gather(*(c.close() for c in leaving))
+            message_id = int((await alice.send(stay, "still here")).message.message_id)
+            await staying.has_ids([message_id])
+        assert_contiguous(staying.ids)
+    finally:
+        await staying.close()

@@ -151,7 +151,9 @@ class FeedHub:
             if not feed.subscriptions and self._feeds.get(course_id) is feed:
                 del self._feeds[course_id]
                 self._metrics.courses_subscribed.set(len(self._feeds))
-                await self._detach(feed)
+                # Not awaited: a cancelled stream (its client left) must not cut a Redis
+                # command in half and leave the shared connection in an unknown state.
+                self._spawn(self._detach(feed))
 
     async def close(self) -> None:
         """End every stream (they resume elsewhere) and drop the Redis subscriptions."""
@@ -288,11 +290,16 @@ class FeedHub:
         if subscriber is None:
             return
         subscriber.courses.discard(feed.course_id)
-        with contextlib.suppress(*RETRYABLE_ERRORS):
-            async with subscriber.lock:
-                await subscriber.pubsub.sunsubscribe(feed.channel)
         if not subscriber.courses:
             await self._close_node(subscriber)
+            return
+        try:
+            async with subscriber.lock:
+                await subscriber.pubsub.sunsubscribe(feed.channel)
+        except Exception as exc:
+            self._metrics.redis_errors.labels(type(exc).__name__).inc()
+            log.warning("unsubscribe failed; re-homing", node=subscriber.name, error=repr(exc))
+            await self._rehome(subscriber)
 
     async def _close_node(self, subscriber: NodeSubscriber) -> None:
         if self._nodes.get(subscriber.name) is subscriber:
@@ -329,7 +336,11 @@ class FeedHub:
             log.warning("redis subscription lost; re-homing", node=subscriber.name, error=str(exc))
         except Exception:
             log.exception("subscription reader failed; re-homing", node=subscriber.name)
-        # The connection is gone (or has nothing left): move its courses to their owners now.
+        await self._rehome(subscriber)
+
+    async def _rehome(self, subscriber: NodeSubscriber) -> None:
+        """The connection is gone (or in an unknown state): close it and move its courses
+        to their owners now (each resubscription fills its gap from the index)."""
         orphans = [
             feed
             for course_id in subscriber.courses
