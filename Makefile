@@ -36,8 +36,13 @@ test: deps lint typecheck ## run the whole suite (lint, types, generated-code st
 	$(VENV_BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: deps ## measure sends/s, latency and fan-out deliveries/s (prints a table)
+bench: deps ## measure sends/s, latency and fan-out deliveries/s, then fan-out vs the peers
 	$(VENV_BIN)/chatctl bench
+	$(VENV_BIN)/chatctl bench-fanout
+
+.PHONY: bench-fanout
+bench-fanout: deps ## GraphQL fan-out vs the shared harness's peers (latency, saturation, KB/socket)
+	$(VENV_BIN)/chatctl bench-fanout
 
 .PHONY: lint
 lint: deps ## ruff lint and format check

@@ -9,7 +9,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from chatctl.testing import WsSubscriber, scrape
+from chatctl.scrape import scrape
+from chatctl.testing import WsSubscriber
 
 SEND = "mutation($c: ID!, $t: String!, $k: ID) { sendMessage(courseId: $c, content: $t, clientMessageId: $k) { messageId } }"
 

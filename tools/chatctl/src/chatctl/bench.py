@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +50,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chatctl.localstack import stop_process
+from chatctl.scrape import scrape
 from chatctl.topology import Topology
 from nextcampus_common.auth import issue_token
 from nextcampus_common.chat_api import stream_live_after
@@ -221,16 +221,13 @@ class CpuWindow:
 def send_duration_totals(metrics_port: int) -> tuple[float, float] | None:
     """(sum seconds, count) of the chat process's SendMessage histogram, or None."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
-            text = r.read().decode()
+        samples = scrape(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
     except OSError:
         return None
-    values = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in (f"{SEND_DURATION_METRIC}_sum", f"{SEND_DURATION_METRIC}_count"):
-            values[name.rpartition("_")[2]] = float(value)
-    return values.get("sum", 0.0), values.get("count", 0.0)
+    return (
+        samples.get(f"{SEND_DURATION_METRIC}_sum", 0.0),
+        samples.get(f"{SEND_DURATION_METRIC}_count", 0.0),
+    )
 
 
 # -- client processes -----------------------------------------------------------------------
@@ -1175,11 +1172,11 @@ def flamegraph_svg(stacks: dict[tuple[str, ...], int], title: str, width: int = 
 # -- reporting --------------------------------------------------------------------------------
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
-def _pct(value: float | None) -> str:
+def format_pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
 
@@ -1189,9 +1186,9 @@ def _errors(errors: dict[str, int]) -> str:
 
 def describe_send_step(step: SendStep) -> str:
     return (
-        f"{step.sends_per_second:,.0f} sends/s, p50 {_ms(step.latency.p50_ms)} ms, "
-        f"p99 {_ms(step.latency.p99_ms)} ms, max {_ms(step.latency.max_ms)} ms, "
-        f"errors {_errors(step.errors)}, chat CPU {_pct(step.cpu_percent.get('chat'))}%"
+        f"{step.sends_per_second:,.0f} sends/s, p50 {format_ms(step.latency.p50_ms)} ms, "
+        f"p99 {format_ms(step.latency.p99_ms)} ms, max {format_ms(step.latency.max_ms)} ms, "
+        f"errors {_errors(step.errors)}, chat CPU {format_pct(step.cpu_percent.get('chat'))}%"
     )
 
 
@@ -1200,7 +1197,7 @@ def describe_fanout(summary: dict[str, Any]) -> str:
     return (
         f"{summary['deliveries_per_second']:,.0f} deliveries/s "
         f"(offered {summary['offered_deliveries_per_second']:,.0f}/s), "
-        f"p50 {_ms(latency['p50_ms'])} ms, p99 {_ms(latency['p99_ms'])} ms, "
+        f"p50 {format_ms(latency['p50_ms'])} ms, p99 {format_ms(latency['p99_ms'])} ms, "
         f"missing {summary['missing']}, duplicates {summary['duplicates']}"
     )
 
@@ -1225,13 +1222,13 @@ def sends_table(steps: Sequence[SendStep]) -> Table:
             str(step.concurrency),
             str(step.client_processes),
             f"{step.sends_per_second:,.0f}",
-            _ms(step.latency.p50_ms),
-            _ms(step.latency.p99_ms),
-            _ms(step.latency.max_ms),
-            _ms(step.server_mean_ms),
-            _pct(step.cpu_percent.get("chat")),
-            _pct(step.cpu_percent.get("redis")),
-            _pct(step.cpu_percent.get("clients")),
+            format_ms(step.latency.p50_ms),
+            format_ms(step.latency.p99_ms),
+            format_ms(step.latency.max_ms),
+            format_ms(step.server_mean_ms),
+            format_pct(step.cpu_percent.get("chat")),
+            format_pct(step.cpu_percent.get("redis")),
+            format_pct(step.cpu_percent.get("clients")),
             _errors(step.errors),
         )
     return table
@@ -1255,14 +1252,14 @@ def fanout_table(summary: dict[str, Any]) -> Table:
         ("publish errors", _errors(summary["publish_errors"])),
         (
             "publish latency p50 / p99 ms",
-            f"{_ms(summary['publish_latency']['p50_ms'])} / "
-            f"{_ms(summary['publish_latency']['p99_ms'])}",
+            f"{format_ms(summary['publish_latency']['p50_ms'])} / "
+            f"{format_ms(summary['publish_latency']['p99_ms'])}",
         ),
         ("offered deliveries/s", f"{summary['offered_deliveries_per_second']:,.0f}"),
         ("received deliveries/s", f"{summary['deliveries_per_second']:,.0f}"),
-        ("delivery latency p50 ms", _ms(latency["p50_ms"])),
-        ("delivery latency p99 ms", _ms(latency["p99_ms"])),
-        ("delivery latency max ms", _ms(latency["max_ms"])),
+        ("delivery latency p50 ms", format_ms(latency["p50_ms"])),
+        ("delivery latency p99 ms", format_ms(latency["p99_ms"])),
+        ("delivery latency max ms", format_ms(latency["max_ms"])),
         (
             "expected / received deliveries",
             f"{summary['expected_deliveries']} / {summary['received_deliveries']}",
@@ -1277,7 +1274,7 @@ def fanout_table(summary: dict[str, Any]) -> Table:
         ("stream errors", _errors(summary["stream_errors"])),
         (
             "CPU % chat / redis / clients",
-            f"{_pct(cpu.get('chat'))} / {_pct(cpu.get('redis'))} / {_pct(cpu.get('clients'))}",
+            f"{format_pct(cpu.get('chat'))} / {format_pct(cpu.get('redis'))} / {format_pct(cpu.get('clients'))}",
         ),
     ]
     for name, value in rows:
@@ -1351,7 +1348,7 @@ def target_verdict(steps: Sequence[SendStep]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def sigint_ignored() -> Iterator[None]:
     """Cleanup runs to the end even if Ctrl-C is pressed again."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -1407,7 +1404,7 @@ def run_bench(options: BenchOptions, progress: Console, out: Console) -> Path:
                 profile = {"error": str(exc)}
         failed = False
     finally:
-        with _sigint_ignored():
+        with sigint_ignored():
             progress.print("stopping the stack …")
             stack.stop()
             if failed:

@@ -241,22 +241,6 @@ async def graphql_server(
     await server.runner.cleanup()
 
 
-def scrape(url: str) -> dict[str, float]:
-    """A /metrics page as {sample name with labels: value}."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
-        text = response.read().decode()
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
-
-
 ADDED_DOCUMENT = (
     "subscription($c: ID!, $after: ID) "
     "{ messageAdded(courseId: $c, after: $after) { messageId content deleted } }"
