@@ -285,9 +285,17 @@ class FeedHub:
             delay = min(delay * 2, 1.0)
             await self._redis.refresh_topology()
 
+    def _subscribed_again(self, feed: CourseFeed, subscriber: NodeSubscriber) -> bool:
+        """A new stream of the course re-created its feed on this connection meanwhile: the
+        old feed's detach must leave the channel alone."""
+        current = self._feeds.get(feed.course_id)
+        return current is not None and current is not feed and current.node_name == subscriber.name
+
     async def _detach(self, feed: CourseFeed) -> None:
         subscriber = self._nodes.get(feed.node_name or "")
         if subscriber is None:
+            return
+        if self._subscribed_again(feed, subscriber):
             return
         subscriber.courses.discard(feed.course_id)
         if not subscriber.courses:
@@ -295,6 +303,9 @@ class FeedHub:
             return
         try:
             async with subscriber.lock:
+                if self._subscribed_again(feed, subscriber):
+                    subscriber.courses.add(feed.course_id)
+                    return
                 await subscriber.pubsub.sunsubscribe(feed.channel)
         except Exception as exc:
             self._metrics.redis_errors.labels(type(exc).__name__).inc()

@@ -51,6 +51,10 @@ class CatchUp:
 
     member: Member
     buffer: list[tuple[ChatMessage, bool]] = field(default_factory=list)
+    # History can be ahead of the live stream: the subscription joins its group only once
+    # the feed has passed the last id it replayed, or that message would come twice.
+    until: int | None = None
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class CourseFeed:
@@ -99,6 +103,8 @@ class CourseFeed:
             return  # replayed after a reopen: already passed on
         for catch_up in self.catching_up:
             catch_up.buffer.append((message, added))
+            if catch_up.until is not None and self.last_id >= catch_up.until:
+                catch_up.caught_up.set()
         for group in list(self.groups.values()):
             if (group.field_name == MESSAGE_ADDED and added) or (
                 group.field_name == MESSAGE_DELETED and message.deleted
@@ -289,10 +295,24 @@ class FeedHub:
                 last_sent = int(message.message_id)
             if not page.has_more:
                 break
-        for message, added in catch_up.buffer:
-            if added and int(message.message_id) > last_sent:
-                send(message)
-                last_sent = int(message.message_id)
+
+        def drain(last_sent: int) -> int:
+            buffered, catch_up.buffer = catch_up.buffer, []
+            for message, added in buffered:
+                if added and int(message.message_id) > last_sent:
+                    send(message)
+                    last_sent = int(message.message_id)
+            return last_sent
+
+        last_sent = drain(last_sent)
+        while feed.last_id < last_sent:
+            catch_up.until = last_sent
+            catch_up.caught_up.clear()
+            try:
+                await asyncio.wait_for(catch_up.caught_up.wait(), self._live_timeout)
+            except TimeoutError:
+                raise ApiError(Code.UNAVAILABLE, "the course stream fell behind") from None
+            last_sent = drain(last_sent)
 
     async def close(self) -> None:
         for feed in list(self.feeds.values()):
