@@ -162,12 +162,12 @@ async def _keepalive(services: Services) -> None:
 
 
 def create_app(
-    settings: GraphqlSettings, metrics_registry: GraphqlMetrics | None = None
+    settings: GraphqlSettings, graphql_metrics: GraphqlMetrics | None = None
 ) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        metrics = metrics_registry or GraphqlMetrics()
+        metrics = graphql_metrics or GraphqlMetrics()
         schema = build_schema()
         chat = ChatApi(
             settings.chat_target,

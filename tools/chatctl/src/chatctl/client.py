@@ -26,10 +26,6 @@ class ChatClient:
         self.target = target
         self.token = token
 
-    @property
-    def channel(self) -> grpc.aio.Channel:
-        return self.api.channel
-
     async def __aenter__(self) -> ChatClient:
         return self
 
