@@ -126,7 +126,7 @@ def up(
     ] = False,
 ) -> None:
     """Start the local topology: Redis Cluster on :7000-7005, chat on :50051 and :50052,
-    GraphQL on :8081 and :8082."""
+    GraphQL on :8081 and :8082, the Envoy gateway on :8080 (admin :9901)."""
     stack = (
         Topology.on_free_ports(root.resolve(), persist=persist)
         if free_ports
@@ -135,29 +135,42 @@ def up(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    console.print(f"starting Redis Cluster on 127.0.0.1:{','.join(map(str, stack.redis_ports))} …")
+    data = f"AOF in {stack.root / 'redis'}" if persist else "no persistence (--persist keeps it)"
+    console.print(
+        f"starting Redis Cluster on 127.0.0.1:{','.join(map(str, stack.redis_ports))} ({data}), "
+        f"{len(stack.chat_ports)} chat, {len(stack.graphql_ports)} GraphQL, Envoy …"
+    )
     try:
         stack.start()
     except StackError as exc:
         console.print(f"[red]could not start the local stack:[/red] {exc}")
         raise typer.Exit(1) from None
-    dev_token = issue_token(stack.jwt_secret, "dev", ["demo"], ["demo"])
+    dev_token = issue_token(stack.jwt_secret, "dev", ["demo", "intro"], ["demo"])
+    gateway = stack.gateway_url
     console.print(f"chat gRPC on {', '.join(stack.chat_targets)}; logs in {stack.root / 'logs'}")
-    console.print(f"GraphQL on {', '.join(stack.graphql_urls)} (HTTP POST and WebSocket)")
-    console.print(f"dev token (user dev, course demo, moderator): {dev_token}")
+    console.print(f"GraphQL on {', '.join(stack.graphql_urls)}, behind the gateway")
     console.print(
-        f"GraphQL:  curl -s {stack.graphql_urls[0]} -H 'Authorization: Bearer {dev_token}' "
+        f"gateway (Envoy) on {gateway}: page /, GraphQL /graphql, gRPC chat.v1.ChatService; "
+        f"admin http://127.0.0.1:{stack.gateway_admin_port}/stats/prometheus"
+    )
+    console.print(
+        "dev token (user dev, courses demo and intro, moderator of demo; "
+        f"`chatctl token` makes others): {dev_token}"
+    )
+    console.print(f"[bold]open the chat:[/bold] {gateway}/?token={dev_token}")
+    console.print(
+        f"GraphQL:  curl -s {gateway}/graphql -H 'Authorization: Bearer {dev_token}' "
         """-H 'Content-Type: application/json' -d '{"query": "{ me { userId courses } }"}'"""
     )
-    target = stack.chat_targets[0]
+    target = f"127.0.0.1:{stack.gateway_port}"
     console.print(
-        f"try:  chatctl tail -c demo -t {target}    and    chatctl send -c demo -t {target} 'hello'"
+        f"gRPC:     chatctl tail -c demo -t {target}    and    chatctl send -c demo -t {target} 'hello'"
     )
     print("ready", flush=True)
     dead: list[str] = []
     try:
         while not stop.wait(0.5):
-            dead = [p.name for p in stack.processes if not p.alive()]
+            dead = [p.name for p in stack.all_processes if not p.alive()]
             if dead:
                 console.print(f"[red]{', '.join(dead)} exited; see its log. Stopping.[/red]")
                 break

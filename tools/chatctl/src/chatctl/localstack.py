@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,12 +97,14 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
 
 @dataclass
 class ManagedProcess:
-    """A service process whose output goes to a log file; ready when it prints `ready`."""
+    """A service process whose output goes to a log file; ready when it prints `ready`, or,
+    for a process that prints no such line (Envoy), when `ready_check` says so."""
 
     name: str
     argv: list[str]
     env: Mapping[str, str]
     log_path: Path
+    ready_check: Callable[[], bool] | None = None
     process: subprocess.Popen[bytes] | None = None
     _log_offset: int = 0
 
@@ -125,8 +127,7 @@ class ManagedProcess:
         deadline = time.monotonic() + timeout
         offset = self._log_offset
         while time.monotonic() < deadline:
-            text = self.log_path.read_bytes()[offset:] if self.log_path.exists() else b""
-            if any(line.strip() == b"ready" for line in text.splitlines()):
+            if self._is_ready(offset):
                 return
             if self.process.poll() is not None:
                 raise StackError(
@@ -137,6 +138,12 @@ class ManagedProcess:
         raise StackError(
             f"{self.name} not ready after {timeout:.0f} s; last output:\n{self.tail()}"
         )
+
+    def _is_ready(self, log_offset: int) -> bool:
+        if self.ready_check is not None:
+            return self.ready_check()
+        text = self.log_path.read_bytes()[log_offset:] if self.log_path.exists() else b""
+        return any(line.strip() == b"ready" for line in text.splitlines())
 
     def tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chatctl.gateway import LocalGatewayConfig, envoy_argv, gateway_ready
 from chatctl.localstack import (
     ManagedProcess,
     RedisCluster,
@@ -21,6 +24,8 @@ DEFAULT_REDIS_PORTS = [7000, 7001, 7002, 7003, 7004, 7005]
 DEFAULT_CHAT_PORTS = [50051, 50052]
 DEFAULT_CHAT_METRICS_PORTS = [9101, 9102]
 DEFAULT_GRAPHQL_PORTS = [8081, 8082]
+DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_GATEWAY_ADMIN_PORT = 9901
 
 
 @dataclass
@@ -30,6 +35,9 @@ class Topology:
     chat_ports: list[int] = field(default_factory=lambda: list(DEFAULT_CHAT_PORTS))
     chat_metrics_ports: list[int] = field(default_factory=lambda: list(DEFAULT_CHAT_METRICS_PORTS))
     graphql_ports: list[int] = field(default_factory=lambda: list(DEFAULT_GRAPHQL_PORTS))
+    # 0: no gateway (benchmarks of the services alone).
+    gateway_port: int = DEFAULT_GATEWAY_PORT
+    gateway_admin_port: int = DEFAULT_GATEWAY_ADMIN_PORT
     persist: bool = False
     jwt_secret: str = DEV_JWT_SECRET
     log_format: str = "console"
@@ -39,6 +47,7 @@ class Topology:
     redis: RedisCluster | None = None
     chats: list[ManagedProcess] = field(default_factory=list)
     graphqls: list[ManagedProcess] = field(default_factory=list)
+    gateway: ManagedProcess | None = None
 
     @classmethod
     def on_free_ports(
@@ -47,12 +56,14 @@ class Topology:
         chat_count: int = 2,
         graphql_count: int = 2,
         *,
+        gateway: bool = True,
         persist: bool = False,
         chat_overrides: dict[str, object] | None = None,
         graphql_overrides: dict[str, object] | None = None,
     ) -> Topology:
         """A topology beside anything else running (tests next to `make up`)."""
-        ports = free_ports(2 * chat_count + graphql_count)
+        ports = free_ports(2 * chat_count + graphql_count + 2)
+        gateway_ports = ports[-2:] if gateway else [0, 0]
         return cls(
             root=root,
             persist=persist,
@@ -61,7 +72,9 @@ class Topology:
             redis_ports=free_ports(6, with_bus=True),
             chat_ports=ports[:chat_count],
             chat_metrics_ports=ports[chat_count : 2 * chat_count],
-            graphql_ports=ports[2 * chat_count :],
+            graphql_ports=ports[2 * chat_count : 2 * chat_count + graphql_count],
+            gateway_port=gateway_ports[0],
+            gateway_admin_port=gateway_ports[1],
         )
 
     @property
@@ -109,6 +122,36 @@ class Topology:
             log_path=self.root / "logs" / f"graphql-{index}.log",
         )
 
+    @property
+    def gateway_url(self) -> str:
+        """Base URL of the gateway: the web page at /, GraphQL at /graphql."""
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def gateway_config(self) -> LocalGatewayConfig:
+        return LocalGatewayConfig(
+            listen_port=self.gateway_port,
+            admin_port=self.gateway_admin_port,
+            graphql_ports=self.graphql_ports,
+            chat_ports=self.chat_ports,
+            jwt_secret=self.jwt_secret,
+        )
+
+    def new_gateway_process(self) -> ManagedProcess:
+        config_file = self.gateway_config.write(self.root / "envoy")
+        return ManagedProcess(
+            name="envoy",
+            argv=envoy_argv(config_file),
+            env={},
+            log_path=self.root / "logs" / "envoy.log",
+            # Ready once every upstream process passes Envoy's own health check.
+            ready_check=functools.partial(
+                gateway_ready,
+                self.gateway_admin_port,
+                {"graphql": len(self.graphql_ports), "chat": len(self.chat_ports)},
+            ),
+        )
+
     def new_chat_process(self, index: int) -> ManagedProcess:
         return ManagedProcess(
             name=f"chat-{index}",
@@ -128,23 +171,47 @@ class Topology:
                 process.start()
             for process in self.processes:
                 process.wait_ready()
+            if self.gateway_port:
+                # After the services: it is ready once their health checks pass.
+                self.gateway = self.new_gateway_process()
+                self.gateway.start()
+                self.gateway.wait_ready()
         except BaseException:
             self.stop()
             raise
 
     @property
     def processes(self) -> list[ManagedProcess]:
+        """The service processes (the gateway is `self.gateway`)."""
         return [*self.chats, *self.graphqls]
 
+    @property
+    def all_processes(self) -> list[ManagedProcess]:
+        return [*self.processes, *([self.gateway] if self.gateway else [])]
+
     def restart_chat(self, index: int) -> ManagedProcess:
-        self.chats[index].stop()
-        self.chats[index] = self.new_chat_process(index)
-        self.chats[index].start()
-        self.chats[index].wait_ready()
-        return self.chats[index]
+        """Stop chat process `index` (a no-op if it was killed) and start a new one."""
+        return self._restart(self.chats, index, self.new_chat_process)
+
+    def restart_graphql(self, index: int) -> ManagedProcess:
+        """Stop GraphQL process `index` gracefully (sockets closed with 1012; a no-op if it was
+        killed) and start a new one on the same port."""
+        return self._restart(self.graphqls, index, self.new_graphql_process)
+
+    @staticmethod
+    def _restart(
+        processes: list[ManagedProcess], index: int, new: Callable[[int], ManagedProcess]
+    ) -> ManagedProcess:
+        processes[index].stop()
+        processes[index] = new(index)
+        processes[index].start()
+        processes[index].wait_ready()
+        return processes[index]
 
     def stop(self) -> None:
         # Front to back: sockets close before their upstreams do.
+        if self.gateway is not None:
+            self.gateway.stop()
         stop_all(self.graphqls)
         stop_all(self.chats)
         if self.redis is not None:

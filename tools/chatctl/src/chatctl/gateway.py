@@ -1,0 +1,155 @@
+"""The Envoy gateway of the local stack, configured from the chart's one template.
+
+`charts/nextcampus-chat/files/envoy.yaml` is rendered by the real helm binary through the
+chart's gateway ConfigMap, with values that point at the local processes; so the local
+gateway runs the very config a cluster gets, and `make test` validates both with Envoy.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chatctl.binaries import envoy_binary, helm_binary
+from chatctl.localstack import StackError
+
+REPOSITORY = Path(__file__).resolve().parents[4]
+CHART = REPOSITORY / "charts" / "nextcampus-chat"
+GATEWAY_CONFIGMAP = "templates/gateway/configmap.yaml"
+ENVOY_CONFIG_KEY = "envoy.yaml"
+
+
+def hs256_jwks(secret: str) -> dict[str, Any]:
+    """A JWKS holding an HS256 secret, the form Envoy's jwt_authn reads symmetric keys in."""
+    key = base64.urlsafe_b64encode(secret.encode()).rstrip(b"=").decode()
+    return {"keys": [{"kty": "oct", "alg": "HS256", "k": key}]}
+
+
+def render_chart(
+    values: Mapping[str, Any], *, show_only: str, chart: Path = CHART, release: str = "local"
+) -> list[dict[str, Any]]:
+    """`helm template` of one chart template with `values`; the rendered objects."""
+    result = subprocess.run(
+        [helm_binary(), "template", release, str(chart), "--show-only", show_only, "-f", "-"],
+        # JSON is YAML: helm reads the values from stdin.
+        input=json.dumps(values),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"helm template {show_only} failed:\n{result.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def render_envoy_config(values: Mapping[str, Any], *, chart: Path = CHART) -> str:
+    """The Envoy config the chart's gateway ConfigMap carries for these values."""
+    (configmap,) = render_chart(values, show_only=GATEWAY_CONFIGMAP, chart=chart)
+    config: str = configmap["data"][ENVOY_CONFIG_KEY]
+    return config
+
+
+def validate_envoy_config(path: Path) -> None:
+    """`envoy --mode validate`: the real binary parses the whole config, filters included."""
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"envoy rejects {path}:\n{(result.stderr or result.stdout).strip()}")
+
+
+@dataclass(frozen=True)
+class LocalGatewayConfig:
+    """Everything local about the gateway: its ports, its upstreams, its key."""
+
+    listen_port: int
+    admin_port: int
+    graphql_ports: list[int]
+    chat_ports: list[int]
+    jwt_secret: str
+    requests_per_second: int = 500
+    burst: int = 1000
+
+    def values(self, jwks_file: Path) -> dict[str, Any]:
+        def local(ports: list[int]) -> list[dict[str, Any]]:
+            return [{"address": "127.0.0.1", "port": port} for port in ports]
+
+        return {
+            "gateway": {
+                "listen": {"address": "127.0.0.1", "port": self.listen_port},
+                "admin": {"address": "127.0.0.1", "port": self.admin_port},
+                "metricsPort": 0,  # locally the admin port itself is reachable
+                "jwksFile": str(jwks_file),
+                "graphqlEndpoints": local(self.graphql_ports),
+                "chatEndpoints": local(self.chat_ports),
+                "rateLimit": {"requestsPerSecond": self.requests_per_second, "burst": self.burst},
+            }
+        }
+
+    def write(self, directory: Path) -> Path:
+        """Render and validate the config into `directory`; the config file's path."""
+        directory.mkdir(parents=True, exist_ok=True)
+        jwks_file = directory / "jwks.json"
+        jwks_file.write_text(json.dumps(hs256_jwks(self.jwt_secret)))
+        jwks_file.chmod(0o600)
+        config_file = directory / "envoy.yaml"
+        config_file.write_text(render_envoy_config(self.values(jwks_file)))
+        validate_envoy_config(config_file)
+        return config_file
+
+
+def envoy_argv(config_file: Path, concurrency: int = 1) -> list[str]:
+    return [
+        envoy_binary(),
+        "-c",
+        str(config_file),
+        # Several gateways on one machine (tests beside `make up`): no shared memory region.
+        "--disable-hot-restart",
+        "--concurrency",
+        str(concurrency),
+        "--log-level",
+        "warn",
+    ]
+
+
+def admin_get(admin_port: int, path: str, timeout: float = 2.0) -> str:
+    url = f"http://127.0.0.1:{admin_port}{path}"
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        body: bytes = response.read()
+    return body.decode()
+
+
+def healthy_hosts(admin_port: int) -> dict[str, int]:
+    """Healthy members per upstream cluster, from Envoy's admin stats."""
+    text = admin_get(admin_port, "/stats?filter=membership_healthy$")
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if name.startswith("cluster.") and value.strip().isdigit():
+            counts[name.removeprefix("cluster.").removesuffix(".membership_healthy")] = int(value)
+    return counts
+
+
+def gateway_ready(admin_port: int, expected: Mapping[str, int]) -> bool:
+    """Envoy is live and every upstream of `expected` has that many healthy members."""
+    try:
+        if admin_get(admin_port, "/ready").strip() != "LIVE":
+            return False
+        counts = healthy_hosts(admin_port)
+    except (urllib.error.URLError, OSError):
+        return False
+    return all(counts.get(cluster, 0) >= count for cluster, count in expected.items())
