@@ -17,19 +17,24 @@ deps: ## install what the stack and the tests need (redis-server, node, uv, the 
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null; }
-	@# node + npm run the reference graphql-ws client in the tests.
-	@command -v node >/dev/null && command -v npm >/dev/null || { \
-	  echo "installing nodejs and npm (Debian packages) …"; \
+	@# node + npm run the reference graphql-ws client and playwright-core in the tests;
+	@# Debian's chromium is the browser playwright-core drives (it never downloads one).
+	@command -v node >/dev/null && command -v npm >/dev/null && test -x /usr/bin/chromium || { \
+	  echo "installing nodejs, npm and chromium (Debian packages) …"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	    apt-get install -y -qq --no-install-recommends nodejs npm chromium >/dev/null; }
 	@# The Debian package starts a server on :6379 we do not use; the stack starts its own.
 	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv …"; python3 -m pip install -q uv; }
 	@$(UV) sync --all-packages --locked -q
 
 .PHONY: up
-up: deps ## start the local topology (Redis Cluster, chat pods) and print the URL and a dev token
-	$(VENV_BIN)/chatctl up
+up: deps ## start the local topology (Redis Cluster, chat, GraphQL, Envoy) and print the page URL with a dev token
+	$(VENV_BIN)/chatctl up $(UP_ARGS)
+
+.PHONY: e2e
+e2e: deps ## only the end-to-end suite (through Envoy; E2E_GATEWAY_URL=… targets another stack)
+	$(if $(E2E_GATEWAY_URL),NEXTCAMPUS_E2E_GATEWAY_URL=$(E2E_GATEWAY_URL)) $(VENV_BIN)/pytest e2e $(PYTEST_ARGS)
 
 .PHONY: test
 test: deps lint typecheck ## run the whole suite (lint, types, generated-code staleness, tests)

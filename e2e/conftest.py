@@ -19,7 +19,7 @@ from chatctl.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
 
 GATEWAY_URL_ENV = "NEXTCAMPUS_E2E_GATEWAY_URL"
-JWT_SECRET_ENV = "NEXTCAMPUS_E2E_JWT_SECRET"
+JWT_SECRET_ENV = "NEXTCAMPUS_E2E_JWT_SECRET"  # noqa: S105 - the name of an env var
 
 
 @dataclass

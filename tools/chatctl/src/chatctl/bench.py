@@ -1368,7 +1368,7 @@ def run_bench(options: BenchOptions, progress: Console, out: Console) -> Path:
     )
     bench = Bench(options, progress)
     stack = Topology.on_free_ports(
-        root, chat_count=1, chat_overrides={"default_rate_limit_messages": 0}
+        root, chat_count=1, gateway=False, chat_overrides={"default_rate_limit_messages": 0}
     )
     bench.jwt_secret = stack.jwt_secret
     results: dict[str, Any] = {

@@ -38,8 +38,13 @@ def _extract_from_layer(name: str, destination: Path) -> None:
         raise BinaryMissing(f"{LAYER_DISTRIBUTION} is not installed: run `make deps`") from exc
     tarballs = [f for f in files if f.name.endswith(".jsii.tgz")]
     if len(tarballs) != 1:
-        raise BinaryMissing(f"expected one jsii tarball in {LAYER_DISTRIBUTION}, found {len(tarballs)}")
-    with tarballs[0].locate().open("rb") as raw, tarfile.open(fileobj=raw, mode="r:gz") as tar:
+        raise BinaryMissing(
+            f"expected one jsii tarball in {LAYER_DISTRIBUTION}, found {len(tarballs)}"
+        )
+    with (
+        Path(tarballs[0].locate()).open("rb") as raw,
+        tarfile.open(fileobj=raw, mode="r:gz") as tar,
+    ):
         member = tar.extractfile(LAYER_ZIP_MEMBER)
         if member is None:
             raise BinaryMissing(f"{LAYER_ZIP_MEMBER} missing from {tarballs[0].name}")

@@ -586,7 +586,12 @@ def run_ours(record: dict[str, Any], options: FanoutOptions, stamp: str, progres
     )
     results_dir = options.output_dir.resolve()
     stack = Topology.on_free_ports(
-        root, chat_count=2, graphql_count=2, chat_overrides={"default_rate_limit_messages": 0}
+        root,
+        chat_count=2,
+        graphql_count=2,
+        # The peers are measured without a proxy in front; so are we.
+        gateway=False,
+        chat_overrides={"default_rate_limit_messages": 0},
     )
     record.update(root=str(root), open_files_limit=raise_open_files_limit(), runs=[])
     failed = True

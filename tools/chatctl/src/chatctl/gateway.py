@@ -128,7 +128,7 @@ def envoy_argv(config_file: Path, concurrency: int = 1) -> list[str]:
 
 def admin_get(admin_port: int, path: str, timeout: float = 2.0) -> str:
     url = f"http://127.0.0.1:{admin_port}{path}"
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         body: bytes = response.read()
     return body.decode()
 

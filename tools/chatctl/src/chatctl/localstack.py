@@ -260,15 +260,14 @@ class RedisCluster:
         )
 
     def start(self, timeout: float = 30.0) -> None:
+        # Redis writes its nodes file as soon as it starts: look before starting, so that only
+        # a cluster formed in an earlier run (--persist) is reused.
+        formed_before = self.persist and all(
+            (self.root / str(port) / f"nodes-{port}.conf").exists() for port in self.ports
+        )
         for port in self.ports:
             self.start_node(port)
-        already_formed = (
-            self.persist
-            and (self.root / str(self.ports[0]) / f"nodes-{self.ports[0]}.conf").exists()
-        )
-        if not already_formed or "cluster_known_nodes:1\r" in self.cli(
-            self.ports[0], "cluster", "info"
-        ):
+        if not formed_before or self.known_nodes(self.ports[0]) < len(self.ports):
             subprocess.run(
                 [
                     "redis-cli",
@@ -285,6 +284,13 @@ class RedisCluster:
                 check=True,
             )
         self.wait_healthy(timeout)
+
+    def known_nodes(self, port: int) -> int:
+        for line in self.cli(port, "cluster", "info").splitlines():
+            name, _, value = line.strip().partition(":")
+            if name == "cluster_known_nodes":
+                return int(value)
+        raise StackError(f"no cluster_known_nodes in CLUSTER INFO of :{port}")
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Every live node says the cluster is ok and every primary has its replica."""

@@ -86,9 +86,10 @@ def make_token(jwt_secret: str) -> TokenFactory:
 
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
-    """Redis Cluster + two chat + two GraphQL processes on free ports (real processes)."""
+    """Redis Cluster + two chat + two GraphQL processes on free ports (real processes); no
+    gateway: these tests talk to the services (e2e/ goes through Envoy)."""
     stack = Topology.on_free_ports(
-        tmp_path / "stack", chat_overrides={"default_rate_limit_messages": 0}
+        tmp_path / "stack", gateway=False, chat_overrides={"default_rate_limit_messages": 0}
     )
     stack.start()
     yield stack
