@@ -1,4 +1,5 @@
-"""chatctl as a user runs it: `up` on free ports, then `token`, `send` and `tail` against it,
+"""chatctl as a user runs it: `up` on free ports, then `token`, `send` and `tail` against it
+(through the gateway it starts),
 and Ctrl-C (SIGTERM) stops every process it started."""
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def test_up_send_tail_and_clean_stop(tmp_path: Path):
     )
     tail = None
     try:
-        output = wait_for_line(up, r"^try:", timeout=90)
+        output = wait_for_line(up, r"^gRPC:", timeout=90)
         target = re.search(r"-t (\S+)", output).group(1)  # type: ignore[union-attr]
         wait_for_line(up, r"^ready$")
         redis_ports = [

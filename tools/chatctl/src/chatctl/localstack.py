@@ -265,6 +265,10 @@ class RedisCluster:
         formed_before = self.persist and all(
             (self.root / str(port) / f"nodes-{port}.conf").exists() for port in self.ports
         )
+        if not self.persist:
+            # A fresh cluster: a node that loads an earlier run's nodes file refuses to join.
+            for port in self.ports:
+                (self.root / str(port) / f"nodes-{port}.conf").unlink(missing_ok=True)
         for port in self.ports:
             self.start_node(port)
         if not formed_before or self.known_nodes(self.ports[0]) < len(self.ports):

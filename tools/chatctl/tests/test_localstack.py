@@ -1,0 +1,43 @@
+"""The local stack's process handling, against real redis-server processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chatctl.localstack import RedisCluster, free_ports
+
+
+def test_persist_keeps_the_cluster_and_its_data_across_restarts(tmp_path: Path):
+    """`make up UP_ARGS=--persist`: the second start reuses the cluster the first one formed
+    (no new `--cluster create`, which would fail on nodes holding data) and keeps the keys."""
+    ports = free_ports(6, with_bus=True)
+    first = RedisCluster(ports, tmp_path, persist=True)
+    try:
+        first.start()
+        owner = first.primary_port_for("course:{persist}:seq")
+        assert first.cli(owner, "incrby", "course:{persist}:seq", "41").strip() == "41"
+    finally:
+        first.stop()  # SIGTERM: Redis fsyncs its AOF before it exits
+
+    again = RedisCluster(ports, tmp_path, persist=True)
+    try:
+        again.start()
+        owner = again.primary_port_for("course:{persist}:seq")
+        assert again.cli(owner, "incr", "course:{persist}:seq").strip() == "42"
+        assert again.known_nodes(ports[0]) == 6
+    finally:
+        again.stop()
+
+
+def test_without_persist_every_start_is_a_fresh_cluster(tmp_path: Path):
+    """Plain `make up` twice with the same state directory: the second start forms a new,
+    empty cluster instead of tripping over the first one's node files."""
+    ports = free_ports(6, with_bus=True)
+    for _ in range(2):
+        cluster = RedisCluster(ports, tmp_path, persist=False)
+        try:
+            cluster.start()
+            owner = cluster.primary_port_for("course:{fresh}:seq")
+            assert cluster.cli(owner, "incr", "course:{fresh}:seq").strip() == "1"
+        finally:
+            cluster.stop()
