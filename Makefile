@@ -11,19 +11,18 @@ help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## install what the stack and the tests need (redis-server, node, uv, the locked venv)
-	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
-	  echo "installing redis-server (Debian package) …"; \
+deps: ## install what the stack and the tests need (redis-server, node, chromium, uv, the locked venv)
+	@# Only what is missing: a machine may already have node (and its npm) from elsewhere, and
+	@# asking apt for Debian's nodejs beside it fails. node + npm run the reference graphql-ws
+	@# client and playwright-core; Debian's chromium is the browser playwright-core drives.
+	@missing="$$(command -v redis-server >/dev/null && command -v redis-cli >/dev/null || echo redis-server redis-tools) \
+	  $$(command -v node >/dev/null || echo nodejs) $$(command -v npm >/dev/null || echo npm) \
+	  $$(test -x /usr/bin/chromium || echo chromium)"; \
+	if [ -n "$${missing// /}" ]; then \
+	  echo "installing" $$missing "(Debian packages) …"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null; }
-	@# node + npm run the reference graphql-ws client and playwright-core in the tests;
-	@# Debian's chromium is the browser playwright-core drives (it never downloads one).
-	@command -v node >/dev/null && command -v npm >/dev/null && test -x /usr/bin/chromium || { \
-	  echo "installing nodejs, npm and chromium (Debian packages) …"; \
-	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
-	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq --no-install-recommends nodejs npm chromium >/dev/null; }
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	@# The Debian package starts a server on :6379 we do not use; the stack starts its own.
 	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv …"; python3 -m pip install -q uv; }
 	@$(UV) sync --all-packages --locked -q
