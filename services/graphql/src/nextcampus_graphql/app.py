@@ -2,14 +2,17 @@
 
 Routes: `/graphql` (POST for queries and mutations; GET upgrades to a WebSocket speaking
 graphql-transport-ws or graphql-ws), `/healthz`, `/readyz` (a chat pod is reachable),
-`/metrics`.
+`/metrics`, and the web chat page: `/` and its two files under `/static/`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import hashlib
+import importlib.resources
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
@@ -154,6 +157,61 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
+@dataclass(frozen=True, slots=True)
+class StaticFile:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+# The page is three files shipped inside the package (no build step, no CDN): served from
+# memory, revalidated by the browser on every load (`no-cache` + ETag) so a new deployment is
+# picked up at once.
+WEB_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    # The page is opened as `/?token=…`: no Referer may carry that URL anywhere.
+    "Referrer-Policy": "no-referrer",
+    # Only our own script, style and socket; message text is never markup, and this makes
+    # sure of it even if a bug let some through.
+    "Content-Security-Policy": (
+        "default-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    ),
+}
+
+
+def load_web_files() -> dict[str, StaticFile]:
+    folder = importlib.resources.files("nextcampus_graphql").joinpath("web")
+    files = {}
+    for name, content_type in WEB_FILES.items():
+        body = folder.joinpath(name).read_bytes()
+        etag = hashlib.sha256(body).hexdigest()[:32]
+        files[name] = StaticFile(body, content_type, etag)
+    return files
+
+
+def static_handler(
+    files: dict[str, StaticFile], name: str | None = None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler of one file (`name`), or of `/static/{name}` among `files`."""
+
+    async def handler(request: web.Request) -> web.Response:
+        file = files.get(name or request.match_info["name"])
+        if file is None or (name is None and file.content_type == "text/html"):
+            raise web.HTTPNotFound()
+        if any(tag.value == file.etag for tag in request.if_none_match or ()):
+            return web.Response(status=304, headers={**PAGE_HEADERS, "ETag": f'"{file.etag}"'})
+        response = web.Response(
+            body=file.body, content_type=file.content_type, charset="utf-8", headers=PAGE_HEADERS
+        )
+        response.etag = file.etag
+        return response
+
+    return handler
+
+
 async def _keepalive(services: Services) -> None:
     while True:
         await asyncio.sleep(services.settings.keepalive_seconds)
@@ -220,4 +278,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    web_files = load_web_files()
+    app.router.add_get("/", static_handler(web_files, "index.html"))
+    app.router.add_get("/static/{name}", static_handler(web_files))
     return app

@@ -1,0 +1,777 @@
+// Next Campus Chat in the browser: a small graphql-transport-ws client (one WebSocket carries
+// queries, mutations and subscriptions) and the chat page on top of it. No dependencies and
+// no build step; the GraphQL schema is in DESIGN.md §2.
+
+const PROTOCOL = 'graphql-transport-ws';
+const CLOSE_FORBIDDEN = 4403; // token refused or expired: reconnecting cannot help
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 10_000;
+// The server pings every 15 s too; a socket silent for this long is dead even if the
+// browser has not noticed (laptop lid closed, NAT forgot us).
+const PING_INTERVAL_MS = 15_000;
+const SILENCE_LIMIT_MS = 35_000;
+const HISTORY_PAGE_SIZE = 50;
+const TOKEN_KEY = 'nextcampus.token';
+const COURSE_KEY = 'nextcampus.course';
+
+const MESSAGE_FIELDS = 'messageId userId content timestamp deleted';
+const ME = 'query Me { me { userId courses moderates } }';
+const HISTORY = `query History($courseId: ID!, $before: ID, $limit: Int) {
+  messages(courseId: $courseId, before: $before, limit: $limit) {
+    messages { ${MESSAGE_FIELDS} } hasMore
+  }
+}`;
+const ADDED = `subscription Added($courseId: ID!, $after: ID) {
+  messageAdded(courseId: $courseId, after: $after) { ${MESSAGE_FIELDS} }
+}`;
+const DELETED = `subscription Deleted($courseId: ID!) {
+  messageDeleted(courseId: $courseId) { messageId deleted }
+}`;
+const SEND = `mutation Send($courseId: ID!, $content: String!, $clientMessageId: ID) {
+  sendMessage(courseId: $courseId, content: $content, clientMessageId: $clientMessageId) {
+    ${MESSAGE_FIELDS}
+  }
+}`;
+const DELETE = `mutation Delete($courseId: ID!, $messageId: ID!) {
+  deleteMessage(courseId: $courseId, messageId: $messageId) { messageId deleted }
+}`;
+
+/** GraphQL errors of one operation; `code` is the first `extensions.code`. */
+class GraphqlError extends Error {
+  constructor(errors) {
+    super(errors.map((e) => e?.message).filter(Boolean).join('; ') || 'the request failed');
+    this.errors = errors;
+    const coded = errors.find((e) => e?.extensions?.code);
+    this.code = coded?.extensions.code ?? 'INTERNAL';
+    this.extensions = coded?.extensions ?? {};
+  }
+}
+
+const hasCode = (errors, code) => errors.some((e) => e?.extensions?.code === code);
+
+/**
+ * graphql-transport-ws over a WebSocket that reconnects by itself.
+ *
+ * Operations outlive sockets: after a reconnect every unanswered request is sent again (a
+ * send carries a clientMessageId, so a resent send is never stored twice) and every
+ * subscription is subscribed again with fresh variables (messageAdded's `after` = the newest
+ * id seen), so nothing is lost or shown twice across a reconnect.
+ *
+ * States: idle (no token yet), connecting, open (acknowledged), offline (waiting to
+ * reconnect), unauthenticated (token refused: waits for a new one, no reconnect loop).
+ */
+class GraphqlSocket {
+  #url;
+  #onState;
+  #token = null;
+  #ws = null;
+  #acked = false;
+  #ops = new Map(); // id → { id, query, variables(), sink } or { …, resolve, reject }
+  #nextId = 1;
+  #attempt = 0;
+  #retryTimer = 0;
+  #pingTimer = 0;
+  #lastFrameAt = 0;
+  state = 'idle';
+  detail = '';
+
+  constructor(url, onState) {
+    this.#url = url;
+    this.#onState = onState;
+  }
+
+  /** Use this token from now on and connect at once. */
+  setToken(token) {
+    this.#token = token;
+    this.#drop();
+    this.#connect();
+  }
+
+  /** The network is back (the browser says so): skip the rest of the backoff. */
+  reconnectNow() {
+    if (this.state === 'offline') this.#connect();
+  }
+
+  /** A query or mutation; resolves with `data`, rejects with a GraphqlError. */
+  request(query, variables = {}) {
+    return new Promise((resolve, reject) => {
+      const op = { id: String(this.#nextId++), query, variables: () => variables, resolve, reject };
+      this.#ops.set(op.id, op);
+      this.#subscribe(op);
+    });
+  }
+
+  /** A subscription; `variables` is called on every (re)subscribe. Returns the unsubscribe. */
+  subscribe(query, variables, sink) {
+    const op = { id: String(this.#nextId++), query, variables, sink };
+    this.#ops.set(op.id, op);
+    this.#subscribe(op);
+    return () => {
+      if (this.#ops.delete(op.id)) this.#write({ id: op.id, type: 'complete' });
+    };
+  }
+
+  #setState(state, detail = '') {
+    this.state = state;
+    this.detail = detail;
+    this.#onState(state, detail);
+  }
+
+  #write(message) {
+    if (this.#acked || message.type === 'connection_init' || message.type === 'pong') {
+      this.#ws?.send(JSON.stringify(message));
+    }
+  }
+
+  #subscribe(op) {
+    this.#write({ id: op.id, type: 'subscribe', payload: { query: op.query, variables: op.variables() } });
+  }
+
+  #connect() {
+    clearTimeout(this.#retryTimer);
+    this.#setState('connecting');
+    const ws = new WebSocket(this.#url, PROTOCOL);
+    this.#ws = ws;
+    this.#acked = false;
+    ws.onopen = () => {
+      this.#lastFrameAt = Date.now();
+      // The token goes in connection_init, not in the URL: URLs end up in access logs,
+      // and the gateway lets a socket without a token through to the pod, which checks it.
+      this.#write({ type: 'connection_init', payload: { token: this.#token } });
+      this.#pingTimer = setInterval(() => this.#checkAlive(), PING_INTERVAL_MS);
+    };
+    ws.onmessage = (event) => this.#receive(event.data);
+    // An `error` event is always followed by `close`, which does the work.
+    ws.onclose = (event) => this.#closed(event.code, event.reason);
+  }
+
+  #checkAlive() {
+    if (Date.now() - this.#lastFrameAt > SILENCE_LIMIT_MS) {
+      this.#restart();
+    } else if (this.#acked) {
+      this.#write({ type: 'ping' });
+    }
+  }
+
+  #receive(data) {
+    this.#lastFrameAt = Date.now();
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      console.warn('not JSON from the server, reconnecting', data);
+      this.#restart();
+      return;
+    }
+    switch (message.type) {
+      case 'connection_ack':
+        this.#acked = true;
+        this.#setState('open');
+        for (const op of this.#ops.values()) this.#subscribe(op);
+        break;
+      case 'ping':
+        this.#write({ type: 'pong' });
+        break;
+      case 'next':
+        this.#next(message.id, message.payload ?? {});
+        break;
+      case 'error':
+        this.#error(message.id, Array.isArray(message.payload) ? message.payload : [message.payload]);
+        break;
+      case 'complete':
+        this.#complete(message.id);
+        break;
+      default: // pong, and anything newer than this client
+        break;
+    }
+  }
+
+  #next(id, payload) {
+    const op = this.#ops.get(id);
+    if (!op) return;
+    const errors = payload.errors ?? [];
+    if (hasCode(errors, 'UNAUTHENTICATED')) {
+      this.#authFailed('the server refused the token');
+      return;
+    }
+    this.#attempt = 0; // the server did real work: the next outage starts the backoff over
+    if (op.sink) {
+      if (payload.data) op.sink.next(payload.data);
+      return;
+    }
+    this.#ops.delete(id);
+    if (errors.length > 0) op.reject(new GraphqlError(errors));
+    else op.resolve(payload.data);
+  }
+
+  #error(id, errors) {
+    const op = this.#ops.get(id);
+    if (!op) return;
+    if (hasCode(errors, 'UNAUTHENTICATED')) {
+      this.#authFailed('the server refused the token'); // the operation waits for a new token
+    } else if (op.sink && hasCode(errors, 'UNAVAILABLE')) {
+      // The chat service is unreachable from this pod: start over (with backoff), perhaps
+      // on another pod; the resubscribe resumes after the newest message seen.
+      this.#restart();
+    } else {
+      this.#ops.delete(id);
+      (op.sink ? op.sink.error : op.reject)(new GraphqlError(errors));
+    }
+  }
+
+  #complete(id) {
+    const op = this.#ops.get(id);
+    if (!op) return;
+    if (op.sink) {
+      this.#restart(); // the server ended a stream we still want: resume it
+    } else {
+      this.#ops.delete(id);
+      op.reject(new GraphqlError([{ message: 'no result from the server' }]));
+    }
+  }
+
+  #closed(code, reason) {
+    this.#drop();
+    if (code === CLOSE_FORBIDDEN) this.#authFailed(reason || 'the token was refused');
+    else this.#scheduleReconnect();
+  }
+
+  /** Forget the current socket (its late events are ignored) and close it. */
+  #drop() {
+    clearInterval(this.#pingTimer);
+    clearTimeout(this.#retryTimer);
+    const ws = this.#ws;
+    this.#ws = null;
+    this.#acked = false;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      ws.close(1000);
+    }
+  }
+
+  #restart() {
+    this.#drop();
+    this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect() {
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.#attempt);
+    this.#attempt += 1;
+    // Jitter: the sockets a restarting pod cut off must not all come back at once.
+    const delay = ceiling / 2 + (Math.random() * ceiling) / 2;
+    this.#setState('offline');
+    this.#retryTimer = setTimeout(() => this.#connect(), delay);
+  }
+
+  #authFailed(reason) {
+    this.#drop();
+    this.#setState('unauthenticated', reason);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The page
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  status: $('status'),
+  viewer: $('viewer'),
+  signIn: $('sign-in'),
+  signInReason: $('sign-in-reason'),
+  tokenForm: $('token-form'),
+  token: $('token'),
+  chat: $('chat'),
+  courseForm: $('course-form'),
+  course: $('course'),
+  history: document.querySelector('.history'),
+  loadOlder: $('load-older'),
+  list: $('messages'),
+  empty: $('empty'),
+  sendForm: $('send-form'),
+  composer: $('composer'),
+  send: $('send'),
+  error: $('error'),
+};
+
+const state = {
+  viewer: null, // { userId, courses, moderates }
+  viewerLoading: false,
+  courseId: '',
+  generation: 0, // bumped on every course switch: late answers about the old one are dropped
+  messages: new Map(), // messageId → { message, li }
+  newestId: null,
+  oldestId: null,
+  hasMore: false,
+  historyWasEmpty: false,
+  loadingOlder: false,
+  subscribed: false,
+  stopSubscriptions: [],
+  sending: null, // { clientMessageId, content } until the server answers
+  errorTimer: 0,
+};
+
+// Ids are decimal int64 strings: beyond 2^53 Number would round them.
+const compareIds = (a, b) => {
+  const x = BigInt(a);
+  const y = BigInt(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+};
+
+// sessionStorage can be unavailable (some privacy modes): the page then works without it.
+const storage = {
+  get(key) {
+    try {
+      return sessionStorage.getItem(key);
+    } catch {
+      return null;
+    }
+  },
+  set(key, value) {
+    try {
+      if (value) sessionStorage.setItem(key, value);
+      else sessionStorage.removeItem(key);
+    } catch {
+      // not remembered across reloads, nothing else is lost
+    }
+  },
+};
+
+function socketUrl() {
+  const url = new URL('graphql', location.href);
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  url.search = '';
+  url.hash = '';
+  return url.href;
+}
+
+/** The token of `?token=…` (then kept in sessionStorage and removed from the address bar). */
+function takeToken() {
+  const url = new URL(location.href);
+  const fromUrl = url.searchParams.get('token');
+  if (fromUrl) {
+    storage.set(TOKEN_KEY, fromUrl);
+    url.searchParams.delete('token');
+    history.replaceState(history.state, '', url.pathname + url.search + url.hash);
+    return fromUrl;
+  }
+  return storage.get(TOKEN_KEY);
+}
+
+function newClientMessageId() {
+  // crypto.randomUUID needs a secure context; getRandomValues works on plain http too.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return `web-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+const timeOnly = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dateAndTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const formatTime = (date) =>
+  (date.toDateString() === new Date().toDateString() ? timeOnly : dateAndTime).format(date);
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text; // never innerHTML: messages are user input
+  return node;
+}
+
+// --- status, errors ---------------------------------------------------------------------
+
+function statusOf() {
+  switch (socket.state) {
+    case 'idle':
+      return ['signed-out', 'not signed in'];
+    case 'unauthenticated':
+      return ['signed-out', 'signed out — token invalid or expired'];
+    case 'connecting':
+      return ['connecting', 'connecting…'];
+    case 'offline':
+      return ['offline', 'offline — reconnecting…'];
+    default:
+      if (!state.courseId) return ['connected', 'connected — choose a course'];
+      return state.subscribed ? ['live', 'live'] : ['connecting', 'loading messages…'];
+  }
+}
+
+function render() {
+  const [key, text] = statusOf();
+  ui.status.dataset.state = key;
+  if (ui.status.textContent !== text) ui.status.textContent = text; // aria-live: only changes
+  const signedOut = socket.state === 'idle' || socket.state === 'unauthenticated';
+  ui.signIn.hidden = !signedOut;
+  ui.chat.hidden = !state.viewer;
+  const canWrite = Boolean(state.courseId) && !signedOut;
+  ui.composer.disabled = !canWrite;
+  ui.send.disabled = !canWrite || Boolean(state.sending);
+  ui.send.textContent = state.sending ? 'Sending…' : 'Send';
+  ui.loadOlder.hidden = !state.subscribed || !state.hasMore;
+  ui.loadOlder.disabled = state.loadingOlder;
+  ui.loadOlder.textContent = state.loadingOlder ? 'Loading…' : 'Load older messages';
+  ui.empty.hidden = !state.subscribed || state.messages.size > 0;
+}
+
+function showError(text, clearAfterMs = 0) {
+  clearTimeout(state.errorTimer);
+  ui.error.textContent = text;
+  if (clearAfterMs > 0) state.errorTimer = setTimeout(() => showError(''), clearAfterMs);
+}
+
+/** A sentence a person can act on, for a failed operation. */
+function describe(error) {
+  if (!(error instanceof GraphqlError)) return `Something went wrong: ${error.message}`;
+  switch (error.code) {
+    case 'RATE_LIMITED': {
+      const seconds = Math.max(1, Math.ceil((error.extensions.retryAfterMs ?? 1000) / 1000));
+      return `You are sending too fast; try again in ${seconds} s.`;
+    }
+    case 'READ_ONLY':
+      return 'This course chat is read-only at the moment; nothing can be sent.';
+    case 'FORBIDDEN':
+      return `Not allowed: ${error.message}.`;
+    case 'BAD_USER_INPUT':
+      return `Not accepted: ${error.message}.`;
+    case 'NOT_FOUND':
+      return 'That message does not exist any more.';
+    case 'UNAVAILABLE':
+      return 'The chat service is unavailable right now; try again in a moment.';
+    default:
+      return `Something went wrong: ${error.message}`;
+  }
+}
+
+// --- the message list -------------------------------------------------------------------
+
+const canDelete = (message) =>
+  !message.deleted &&
+  (message.userId === state.viewer.userId || state.viewer.moderates.includes(state.courseId));
+
+function renderMessage(message) {
+  const li = element('li', 'message');
+  li.dataset.messageId = message.messageId;
+  li.tabIndex = -1; // focus lands here when a button inside disappears
+  const own = message.userId === state.viewer.userId;
+  if (own) li.classList.add('own');
+  const date = new Date(message.timestamp);
+  const time = element('time', '', formatTime(date));
+  time.dateTime = date.toISOString();
+  time.title = date.toLocaleString();
+  const meta = element('p', 'meta');
+  meta.append(element('span', 'user', own ? `${message.userId} (you)` : message.userId), ' ', time);
+  li.append(meta, element('p', 'text', message.content));
+  if (message.deleted) {
+    markDeleted(li);
+  } else if (canDelete(message)) {
+    const button = element('button', 'delete', 'Delete');
+    button.type = 'button';
+    button.setAttribute('aria-label', `Delete message of ${message.userId} at ${time.textContent}`);
+    li.append(button);
+  }
+  return li;
+}
+
+function markDeleted(li) {
+  li.classList.add('deleted');
+  li.querySelector('.text').textContent = 'message deleted';
+  const button = li.querySelector('.delete');
+  if (button) {
+    const hadFocus = document.activeElement === button;
+    button.remove();
+    if (hadFocus) li.focus();
+  }
+}
+
+/** Insert `li` so the list stays ordered by id (new messages usually go last). */
+function insertInOrder(li, messageId) {
+  let after = ui.list.lastElementChild;
+  while (after && compareIds(after.dataset.messageId, messageId) > 0) {
+    after = after.previousElementSibling;
+  }
+  if (after) after.after(li);
+  else ui.list.prepend(li);
+}
+
+/** Add messages (deduplicated by id); a known message can only turn into a tombstone. */
+function addMessages(messages) {
+  for (const message of messages) {
+    const known = state.messages.get(message.messageId);
+    if (known) {
+      if (message.deleted && !known.message.deleted) {
+        known.message = { ...known.message, deleted: true };
+        markDeleted(known.li);
+      }
+      continue;
+    }
+    const li = renderMessage(message);
+    state.messages.set(message.messageId, { message, li });
+    insertInOrder(li, message.messageId);
+    if (!state.newestId || compareIds(message.messageId, state.newestId) > 0) {
+      state.newestId = message.messageId;
+    }
+    if (!state.oldestId || compareIds(message.messageId, state.oldestId) < 0) {
+      state.oldestId = message.messageId;
+    }
+  }
+  if (state.historyWasEmpty && state.messages.size > 0) {
+    // The course had no history, so messageAdded started without `after`: a message sent
+    // before the subscription went live would be missed. Anything like that is older than
+    // the first message seen, so one "load older" finds it.
+    state.historyWasEmpty = false;
+    state.hasMore = true;
+    queueMicrotask(loadOlder);
+  }
+  render();
+}
+
+const nearBottom = () =>
+  ui.history.scrollHeight - ui.history.scrollTop - ui.history.clientHeight < 80;
+
+function scrollToBottom() {
+  ui.history.scrollTop = ui.history.scrollHeight;
+}
+
+async function fetchPage(courseId, before) {
+  ui.list.setAttribute('aria-busy', 'true'); // a page of history is not read out line by line
+  try {
+    const data = await socket.request(HISTORY, { courseId, before, limit: HISTORY_PAGE_SIZE });
+    return data.messages;
+  } finally {
+    ui.list.removeAttribute('aria-busy');
+  }
+}
+
+async function loadOlder() {
+  if (!state.hasMore || state.loadingOlder || !state.oldestId) return;
+  const { generation } = state;
+  const hadFocus = document.activeElement === ui.loadOlder;
+  state.loadingOlder = true;
+  render();
+  // Keep what is on screen in place while older messages go in above it.
+  const fromBottom = ui.history.scrollHeight - ui.history.scrollTop;
+  try {
+    const page = await fetchPage(state.courseId, state.oldestId);
+    if (generation !== state.generation) return;
+    addMessages(page.messages);
+    state.hasMore = page.hasMore;
+    ui.history.scrollTop = ui.history.scrollHeight - fromBottom;
+  } catch (error) {
+    if (generation === state.generation) showError(describe(error));
+  } finally {
+    if (generation === state.generation) {
+      state.loadingOlder = false;
+      render();
+      // The button is gone once everything is loaded: focus the oldest message instead.
+      if (hadFocus && ui.loadOlder.hidden) ui.list.firstElementChild?.focus();
+    }
+  }
+}
+
+// --- courses ----------------------------------------------------------------------------
+
+function leaveCourse() {
+  for (const stop of state.stopSubscriptions) stop();
+  Object.assign(state, {
+    stopSubscriptions: [],
+    generation: state.generation + 1,
+    courseId: '',
+    newestId: null,
+    oldestId: null,
+    hasMore: false,
+    historyWasEmpty: false,
+    loadingOlder: false,
+    subscribed: false,
+  });
+  state.messages.clear();
+  ui.list.replaceChildren();
+  showError('');
+}
+
+async function openCourse(courseId) {
+  if (courseId === state.courseId) return;
+  leaveCourse();
+  state.courseId = courseId;
+  storage.set(COURSE_KEY, courseId);
+  ui.course.value = courseId;
+  render();
+  if (!courseId) return;
+  const { generation } = state;
+  // Not a passing outage (those reconnect by themselves): start over when the user asks.
+  const stopped = (what, error) => {
+    if (generation !== state.generation) return;
+    leaveCourse();
+    ui.course.value = '';
+    showError(`${what}: ${describe(error)} Choose the course again to retry.`);
+    render();
+  };
+  const failed = (error) => stopped('Live updates stopped', error);
+  // Deletions first, so one that happens while the history loads is not missed.
+  state.stopSubscriptions.push(
+    socket.subscribe(DELETED, () => ({ courseId }), {
+      next: (data) => addMessages([data.messageDeleted]),
+      error: failed,
+    }),
+  );
+  let page;
+  try {
+    page = await fetchPage(courseId, null);
+  } catch (error) {
+    stopped(`Could not load ${courseId}`, error);
+    return;
+  }
+  if (generation !== state.generation) return;
+  state.hasMore = page.hasMore;
+  addMessages(page.messages);
+  state.historyWasEmpty = page.messages.length === 0;
+  // Live from the newest loaded message on: the server replays whatever came after it, so
+  // nothing falls between history and live; after a reconnect `after` is the newest seen.
+  state.stopSubscriptions.push(
+    socket.subscribe(ADDED, () => ({ courseId, after: state.newestId }), {
+      next: (data) => {
+        const follow = nearBottom();
+        addMessages([data.messageAdded]);
+        if (follow) scrollToBottom();
+      },
+      error: failed,
+    }),
+  );
+  state.subscribed = true;
+  render();
+  scrollToBottom();
+}
+
+async function loadViewer() {
+  if (state.viewerLoading) return; // the request already waits for the socket
+  state.viewerLoading = true;
+  let me;
+  try {
+    ({ me } = await socket.request(ME));
+  } catch (error) {
+    // The chat section (and its error line) is not shown before the courses are known.
+    ui.viewer.textContent = `Could not load your courses: ${describe(error)}`;
+    return;
+  } finally {
+    state.viewerLoading = false;
+  }
+  const before = state.viewer;
+  state.viewer = me;
+  ui.viewer.textContent = `Signed in as ${me.userId}`;
+  const options = me.courses.map((course) => {
+    const option = element('option', '', me.moderates.includes(course) ? `${course} (moderator)` : course);
+    option.value = course;
+    return option;
+  });
+  ui.course.replaceChildren(ui.course.options[0], ...options);
+  // A new token may be another user, or have other rights: then the course starts over.
+  const current = state.courseId;
+  const sameRights =
+    before?.userId === me.userId &&
+    me.courses.includes(current) &&
+    before.moderates.includes(current) === me.moderates.includes(current);
+  if (current && !sameRights) leaveCourse();
+  const remembered = storage.get(COURSE_KEY);
+  const wanted =
+    state.courseId ||
+    (me.courses.includes(remembered) ? remembered : '') ||
+    (me.courses.length === 1 ? me.courses[0] : '');
+  ui.course.value = wanted;
+  render();
+  if (wanted) await openCourse(wanted);
+}
+
+// --- sending and deleting ---------------------------------------------------------------
+
+async function send() {
+  const content = ui.composer.value;
+  if (!content.trim() || state.sending || !state.courseId) return;
+  const { courseId } = state;
+  // The same clientMessageId on every retry: the server stores the message once.
+  state.sending = { clientMessageId: newClientMessageId(), content };
+  showError('');
+  render();
+  try {
+    const { sendMessage } = await socket.request(SEND, {
+      courseId,
+      content,
+      clientMessageId: state.sending.clientMessageId,
+    });
+    if (courseId === state.courseId) {
+      addMessages([sendMessage]);
+      scrollToBottom();
+    }
+    if (ui.composer.value === content) ui.composer.value = '';
+  } catch (error) {
+    // The text stays in the box, to be sent again.
+    const retryAfterMs = error instanceof GraphqlError ? (error.extensions.retryAfterMs ?? 0) : 0;
+    showError(describe(error), retryAfterMs);
+  } finally {
+    state.sending = null;
+    render();
+    if (!ui.composer.disabled && [document.body, ui.send].includes(document.activeElement)) {
+      ui.composer.focus();
+    }
+  }
+}
+
+async function deleteMessage(button) {
+  const { messageId } = button.closest('li').dataset;
+  if (!window.confirm('Delete this message for everyone?')) return;
+  button.disabled = true;
+  try {
+    const { deleteMessage: deleted } = await socket.request(DELETE, {
+      courseId: state.courseId,
+      messageId,
+    });
+    addMessages([deleted]);
+  } catch (error) {
+    button.disabled = false;
+    showError(describe(error));
+  }
+}
+
+// --- wiring -----------------------------------------------------------------------------
+
+const socket = new GraphqlSocket(socketUrl(), (socketState, detail) => {
+  if (socketState === 'unauthenticated') {
+    storage.set(TOKEN_KEY, null);
+    ui.signInReason.textContent = `Your token is invalid or expired (${detail}). Paste a new one to continue.`;
+  }
+  render();
+  if (socketState === 'unauthenticated') ui.token.focus();
+});
+
+function start(token) {
+  socket.setToken(token);
+  loadViewer();
+}
+
+ui.tokenForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const token = ui.token.value.trim().replace(/^Bearer\s+/i, '');
+  if (!token) return;
+  ui.token.value = '';
+  storage.set(TOKEN_KEY, token);
+  start(token);
+});
+ui.courseForm.addEventListener('submit', (event) => event.preventDefault());
+ui.course.addEventListener('change', () => openCourse(ui.course.value));
+ui.loadOlder.addEventListener('click', loadOlder);
+ui.list.addEventListener('click', (event) => {
+  const button = event.target.closest('button.delete');
+  if (button) deleteMessage(button);
+});
+ui.sendForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  send();
+});
+ui.composer.addEventListener('keydown', (event) => {
+  // Enter that confirms an IME composition (Korean, Japanese, …) is typing, not sending;
+  // keyCode 229 is how Safari reports it.
+  if (event.key !== 'Enter' || event.shiftKey || event.isComposing || event.keyCode === 229) return;
+  event.preventDefault();
+  send();
+});
+window.addEventListener('online', () => socket.reconnectNow());
+
+const initialToken = takeToken();
+if (initialToken) start(initialToken);
+render();
+if (!initialToken) ui.token.focus();
