@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,47 @@ def _start_cluster(root: Path) -> RedisCluster:
         cluster.stop()
         raise
     return cluster
+
+
+def npm_ci(directory: Path, package: str) -> None:
+    """Install `directory`'s locked node packages once (`npm ci`), unless `package` is there.
+    Fails the test with a clear message where node or npm is missing (`make deps` installs
+    them)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("node and npm are required: `make deps` installs them (Debian nodejs npm)")
+    if (directory / "node_modules" / package).is_dir():
+        return
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=directory,
+        check=True,
+        timeout=300,
+    )
+
+
+async def run_node(
+    script: Path, *args: str, env: dict[str, str] | None = None, within: float = 60
+) -> str:
+    """Run a node script to its end (killed past `within` seconds); its stdout. A non-zero exit
+    fails the test with what the script wrote on stderr."""
+    import os
+
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(script),
+        *args,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), within)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode == 0, f"{script.name} exited {process.returncode}:\n{stderr.decode()}"
+    return stdout.decode()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,274 @@
+"""Chaos: a process of the local topology dies mid-traffic, and still no message is lost,
+none arrives twice, none out of order (DESIGN.md §3).
+
+Each test drives one busy course through the gateway: 16 resuming subscribers (the gateway
+spreads them over both GraphQL processes) and a sender of 300 messages at 50/s, each with a
+fixed clientMessageId, retried until acknowledged. The fault strikes after 100
+acknowledgements and traffic goes on after it. Then every subscriber must hold every
+acknowledged message: ids strictly increasing (in order, none twice), none missing, none
+that nobody sent, each with the content that was acknowledged.
+
+What is killed:
+- `kill -9` of the chat process holding the course's upstream streams, restarted later
+  (GraphQL reopens its upstream on the other one with `after_message_id`);
+- `kill -9` of the GraphQL process holding the most subscribers, restarted later (its
+  sockets resume through the gateway with `after`; some subscribers must have reconnected);
+- `kill -9` of the Redis primary owning the course's slot (its replica takes over); once
+  replaced it restarts and rejoins as a replica;
+- a rolling graceful restart of both GraphQL processes (every subscriber sees 1012 and
+  resumes).
+
+Whatever happens, the `stack` fixture restarts what a test killed and waits until the Redis
+Cluster and the gateway's upstreams are healthy, so later tests see a whole stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+
+from chatctl.localstack import RedisCluster, StackError
+from chatctl.scrape import scrape
+from chatctl.topology import Topology
+from e2e.clients import (
+    GraphqlHttp,
+    ReliableSender,
+    ResumingSubscriber,
+    check_delivery,
+    start_subscribers,
+    wait_all_received,
+)
+from nextcampus_common.keys import CourseKeys
+
+if TYPE_CHECKING:
+    from e2e.conftest import Gateway
+
+pytestmark = pytest.mark.chaos
+
+SUBSCRIBERS = 16
+MESSAGES = 300
+PER_SECOND = 50
+# The default limit is 10 messages per user per 10 s (bursts of 10): 60 users at 50/s send
+# 5 messages each, never limited.
+USERS = 60
+FAULT_AT = 100  # acknowledged messages before the fault
+SECOND_STEP_AT = 200  # … before the restart of what was killed (or the second restart)
+WITHIN_SECONDS = 30.0  # bound of every wait for a condition
+
+
+@pytest.fixture
+def stack(gateway: Gateway) -> Iterator[Topology]:
+    """The local topology; made whole again after the test, whatever it killed."""
+    topology = gateway.local()
+    yield topology
+    make_whole(topology)
+
+
+def make_whole(topology: Topology) -> None:
+    redis = topology.redis
+    assert redis is not None
+    assert topology.gateway is not None
+    for port in redis.ports:
+        if redis.processes[port].poll() is not None:
+            restart_replaced_node(redis, port)
+    redis.wait_healthy()
+    for index, chat in enumerate(topology.chats):
+        if not chat.alive():
+            topology.restart_chat(index)
+    for index, graphql in enumerate(topology.graphqls):
+        if not graphql.alive():
+            topology.restart_graphql(index)
+    topology.gateway.wait_ready()  # Envoy sees every upstream healthy again
+
+
+def restart_replaced_node(redis: RedisCluster, port: int) -> None:
+    """Start a killed node once its replica has taken its slots: started earlier, an empty
+    node (no AOF here) would come back as the primary and its replica would copy nothing."""
+    deadline = time.monotonic() + WITHIN_SECONDS
+    while owns_slots(redis, port):
+        if time.monotonic() > deadline:
+            raise StackError(f"no replica took over the slots of Redis node {port}")
+        time.sleep(0.1)
+    redis.start_node(port)
+
+
+def owns_slots(redis: RedisCluster, port: int) -> bool:
+    """Whether the live nodes still list `port` as a primary with slots."""
+    live = [p for p in redis.ports if p != port and redis.processes[p].poll() is None]
+    nodes = redis.cli(live[0], "cluster", "nodes")
+    for line in nodes.splitlines():
+        parts = line.split()
+        if f":{port}@" in parts[1]:
+            return "master" in parts[2] and len(parts) > 8
+    return False
+
+
+# -- one busy course ---------------------------------------------------------------------------
+
+
+@dataclass
+class BusyCourse:
+    course_id: str
+    sender: ReliableSender
+    subscribers: list[ResumingSubscriber]
+    baseline: int  # the subscribers' first `after`: every later message must reach them
+    traffic: asyncio.Task[None]
+
+    async def reached(self, acknowledged: int) -> None:
+        """Wait until `acknowledged` messages of the traffic are acknowledged."""
+        waiter = asyncio.ensure_future(
+            self.sender.wait_acknowledged(acknowledged + 1, within=WITHIN_SECONDS)
+        )
+        await asyncio.wait({waiter, self.traffic}, return_when=asyncio.FIRST_COMPLETED)
+        if self.traffic.done() and self.traffic.exception() is not None:
+            waiter.cancel()
+            await self.traffic  # raises the sender's failure
+        await waiter
+
+    @property
+    def expected(self) -> list[tuple[int, str]]:
+        return [(m, content) for m, content in self.sender.acknowledged if m != self.baseline]
+
+    async def finish(self) -> None:
+        """Traffic done, every acknowledged message everywhere, and the invariant holds."""
+        await asyncio.wait_for(self.traffic, 2 * WITHIN_SECONDS)
+        assert len(self.expected) == MESSAGES
+        await wait_all_received(
+            self.subscribers, [m for m, _ in self.expected], within=WITHIN_SECONDS
+        )
+        check_delivery(self.subscribers, self.expected, sole_sender=True)
+
+    def summary(self) -> str:
+        reconnects = sorted(s.reconnects for s in self.subscribers)
+        return (
+            f"{self.course_id}: {len(self.expected)} messages, send retries "
+            f"{dict(self.sender.retries)}, reconnects per subscriber {reconnects}"
+        )
+
+
+def new_course_id() -> str:
+    return f"chaos-{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.asynccontextmanager
+async def busy_course(gateway: Gateway, course_id: str | None = None) -> AsyncIterator[BusyCourse]:
+    """Subscribers live on a course and the traffic running; everything closed on exit."""
+    course_id = course_id or new_course_id()
+    tokens = [gateway.token(f"chaos-user-{n}", [course_id]) for n in range(USERS)]
+    async with GraphqlHttp(gateway.graphql_url) as http:
+        sender = ReliableSender(http, course_id, tokens, run_id=uuid.uuid4().hex[:8])
+        baseline = await sender.send(0)
+        subscribers = start_subscribers(
+            gateway.ws_url, tokens, course_id, after=baseline, count=SUBSCRIBERS
+        )
+        traffic: asyncio.Task[None] | None = None
+        try:
+            for subscriber in subscribers:
+                await subscriber.connected(within=WITHIN_SECONDS)
+            traffic = asyncio.create_task(sender.run(MESSAGES, per_second=PER_SECOND, start=1))
+            course = BusyCourse(course_id, sender, subscribers, baseline, traffic)
+            # Every socket carries the live stream before anything is killed.
+            for subscriber in subscribers:
+                await subscriber.wait_until(lambda s: bool(s.received), within=WITHIN_SECONDS)
+            yield course
+            print(course.summary())
+        finally:
+            if traffic is not None:
+                traffic.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await traffic
+            await asyncio.gather(*(s.close() for s in subscribers))
+
+
+def metrics_url(graphql_url: str) -> str:
+    return graphql_url.removesuffix("/graphql") + "/metrics"
+
+
+def upstream_reconnects(topology: Topology) -> float:
+    """GraphQL upstream streams reopened, over every GraphQL process."""
+    return sum(
+        value
+        for url in topology.graphql_urls
+        for name, value in scrape(metrics_url(url)).items()
+        if name.startswith("nextcampus_graphql_upstream_reconnects_total")
+    )
+
+
+# -- the faults --------------------------------------------------------------------------------
+
+
+async def test_kill_9_of_the_chat_process_holding_the_upstream_streams(
+    gateway: Gateway, stack: Topology
+) -> None:
+    async with busy_course(gateway) as course:
+        await course.reached(FAULT_AT)
+        streams = [
+            scrape(f"http://127.0.0.1:{port}/metrics")["nextcampus_chat_active_streams"]
+            for port in stack.chat_metrics_ports
+        ]
+        victim = streams.index(max(streams))
+        reopened_before = upstream_reconnects(stack)
+        stack.chats[victim].kill()
+        await course.reached(SECOND_STEP_AT)
+        await asyncio.to_thread(stack.restart_chat, victim)
+        await course.finish()
+        assert upstream_reconnects(stack) > reopened_before, "no upstream stream was cut"
+
+
+async def test_kill_9_of_a_graphql_process(gateway: Gateway, stack: Topology) -> None:
+    async with busy_course(gateway) as course:
+        await course.reached(FAULT_AT)
+        held = [
+            scrape(metrics_url(url))["nextcampus_graphql_subscriptions"]
+            for url in stack.graphql_urls
+        ]
+        victim = held.index(max(held))
+        stack.graphqls[victim].kill()
+        await course.reached(SECOND_STEP_AT)
+        await asyncio.to_thread(stack.restart_graphql, victim)
+        await course.finish()
+        resumed = [s for s in course.subscribers if s.reconnects]
+        assert resumed, f"no subscriber reconnected although graphql-{victim} held {held}"
+
+
+async def test_kill_9_of_the_redis_primary_of_the_course(gateway: Gateway, stack: Topology) -> None:
+    redis = stack.redis
+    assert redis is not None
+    # primary_port_for asks the first node: let it not be the one killed.
+    course_id = new_course_id()
+    while redis.primary_port_for(CourseKeys(course_id).seq) == redis.ports[0]:
+        course_id = new_course_id()
+    seq_key = CourseKeys(course_id).seq
+    async with busy_course(gateway, course_id) as course:
+        await course.reached(FAULT_AT)
+        victim = redis.primary_port_for(seq_key)
+        redis.kill_node(victim)
+        await course.reached(SECOND_STEP_AT)
+        await asyncio.to_thread(restart_replaced_node, redis, victim)
+        await course.finish()
+        assert redis.primary_port_for(seq_key) != victim
+        await asyncio.to_thread(redis.wait_healthy)
+        assert "role:slave" in redis.cli(victim, "info", "replication")
+
+
+async def test_rolling_graceful_restart_of_the_graphql_processes(
+    gateway: Gateway, stack: Topology
+) -> None:
+    assert stack.gateway is not None
+    async with busy_course(gateway) as course:
+        for index, step in enumerate((FAULT_AT, SECOND_STEP_AT)):
+            await course.reached(step)
+            await asyncio.to_thread(stack.restart_graphql, index)
+            # A rolling update waits for readiness before the next pod.
+            await asyncio.to_thread(stack.gateway.wait_ready)
+        await course.finish()
+        unclosed = [s.name for s in course.subscribers if 1012 not in s.close_codes]
+        assert not unclosed, f"never closed with 1012: {unclosed}"
+        assert all(s.reconnects for s in course.subscribers)

@@ -1,0 +1,667 @@
+"""Next Campus Chat as its users reach it: everything goes through the Envoy gateway (HTTP
+POST, WebSocket subscriptions, gRPC), and each test checks what a user would notice.
+
+On the local topology a few tests also look behind the gateway (each process's /metrics,
+whether every process is still alive); against an external gateway those checks are skipped.
+The chat's default rate limit (10 messages per user per 10 s) stays on, so tests spread their
+sends over fresh users, except the rate-limit test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import functools
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import grpc
+import pytest
+
+from chatctl.gateway import LocalGatewayConfig, envoy_argv, gateway_ready
+from chatctl.localstack import ManagedProcess, free_ports
+from chatctl.scrape import scrape
+from chatctl.testing import Collector, WsSubscriber, established
+from chatctl.topology import Topology
+from nextcampus_common.auth import issue_token
+from nextcampus_common.chat_api import ChatApi
+from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
+
+if TYPE_CHECKING:
+    from e2e.conftest import Gateway
+
+TRANSPORT_WS = "graphql-transport-ws"
+MAX_FRAME_BYTES = 65_536  # the GraphQL pods' default max_frame_bytes and max_body_bytes
+
+SEND = """mutation($c: ID!, $text: String!) {
+  sendMessage(courseId: $c, content: $text) { messageId userId content deleted }
+}"""
+DELETE = """mutation($c: ID!, $m: ID!) {
+  deleteMessage(courseId: $c, messageId: $m) { messageId userId deleted }
+}"""
+HISTORY = """query($c: ID!, $before: ID, $after: ID, $limit: Int) {
+  messages(courseId: $c, before: $before, after: $after, limit: $limit) {
+    messages { messageId userId content deleted } hasMore
+  }
+}"""
+ONE_MESSAGE = """query($c: ID!, $m: ID!) {
+  message(courseId: $c, messageId: $m) { courseId messageId userId content timestamp deleted }
+}"""
+ADDED = "subscription($c: ID!) { messageAdded(courseId: $c) { messageId content } }"
+DELETED = "subscription($c: ID!) { messageDeleted(courseId: $c) { messageId userId deleted } }"
+ME = "{ me { userId courses } }"
+
+
+def new_user(role: str = "user") -> str:
+    return f"{role}-{uuid.uuid4().hex[:10]}"
+
+
+def grpc_target(gateway: Gateway) -> str:
+    """gRPC clients reach the gateway's host:port (Envoy speaks HTTP/2 there too)."""
+    return urllib.parse.urlsplit(gateway.url).netloc
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def chat_api(gateway: Gateway) -> AsyncIterator[ChatApi]:
+    """One gRPC channel to the gateway; each call carries its user's token."""
+    api = ChatApi(grpc_target(gateway), max_attempts=1)
+    yield api
+    await api.close()
+
+
+async def graphql(
+    http: aiohttp.ClientSession,
+    gateway: Gateway,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    token: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """POST one operation through the gateway: the status and the JSON body."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.post(
+        gateway.graphql_url, json={"query": query, "variables": variables or {}}, headers=headers
+    ) as response:
+        body: dict[str, Any] = await response.json(content_type=None)
+        return response.status, body
+
+
+def data(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    assert status == 200, body
+    assert not body.get("errors"), body
+    result: dict[str, Any] = body["data"]
+    return result
+
+
+def error_code(body: dict[str, Any]) -> str:
+    assert body.get("errors"), body
+    code: str = body["errors"][0]["extensions"]["code"]
+    return code
+
+
+async def send_http(
+    http: aiohttp.ClientSession, gateway: Gateway, token: str, course_id: str, content: str
+) -> int:
+    sent = data(*await graphql(http, gateway, SEND, {"c": course_id, "text": content}, token=token))
+    return int(sent["sendMessage"]["messageId"])
+
+
+async def history(
+    http: aiohttp.ClientSession, gateway: Gateway, token: str, course_id: str, **bounds: Any
+) -> tuple[list[dict[str, Any]], bool]:
+    variables = {"c": course_id, **bounds}
+    page = data(*await graphql(http, gateway, HISTORY, variables, token=token))["messages"]
+    return page["messages"], page["hasMore"]
+
+
+def ids_of(messages: list[dict[str, Any]]) -> list[int]:
+    return [int(m["messageId"]) for m in messages]
+
+
+# --- raw WebSockets through the gateway ------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def raw_socket(gateway: Gateway, **kw: Any) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(gateway.ws_url, protocols=[TRANSPORT_WS], max_msg_size=0, **kw) as ws,
+    ):
+        yield ws
+
+
+async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    """The next protocol message (server pings are answered and skipped)."""
+    while True:
+        message = await ws.receive(timeout=20)
+        assert message.type is aiohttp.WSMsgType.TEXT, message
+        result: dict[str, Any] = message.json()
+        if result["type"] != "ping":
+            return result
+        await ws.send_json({"type": "pong"})
+
+
+async def close_code(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    """Read until the server closes the socket; its close code."""
+    while True:
+        message = await ws.receive(timeout=20)
+        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            return ws.close_code
+
+
+async def ready(ws: aiohttp.ClientWebSocketResponse, token: str) -> None:
+    await ws.send_json({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+    assert await next_json(ws) == {"type": "connection_ack"}
+
+
+class Feed:
+    """One graphql-transport-ws subscription through the gateway, keeping every event."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, field: str) -> None:
+        self.ws, self.field = ws, field
+        self.events: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self._task = asyncio.create_task(self._read())
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, gateway: Gateway, token: str, document: str, variables: dict[str, Any]
+    ) -> AsyncIterator[Feed]:
+        async with raw_socket(gateway) as ws:
+            await ready(ws, token)
+            payload = {"query": document, "variables": variables}
+            await ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
+            field = document.split("{", 1)[1].split("(", 1)[0].strip()
+            feed = cls(ws, field)
+            try:
+                yield feed
+            finally:
+                feed._task.cancel()
+                await asyncio.gather(feed._task, return_exceptions=True)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await next_json(self.ws)
+                assert message["type"] == "next", f"subscription failed: {message}"
+                async with self._changed:
+                    self.events.append(message["payload"]["data"][self.field])
+                    self._changed.notify_all()
+        finally:
+            async with self._changed:
+                self._changed.notify_all()
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(event["messageId"]) for event in self.events]
+
+    async def has(self, message_id: int, within: float = 20) -> None:
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: message_id in self.ids or self._task.done())
+        if message_id not in self.ids:
+            self._task.result()  # the reader's failure, if it failed
+            raise AssertionError(f"the feed ended before {message_id} arrived")
+
+    async def until_live(self, probe: Callable[[], Awaitable[int]]) -> int:
+        """Probe until an event of a probe arrives: from here on nothing is missed."""
+        for _ in range(40):
+            probe_id = await probe()
+            with contextlib.suppress(TimeoutError):
+                await self.has(probe_id, within=0.5)
+                return probe_id
+        raise AssertionError("the subscription never went live")
+
+
+# --- behind the gateway (local topology only) ------------------------------------------
+
+
+def summed(samples: dict[str, float], prefix: str) -> float:
+    return sum(value for name, value in samples.items() if name.startswith(prefix))
+
+
+async def graphql_connections(topology: Topology) -> list[float]:
+    """Open WebSockets per GraphQL process, from each process's own /metrics."""
+    pages = await asyncio.gather(
+        *(
+            asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
+            for port in topology.graphql_ports
+        )
+    )
+    return [summed(page, "nextcampus_graphql_connections") for page in pages]
+
+
+async def settled_graphql_connections(topology: Topology) -> list[float]:
+    """The gauges once sockets of earlier tests have finished closing (two equal reads)."""
+    previous = await graphql_connections(topology)
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        current = await graphql_connections(topology)
+        if current == previous:
+            return current
+        previous = current
+    return previous
+
+
+async def chat_sends(topology: Topology) -> list[float]:
+    """Messages stored per chat process, from each process's own /metrics."""
+    pages = await asyncio.gather(
+        *(
+            asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
+            for port in topology.chat_metrics_ports
+        )
+    )
+    return [summed(page, "nextcampus_chat_sends_total{result=ok}") for page in pages]
+
+
+def assert_every_process_alive(topology: Topology) -> None:
+    down = [p.name for p in topology.all_processes if not p.alive()]
+    assert topology.redis is not None
+    down += [
+        f"redis:{port}" for port, p in topology.redis.processes.items() if p.poll() is not None
+    ]
+    assert not down, f"processes died: {down}"
+
+
+# --- the tests -------------------------------------------------------------------------
+
+
+async def test_every_subscriber_gets_every_message_once_in_order(
+    gateway: Gateway, http: aiohttp.ClientSession, chat_api: ChatApi, course_id: str
+) -> None:
+    senders = [gateway.token(new_user("sender"), [course_id]) for _ in range(4)]
+    viewer = gateway.token(new_user("viewer"), [course_id])
+    topology = gateway.topology
+    connections_before = await settled_graphql_connections(topology) if topology else []
+    sends_before = await chat_sends(topology) if topology else []
+
+    # Subscribers resume after an anchor: whatever is sent while they connect is replayed.
+    anchor = await send_http(http, gateway, senders[0], course_id, "anchor")
+    subscribers = [
+        WsSubscriber(gateway.ws_url, viewer, course_id, after=str(anchor)) for _ in range(8)
+    ]
+    try:
+        await asyncio.gather(*(s.start() for s in subscribers))
+        if topology is not None:
+            # Least-request balancing put subscribers on both GraphQL processes.
+            after = await graphql_connections(topology)
+            held = [now - before for now, before in zip(after, connections_before, strict=True)]
+            assert sum(held) == len(subscribers), (connections_before, after)
+            assert all(count >= 1 for count in held), held
+
+        # Half through GraphQL (HTTP POST), half through gRPC, both via the gateway.
+        sent: list[int] = []
+        for n in range(12):
+            token = senders[n % len(senders)]
+            if n % 2 == 0:
+                sent.append(await send_http(http, gateway, token, course_id, f"http {n}"))
+            else:
+                response = await chat_api.send(token, course_id, f"grpc {n}")
+                sent.append(int(response.message.message_id))
+        assert sent == sorted(sent)
+
+        for subscriber in subscribers:
+            await subscriber.has_ids(sent)
+        for subscriber in subscribers:
+            assert subscriber.ids == sent  # each once, in order, nothing else
+    finally:
+        await asyncio.gather(*(s.close() for s in subscribers))
+
+    if topology is not None:
+        stored = [
+            now - before
+            for now, before in zip(await chat_sends(topology), sends_before, strict=True)
+        ]
+        assert sum(stored) == 1 + len(sent)
+        assert all(count >= 1 for count in stored), f"a chat process stored nothing: {stored}"
+
+
+async def test_history_pages_and_single_messages(
+    gateway: Gateway, http: aiohttp.ClientSession, course_id: str
+) -> None:
+    author = new_user("author")
+    token = gateway.token(author, [course_id])
+    sent = [await send_http(http, gateway, token, course_id, f"note {n}") for n in range(5)]
+
+    newest, more = await history(http, gateway, token, course_id, limit=2)
+    assert (ids_of(newest), more) == (sent[3:], True)
+    assert [m["content"] for m in newest] == ["note 3", "note 4"]
+    older, more = await history(http, gateway, token, course_id, before=str(sent[3]), limit=2)
+    assert (ids_of(older), more) == (sent[1:3], True)
+    oldest, more = await history(http, gateway, token, course_id, before=str(sent[1]), limit=2)
+    assert (ids_of(oldest), more) == (sent[:1], False)
+    forward, more = await history(http, gateway, token, course_id, after=str(sent[0]), limit=3)
+    assert (ids_of(forward), more) == (sent[1:4], True)
+    last, more = await history(http, gateway, token, course_id, after=str(sent[3]))
+    assert (ids_of(last), more) == (sent[4:], False)
+
+    variables = {"c": course_id, "m": str(sent[2])}
+    message = data(*await graphql(http, gateway, ONE_MESSAGE, variables, token=token))["message"]
+    assert message["courseId"] == course_id
+    assert message["messageId"] == str(sent[2])
+    assert (message["userId"], message["content"], message["deleted"]) == (author, "note 2", False)
+    sent_at = datetime.datetime.fromisoformat(message["timestamp"])
+    assert abs(datetime.datetime.now(datetime.UTC) - sent_at) < datetime.timedelta(hours=1)
+
+    variables = {"c": course_id, "m": str(sent[-1] + 1000)}
+    missing = data(*await graphql(http, gateway, ONE_MESSAGE, variables, token=token))
+    assert missing["message"] is None
+
+
+async def test_delete_own_forbidden_and_moderated(
+    gateway: Gateway, http: aiohttp.ClientSession, course_id: str
+) -> None:
+    author, other, moderator = new_user("author"), new_user("other"), new_user("moderator")
+    author_token = gateway.token(author, [course_id])
+    other_token = gateway.token(other, [course_id])
+    moderator_token = gateway.token(moderator, [course_id], moderates=[course_id])
+
+    async def probe() -> int:
+        prober = gateway.token(new_user("probe"), [course_id])
+        probe_id = await send_http(http, gateway, prober, course_id, "probe")
+        variables = {"c": course_id, "m": str(probe_id)}
+        data(*await graphql(http, gateway, DELETE, variables, token=prober))
+        return probe_id
+
+    async with Feed.open(gateway, other_token, DELETED, {"c": course_id}) as deletions:
+        live = await deletions.until_live(probe)
+        own = await send_http(http, gateway, author_token, course_id, "mine, to delete")
+        kept = await send_http(http, gateway, author_token, course_id, "not yours")
+        theirs = await send_http(http, gateway, other_token, course_id, "moderate me")
+
+        deleted = data(
+            *await graphql(
+                http, gateway, DELETE, {"c": course_id, "m": str(own)}, token=author_token
+            )
+        )["deleteMessage"]
+        assert deleted == {"messageId": str(own), "userId": author, "deleted": True}
+
+        status, body = await graphql(
+            http, gateway, DELETE, {"c": course_id, "m": str(kept)}, token=other_token
+        )
+        assert error_code(body) == "FORBIDDEN", (status, body)
+
+        moderated = data(
+            *await graphql(
+                http, gateway, DELETE, {"c": course_id, "m": str(theirs)}, token=moderator_token
+            )
+        )["deleteMessage"]
+        assert moderated == {"messageId": str(theirs), "userId": other, "deleted": True}
+
+        await deletions.has(theirs)
+        after_probe = deletions.events[deletions.ids.index(live) + 1 :]
+        assert after_probe == [
+            {"messageId": str(own), "userId": author, "deleted": True},
+            {"messageId": str(theirs), "userId": other, "deleted": True},
+        ]
+
+    page, _ = await history(http, gateway, other_token, course_id, after=str(live))
+    assert [(int(m["messageId"]), m["deleted"]) for m in page] == [
+        (own, True),
+        (kept, False),
+        (theirs, True),
+    ]
+    variables = {"c": course_id, "m": str(own)}
+    one = data(*await graphql(http, gateway, ONE_MESSAGE, variables, token=author_token))
+    assert one["message"]["deleted"] is True
+
+
+def expired_token(gateway: Gateway, course_id: str) -> str:
+    # Past Envoy's default 60 s clock skew, so the edge itself refuses it.
+    return gateway.token(new_user(), [course_id], ttl_seconds=-3600)
+
+
+def wrongly_signed_token(_gateway: Gateway, course_id: str) -> str:
+    return issue_token("not-the-key-of-this-deployment-at-all", new_user(), [course_id])
+
+
+BAD_TOKENS: dict[str, tuple[Callable[[Gateway, str], str], str]] = {
+    "garbage": (lambda _gateway, _course: "not-a-jwt", "Jwt is not in the form"),
+    "wrong-signature": (wrongly_signed_token, "Jwt verification fails"),
+    "expired": (expired_token, "Jwt is expired"),
+}
+
+
+def refused_by_envoy(status: int, headers: Any, body: str | None = None, words: str = "") -> None:
+    """A 401 written by Envoy's jwt_authn, not by a pod: its challenge, no upstream time,
+    and (where the client shows the body) its words."""
+    assert status == 401, (status, body)
+    assert 'error="invalid_token"' in headers.get("WWW-Authenticate", ""), dict(headers)
+    assert "x-envoy-upstream-service-time" not in headers, dict(headers)
+    if body is not None:
+        assert words in body
+
+
+@pytest.mark.parametrize("kind", list(BAD_TOKENS))
+async def test_bad_tokens_are_refused_at_the_edge(
+    gateway: Gateway, http: aiohttp.ClientSession, chat_api: ChatApi, course_id: str, kind: str
+) -> None:
+    make, words = BAD_TOKENS[kind]
+    token = make(gateway, course_id)
+    query = {"query": ME}
+
+    async with http.post(
+        gateway.graphql_url, json=query, headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        refused_by_envoy(response.status, response.headers, await response.text(), words)
+    async with http.post(
+        gateway.graphql_url, json=query, params={"access_token": token}
+    ) as response:
+        refused_by_envoy(response.status, response.headers, await response.text(), words)
+    for upgrade in (
+        {"params": {"access_token": token}},
+        {"headers": {"Authorization": f"Bearer {token}"}},
+    ):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as handshake:
+            async with raw_socket(gateway, **upgrade):
+                pass
+        refused_by_envoy(handshake.value.status, handshake.value.headers or {})
+
+    with pytest.raises(grpc.aio.AioRpcError) as unary:
+        await chat_api.send(token, course_id, "never stored")
+    assert unary.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert words in (unary.value.details() or "")
+
+
+async def test_missing_token_passes_the_edge_and_the_pod_refuses(
+    gateway: Gateway, http: aiohttp.ClientSession, course_id: str
+) -> None:
+    status, body = await graphql(http, gateway, ME)
+    assert status == 200
+    assert error_code(body) == "UNAUTHENTICATED"
+    status, body = await graphql(http, gateway, SEND, {"c": course_id, "text": "anonymous"})
+    assert error_code(body) == "UNAUTHENTICATED"
+
+    # Browsers send the token in connection_init: without one the pod closes with 4403.
+    async with raw_socket(gateway) as ws:
+        await ws.send_json({"type": "connection_init", "payload": {}})
+        assert await close_code(ws) == 4403
+
+
+async def test_token_for_another_course_is_forbidden(
+    gateway: Gateway, http: aiohttp.ClientSession, course_id: str
+) -> None:
+    own_course = f"{course_id}-own"
+    token = gateway.token(new_user(), [own_course])
+
+    status, body = await graphql(
+        http, gateway, SEND, {"c": course_id, "text": "intruder"}, token=token
+    )
+    assert status == 200
+    assert error_code(body) == "FORBIDDEN"
+    status, body = await graphql(http, gateway, HISTORY, {"c": course_id}, token=token)
+    assert error_code(body) == "FORBIDDEN"
+
+    async with raw_socket(gateway) as ws:
+        await ready(ws, token)
+        payload = {"query": ADDED, "variables": {"c": course_id}}
+        await ws.send_json({"id": "other", "type": "subscribe", "payload": payload})
+        error = await next_json(ws)
+        assert error["type"] == "error"
+        assert error["id"] == "other"
+        assert error["payload"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert "not in course" in error["payload"][0]["message"]
+        # The socket stays usable for the user's own course.
+        await ws.send_json({"type": "ping"})
+        assert await next_json(ws) == {"type": "pong"}
+
+
+async def test_chat_rate_limit_through_the_gateway(
+    gateway: Gateway, http: aiohttp.ClientSession, chat_api: ChatApi, course_id: str
+) -> None:
+    # Each user has a budget of its own; send until it runs out (bounded).
+    token = gateway.token(new_user("chatty"), [course_id])
+    for n in range(30):
+        variables = {"c": course_id, "text": f"spam {n}"}
+        status, body = await graphql(http, gateway, SEND, variables, token=token)
+        if body.get("errors"):
+            break
+    assert n >= 1, "the very first message was refused"
+    assert error_code(body) == "RATE_LIMITED", (status, body)
+    assert body["errors"][0]["extensions"]["retryAfterMs"] > 0
+
+    # gRPC clients get RESOURCE_EXHAUSTED and the same hint in the trailers.
+    backend = gateway.token(new_user("chatty-backend"), [course_id])
+    with pytest.raises(grpc.aio.AioRpcError) as limited:  # noqa: PT012 - sends until refused
+        for n in range(30):
+            await chat_api.send(backend, course_id, f"spam {n}")
+    assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry_after = metadata_value(limited.value.trailing_metadata(), RETRY_AFTER_MS)
+    assert retry_after is not None
+    assert int(retry_after) > 0
+
+
+def http_get(url: str) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers)
+
+
+def test_envoy_local_rate_limit_answers_429(gateway: Gateway, tmp_path: Path) -> None:
+    topology = gateway.local()
+    listen_port, admin_port = free_ports(2)
+    # A second gateway from the same chart template, with a budget of one request a second.
+    config = LocalGatewayConfig(
+        listen_port=listen_port,
+        admin_port=admin_port,
+        graphql_ports=topology.graphql_ports,
+        chat_ports=topology.chat_ports,
+        jwt_secret=topology.jwt_secret,
+        requests_per_second=1,
+        burst=2,
+    )
+    envoy = ManagedProcess(
+        name="envoy-rate-limited",
+        argv=envoy_argv(config.write(tmp_path / "envoy")),
+        env={},
+        log_path=tmp_path / "envoy.log",
+        ready_check=functools.partial(
+            gateway_ready,
+            admin_port,
+            {"graphql": len(topology.graphql_ports), "chat": len(topology.chat_ports)},
+        ),
+    )
+    envoy.start()
+    try:
+        envoy.wait_ready()
+        answers = [http_get(f"http://127.0.0.1:{listen_port}/healthz") for _ in range(6)]
+    finally:
+        envoy.stop()
+
+    statuses = [status for status, _ in answers]
+    assert statuses[0] == 200, statuses
+    limited = [headers for status, headers in answers if status == 429]
+    assert limited, statuses
+    assert all(h.get("x-local-rate-limit") == "true" for h in limited), limited
+    # The shared gateway has its own budget.
+    assert http_get(f"{gateway.url}/healthz")[0] == 200
+
+
+async def test_bad_input_leaves_every_process_serving(
+    gateway: Gateway, http: aiohttp.ClientSession, course_id: str
+) -> None:
+    token = gateway.token(new_user(), [course_id])
+    oversized = '{"type": "ping", "payload": {"x": "' + "x" * (MAX_FRAME_BYTES + 10) + '"}}'
+    subscribe = {"id": "1", "type": "subscribe", "payload": {"query": ME}}
+    frames = {
+        # name: (connection_init first, frame, close code)
+        "malformed-json": (False, "{not json", 4400),
+        "malformed-json-after-init": (True, "[1, 2", 4400),
+        "unknown-type": (True, '{"type": "bogus"}', 4400),
+        "subscribe-before-init": (False, json.dumps(subscribe), 4401),
+        "oversized-frame": (True, oversized, 1009),
+    }
+    codes = {}
+    for name, (init, frame, _) in frames.items():
+        async with raw_socket(gateway) as ws:
+            if init:
+                await ready(ws, token)
+            await ws.send_str(frame)
+            codes[name] = await close_code(ws)
+    assert codes == {name: code for name, (_, _, code) in frames.items()}
+
+    auth = {"Authorization": f"Bearer {token}"}
+    big = b"x" * (MAX_FRAME_BYTES + 10)
+    async with http.post(gateway.graphql_url, data=big, headers=auth) as response:
+        assert response.status == 413
+    async with http.post(gateway.graphql_url, data=b"{not json", headers=auth) as response:
+        assert response.status == 400
+        assert error_code(await response.json()) == "BAD_USER_INPUT"
+
+    if gateway.topology is not None:
+        assert_every_process_alive(gateway.topology)
+    # And the chat still works end to end.
+    anchor = await send_http(http, gateway, token, course_id, "still here?")
+    subscriber = await WsSubscriber(gateway.ws_url, token, course_id, after=str(anchor)).start()
+    try:
+        after = await send_http(http, gateway, token, course_id, "yes")
+        await subscriber.has_ids([after])
+        assert subscriber.ids == [after]
+    finally:
+        await subscriber.close()
+
+
+async def test_grpc_through_the_gateway(
+    gateway: Gateway, chat_api: ChatApi, course_id: str
+) -> None:
+    token = gateway.token(new_user("backend"), [course_id])
+    collector = Collector(chat_api.subscribe(token, course_id))
+    try:
+        probe = await established(collector, lambda: chat_api.send(token, course_id, "probe"))
+        sent = []
+        for n in range(3):
+            response = await chat_api.send(token, course_id, f"from a backend {n}")
+            assert not response.duplicate
+            sent.append(int(response.message.message_id))
+        await collector.has_ids(sent)
+        assert collector.ids == [probe, *sent]
+        assert [m.content for m in collector.messages[1:]] == [
+            f"from a backend {n}" for n in range(3)
+        ]
+    finally:
+        await collector.close()
+
+    refused = Collector(chat_api.subscribe("not-a-jwt", course_id))
+    try:
+        await refused.wait_for(lambda c: c.error is not None)
+    finally:
+        await refused.close()
+    assert refused.error is not None
+    assert refused.error.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "Jwt" in (refused.error.details() or "")
