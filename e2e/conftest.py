@@ -68,3 +68,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield Gateway(topology.gateway_url, topology.jwt_secret, topology)
     finally:
         topology.stop()
+
+
+@pytest.fixture
+def stack(gateway: Gateway) -> Iterator[Topology]:
+    """The local topology, for a test that kills its processes: made whole again after the
+    test, whatever it killed, so later tests see a whole stack."""
+    topology = gateway.local()
+    yield topology
+    topology.heal()

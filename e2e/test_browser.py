@@ -1,23 +1,32 @@
 """The web chat page in a real browser: headless Chromium (Debian's /usr/bin/chromium)
-driven by the npm package playwright-core opens the page through the gateway as two users;
-one sends, the other sees it, and back (e2e/browser/two_users.mjs does the clicking).
+driven by the npm package playwright-core, through the gateway. The scripts in e2e/browser/
+do the clicking and report what the pages showed; these tests set up the course, check the
+report, and compare it with what the server stored.
 
-The screenshot of the second user's page is kept under `test-artifacts/browser/` of the
-repository (ignored by git), so what the page looked like can be seen after a run.
+Screenshots are kept under `test-artifacts/browser/` of the repository (ignored by git), so
+what the pages looked like can be seen after a run.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import shutil
+import subprocess
+import urllib.parse
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 
 from chatctl.testing import npm_ci, run_node
+from chatctl.topology import Topology
+from nextcampus_common.chat_api import ChatApi
 
 if TYPE_CHECKING:
     from e2e.conftest import Gateway
@@ -28,45 +37,137 @@ BROWSER = Path(__file__).parent / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HISTORY_PAGE_SIZE = 50  # what the page loads at a time (app.js)
 
 SEND = """mutation($c: ID!, $text: String!) {
   sendMessage(courseId: $c, content: $text) { messageId }
 }"""
+HISTORY = """query($c: ID!, $limit: Int) {
+  messages(courseId: $c, limit: $limit) { messages { messageId userId content deleted } }
+}"""
 
 
 @pytest.fixture(scope="session")
-def two_users_script() -> Path:
+def browser_scripts() -> Path:
     if not CHROMIUM.exists() or shutil.which("chromium") is None:
         pytest.fail("Chromium is required: `make deps` installs Debian's chromium")
     npm_ci(BROWSER, "playwright-core")
-    return BROWSER / "two_users.mjs"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return BROWSER
 
 
-async def test_two_users_chat_through_the_page(gateway: Gateway, two_users_script: Path) -> None:
+async def graphql_as(
+    gateway: Gateway, token: str, query: str, variables: dict[str, Any]
+) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            gateway.graphql_url,
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response,
+    ):
+        body: dict[str, Any] = await response.json()
+    assert not body.get("errors"), body
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+async def send_as(gateway: Gateway, token: str, course_id: str, text: str) -> str:
+    data = await graphql_as(gateway, token, SEND, {"c": course_id, "text": text})
+    message_id: str = data["sendMessage"]["messageId"]
+    return message_id
+
+
+async def stored(gateway: Gateway, token: str, course_id: str) -> list[dict[str, Any]]:
+    """The course's messages as the server keeps them, oldest first."""
+    data = await graphql_as(gateway, token, HISTORY, {"c": course_id, "limit": 200})
+    messages: list[dict[str, Any]] = data["messages"]["messages"]
+    return messages
+
+
+async def run_script(script: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Run a browser script (tokens in its environment, not in argv, which `ps` shows to
+    every user); its JSON summary."""
+    output = await run_node(script, env=env, within=150)
+    summary: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    assert summary["ok"] is True
+    return summary
+
+
+class HandInHand:
+    """A browser script that reports events on stdout and waits for the test's answer on
+    stdin (lib.mjs `handOver`): the test does what a browser cannot, such as killing the
+    processes behind the page, between the script's steps."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def run(cls, script: Path, env: dict[str, str]) -> AsyncIterator[HandInHand]:
+        process = await asyncio.create_subprocess_exec(
+            "node",
+            str(script),
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            yield cls(process)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    async def _line(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), 90)
+        if not line:
+            await self.process.wait()
+            assert self.process.stderr is not None
+            stderr = (await self.process.stderr.read()).decode()
+            raise AssertionError(f"the browser script exited {self.process.returncode}:\n{stderr}")
+        event: dict[str, Any] = json.loads(line)
+        return event
+
+    async def event(self, name: str) -> dict[str, Any]:
+        event = await self._line()
+        assert event.get("event") == name, event
+        return event
+
+    async def answer(self, **data: Any) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(data).encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def summary(self) -> dict[str, Any]:
+        summary = await self._line()
+        assert summary.get("ok") is True, summary
+        await asyncio.wait_for(self.process.wait(), 30)
+        return summary
+
+
+def assert_png(path: Path) -> None:
+    image = path.read_bytes()
+    assert image.startswith(PNG_SIGNATURE), path
+    assert len(image) > 10_000, f"{path} is nearly empty"
+
+
+async def test_two_users_chat_through_the_page(gateway: Gateway, browser_scripts: Path) -> None:
     course_id = f"browser-{uuid.uuid4().hex[:8]}"
     alice = gateway.token("alice", [course_id])
     bob = gateway.token("bob", [course_id])
     # A message from before the pages open: both must show it from history.
     earlier = f"sent before the pages opened {uuid.uuid4().hex[:6]}"
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            gateway.graphql_url,
-            json={"query": SEND, "variables": {"c": course_id, "text": earlier}},
-            headers={"Authorization": f"Bearer {alice}"},
-        ) as response,
-    ):
-        body = await response.json()
-    assert not body.get("errors"), body
-    earlier_id = body["data"]["sendMessage"]["messageId"]
+    earlier_id = await send_as(gateway, alice, course_id, earlier)
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "two-users.png"
     screenshot.unlink(missing_ok=True)
-    # Tokens in the environment, not in argv (`ps` shows argv to every user).
-    output = await run_node(
-        two_users_script,
-        env={
+    summary = await run_script(
+        browser_scripts / "two_users.mjs",
+        {
             "BASE_URL": gateway.url,
             "ALICE_TOKEN": alice,
             "BOB_TOKEN": bob,
@@ -74,34 +175,128 @@ async def test_two_users_chat_through_the_page(gateway: Gateway, two_users_scrip
             "SCREENSHOT": str(screenshot),
             "HISTORY_TEXT": earlier,
         },
-        within=150,
     )
-    summary = json.loads(output.strip().splitlines()[-1])
 
-    assert summary["ok"] is True
     assert summary["status"] == "live"
+    assert summary["consoleProblems"] == []
     hello, reply = summary["hello"], summary["reply"]
     assert int(earlier_id) < int(hello["id"]) < int(reply["id"])
     # Each page shows the earlier message, alice's and bob's: three, nothing twice.
     assert summary["messages"] == {"alice": 3, "bob": 3}
-
     # What the pages showed is what the server stored.
-    history = "query($c: ID!) { messages(courseId: $c) { messages { messageId userId content } } }"
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            gateway.graphql_url,
-            json={"query": history, "variables": {"c": course_id}},
-            headers={"Authorization": f"Bearer {bob}"},
-        ) as response,
-    ):
-        stored = (await response.json())["data"]["messages"]["messages"]
-    assert stored == [
-        {"messageId": earlier_id, "userId": "alice", "content": earlier},
-        {"messageId": hello["id"], "userId": "alice", "content": hello["text"]},
-        {"messageId": reply["id"], "userId": "bob", "content": reply["text"]},
+    assert await stored(gateway, bob, course_id) == [
+        {"messageId": earlier_id, "userId": "alice", "content": earlier, "deleted": False},
+        {"messageId": hello["id"], "userId": "alice", "content": hello["text"], "deleted": False},
+        {"messageId": reply["id"], "userId": "bob", "content": reply["text"], "deleted": False},
     ]
+    assert_png(screenshot)
 
-    image = screenshot.read_bytes()
-    assert image.startswith(PNG_SIGNATURE)
-    assert len(image) > 10_000, "the screenshot is nearly empty"
+
+async def test_history_moderation_rate_limit_and_expired_token(
+    gateway: Gateway, browser_scripts: Path
+) -> None:
+    course_id = f"browser-{uuid.uuid4().hex[:8]}"
+    seeded = HISTORY_PAGE_SIZE + 7
+    # Seeded by several users, so none of them passes the rate limit (10 per 10 s).
+    seeders = [gateway.token(f"seeder-{n}", [course_id]) for n in range(8)]
+    seeded_ids = [
+        await send_as(gateway, seeders[n % len(seeders)], course_id, f"seeded {n}")
+        for n in range(seeded)
+    ]
+    bob = gateway.token("bob", [course_id])
+    for name in ("moderator.png", "rate-limited.png", "signed-out.png"):
+        (ARTIFACTS / name).unlink(missing_ok=True)
+
+    summary = await run_script(
+        browser_scripts / "page_features.mjs",
+        {
+            "BASE_URL": gateway.url,
+            "MODERATOR_TOKEN": gateway.token("mia", [course_id], moderates=[course_id]),
+            "USER_TOKEN": bob,
+            # Long expired: the pod refuses it at connection_init (Envoy lets a socket
+            # without a token in the URL through).
+            "EXPIRED_TOKEN": gateway.token("late", [course_id], ttl_seconds=-3600),
+            "COURSE_ID": course_id,
+            "SEEDED": str(seeded),
+            "SCREENSHOT_DIR": str(ARTIFACTS),
+        },
+    )
+
+    # The newest page first, then everything with "load older", each once, in order.
+    assert summary["firstPage"] == HISTORY_PAGE_SIZE
+    assert summary["afterLoadOlder"] == seeded_ids
+    # Bob moderates nothing and wrote none of these.
+    assert summary["bobDeleteButtons"] == 0
+    assert summary["deleted"] == {"id": seeded_ids[-1], "text": "message deleted"}
+
+    # The default budget is a burst of 10, then one a second: sending as fast as the page
+    # lets him, bob is refused with a hint, and the text stays in the box to be sent again.
+    accepted = summary["accepted"]
+    assert len(accepted) >= 10, summary
+    limited = summary["limited"]
+    assert "sending too fast" in limited["error"], limited
+    assert limited["composer"] == limited["text"] == f"bob says {len(accepted)}"
+    assert summary["miaSeesAfterLimit"] == [*seeded_ids, *accepted]
+
+    assert "invalid or expired" in summary["signIn"]["reason"]
+    assert summary["signIn"]["status"].startswith("signed out")
+    assert summary["signedInAgain"][-len(accepted) :] == accepted
+
+    messages = await stored(gateway, bob, course_id)
+    assert [m["messageId"] for m in messages] == [*seeded_ids, *accepted]
+    assert messages[seeded - 1]["deleted"] is True
+    assert sum(m["deleted"] for m in messages) == 1
+    assert [m["content"] for m in messages[seeded:]] == [
+        f"bob says {n}" for n in range(len(accepted))
+    ]
+    for name in ("moderator.png", "rate-limited.png", "signed-out.png"):
+        assert_png(ARTIFACTS / name)
+    assert summary["consoleProblems"] == []
+
+
+async def test_page_goes_offline_and_resumes_after_every_graphql_process_died(
+    gateway: Gateway, stack: Topology, browser_scripts: Path
+) -> None:
+    course_id = f"browser-{uuid.uuid4().hex[:8]}"
+    ada = gateway.token("ada", [course_id])
+    ben = gateway.token("ben", [course_id])
+    seeded = [await send_as(gateway, ben, course_id, f"before the outage {n}") for n in range(2)]
+    (ARTIFACTS / "offline.png").unlink(missing_ok=True)
+    env = {
+        "BASE_URL": gateway.url,
+        "TOKEN": ada,
+        "COURSE_ID": course_id,
+        "SCREENSHOT_DIR": str(ARTIFACTS),
+    }
+    # gRPC backends reach the chat service through the gateway while no GraphQL pod runs.
+    api = ChatApi(urllib.parse.urlsplit(gateway.url).netloc, max_attempts=1)
+    try:
+        async with HandInHand.run(browser_scripts / "page_outage.mjs", env) as page:
+            assert (await page.event("live"))["ids"] == seeded
+            for graphql in stack.graphqls:
+                graphql.kill()
+            await page.answer()
+            offline = await page.event("offline")
+            assert offline["status"] == "offline — reconnecting…"
+            texts = [f"sent during the outage {n}" for n in range(3)]
+            sent = [(await api.send(ben, course_id, text)).message.message_id for text in texts]
+            for index in range(len(stack.graphqls)):
+                await asyncio.to_thread(stack.restart_graphql, index)
+            await page.answer(texts=texts)
+            summary = await page.summary()
+    finally:
+        await api.close()
+
+    # Resumed with `after`: what was sent meanwhile shows once, in order, after the rest;
+    # what ada wrote while offline waited ("Sending…") and was sent once, when back.
+    assert summary["arrived"] == sent
+    assert summary["sendingWhileOffline"] == "Sending…"
+    written = summary["writtenOffline"]
+    assert summary["after"] == [*seeded, *sent, written["id"]]
+    assert summary["composerAfter"] == ""
+    assert summary["status"] == "live"
+    assert summary["consoleProblems"] == []
+    messages = await stored(gateway, ada, course_id)
+    assert [m["messageId"] for m in messages] == [*seeded, *sent, written["id"]]
+    assert (messages[-1]["userId"], messages[-1]["content"]) == ("ada", written["text"])
+    assert_png(ARTIFACTS / "offline.png")

@@ -18,23 +18,22 @@ What is killed:
 - a rolling graceful restart of both GraphQL processes (every subscriber sees 1012 and
   resumes).
 
-Whatever happens, the `stack` fixture restarts what a test killed and waits until the Redis
-Cluster and the gateway's upstreams are healthy, so later tests see a whole stack.
+Whatever happens, the `stack` fixture (conftest.py) restarts what a test killed and waits
+until the Redis Cluster and the gateway's upstreams are healthy, so later tests see a whole
+stack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 
-from chatctl.localstack import RedisCluster, StackError
 from chatctl.scrape import scrape
 from chatctl.topology import Topology
 from e2e.clients import (
@@ -61,53 +60,6 @@ USERS = 60
 FAULT_AT = 100  # acknowledged messages before the fault
 SECOND_STEP_AT = 200  # … before the restart of what was killed (or the second restart)
 WITHIN_SECONDS = 30.0  # bound of every wait for a condition
-
-
-@pytest.fixture
-def stack(gateway: Gateway) -> Iterator[Topology]:
-    """The local topology; made whole again after the test, whatever it killed."""
-    topology = gateway.local()
-    yield topology
-    make_whole(topology)
-
-
-def make_whole(topology: Topology) -> None:
-    redis = topology.redis
-    assert redis is not None
-    assert topology.gateway is not None
-    for port in redis.ports:
-        if redis.processes[port].poll() is not None:
-            restart_replaced_node(redis, port)
-    redis.wait_healthy()
-    for index, chat in enumerate(topology.chats):
-        if not chat.alive():
-            topology.restart_chat(index)
-    for index, graphql in enumerate(topology.graphqls):
-        if not graphql.alive():
-            topology.restart_graphql(index)
-    topology.gateway.wait_ready()  # Envoy sees every upstream healthy again
-
-
-def restart_replaced_node(redis: RedisCluster, port: int) -> None:
-    """Start a killed node once its replica has taken its slots: started earlier, an empty
-    node (no AOF here) would come back as the primary and its replica would copy nothing."""
-    deadline = time.monotonic() + WITHIN_SECONDS
-    while owns_slots(redis, port):
-        if time.monotonic() > deadline:
-            raise StackError(f"no replica took over the slots of Redis node {port}")
-        time.sleep(0.1)
-    redis.start_node(port)
-
-
-def owns_slots(redis: RedisCluster, port: int) -> bool:
-    """Whether the live nodes still list `port` as a primary with slots."""
-    live = [p for p in redis.ports if p != port and redis.processes[p].poll() is None]
-    nodes = redis.cli(live[0], "cluster", "nodes")
-    for line in nodes.splitlines():
-        parts = line.split()
-        if f":{port}@" in parts[1]:
-            return "master" in parts[2] and len(parts) > 8
-    return False
 
 
 # -- one busy course ---------------------------------------------------------------------------
@@ -251,7 +203,7 @@ async def test_kill_9_of_the_redis_primary_of_the_course(gateway: Gateway, stack
         victim = redis.primary_port_for(seq_key)
         redis.kill_node(victim)
         await course.reached(SECOND_STEP_AT)
-        await asyncio.to_thread(restart_replaced_node, redis, victim)
+        await asyncio.to_thread(redis.restart_replaced_node, victim)
         await course.finish()
         assert redis.primary_port_for(seq_key) != victim
         await asyncio.to_thread(redis.wait_healthy)

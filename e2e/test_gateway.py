@@ -271,9 +271,7 @@ async def chat_sends(topology: Topology) -> list[float]:
 def assert_every_process_alive(topology: Topology) -> None:
     down = [p.name for p in topology.all_processes if not p.alive()]
     assert topology.redis is not None
-    down += [
-        f"redis:{port}" for port, p in topology.redis.processes.items() if p.poll() is not None
-    ]
+    down += [f"redis:{port}" for port in topology.redis.dead_nodes()]
     assert not down, f"processes died: {down}"
 
 

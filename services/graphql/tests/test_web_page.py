@@ -68,12 +68,13 @@ async def test_page_is_served_at_root(graphql_server):
     assert set(page.controls) <= page.label_targets, "every form control has a label"
     assert page.scripts == [{"type": "module", "src": "static/app.js"}]
     assert 'href="static/style.css"' in body
+    assert 'href="static/icon.svg"' in body
     assert "//" not in body  # no URL of another host (no CDN)
 
 
 @pytest.mark.parametrize(
     ("name", "content_type"),
-    [("app.js", "text/javascript"), ("style.css", "text/css")],
+    [("app.js", "text/javascript"), ("style.css", "text/css"), ("icon.svg", "image/svg+xml")],
 )
 async def test_static_files_are_served(graphql_server, name, content_type):
     async with aiohttp.ClientSession() as http:

@@ -2,7 +2,7 @@
 
 Routes: `/graphql` (POST for queries and mutations; GET upgrades to a WebSocket speaking
 graphql-transport-ws or graphql-ws), `/healthz`, `/readyz` (a chat pod is reachable),
-`/metrics`, and the web chat page: `/` and its two files under `/static/`.
+`/metrics`, and the web chat page: `/` and its files under `/static/`.
 """
 
 from __future__ import annotations
@@ -164,10 +164,16 @@ class StaticFile:
     etag: str
 
 
-# The page is three files shipped inside the package (no build step, no CDN): served from
+# The page is four files shipped inside the package (no build step, no CDN): served from
 # memory, revalidated by the browser on every load (`no-cache` + ETag) so a new deployment is
 # picked up at once.
-WEB_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+WEB_FILES = {
+    "index.html": "text/html",
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    # Browsers ask for an icon on every page; without one each load logs a 404.
+    "icon.svg": "image/svg+xml",
+}
 PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",

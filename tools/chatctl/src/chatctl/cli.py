@@ -135,7 +135,7 @@ def up(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    data = f"AOF in {stack.root / 'redis'}" if persist else "no persistence (--persist keeps it)"
+    data = f"AOF in {stack.root / 'redis'}" if persist else "no persistence: --persist keeps data"
     console.print(
         f"starting Redis Cluster on 127.0.0.1:{','.join(map(str, stack.redis_ports))} ({data}), "
         f"{len(stack.chat_ports)} chat, {len(stack.graphql_ports)} GraphQL, Envoy …"

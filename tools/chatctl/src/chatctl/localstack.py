@@ -326,6 +326,32 @@ class RedisCluster:
                     return int(parts[1].split(":")[1].split("@")[0])
         raise StackError(f"no primary owns the slot of {key!r}")
 
+    def owns_slots(self, port: int) -> bool:
+        """Whether the other live nodes still list `port` as a primary with slots."""
+        live = [
+            p
+            for p in self.ports
+            if p != port and p in self.processes and self.processes[p].poll() is None
+        ]
+        for line in self.cli(live[0], "cluster", "nodes").splitlines():
+            parts = line.split()
+            if f":{port}@" in parts[1]:
+                return "master" in parts[2] and len(parts) > 8
+        return False
+
+    def restart_replaced_node(self, port: int, timeout: float = 30.0) -> None:
+        """Start a killed node once its replica has taken its slots: started earlier, an empty
+        node (no AOF) would come back as the primary and its replica would copy nothing."""
+        deadline = time.monotonic() + timeout
+        while self.owns_slots(port):
+            if time.monotonic() > deadline:
+                raise StackError(f"no replica took over the slots of Redis node {port}")
+            time.sleep(0.1)
+        self.start_node(port)
+
+    def dead_nodes(self) -> list[int]:
+        return [port for port, process in self.processes.items() if process.poll() is not None]
+
     def kill_node(self, port: int) -> None:
         """kill -9 one node, as a crash would."""
         process = self.processes[port]

@@ -67,6 +67,7 @@ async def run_node(
         str(script),
         *args,
         env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -208,6 +208,22 @@ class Topology:
         processes[index].wait_ready()
         return processes[index]
 
+    def heal(self) -> None:
+        """Restart whatever died (Redis nodes once replaced, chat, GraphQL) and wait until the
+        cluster and the gateway's upstreams are healthy: after a chaos test, a whole stack."""
+        assert self.redis is not None
+        for port in self.redis.dead_nodes():
+            self.redis.restart_replaced_node(port)
+        self.redis.wait_healthy()
+        for index, chat in enumerate(self.chats):
+            if not chat.alive():
+                self.restart_chat(index)
+        for index, graphql in enumerate(self.graphqls):
+            if not graphql.alive():
+                self.restart_graphql(index)
+        if self.gateway is not None:
+            self.gateway.wait_ready()  # Envoy sees every upstream healthy again
+
     def stop(self) -> None:
         # Front to back: sockets close before their upstreams do.
         if self.gateway is not None:
