@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
-import functools
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +26,7 @@ import aiohttp
 import grpc
 import pytest
 
-from chatctl.gateway import LocalGatewayConfig, envoy_argv, gateway_ready
-from chatctl.localstack import ManagedProcess, free_ports
+from chatctl.localstack import free_ports
 from chatctl.scrape import scrape
 from chatctl.testing import Collector, WsSubscriber, established
 from chatctl.topology import Topology
@@ -551,36 +550,28 @@ def http_get(url: str) -> tuple[int, dict[str, str]]:
         return error.code, dict(error.headers)
 
 
-def test_envoy_local_rate_limit_answers_429(gateway: Gateway, tmp_path: Path) -> None:
-    topology = gateway.local()
+@contextlib.contextmanager
+def second_gateway(topology: Topology, directory: Path, **overrides: Any) -> Iterator[str]:
+    """Another Envoy in front of the same processes, from the same chart template with some
+    values changed; its host:port."""
     listen_port, admin_port = free_ports(2)
-    # A second gateway from the same chart template, with a budget of one request a second.
-    config = LocalGatewayConfig(
-        listen_port=listen_port,
-        admin_port=admin_port,
-        graphql_ports=topology.graphql_ports,
-        chat_ports=topology.chat_ports,
-        jwt_secret=topology.jwt_secret,
-        requests_per_second=1,
-        burst=2,
+    config = dataclasses.replace(
+        topology.gateway_config, listen_port=listen_port, admin_port=admin_port, **overrides
     )
-    envoy = ManagedProcess(
-        name="envoy-rate-limited",
-        argv=envoy_argv(config.write(tmp_path / "envoy")),
-        env={},
-        log_path=tmp_path / "envoy.log",
-        ready_check=functools.partial(
-            gateway_ready,
-            admin_port,
-            {"graphql": len(topology.graphql_ports), "chat": len(topology.chat_ports)},
-        ),
-    )
+    envoy = config.process(directory, directory / "envoy.log", name="envoy-second")
     envoy.start()
     try:
         envoy.wait_ready()
-        answers = [http_get(f"http://127.0.0.1:{listen_port}/healthz") for _ in range(6)]
+        yield f"127.0.0.1:{listen_port}"
     finally:
         envoy.stop()
+
+
+def test_envoy_local_rate_limit_answers_429(gateway: Gateway, tmp_path: Path) -> None:
+    topology = gateway.local()
+    # A budget of one request a second.
+    with second_gateway(topology, tmp_path, requests_per_second=1, burst=2) as address:
+        answers = [http_get(f"http://{address}/healthz") for _ in range(6)]
 
     statuses = [status for status, _ in answers]
     assert statuses[0] == 200, statuses
@@ -663,3 +654,29 @@ async def test_grpc_through_the_gateway(
     assert refused.error is not None
     assert refused.error.code() is grpc.StatusCode.UNAUTHENTICATED
     assert "Jwt" in (refused.error.details() or "")
+
+
+async def test_a_quiet_grpc_stream_outlives_the_idle_timeout(
+    gateway: Gateway, course_id: str, tmp_path: Path
+) -> None:
+    """A backend tailing a quiet course through the gateway keeps its stream: gRPC streams
+    carry no data while nothing is sent (HTTP/2 PINGs are not stream activity), so Envoy's
+    idle timeout must not apply to them."""
+    topology = gateway.local()
+    idle_seconds = 1
+    token = gateway.token(new_user("backend"), [course_id])
+    with second_gateway(topology, tmp_path, idle_timeout_seconds=idle_seconds) as address:
+        api = ChatApi(address, max_attempts=1)
+        collector = Collector(api.subscribe(token, course_id))
+        try:
+            probe = await established(collector, lambda: api.send(token, course_id, "probe"))
+            await asyncio.sleep(3 * idle_seconds)  # the course stays quiet
+            later = int(
+                (await api.send(token, course_id, "after a quiet while")).message.message_id
+            )
+            await collector.has_ids([later])
+            assert collector.ids == [probe, later]
+            assert collector.error is None
+        finally:
+            await collector.close()
+            await api.close()

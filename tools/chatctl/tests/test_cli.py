@@ -1,15 +1,18 @@
 """chatctl as a user runs it: `up` on free ports, then `token`, `send` and `tail` against it
-(through the gateway it starts),
-and Ctrl-C (SIGTERM) stops every process it started."""
+through the gateway it starts, the page URL it prints, and Ctrl-C stops every process it
+started."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,7 +69,9 @@ def test_up_send_tail_and_clean_stop(tmp_path: Path):
     )
     tail = None
     try:
-        output = wait_for_line(up, r"^gRPC:", timeout=90)
+        page_line = wait_for_line(up, r"^open the chat: ", timeout=90)
+        page_url = page_line.split(": ", 1)[1].strip()
+        output = wait_for_line(up, r"^gRPC:", timeout=30)
         target = re.search(r"-t (\S+)", output).group(1)  # type: ignore[union-attr]
         wait_for_line(up, r"^ready$")
         redis_ports = [
@@ -97,10 +102,24 @@ def test_up_send_tail_and_clean_stop(tmp_path: Path):
         bad = chatctl("send", "-c", "demo", "-t", target, "   ")
         assert bad.returncode == 1
         assert "INVALID_ARGUMENT" in bad.stderr
+
+        # The printed page URL opens the chat page through the gateway, and its token works.
+        with urllib.request.urlopen(page_url, timeout=10) as page:  # noqa: S310 - loopback
+            assert page.headers.get_content_type() == "text/html"
+            assert b"Next Campus Chat" in page.read()
+        token = urllib.parse.parse_qs(urllib.parse.urlsplit(page_url).query)["token"][0]
+        me = urllib.request.Request(  # noqa: S310 - loopback
+            urllib.parse.urljoin(page_url, "/graphql"),
+            data=json.dumps({"query": "{ me { userId courses } }"}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(me, timeout=10) as answer:  # noqa: S310 - loopback
+            assert json.load(answer)["data"]["me"]["courses"] == ["demo", "intro"]
     finally:
         if tail is not None:
             stop_process(tail)  # type: ignore[arg-type]
-        up.send_signal(signal.SIGTERM)
+        # Ctrl-C in a terminal: SIGINT to the foreground process group.
+        os.killpg(up.pid, signal.SIGINT)
         up.wait(60)
     assert up.returncode == 0
     assert all(port_is_free(p) for p in redis_ports)

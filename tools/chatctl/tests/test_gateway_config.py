@@ -126,6 +126,13 @@ def test_every_value_set_renders_a_config_envoy_accepts(jwks_file, tmp_path, nam
     assert websocket_route["route"]["timeout"] == "0s"
     assert connection_manager(config)["upgrade_configs"] == [{"upgrade_type": "websocket"}]
 
+    # A subscription to a quiet course carries nothing for minutes: gRPC streams have no
+    # idle timeout, and dead peers are found by HTTP/2 keepalive PINGs instead.
+    (grpc_route,) = [r for r in routes(config) if "grpc" in r["match"]]
+    assert (grpc_route["route"]["timeout"], grpc_route["route"]["idle_timeout"]) == ("0s", "0s")
+    assert "connection_keepalive" in connection_manager(config)["http2_protocol_options"]
+    assert "connection_keepalive" in chat_http["http2_protocol_options"]
+
     # Idle sockets get a keepalive from the GraphQL pod before Envoy would cut them.
     keepalive_seconds = GraphqlSettings.model_fields["keepalive_seconds"].default
     manager = connection_manager(config)

@@ -22,7 +22,13 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console(stderr=True, soft_wrap=True)
 
 TargetOption = Annotated[
-    str, typer.Option("--target", "-t", envvar="CHATCTL_TARGET", help="chat gRPC host:port")
+    str,
+    typer.Option(
+        "--target",
+        "-t",
+        envvar="CHATCTL_TARGET",
+        help="gRPC host:port: the gateway (make up's default) or one chat process",
+    ),
 ]
 TokenOption = Annotated[
     str | None,
@@ -71,7 +77,7 @@ def send(
     content: Annotated[str, typer.Argument(help="message text")],
     user: UserOption = "dev",
     client_message_id: Annotated[str, typer.Option(help="idempotency key for retries")] = "",
-    target: TargetOption = "127.0.0.1:50051",
+    target: TargetOption = "127.0.0.1:8080",
     token: TokenOption = None,
     secret: SecretOption = DEV_JWT_SECRET,
 ) -> None:
@@ -95,7 +101,7 @@ def tail(
     course: CourseOption,
     after: Annotated[str, typer.Option(help="replay messages after this id first")] = "",
     user: UserOption = "dev",
-    target: TargetOption = "127.0.0.1:50051",
+    target: TargetOption = "127.0.0.1:8080",
     token: TokenOption = None,
     secret: SecretOption = DEV_JWT_SECRET,
 ) -> None:

@@ -8,6 +8,7 @@ gateway runs the very config a cluster gets, and `make test` validates both with
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import subprocess
 import urllib.error
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from chatctl.binaries import envoy_binary, helm_binary
-from chatctl.localstack import StackError
+from chatctl.localstack import ManagedProcess, StackError
 
 REPOSITORY = Path(__file__).resolve().parents[4]
 CHART = REPOSITORY / "charts" / "nextcampus-chat"
@@ -83,6 +84,7 @@ class LocalGatewayConfig:
     jwt_secret: str
     requests_per_second: int = 500
     burst: int = 1000
+    idle_timeout_seconds: int = 60
 
     def values(self, jwks_file: Path) -> dict[str, Any]:
         def local(ports: list[int]) -> list[dict[str, Any]]:
@@ -97,6 +99,7 @@ class LocalGatewayConfig:
                 "graphqlEndpoints": local(self.graphql_ports),
                 "chatEndpoints": local(self.chat_ports),
                 "rateLimit": {"requestsPerSecond": self.requests_per_second, "burst": self.burst},
+                "idleTimeoutSeconds": self.idle_timeout_seconds,
             }
         }
 
@@ -110,6 +113,21 @@ class LocalGatewayConfig:
         config_file.write_text(render_envoy_config(self.values(jwks_file)))
         validate_envoy_config(config_file)
         return config_file
+
+    def process(self, directory: Path, log_path: Path, name: str = "envoy") -> ManagedProcess:
+        """Envoy with this config (written to `directory`); ready once every upstream
+        process passes Envoy's own health check."""
+        return ManagedProcess(
+            name=name,
+            argv=envoy_argv(self.write(directory)),
+            env={},
+            log_path=log_path,
+            ready_check=functools.partial(
+                gateway_ready,
+                self.admin_port,
+                {"graphql": len(self.graphql_ports), "chat": len(self.chat_ports)},
+            ),
+        )
 
 
 def envoy_argv(config_file: Path, concurrency: int = 1) -> list[str]:

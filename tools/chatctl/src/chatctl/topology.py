@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatctl.gateway import LocalGatewayConfig, envoy_argv, gateway_ready
+from chatctl.gateway import LocalGatewayConfig
 from chatctl.localstack import (
     ManagedProcess,
     RedisCluster,
@@ -138,19 +137,7 @@ class Topology:
         )
 
     def new_gateway_process(self) -> ManagedProcess:
-        config_file = self.gateway_config.write(self.root / "envoy")
-        return ManagedProcess(
-            name="envoy",
-            argv=envoy_argv(config_file),
-            env={},
-            log_path=self.root / "logs" / "envoy.log",
-            # Ready once every upstream process passes Envoy's own health check.
-            ready_check=functools.partial(
-                gateway_ready,
-                self.gateway_admin_port,
-                {"graphql": len(self.graphql_ports), "chat": len(self.chat_ports)},
-            ),
-        )
+        return self.gateway_config.process(self.root / "envoy", self.root / "logs" / "envoy.log")
 
     def new_chat_process(self, index: int) -> ManagedProcess:
         return ManagedProcess(
