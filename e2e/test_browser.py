@@ -222,6 +222,9 @@ async def test_history_moderation_rate_limit_and_expired_token(
         },
     )
 
+    # axe-core finds nothing against WCAG 2.x A/AA: the chat with a moderator's buttons,
+    # an error shown, the sign-in form.
+    assert summary["accessibility"] == {"moderatorView": [], "rateLimited": [], "signIn": []}
     # The newest page first, then everything with "load older", each once, in order.
     assert summary["firstPage"] == HISTORY_PAGE_SIZE
     assert summary["afterLoadOlder"] == seeded_ids

@@ -1,6 +1,8 @@
 // What the browser scripts share: Debian's headless Chromium driven by playwright-core (it
 // never downloads a browser), one page per user in a context of its own, and the steps a
 // user takes on the chat page. Each step names what it waited for when it fails.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
@@ -186,4 +188,26 @@ export async function idsInOrder({ user, page }) {
     throw new Error(`${user}: messages not unique and ordered by id: ${ids.join(', ')}`);
   }
   return ids;
+}
+
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+const WCAG_AA = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'];
+
+/**
+ * What axe-core finds against WCAG 2.x A and AA on the page as it is now: [{ id, impact,
+ * help, targets }]. Evaluated through the DevTools protocol, so the page's CSP (no inline
+ * script) does not stop it, and nothing is added to what the page itself loads.
+ */
+export async function accessibilityViolations({ page }) {
+  if (!(await page.evaluate(() => 'axe' in window))) await page.evaluate(AXE_SOURCE);
+  const results = await page.evaluate(
+    (tags) => window.axe.run(document, { runOnly: { type: 'tag', values: tags } }),
+    WCAG_AA,
+  );
+  return results.violations.map(({ id, impact, help, nodes }) => ({
+    id,
+    impact,
+    help,
+    targets: nodes.map((node) => node.target.join(' ')),
+  }));
 }

@@ -1,6 +1,7 @@
 // The chat page's features beyond chatting, as its users meet them: older history on demand,
 // a moderator deleting someone else's message (seen live by another user), the rate limit,
-// and an expired token that sends the user to sign in again.
+// and an expired token that sends the user to sign in again; each view checked with axe-core
+// against WCAG 2.x AA.
 //
 // Env: BASE_URL MODERATOR_TOKEN USER_TOKEN EXPIRED_TOKEN COURSE_ID SEEDED SCREENSHOT_DIR
 //   The course holds SEEDED messages (more than one history page) by other users, and the
@@ -8,6 +9,7 @@
 //   this course alone; MODERATOR_TOKEN moderates it.
 // Prints one JSON summary line on success; on failure a message on stderr and exit code 1.
 import {
+  accessibilityViolations,
   idsInOrder,
   inputs,
   messageItem,
@@ -32,7 +34,7 @@ const seeded = Number(given.SEEDED);
 const listed = ({ page }) => page.locator('#messages li[data-message-id]').count();
 
 await run('page_features', async (session) => {
-  const summary = {};
+  const summary = { accessibility: {} };
 
   // Older history on demand.
   const mia = await session.openCourse('mia', given.BASE_URL, given.MODERATOR_TOKEN, course);
@@ -62,6 +64,7 @@ await run('page_features', async (session) => {
       user.page.locator(`#messages li.deleted[data-message-id="${newest}"]`).waitFor(),
     );
   }
+  summary.accessibility.moderatorView = await accessibilityViolations(mia);
   summary.deleted = {
     id: newest,
     text: await bob.page.textContent(`#messages li[data-message-id="${newest}"] .text`),
@@ -82,6 +85,7 @@ await run('page_features', async (session) => {
     }
   }
   await bob.page.screenshot({ path: `${given.SCREENSHOT_DIR}/rate-limited.png`, fullPage: true });
+  summary.accessibility.rateLimited = await accessibilityViolations(bob);
   const lastAccepted = `bob says ${summary.accepted.length - 1}`;
   await messageShown(mia, lastAccepted);
   summary.miaSeesAfterLimit = await idsInOrder(mia);
@@ -99,6 +103,7 @@ await run('page_features', async (session) => {
     status: await late.page.textContent('#status'),
   };
   await late.page.screenshot({ path: `${given.SCREENSHOT_DIR}/signed-out.png`, fullPage: true });
+  summary.accessibility.signIn = await accessibilityViolations(late);
   await late.page.fill('#token', given.USER_TOKEN);
   await late.page.click('#token-form button[type="submit"]');
   // The new token has one course: the page opens it by itself.
