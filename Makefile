@@ -5,6 +5,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 VENV_BIN := .venv/bin
 PYTEST_ARGS ?=
+FANOUT_ARGS ?=
 
 .PHONY: help
 help: ## show this help
@@ -45,8 +46,8 @@ bench: deps ## measure sends/s, latency and fan-out deliveries/s, then fan-out v
 	$(VENV_BIN)/chatctl bench-fanout
 
 .PHONY: bench-fanout
-bench-fanout: deps ## GraphQL fan-out vs the shared harness's peers (latency, saturation, KB/socket)
-	$(VENV_BIN)/chatctl bench-fanout
+bench-fanout: deps ## GraphQL fan-out vs the peers (FANOUT_ARGS="--gateway --no-peers": ours through Envoy)
+	$(VENV_BIN)/chatctl bench-fanout $(FANOUT_ARGS)
 
 .PHONY: lint
 lint: deps ## ruff lint and format check

@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
 
 from chatctl.testing import npm_ci, run_node
 from chatctl.topology import Topology
+from e2e.clients import GraphqlHttp
 from nextcampus_common.chat_api import ChatApi
 
 if TYPE_CHECKING:
@@ -59,18 +59,12 @@ def browser_scripts() -> Path:
 async def graphql_as(
     gateway: Gateway, token: str, query: str, variables: dict[str, Any]
 ) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            gateway.graphql_url,
-            json={"query": query, "variables": variables},
-            headers={"Authorization": f"Bearer {token}"},
-        ) as response,
-    ):
-        body: dict[str, Any] = await response.json()
-    assert not body.get("errors"), body
-    data: dict[str, Any] = body["data"]
-    return data
+    async with GraphqlHttp(gateway.graphql_url) as http:
+        response = await http.execute(query, variables, token=token)
+    assert response.status == 200, response.describe()
+    assert not response.errors, response.describe()
+    assert response.data is not None
+    return response.data
 
 
 async def send_as(gateway: Gateway, token: str, course_id: str, text: str) -> str:

@@ -190,8 +190,12 @@ class Feed:
             try:
                 yield feed
             finally:
-                feed._task.cancel()
-                await asyncio.gather(feed._task, return_exceptions=True)
+                await feed.close()
+
+    async def close(self) -> None:
+        """Stop reading (the socket stays as it is)."""
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
     async def _read(self) -> None:
         try:
@@ -680,3 +684,51 @@ async def test_a_quiet_grpc_stream_outlives_the_idle_timeout(
         finally:
             await collector.close()
             await api.close()
+
+
+ENVOY_DEFAULT_UPSTREAM_LIMIT = 1024  # connections and requests per cluster, unless configured
+
+
+async def test_the_gateway_holds_more_sockets_than_envoys_default_limit(
+    gateway: Gateway, http: aiohttp.ClientSession, course_id: str
+) -> None:
+    """A gateway pod must carry as many WebSockets as its GraphQL pods hold, not the 1,024
+    upstream connections Envoy allows a cluster by default: every socket is acknowledged,
+    and a message sent afterwards reaches the newest of them."""
+    count = ENVOY_DEFAULT_UPSTREAM_LIMIT + 76
+    token = gateway.token(new_user("crowd"), [course_id])
+    topology = gateway.topology
+    before = sum(await settled_graphql_connections(topology)) if topology else 0.0
+    opened: list[aiohttp.ClientWebSocketResponse] = []
+    connecting = asyncio.Semaphore(64)
+
+    async def open_one(session: aiohttp.ClientSession) -> None:
+        async with connecting:
+            ws = await session.ws_connect(gateway.ws_url, protocols=[TRANSPORT_WS])
+            opened.append(ws)
+            await ready(ws, token)
+
+    # One client connection per socket, as that many browsers would have.
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        try:
+            async with asyncio.timeout(120):
+                await asyncio.gather(*(open_one(session) for _ in range(count)))
+            assert len(opened) == count
+            if topology is not None:
+                held = sum(await graphql_connections(topology)) - before
+                assert held >= count, f"GraphQL processes hold {held} of {count} sockets"
+
+            newest = opened[-1]
+            payload = {"query": ADDED, "variables": {"c": course_id}}
+            await newest.send_json({"id": "1", "type": "subscribe", "payload": payload})
+            feed = Feed(newest, "messageAdded")
+            try:
+                probe = await feed.until_live(
+                    lambda: send_http(http, gateway, token, course_id, "to the crowd")
+                )
+                assert probe in feed.ids
+            finally:
+                await feed.close()
+        finally:
+            await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)

@@ -126,6 +126,14 @@ def test_every_value_set_renders_a_config_envoy_accepts(jwks_file, tmp_path, nam
     assert websocket_route["route"]["timeout"] == "0s"
     assert connection_manager(config)["upgrade_configs"] == [{"upgrade_type": "websocket"}]
 
+    # Envoy's default 1,024 per upstream would cap a pod at about a thousand sockets.
+    for name in ("graphql", "chat"):
+        (limits,) = cluster(config, name)["circuit_breakers"]["thresholds"]
+        counts = [limits[k] for k in ("max_connections", "max_pending_requests", "max_requests")]
+        assert min(counts) > 1024, (name, limits)
+    (monitor,) = config["overload_manager"]["resource_monitors"]
+    assert monitor["typed_config"]["max_active_downstream_connections"] > 1024
+
     # A subscription to a quiet course carries nothing for minutes: gRPC streams have no
     # idle timeout, and dead peers are found by HTTP/2 keepalive PINGs instead.
     (grpc_route,) = [r for r in routes(config) if "grpc" in r["match"]]

@@ -295,6 +295,12 @@ def bench_fanout(
             "below this busy % (of 200); 0: no wait"
         ),
     ] = 30.0,
+    gateway: Annotated[
+        bool,
+        typer.Option(
+            help="ours through the Envoy gateway, as deployed (the peers have no proxy in front)"
+        ),
+    ] = False,
     output: Annotated[Path, typer.Option(help="directory of the JSON results and logs")] = Path(
         "bench-results"
     ),
@@ -331,6 +337,7 @@ def bench_fanout(
         output_dir=output,
         root=root,
         command_line=shlex.join(sys.argv),
+        gateway=gateway,
     )
     out = Console() if sys.stdout.isatty() else Console(width=200)
     try:

@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import re
-import resource
 import shlex
 import shutil
 import signal
@@ -62,7 +61,7 @@ from chatctl.bench import (
     machine_info,
     sigint_ignored,
 )
-from chatctl.localstack import dies_with_parent, port_is_free
+from chatctl.localstack import dies_with_parent, port_is_free, raise_open_files_limit
 from chatctl.scrape import scrape
 from chatctl.topology import Topology
 from nextcampus_common.auth import issue_token
@@ -135,6 +134,9 @@ class FanoutOptions:
     output_dir: Path = Path("bench-results")
     root: Path | None = None
     command_line: str = ""
+    # Ours through the Envoy gateway (as deployed) instead of straight to the GraphQL
+    # processes (as the peers are measured).
+    gateway: bool = False
 
 
 # -- the harness --------------------------------------------------------------------------
@@ -547,17 +549,6 @@ def ws_url(http_url: str) -> str:
     return "ws://" + http_url.removeprefix("http://")
 
 
-def raise_open_files_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard one (run-peers.sh does `ulimit -n` the same way):
-    our GraphQL processes inherit it and hold 1,000+ sockets each."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    return soft
-
-
 def _label(kind: str, run: int) -> str:
     return f"{kind}:{OURS}:{run}"
 
@@ -574,6 +565,15 @@ def restart_services(stack: Topology) -> None:
         graphql.start()
     for graphql in stack.graphqls:
         graphql.wait_ready()
+    if stack.gateway is not None:
+        stack.gateway.wait_ready()  # its health checks see the new processes
+
+
+def ws_urls(stack: Topology) -> list[str]:
+    """Where the generator connects: the gateway, or every GraphQL process."""
+    if stack.gateway is not None:
+        return [ws_url(f"{stack.gateway_url}/graphql")]
+    return [ws_url(url) for url in stack.graphql_urls]
 
 
 def run_ours(record: dict[str, Any], options: FanoutOptions, stamp: str, progress: Console) -> None:
@@ -589,21 +589,25 @@ def run_ours(record: dict[str, Any], options: FanoutOptions, stamp: str, progres
         root,
         chat_count=2,
         graphql_count=2,
-        # The peers are measured without a proxy in front; so are we.
-        gateway=False,
+        # The peers are measured without a proxy in front; so are we, unless asked.
+        gateway=options.gateway,
         chat_overrides={"default_rate_limit_messages": 0},
+        # The gateway's request budget must not be what is measured.
+        gateway_overrides={"requests_per_second": 1_000_000, "burst": 1_000_000},
     )
     record.update(root=str(root), open_files_limit=raise_open_files_limit(), runs=[])
     failed = True
     try:
+        gateway = " + Envoy in front" if options.gateway else ""
         progress.print(
-            f"starting Redis Cluster (6 nodes) + 2 chat + 2 GraphQL processes (state in {root}) …"
+            f"starting Redis Cluster (6 nodes) + 2 chat + 2 GraphQL processes{gateway} "
+            f"(state in {root}) …"
         )
         stack.start()
         assert all(COURSE_ID.match(course) for course in BENCH_COURSES)
         token = issue_token(stack.jwt_secret, BENCH_USER, BENCH_COURSES)
         record.update(
-            urls=[ws_url(url) for url in stack.graphql_urls],
+            urls=ws_urls(stack),
             token={"user": BENCH_USER, "courses": BENCH_COURSES, "recipe": token_recipe()},
         )
         for run in range(1, options.runs + 1):
@@ -641,23 +645,26 @@ def run_scenarios(
     graphql_pids = [p.pid for p in stack.graphqls]
     chat_pids = [p.pid for p in stack.chats]
     redis_pids = [p.pid for p in stack.redis.processes.values()]
+    gateway_pids = [stack.gateway.pid] if stack.gateway is not None else []
     # gen.js reports every named group; sweep.js's step summary only `server` and `redis`.
     watch = (
         f"server={','.join(map(str, graphql_pids))};chat={','.join(map(str, chat_pids))};"
         f"redis={','.join(map(str, redis_pids))}"
+        + (f";gateway={','.join(map(str, gateway_pids))}" if gateway_pids else "")
     )
-    urls = ",".join(ws_url(url) for url in stack.graphql_urls)
+    urls = ",".join(ws_urls(stack))
     redis_port = stack.redis_ports[0]
     metrics_ports = {
         **{f"graphql-{i}": port for i, port in enumerate(stack.graphql_ports)},
         **{f"chat-{i}": port for i, port in enumerate(stack.chat_metrics_ports)},
     }
-    idle = cpu_window(
-        {"graphql": graphql_pids, "chat": chat_pids, "redis": redis_pids}, IDLE_WINDOW_SECONDS
-    )
+    pids = {"graphql": graphql_pids, "chat": chat_pids, "redis": redis_pids}
+    if gateway_pids:
+        pids["gateway"] = gateway_pids
+    idle = cpu_window(pids, IDLE_WINDOW_SECONDS)
     record.update(
         watch=watch,
-        pids={"graphql": graphql_pids, "chat": chat_pids, "redis": redis_pids},
+        pids=pids,
         idle=idle,
         scenarios={},
         metrics={},
@@ -753,7 +760,7 @@ def run_scenarios(
                 f"[yellow]ours: {name} ended with {child.returncode}"
                 f"{' (timed out)' if child.timed_out else ''}; see the JSON[/yellow]"
             )
-        dead = [p.name for p in stack.processes if not p.alive()]
+        dead = [p.name for p in stack.all_processes if not p.alive()]
         if dead:
             record["exited"] = dead
             raise FanoutBenchError(f"{', '.join(dead)} exited during {name}; see its log")
@@ -868,6 +875,7 @@ def summarize_latency(line: dict[str, Any]) -> dict[str, Any]:
         "server_cpu_pct": _cpu(line, "server"),
         "chat_cpu_pct": _cpu(line, "chat"),
         "redis_cpu_pct": _cpu(line, "redis"),
+        "gateway_cpu_pct": _cpu(line, "gateway"),
         "generator_cpu_pct": dig(line, "gen", "cpu_pct_total"),
         "machine_busy_pct": dig(line, "cpu", "machine_busy_pct"),
         "other_cpu_pct": dig(line, "cpu", "other_pct"),
@@ -947,6 +955,7 @@ def summarize_saturation(line: dict[str, Any]) -> dict[str, Any]:
         "server_cpu_pct": _cpu(at, "server"),
         "chat_cpu_pct": _cpu(at, "chat"),
         "redis_cpu_pct": _cpu(at, "redis"),
+        "gateway_cpu_pct": _cpu(at, "gateway"),
         "generator_cpu_pct": dig(at, "gen", "cpu_pct_total"),
         "machine_busy_pct": dig(at, "cpu", "machine_busy_pct"),
         "other_cpu_pct": dig(at, "cpu", "other_pct"),
@@ -1040,7 +1049,11 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     peers = results.get("peers") or {}
     for peer, lines_by_kind in group_peer_lines(peers.get("raw") or []).items():
         systems[peer] = summarize_system(lines_by_kind)
-    return {"systems": systems, "targets": target_verdicts(systems)}
+    return {
+        "systems": systems,
+        "targets": target_verdicts(systems),
+        "ours_through_gateway": bool(dig(results, "options", "gateway")),
+    }
 
 
 def target_verdicts(systems: dict[str, Any]) -> dict[str, Any]:
@@ -1110,7 +1123,8 @@ def comparison_table(summary: dict[str, Any]) -> Table:
     )
     table.add_column("measure")
     for name in names:
-        table.add_column(f"{name} (ours)" if name == OURS else name, justify="right")
+        ours = "ours, via Envoy" if summary.get("ours_through_gateway") else "ours"
+        table.add_column(f"{name} ({ours})" if name == OURS else name, justify="right")
     table.add_column("target (ours)")
 
     def row(label: str, render: Callable[[dict[str, Any]], str], target: str = "") -> None:
@@ -1134,6 +1148,18 @@ def comparison_table(summary: dict[str, Any]) -> Table:
     def lat(key: str) -> Any:
         return lambda s: dig(s, "latency", key)
 
+    # The gateway's share, where ours ran behind it (the peers have none).
+    groups = ["server", "chat", "redis"]
+    if summary.get("ours_through_gateway"):
+        groups.append("gateway")
+    groups += ["generator", "other"]
+
+    def cpu_row(kind: str, of: Callable[[str], Any]) -> None:
+        row(
+            f"{kind}: CPU % {' / '.join(groups)}",
+            lambda s: _slash(*(format_pct(of(f"{group}_cpu_pct")(s)) for group in groups)),
+        )
+
     row(
         "saturation: max R passing, msgs/s (first failing R)",
         lambda s: f"{spread('saturation', 'max_rate_pass')(s)} ({_n(sat('first_rate_fail')(s))})",
@@ -1148,16 +1174,7 @@ def comparison_table(summary: dict[str, Any]) -> Table:
         "saturation: p50 / p99 ms at that point",
         lambda s: _slash(format_ms(sat("p50_ms")(s)), format_ms(sat("p99_ms")(s))),
     )
-    row(
-        "saturation: CPU % server / chat / redis / generator / other",
-        lambda s: _slash(
-            format_pct(sat("server_cpu_pct")(s)),
-            format_pct(sat("chat_cpu_pct")(s)),
-            format_pct(sat("redis_cpu_pct")(s)),
-            format_pct(sat("generator_cpu_pct")(s)),
-            format_pct(sat("other_cpu_pct")(s)),
-        ),
-    )
+    cpu_row("saturation", sat)
     row(
         "saturation: CPU % per 1,000 deliveries/s, server (+ chat) / generator",
         lambda s: _slash(
@@ -1193,16 +1210,7 @@ def comparison_table(summary: dict[str, Any]) -> Table:
         ),
         "0 / 0 / 0 / 0",
     )
-    row(
-        "latency: CPU % server / chat / redis / generator / other",
-        lambda s: _slash(
-            format_pct(lat("server_cpu_pct")(s)),
-            format_pct(lat("chat_cpu_pct")(s)),
-            format_pct(lat("redis_cpu_pct")(s)),
-            format_pct(lat("generator_cpu_pct")(s)),
-            format_pct(lat("other_cpu_pct")(s)),
-        ),
-    )
+    cpu_row("latency", lat)
     row(
         f"memory: KB RSS per idle socket ({MEMORY_CONNECTIONS:,}; 2 s later)",
         lambda s: (

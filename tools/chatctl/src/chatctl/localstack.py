@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -33,6 +34,18 @@ def dies_with_parent(argv: list[str]) -> list[str]:
 
 class StackError(RuntimeError):
     """A local process did not start or the cluster did not form."""
+
+
+def raise_open_files_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard one, for this process and what it starts from now
+    on: a GraphQL process or the gateway holds thousands of sockets (Envoy two descriptors
+    per WebSocket), past the common soft limit of 1,024. The limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chatctl.gateway import LocalGatewayConfig
 from chatctl.localstack import (
@@ -12,6 +13,7 @@ from chatctl.localstack import (
     RedisCluster,
     free_ports,
     python_module,
+    raise_open_files_limit,
     service_env,
     stop_all,
 )
@@ -43,6 +45,8 @@ class Topology:
     # Extra chat settings (field name → value), e.g. a rate limit off for load tests.
     chat_overrides: dict[str, object] = field(default_factory=dict)
     graphql_overrides: dict[str, object] = field(default_factory=dict)
+    # LocalGatewayConfig fields, e.g. a rate limit a load test cannot reach.
+    gateway_overrides: dict[str, Any] = field(default_factory=dict)
     redis: RedisCluster | None = None
     chats: list[ManagedProcess] = field(default_factory=list)
     graphqls: list[ManagedProcess] = field(default_factory=list)
@@ -59,6 +63,7 @@ class Topology:
         persist: bool = False,
         chat_overrides: dict[str, object] | None = None,
         graphql_overrides: dict[str, object] | None = None,
+        gateway_overrides: dict[str, Any] | None = None,
     ) -> Topology:
         """A topology beside anything else running (tests next to `make up`)."""
         ports = free_ports(2 * chat_count + graphql_count + 2)
@@ -68,6 +73,7 @@ class Topology:
             persist=persist,
             chat_overrides=chat_overrides or {},
             graphql_overrides=graphql_overrides or {},
+            gateway_overrides=gateway_overrides or {},
             redis_ports=free_ports(6, with_bus=True),
             chat_ports=ports[:chat_count],
             chat_metrics_ports=ports[chat_count : 2 * chat_count],
@@ -134,6 +140,7 @@ class Topology:
             graphql_ports=self.graphql_ports,
             chat_ports=self.chat_ports,
             jwt_secret=self.jwt_secret,
+            **self.gateway_overrides,
         )
 
     def new_gateway_process(self) -> ManagedProcess:
@@ -149,6 +156,7 @@ class Topology:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        raise_open_files_limit()  # inherited by every process started below
         self.redis = RedisCluster(self.redis_ports, self.root / "redis", persist=self.persist)
         try:
             self.redis.start()

@@ -293,12 +293,9 @@ const ui = {
   error: $('error'),
 };
 
-const state = {
-  viewer: null, // { userId, courses, moderates }
-  viewerLoading: false,
+/** What the page knows about the course it shows; all of it is dropped on a switch. */
+const noCourse = () => ({
   courseId: '',
-  generation: 0, // bumped on every course switch: late answers about the old one are dropped
-  messages: new Map(), // messageId → { message, li }
   newestId: null,
   oldestId: null,
   hasMore: false,
@@ -306,6 +303,14 @@ const state = {
   loadingOlder: false,
   subscribed: false,
   stopSubscriptions: [],
+});
+
+const state = {
+  viewer: null, // { userId, courses, moderates }
+  viewerLoading: false,
+  generation: 0, // bumped on every course switch: late answers about the old one are dropped
+  messages: new Map(), // messageId → { message, li }
+  ...noCourse(),
   sending: null, // { clientMessageId, content } until the server answers
   errorTimer: 0,
 };
@@ -569,17 +574,7 @@ async function loadOlder() {
 
 function leaveCourse() {
   for (const stop of state.stopSubscriptions) stop();
-  Object.assign(state, {
-    stopSubscriptions: [],
-    generation: state.generation + 1,
-    courseId: '',
-    newestId: null,
-    oldestId: null,
-    hasMore: false,
-    historyWasEmpty: false,
-    loadingOlder: false,
-    subscribed: false,
-  });
+  Object.assign(state, noCourse(), { generation: state.generation + 1 });
   state.messages.clear();
   ui.list.replaceChildren();
   showError('');
