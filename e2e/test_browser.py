@@ -292,6 +292,8 @@ async def test_page_goes_offline_and_resumes_after_every_graphql_process_died(
     assert summary["after"] == [*seeded, *sent, written["id"]]
     assert summary["composerAfter"] == ""
     assert summary["status"] == "live"
+    # Offline through the whole outage, however many reconnects failed, then live.
+    assert summary["statusesShown"] == ["offline", "live"], summary["statusesShown"]
     assert summary["consoleProblems"] == []
     messages = await stored(gateway, ada, course_id)
     assert [m["messageId"] for m in messages] == [*seeded, *sent, written["id"]]

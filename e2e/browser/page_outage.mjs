@@ -6,7 +6,7 @@
 // Events on stdout, each answered on stdin: "live" (the test kills the GraphQL processes),
 // "offline" (the test sends messages and restarts them; answer {"texts": [...]}).
 // Prints one JSON summary line on success; on failure a message on stderr and exit code 1.
-import { handOver, idsInOrder, inputs, messageShown, run, waitForStatus } from './lib.mjs';
+import { handOver, idsInOrder, inputs, messageShown, run, step, waitForStatus } from './lib.mjs';
 
 const given = inputs('page_outage', ['BASE_URL', 'TOKEN', 'COURSE_ID', 'SCREENSHOT_DIR']);
 // Reconnect attempts back off up to 10 s: being live again may take that long after the
@@ -16,10 +16,28 @@ const BACK_WITHIN_MS = 40_000;
 await run('page_outage', async (session) => {
   const user = await session.openCourse('ada', given.BASE_URL, given.TOKEN, given.COURSE_ID);
   const before = await idsInOrder(user);
+  // Every status the page shows from here on, in order (each change once).
+  await user.page.evaluate(() => {
+    const status = document.getElementById('status');
+    window.statusesShown = [];
+    const shown = window.statusesShown;
+    new MutationObserver(() => {
+      if (shown.at(-1) !== status.dataset.state) shown.push(status.dataset.state);
+    }).observe(status, {
+      attributes: true,
+      attributeFilter: ['data-state'],
+    });
+  });
   await handOver('live', { ids: before });
 
-  await waitForStatus(user, 'offline');
-  const offlineStatus = await user.page.textContent('#status');
+  const offlineStatus = await step('ada', 'status "offline"', () =>
+    user.page
+      .waitForFunction(() => {
+        const status = document.getElementById('status');
+        return status.dataset.state === 'offline' && status.textContent;
+      })
+      .then((text) => text.jsonValue()),
+  );
   // Written while offline: the page keeps the send and makes it once it is back.
   const offlineText = `written while offline ${Date.now()}`;
   await user.page.fill('#composer', offlineText);
@@ -40,6 +58,7 @@ await run('page_outage', async (session) => {
     writtenOffline: { id: writtenOffline, text: offlineText },
     composerAfter: await user.page.inputValue('#composer'),
     after: await idsInOrder(user),
+    statusesShown: await user.page.evaluate(() => window.statusesShown),
     status: await user.page.textContent('#status'),
     // Failed reconnects show in the console as failed WebSocket connections, by design.
     consoleProblems: session.consoleProblems.filter((line) => !line.includes('WebSocket')),

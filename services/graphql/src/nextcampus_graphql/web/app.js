@@ -129,7 +129,9 @@ class GraphqlSocket {
 
   #connect() {
     clearTimeout(this.#retryTimer);
-    this.#setState('connecting');
+    // Each attempt after a loss is still "offline" until the server acknowledges: the
+    // status must not flicker between offline and connecting through an outage.
+    if (this.state !== 'offline') this.#setState('connecting');
     const ws = new WebSocket(this.#url, PROTOCOL);
     this.#ws = ws;
     this.#acked = false;
