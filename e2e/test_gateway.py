@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -732,3 +733,42 @@ async def test_the_gateway_holds_more_sockets_than_envoys_default_limit(
                 await feed.close()
         finally:
             await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
+
+
+def raw_response_head(address: str, request: bytes) -> bytes:
+    """The status line and headers exactly as they came over the wire."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    return received.split(b"\r\n\r\n", 1)[0]
+
+
+def test_header_names_keep_their_case_through_the_gateway(gateway: Gateway) -> None:
+    """Envoy lowercases header names unless told otherwise; some HTTP/1.1 clients match
+    them case-sensitively. The pods' names arrive as the pods wrote them."""
+    address = urllib.parse.urlsplit(gateway.url).netloc
+    page = raw_response_head(address, b"GET / HTTP/1.1\r\nHost: chat\r\nConnection: close\r\n\r\n")
+    assert page.startswith(b"HTTP/1.1 200"), page
+    for name in (
+        b"Content-Type",
+        b"Cache-Control",
+        b"Content-Security-Policy",
+        b"X-Content-Type-Options",
+    ):
+        assert b"\r\n" + name + b": " in page, page
+
+    upgrade = raw_response_head(
+        address,
+        b"GET /graphql HTTP/1.1\r\nHost: chat\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n",
+    )
+    assert upgrade.startswith(b"HTTP/1.1 101"), upgrade
+    assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in upgrade, upgrade
+    assert b"\r\nSec-WebSocket-Protocol: graphql-transport-ws" in upgrade, upgrade
