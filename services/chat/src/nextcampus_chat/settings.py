@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from nextcampus_common.settings import JwtSettings, RedisSettings, ServiceSettings
+from nextcampus_common.settings import (
+    JwtSettings,
+    PolicyDefaultSettings,
+    RedisSettings,
+    ServiceSettings,
+)
 
 
-class ChatSettings(ServiceSettings, RedisSettings, JwtSettings):
+class ChatSettings(ServiceSettings, RedisSettings, JwtSettings, PolicyDefaultSettings):
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
-    # Defaults for courses without a CourseChatPolicy (course:{id}:policy).
-    default_ttl_seconds: int = Field(default=86400, ge=60, le=31_536_000)
-    default_max_length: int = Field(default=4000, ge=1, le=16_000)
-    default_rate_limit_messages: int = Field(default=10, ge=0, description="0: no rate limit")
-    default_rate_limit_seconds: int = Field(default=10, ge=1)
     # Content over this many characters is refused before Redis is asked (policies can only
     # lower the limit below it).
     max_content_length: int = Field(default=16_000, ge=1)

@@ -15,6 +15,8 @@ POLICY_FIELDS = (
     "rate_limit_messages",
     "rate_limit_seconds",
 )
+# Written beside them: which CourseChatPolicy (`namespace/name`) governs the course.
+POLICY_OWNER_FIELD = "owner"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +52,12 @@ class CourseKeys:
         """The sharded pub/sub channel of new and deleted messages."""
         return f"{self.prefix}events"
 
+    @property
+    def client_prefix(self) -> str:
+        return f"{self.prefix}client:"
+
     def client(self, user_id: str, client_message_id: str) -> str:
-        return f"{self.prefix}client:{user_id}:{client_message_id}"
+        return f"{self.client_prefix}{user_id}:{client_message_id}"
 
     def rate(self, user_id: str) -> str:
         """Per-user send rate state (GCRA theoretical arrival time, milliseconds)."""

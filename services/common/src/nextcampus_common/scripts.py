@@ -22,3 +22,5 @@ def load_script(name: str) -> LuaScript:
 SEND = load_script("send")
 DELETE = load_script("delete")
 HISTORY = load_script("history")
+POLICY = load_script("policy")
+RETIME = load_script("retime")

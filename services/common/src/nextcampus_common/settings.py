@@ -16,6 +16,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ENV_PREFIX = "NEXTCAMPUS_"
 
 
+def comma_separated(value: object) -> object:
+    """A list field's env var is `a,b,c` (fields using it are marked NoDecode, not JSON)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class ServiceSettings(BaseSettings):
     """Fields every process has: logging and the Prometheus endpoint."""
 
@@ -49,12 +56,7 @@ class RedisSettings(BaseSettings):
         default=100, ge=1, description="longest wait for those replicas (then ack, counted)"
     )
 
-    @field_validator("redis_nodes", mode="before")
-    @classmethod
-    def _split_nodes(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    _split_nodes = field_validator("redis_nodes", mode="before")(comma_separated)
 
     @field_validator("redis_nodes")
     @classmethod
@@ -114,3 +116,15 @@ class JwtSettings(BaseSettings):
         if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("NEXTCAMPUS_JWT_SECRET must be at least 32 characters (HS256)")
         return self
+
+
+class PolicyDefaultSettings(BaseSettings):
+    """The policy of a course without a CourseChatPolicy: the chat service sends by it, and
+    the operator restores it when a policy is deleted. One definition, so both agree."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    default_ttl_seconds: int = Field(default=86400, ge=60, le=31_536_000)
+    default_max_length: int = Field(default=4000, ge=1, le=16_000)
+    default_rate_limit_messages: int = Field(default=10, ge=0, description="0: no rate limit")
+    default_rate_limit_seconds: int = Field(default=10, ge=1)

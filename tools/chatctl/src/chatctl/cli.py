@@ -172,6 +172,11 @@ def up(
     console.print(
         f"gRPC:     chatctl tail -c demo -t {target}    and    chatctl send -c demo -t {target} 'hello'"
     )
+    redis = f" --redis 127.0.0.1:{stack.redis_ports[0]}" if free_ports else ""
+    console.print(
+        f"policy:   chatctl policy apply -f examples/policies/office-hours.yaml{redis}"
+        "    (course demo: messages kept 1 h, no rate limit)"
+    )
     print("ready", flush=True)
     dead: list[str] = []
     try:
@@ -186,6 +191,60 @@ def up(
         console.print("stopped")
     if dead:
         raise typer.Exit(1)
+
+
+policy_app = typer.Typer(
+    help="CourseChatPolicy files on the local stack, without Kubernetes: checked against the "
+    "CRD's schema and applied through the operator's reconcile code.",
+    no_args_is_help=True,
+)
+app.add_typer(policy_app, name="policy")
+
+PolicyFileOption = Annotated[
+    list[Path],
+    typer.Option(
+        "--filename",
+        "-f",
+        help="YAML file of one or more CourseChatPolicies, or a folder of them; repeatable",
+    ),
+]
+RedisOption = Annotated[
+    str,
+    typer.Option(
+        "--redis",
+        envvar="NEXTCAMPUS_REDIS_NODES",
+        help="Redis Cluster nodes, host:port[,host:port…] (make up: 127.0.0.1:7000)",
+    ),
+]
+
+
+def _policies(files: list[Path], redis: str, *, delete: bool) -> None:
+    from chatctl.policies import PolicyFileError, load_all, report, run
+
+    try:
+        documents = load_all(files)
+    except PolicyFileError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from None
+    nodes = [node.strip() for node in redis.split(",") if node.strip()]
+    outcomes = asyncio.run(run(documents, nodes, delete=delete))
+    for document, outcome in zip(documents, outcomes, strict=True):
+        print(report(document, outcome), flush=True)
+    if not all(outcome.ready for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+@policy_app.command("apply")
+def policy_apply(files: PolicyFileOption, redis: RedisOption = "127.0.0.1:7000") -> None:
+    """Make the local stack follow the policies of the files (like kubectl apply -f), and
+    print each one's status."""
+    _policies(files, redis, delete=False)
+
+
+@policy_app.command("delete")
+def policy_delete(files: PolicyFileOption, redis: RedisOption = "127.0.0.1:7000") -> None:
+    """Undo the policies of the files: their courses return to the defaults."""
+    _policies(files, redis, delete=True)
 
 
 @app.command()

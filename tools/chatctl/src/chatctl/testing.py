@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from chatctl.client import stream_live_after
+from chatctl.client import ChatClient, stream_live_after
 from chatctl.localstack import RedisCluster, free_ports
 from chatctl.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
@@ -171,6 +171,27 @@ async def chat_server(chat_settings_factory: Callable[..., Any]) -> AsyncIterato
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture
+async def client_for(
+    chat_server: Any, make_token: TokenFactory
+) -> AsyncIterator[Callable[..., ChatClient]]:
+    """Clients (chatctl's ChatClient) of the in-process chat server, one per (user, courses)."""
+    clients: list[ChatClient] = []
+
+    def make(
+        user: str, courses: list[str], moderates: list[str] | None = None, **kw: Any
+    ) -> ChatClient:
+        client = ChatClient(
+            f"127.0.0.1:{chat_server.port}", make_token(user, courses, moderates, **kw)
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
 
 
 class Collector:

@@ -1,0 +1,286 @@
+"""Making Redis match a CourseChatPolicy, and what to tell Kubernetes about it.
+
+The kopf handlers (handlers.py) and `chatctl policy apply` both call `PolicyReconciler`;
+it knows nothing of kopf. `reconcile` applies one policy (unless an older one governs its
+course), re-times the course's messages when its TTL changed, and repairs drift (Redis
+restarted without data, keys edited by hand) when called again. `release` undoes a deleted
+policy: the next-oldest policy of the course takes over, or the defaults return. The
+results are `Outcome`s, which `status_for` and `event_for` turn into the resource's status
+and its Events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from nextcampus_common.settings import PolicyDefaultSettings
+from nextcampus_policy.metrics import OperatorMetrics
+from nextcampus_policy.spec import (
+    InvalidSpec,
+    PolicyRef,
+    PolicySpec,
+    Reason,
+    governing,
+    parse_spec,
+)
+from nextcampus_policy.store import PolicyStore, RedisUnavailable, Retimed
+
+
+class Trigger(StrEnum):
+    CHANGE = "change"  # created, updated, or seen again after an operator restart
+    RESYNC = "resync"  # the periodic re-check: a change in Redis here is drift
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    reason: Reason
+    message: str
+    effective_ttl_seconds: int | None = None  # None: not in force (conflict, invalid, unknown)
+    changed: bool = False  # Redis was written
+    retimed: Retimed | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.reason is Reason.APPLIED
+
+
+class PolicyReconciler:
+    def __init__(
+        self,
+        store: PolicyStore,
+        defaults: PolicyDefaultSettings,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.defaults = defaults
+        self.metrics = metrics
+        # One course at a time: a timer tick and an update of the same course never
+        # interleave their writes and re-timings.
+        self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock
+        )
+
+    async def reconcile(
+        self,
+        policy: PolicyRef,
+        spec: Mapping[str, Any],
+        contenders: Sequence[PolicyRef] = (),
+        *,
+        trigger: Trigger = Trigger.CHANGE,
+    ) -> Outcome:
+        """Apply `policy` (with `spec`) if it governs its course among `contenders` (every
+        policy naming the course, itself included)."""
+        started = time.monotonic()
+        outcome = await self._reconcile(policy, spec, contenders, trigger)
+        self._count(outcome, started, trigger)
+        return outcome
+
+    async def _reconcile(
+        self,
+        policy: PolicyRef,
+        spec: Mapping[str, Any],
+        contenders: Sequence[PolicyRef],
+        trigger: Trigger,
+    ) -> Outcome:
+        try:
+            parsed = parse_spec(spec)
+        except InvalidSpec as exc:
+            return Outcome(Reason.INVALID_SPEC, str(exc))
+        winner = governing([policy, *contenders])
+        if winner is not None and winner != policy:
+            return Outcome(
+                Reason.CONFLICT,
+                f"course {parsed.course_id} is governed by the older policy {winner.owner}; "
+                "this one takes effect once that one is deleted",
+            )
+        try:
+            return await self._apply(policy.owner, parsed, trigger)
+        except RedisUnavailable as exc:
+            return Outcome(Reason.REDIS_UNAVAILABLE, f"could not apply the policy: {exc}")
+
+    async def _apply(self, owner: str, spec: PolicySpec, trigger: Trigger) -> Outcome:
+        ttl = spec.ttl_seconds(self.defaults)
+        async with self._locks[spec.course_id]:
+            written = await self.store.write(spec.course_id, spec.policy_fields(owner))
+            retimed = await self._retime_if_changed(
+                spec.course_id, written.previous_ttl_seconds, ttl
+            )
+        message = spec.describe(self.defaults)
+        if trigger is Trigger.RESYNC and written.changed:
+            message += "; Redis had drifted from the policy and was repaired"
+            if self.metrics is not None:
+                self.metrics.drift_repairs.inc()
+        return Outcome(
+            Reason.APPLIED,
+            message + _retimed_note(retimed),
+            effective_ttl_seconds=ttl,
+            changed=written.changed,
+            retimed=retimed,
+        )
+
+    async def release(
+        self,
+        policy: PolicyRef,
+        contenders: Sequence[PolicyRef] = (),
+        specs: Mapping[PolicyRef, Mapping[str, Any]] | None = None,
+    ) -> Outcome:
+        """`policy` is being deleted: hand its course to the next-oldest policy among
+        `contenders` at once (when `specs` holds its spec; otherwise its own next re-check
+        does), or restore the defaults. A policy that did not govern its course leaves
+        Redis alone."""
+        started = time.monotonic()
+        outcome = await self._release(policy, contenders, specs or {})
+        self._count(outcome, started, Trigger.CHANGE, released=True)
+        return outcome
+
+    async def _release(
+        self,
+        policy: PolicyRef,
+        contenders: Sequence[PolicyRef],
+        specs: Mapping[PolicyRef, Mapping[str, Any]],
+    ) -> Outcome:
+        others = [other for other in contenders if other != policy]
+        if governing([policy, *others]) != policy:
+            return Outcome(Reason.APPLIED, "did not govern its course; nothing to undo")
+        successor = governing(others)
+        if successor is not None:
+            if successor not in specs:
+                return Outcome(
+                    Reason.APPLIED,
+                    f"course {policy.course_id} passes to {successor.owner} at its next re-check",
+                )
+            outcome = await self._reconcile(successor, specs[successor], others, Trigger.CHANGE)
+            if outcome.ready:
+                return Outcome(
+                    Reason.APPLIED,
+                    f"course {policy.course_id} handed over to {successor.owner}: "
+                    + outcome.message,
+                    effective_ttl_seconds=outcome.effective_ttl_seconds,
+                    changed=outcome.changed,
+                    retimed=outcome.retimed,
+                )
+            return outcome
+        try:
+            async with self._locks[policy.course_id]:
+                written = await self.store.write(policy.course_id, {})
+                ttl = self.defaults.default_ttl_seconds
+                retimed = await self._retime_if_changed(
+                    policy.course_id, written.previous_ttl_seconds, ttl
+                )
+        except RedisUnavailable as exc:
+            return Outcome(Reason.REDIS_UNAVAILABLE, f"could not restore the defaults: {exc}")
+        return Outcome(
+            Reason.APPLIED,
+            f"course {policy.course_id} is back on the defaults (TTL {ttl} s)"
+            + _retimed_note(retimed),
+            effective_ttl_seconds=ttl,
+            changed=written.changed,
+            retimed=retimed,
+        )
+
+    async def _retime_if_changed(
+        self, course_id: str, previous_ttl_seconds: int | None, ttl_seconds: int
+    ) -> Retimed | None:
+        previous = previous_ttl_seconds or self.defaults.default_ttl_seconds
+        if previous == ttl_seconds:
+            return None
+        retimed = await self.store.retime(course_id, ttl_seconds)
+        if self.metrics is not None:
+            self.metrics.messages_retimed.inc(retimed.retimed)
+            self.metrics.messages_removed.inc(retimed.removed)
+        return retimed
+
+    def _count(
+        self, outcome: Outcome, started: float, trigger: Trigger, *, released: bool = False
+    ) -> None:
+        if self.metrics is None:
+            return
+        if outcome.ready:
+            result = "released" if released else ("applied" if outcome.changed else "unchanged")
+        else:
+            result = _snake(outcome.reason)
+        self.metrics.reconciles.labels(result=result, trigger=trigger.value).inc()
+        self.metrics.reconcile_duration.observe(time.monotonic() - started)
+
+
+def _snake(reason: Reason) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in reason.value).lstrip("_")
+
+
+def _retimed_note(retimed: Retimed | None) -> str:
+    if retimed is None or not (retimed.retimed or retimed.removed):
+        return ""
+    note = f"; {_count_of(retimed.retimed, 'message')} re-timed"
+    if retimed.removed:
+        note += f", {retimed.removed} past the new TTL removed"
+    return note
+
+
+def _count_of(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+# -- what Kubernetes is told -----------------------------------------------------------------
+
+
+def status_for(
+    outcome: Outcome,
+    generation: int | None,
+    previous: Mapping[str, Any] | None,
+    now: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    """The resource's new status: `observedGeneration`, `effectiveTTLSeconds` and the
+    Ready condition, whose `lastTransitionTime` moves only when its status does."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    status = "True" if outcome.ready else "False"
+    before = _ready_condition(previous)
+    transitioned = before is None or before.get("status") != status
+    condition = {
+        "type": "Ready",
+        "status": status,
+        "reason": outcome.reason.value,
+        "message": outcome.message,
+        "lastTransitionTime": (
+            now.strftime("%Y-%m-%dT%H:%M:%SZ") if transitioned else before.get("lastTransitionTime")  # type: ignore[union-attr]
+        ),
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    new: dict[str, Any] = {"conditions": [condition], "effectiveTTLSeconds": None}
+    if generation is not None:
+        new["observedGeneration"] = generation
+    if outcome.effective_ttl_seconds is not None:
+        new["effectiveTTLSeconds"] = outcome.effective_ttl_seconds
+    return new
+
+
+def _ready_condition(status: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    for condition in (status or {}).get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            return condition
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def event_for(outcome: Outcome, previous: Mapping[str, Any] | None) -> Event | None:
+    """An Event for each new outcome: a change in Redis, or a reason other than the one the
+    status already shows (a re-check that found everything as it was says nothing)."""
+    before = _ready_condition(previous)
+    unchanged = before is not None and before.get("reason") == outcome.reason.value
+    if unchanged and not outcome.changed:
+        return None
+    kind = "Normal" if outcome.ready else "Warning"
+    return Event(kind, outcome.reason.value, outcome.message)

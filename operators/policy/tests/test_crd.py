@@ -1,0 +1,190 @@
+"""The CourseChatPolicy CRD: a valid, conventional Kubernetes object (kubernetes-validate
+--strict); every example under examples/policies passes its schema and a set of invalid
+policies does not (jsonschema over the CRD's own openAPIV3Schema, unknown fields refused as
+the API server's strict field validation refuses them); the operator's own checks agree
+with the schema at every bound; and the status the operator writes fits the schema."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from chatctl.policies import CRD_FILE, crd, load, problems
+from nextcampus_policy.reconcile import Outcome, status_for
+from nextcampus_policy.spec import API_VERSION, GROUP, KIND, PLURAL, InvalidSpec, Reason, parse_spec
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "policies"
+
+
+def version() -> dict[str, Any]:
+    (only,) = crd()["spec"]["versions"]
+    served: dict[str, Any] = only
+    return served
+
+
+def policy(spec: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": "p1", "namespace": "courses"},
+        **extra,
+    }
+    if spec is not None:
+        document["spec"] = spec
+    return document
+
+
+def test_the_crd_is_a_valid_kubernetes_object() -> None:
+    kubernetes_validate.validate(crd(), kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_crd_follows_the_api_conventions() -> None:
+    definition = crd()
+    assert definition["metadata"]["name"] == f"{PLURAL}.{GROUP}"
+    names = definition["spec"]["names"]
+    assert (names["kind"], names["plural"], names["shortNames"]) == (KIND, PLURAL, ["ccp"])
+    assert definition["spec"]["scope"] == "Namespaced"
+    served = version()
+    assert served["name"] == API_VERSION.split("/")[1]
+    assert served["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in served["additionalPrinterColumns"]}
+    assert list(columns)[:4] == ["Course", "TTL", "Read-only", "Ready"]
+    assert columns["Age"] == ".metadata.creationTimestamp"
+    # Structural: nothing keeps unknown fields.
+    assert "x-kubernetes-preserve-unknown-fields" not in CRD_FILE.read_text()
+    spec = served["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert (
+        spec["properties"]["courseId"]["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
+    )
+    # Every printer column of spec or status points at a field the schema has.
+    schema = served["schema"]["openAPIV3Schema"]
+    for path in columns.values():
+        top, field = path.strip(".").split(".")[:2]
+        if top != "metadata":
+            assert field.split("[")[0] in schema["properties"][top]["properties"], path
+
+
+def examples() -> Iterator[Path]:
+    yield from sorted(EXAMPLES.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", list(examples()), ids=lambda p: p.name)
+def test_every_example_is_a_valid_policy(path: Path) -> None:
+    (document,) = load(path)
+    assert problems(document.body) == []
+    # The schema as the API server has it (no extra strictness) accepts it too, and so does
+    # the operator.
+    jsonschema.validate(document.body, version()["schema"]["openAPIV3Schema"])
+    parse_spec(document.spec)
+
+
+def test_there_are_examples() -> None:
+    assert len(list(examples())) >= 3
+
+
+INVALID = {
+    "no-spec": (None, "spec"),
+    "no-course": ({}, "courseId"),
+    "course-with-a-space": ({"courseId": "cs 101"}, "does not match"),
+    "course-too-long": ({"courseId": "c" * 65}, "courseId"),
+    "ttl-too-short": ({"courseId": "c1", "messageTTLSeconds": 59}, "minimum of 60"),
+    "ttl-over-a-year": ({"courseId": "c1", "messageTTLSeconds": 31_536_001}, "maximum"),
+    "ttl-as-text": ({"courseId": "c1", "messageTTLSeconds": "1h"}, "not of type 'integer'"),
+    "ttl-fractional": ({"courseId": "c1", "messageTTLSeconds": 90.5}, "not of type 'integer'"),
+    "length-zero": ({"courseId": "c1", "maxMessageLength": 0}, "minimum of 1"),
+    "length-too-long": ({"courseId": "c1", "maxMessageLength": 16_001}, "maximum of 16000"),
+    "read-only-text": ({"courseId": "c1", "readOnly": "yes"}, "not of type 'boolean'"),
+    "rate-without-window": ({"courseId": "c1", "rateLimit": {"messages": 5}}, "perSeconds"),
+    "rate-negative": (
+        {"courseId": "c1", "rateLimit": {"messages": -1, "perSeconds": 5}},
+        "minimum of 0",
+    ),
+    "rate-window-zero": (
+        {"courseId": "c1", "rateLimit": {"messages": 1, "perSeconds": 0}},
+        "minimum of 1",
+    ),
+    "unknown-spec-field": ({"courseId": "c1", "ttl": 60}, "'ttl' was unexpected"),
+    "unknown-rate-field": (
+        {"courseId": "c1", "rateLimit": {"messages": 1, "perSeconds": 1, "burst": 3}},
+        "'burst' was unexpected",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(INVALID))
+def test_invalid_policies_are_rejected(name: str) -> None:
+    spec, words = INVALID[name]
+    found = problems(policy(spec))
+    assert found, f"{name} was accepted"
+    assert any(words in problem for problem in found), found
+
+
+def test_other_kinds_and_unknown_top_level_fields_are_rejected() -> None:
+    assert problems(policy({"courseId": "c1"}, colour="blue"))
+    wrong_kind = {**policy({"courseId": "c1"}), "kind": "CoursePolicy"}
+    assert any("not a CourseChatPolicy" in p for p in problems(wrong_kind))
+    nameless = policy({"courseId": "c1"})
+    nameless["metadata"] = {}
+    assert "metadata.name is required" in problems(nameless)
+
+
+BOUNDS = [
+    {"messageTTLSeconds": 60},
+    {"messageTTLSeconds": 59},
+    {"messageTTLSeconds": 31_536_000},
+    {"messageTTLSeconds": 31_536_001},
+    {"maxMessageLength": 1},
+    {"maxMessageLength": 0},
+    {"maxMessageLength": 16_000},
+    {"maxMessageLength": 16_001},
+    {"rateLimit": {"messages": 0, "perSeconds": 1}},
+    {"rateLimit": {"messages": 100_000, "perSeconds": 86_400}},
+    {"rateLimit": {"messages": 100_001, "perSeconds": 1}},
+    {"rateLimit": {"messages": 1, "perSeconds": 86_401}},
+    {"courseId": "a" * 64},
+    {"courseId": "a" * 65},
+    {"courseId": "-leading-dash"},
+    {"courseId": "x.y_z-1"},
+]
+
+
+@pytest.mark.parametrize("change", BOUNDS, ids=lambda change: repr(change))
+def test_the_operator_and_the_schema_agree_at_every_bound(change: dict[str, Any]) -> None:
+    spec = {"courseId": "c1", **change}
+    schema_accepts = not problems(policy(spec))
+    try:
+        parse_spec(spec)
+        operator_accepts = True
+    except InvalidSpec:
+        operator_accepts = False
+    assert schema_accepts == operator_accepts
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_the_status_the_operator_writes_fits_the_schema(reason: Reason) -> None:
+    ready = reason is Reason.APPLIED
+    outcome = Outcome(reason, "some words", effective_ttl_seconds=3600 if ready else None)
+    status = {k: v for k, v in status_for(outcome, 3, None).items() if v is not None}
+    document = policy({"courseId": "c1"}, status=status)
+    assert problems(document) == []
+    broken = copy.deepcopy(document)
+    broken["status"]["conditions"][0]["reason"] = "not camel case"
+    assert problems(broken)
+
+
+def test_a_multi_document_file_is_checked_document_by_document(tmp_path: Path) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        yaml.safe_dump_all([policy({"courseId": "c1"}), policy({"courseId": "c2", "readOnly": 1})])
+    )
+    with pytest.raises(ValueError, match=re.escape("two.yaml#2: spec.readOnly")) as refused:
+        load(path)
+    assert "#1" not in str(refused.value)

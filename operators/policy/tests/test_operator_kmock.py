@@ -1,0 +1,481 @@
+"""The real kopf runtime of the operator (`run_operator`, the function `python -m
+nextcampus_policy` runs) against kmock, and the real Redis Cluster behind it.
+
+kmock stands in for the Kubernetes API server, which cannot run here: an emulated API
+(`kmock.KubernetesEmulator`) that stores objects, serves lists and watch streams, honours
+finalizers and merges patches (status included). `ApiServer` below adds the little of the
+API server's bookkeeping the operator relies on: uid, creation time and generation 1 on
+create, `generateName` (kopf names its Events that way), and a generation bump on every
+spec change. No admission or schema validation runs here (test_crd.py checks the schema).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+import yaml
+
+from chatctl.localstack import RedisCluster, dies_with_parent, free_ports
+from nextcampus_common.keys import CourseKeys
+from nextcampus_policy.__main__ import run_operator
+from nextcampus_policy.handlers import FINALIZER
+from nextcampus_policy.metrics import OperatorMetrics
+from nextcampus_policy.settings import PolicyOperatorSettings
+from nextcampus_policy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
+
+
+class ApiServer(kmock.KubernetesEmulator):
+    async def _handle(self, request: kmock.Request) -> Any:
+        data = request.data if isinstance(request.data, dict) else None
+        if data is not None and request.action == kmock.action.CREATE:
+            meta = data.setdefault("metadata", {})
+            serial = next(SERIALS)
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = f"{meta['generateName']}{serial}"
+            meta.setdefault("uid", f"uid-{serial}")
+            meta.setdefault("generation", 1)
+            meta["resourceVersion"] = str(serial)
+            meta.setdefault("creationTimestamp", now())
+        elif data is not None and request.action == kmock.action.UPDATE:
+            # Every write is a new resourceVersion (kopf tells its own writes apart by it);
+            # a new spec is a new generation.
+            meta = data.setdefault("metadata", {})
+            meta["resourceVersion"] = str(next(SERIALS))
+            key = (request.resource, request.namespace, request.name)
+            if request.subresource is None and "spec" in data and key in self.objects:
+                stored = self.objects[key]
+                meta["generation"] = stored.get("metadata", {}).get("generation", 0) + 1
+        return await super()._handle(request)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+SERIALS = itertools.count(100)
+pytestmark = pytest.mark.kmock(cls=ApiServer)
+
+CRD = (
+    Path(__file__).resolve().parents[3]
+    / "charts/nextcampus-chat/files/crds/coursechatpolicies.chat.nextcampus.io.yaml"
+)
+RESOURCE = f"{GROUP}/{VERSION}/{PLURAL}"
+NAMESPACE = "courses"
+WITHIN_SECONDS = 20.0
+
+
+@pytest.fixture
+def kube(
+    kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> kmock.KubernetesEmulator:
+    """kmock serving the core API, our CRD's resource (from the CRD file itself) and one
+    namespace; the operator finds it through KUBECONFIG, as it would a real cluster."""
+    kmock.resources.load_bundled()
+    crd = yaml.safe_load(CRD.read_text())
+    names = crd["spec"]["names"]
+    (version,) = crd["spec"]["versions"]
+    kmock.resources[RESOURCE] = kmock.ResourceInfo(
+        kind=names["kind"],
+        singular=names["singular"],
+        namespaced=crd["spec"]["scope"] == "Namespaced",
+        shortnames=set(names["shortNames"]),
+        subresources=set(version["subresources"]),
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+    )
+    kmock.objects["v1/namespaces", None, NAMESPACE] = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NAMESPACE, "uid": "ns-uid"},
+    }
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "kmock",
+                "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url)}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+                "users": [{"name": "kmock", "user": {}}],
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    return kmock
+
+
+@contextlib.asynccontextmanager
+async def operator(
+    settings: PolicyOperatorSettings, metrics: OperatorMetrics
+) -> AsyncIterator[None]:
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_operator(settings, metrics, stop_flag=stop, ready_flag=ready))
+    try:
+        async with asyncio.timeout(WITHIN_SECONDS):
+            await asyncio.wait(
+                {task, asyncio.ensure_future(ready.wait())}, return_when=asyncio.FIRST_COMPLETED
+            )
+        if task.done():
+            task.result()  # its failure
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WITHIN_SECONDS)
+
+
+def policy(
+    name: str, spec: dict[str, Any], created: str = "2026-06-01T08:00:00Z"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        # The creation time is the API server's; set here to order two policies.
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            **({"creationTimestamp": created} if created else {}),
+        },
+        "spec": spec,
+    }
+
+
+def url(name: str | None = None) -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
+    return f"{base}/{name}" if name else base
+
+
+def stored(kube: kmock.KubernetesEmulator, name: str) -> Mapping[str, Any]:
+    return kube.objects[RESOURCE, NAMESPACE, name]
+
+
+def ready_condition(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return condition
+    return {}
+
+
+async def eventually(check: Callable[[], bool], what: str) -> None:
+    """Wait (bounded) until `check()` holds."""
+    try:
+        async with asyncio.timeout(WITHIN_SECONDS):
+            # Polls what other tasks and processes own (kmock's objects, Redis): no event.
+            while not check():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {WITHIN_SECONDS:.0f} s: {what}") from None
+
+
+def events(kube: kmock.KubernetesEmulator, reason: str | None = None) -> list[Mapping[str, Any]]:
+    found = [
+        obj
+        for (resource, _, _), obj in kube.objects.items()
+        if resource == kmock.resource("v1/events") and not obj.deleted
+    ]
+    return [e for e in found if reason is None or e.get("reason") == reason]
+
+
+async def test_create_update_and_delete_with_the_finalizer(
+    kube: kmock.KubernetesEmulator,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    cluster_client: Any,
+    course_id: str,
+) -> None:
+    keys = CourseKeys(course_id)
+    async with operator(operator_settings, metrics):
+        created = await kube.post(
+            url(), json=policy("intro", {"courseId": course_id, "messageTTLSeconds": 3600})
+        )
+        assert created.status < 300
+
+        await eventually(
+            lambda: ready_condition(stored(kube, "intro")).get("status") == "True", "Ready=True"
+        )
+        obj = stored(kube, "intro")
+        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
+        assert obj["status"]["effectiveTTLSeconds"] == 3600
+        assert ready_condition(obj)["reason"] == "PolicyApplied"
+        assert FINALIZER in obj["metadata"]["finalizers"]
+        assert cluster_client.hget(keys.policy, "ttl_seconds") == "3600"
+        assert events(kube, "PolicyApplied"), "no Event for the applied policy"
+
+        # An update: the API server bumps the generation.
+        await kube.patch(url("intro"), json={"spec": {"messageTTLSeconds": 600, "readOnly": True}})
+        await eventually(
+            lambda: stored(kube, "intro")["status"].get("observedGeneration") == 2,
+            "generation 2 observed",
+        )
+        obj = stored(kube, "intro")
+        assert obj["status"]["effectiveTTLSeconds"] == 600
+        assert ready_condition(obj)["status"] == "True"
+        assert cluster_client.hgetall(keys.policy) == {
+            "owner": f"{NAMESPACE}/intro",
+            "ttl_seconds": "600",
+            "read_only": "1",
+        }
+
+        # Delete: the finalizer holds the object until the defaults are back in Redis.
+        await kube.delete(url("intro"))
+        await eventually(lambda: stored(kube, "intro").deleted, "the object released and gone")
+        assert cluster_client.exists(keys.policy) == 0
+    assert (
+        metrics.registry.get_sample_value(
+            "nextcampus_operator_reconciles_total", {"result": "released", "trigger": "change"}
+        )
+        == 1
+    )
+
+
+async def test_the_newer_of_two_policies_is_a_conflict_until_the_older_goes(
+    kube: kmock.KubernetesEmulator,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    cluster_client: Any,
+    course_id: str,
+) -> None:
+    keys = CourseKeys(course_id)
+    settings = operator_settings.model_copy(update={"resync_seconds": 1.0})
+    async with operator(settings, metrics):
+        await kube.post(
+            url(),
+            json=policy(
+                "first",
+                {"courseId": course_id, "messageTTLSeconds": 7200},
+                created="2026-06-01T08:00:00Z",
+            ),
+        )
+        await eventually(
+            lambda: ready_condition(stored(kube, "first")).get("status") == "True", "first Ready"
+        )
+        await kube.post(
+            url(),
+            json=policy(
+                "second", {"courseId": course_id, "readOnly": True}, created="2026-06-02T08:00:00Z"
+            ),
+        )
+        await eventually(
+            lambda: ready_condition(stored(kube, "second")).get("reason") == "Conflict",
+            "second in Conflict",
+        )
+
+        second = stored(kube, "second")
+        assert ready_condition(second)["status"] == "False"
+        assert f"{NAMESPACE}/first" in ready_condition(second)["message"]
+        assert cluster_client.hget(keys.policy, "owner") == f"{NAMESPACE}/first"
+        assert events(kube, "Conflict"), "no Warning Event for the conflict"
+        assert (
+            metrics.registry.get_sample_value(
+                "nextcampus_operator_policies_not_ready", {"reason": "Conflict"}
+            )
+            == 1
+        )
+
+        # The older one goes: the newer one governs the course at once, and says so.
+        await kube.delete(url("first"))
+        await eventually(
+            lambda: cluster_client.hget(keys.policy, "owner") == f"{NAMESPACE}/second",
+            "second applied",
+        )
+        assert cluster_client.hget(keys.policy, "read_only") == "1"
+        await eventually(
+            lambda: ready_condition(stored(kube, "second")).get("status") == "True", "second Ready"
+        )
+        assert (
+            metrics.registry.get_sample_value(
+                "nextcampus_operator_policies_not_ready", {"reason": "Conflict"}
+            )
+            == 0
+        )
+
+
+async def test_drift_is_repaired_by_the_timer(
+    kube: kmock.KubernetesEmulator,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    cluster_client: Any,
+    course_id: str,
+) -> None:
+    keys = CourseKeys(course_id)
+    settings = operator_settings.model_copy(update={"resync_seconds": 1.0})
+    async with operator(settings, metrics):
+        await kube.post(
+            url(), json=policy("drifty", {"courseId": course_id, "maxMessageLength": 100})
+        )
+        await eventually(lambda: cluster_client.hget(keys.policy, "max_length") == "100", "applied")
+        cluster_client.delete(keys.policy)  # Redis lost it
+        await eventually(
+            lambda: cluster_client.hget(keys.policy, "max_length") == "100", "repaired"
+        )
+    assert (metrics.registry.get_sample_value("nextcampus_operator_drift_repairs_total") or 0) >= 1
+    assert events(kube, "PolicyApplied")
+
+
+async def test_redis_unreachable_is_not_ready_and_retried_until_it_is_back(
+    kube: kmock.KubernetesEmulator,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    tmp_path: Path,
+    course_id: str,
+) -> None:
+    ports = free_ports(6, with_bus=True)
+    settings = operator_settings.model_copy(
+        update={
+            "redis_nodes": [f"127.0.0.1:{port}" for port in ports],
+            "redis_retry_seconds": 0.3,
+            "retry_seconds": 0.5,
+        }
+    )
+    cluster = RedisCluster(ports, tmp_path / "late-redis")
+    try:
+        async with operator(settings, metrics):
+            await kube.post(
+                url(), json=policy("waiting", {"courseId": course_id, "messageTTLSeconds": 900})
+            )
+            await eventually(
+                lambda: (
+                    ready_condition(stored(kube, "waiting")).get("reason") == "RedisUnavailable"
+                ),
+                "Ready=False RedisUnavailable",
+            )
+            assert ready_condition(stored(kube, "waiting"))["status"] == "False"
+            assert events(kube, "RedisUnavailable")
+
+            # Redis comes up on those ports; the next retry applies the policy.
+            await asyncio.to_thread(cluster.start)
+            await eventually(
+                lambda: ready_condition(stored(kube, "waiting")).get("status") == "True",
+                "Ready after the retry",
+            )
+            assert stored(kube, "waiting")["status"]["effectiveTTLSeconds"] == 900
+    finally:
+        cluster.stop()
+    retried = metrics.registry.get_sample_value(
+        "nextcampus_operator_reconciles_total", {"result": "redis_unavailable", "trigger": "change"}
+    )
+    assert retried is not None
+    assert retried >= 1
+
+
+async def test_an_invalid_spec_is_not_ready_until_it_is_fixed(
+    kube: kmock.KubernetesEmulator,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    cluster_client: Any,
+    course_id: str,
+) -> None:
+    # Retries would come fast here: an invalid spec must not be retried at all.
+    settings = operator_settings.model_copy(update={"retry_seconds": 0.1})
+    async with operator(settings, metrics):
+        # Past the schema only where the API server's validation was skipped (an old CRD).
+        await kube.post(
+            url(), json=policy("typo", {"courseId": course_id, "messageTTLSeconds": "an hour"})
+        )
+        await eventually(
+            lambda: ready_condition(stored(kube, "typo")).get("reason") == "InvalidSpec",
+            "InvalidSpec",
+        )
+        assert "messageTTLSeconds" in ready_condition(stored(kube, "typo"))["message"]
+        assert cluster_client.exists(CourseKeys(course_id).policy) == 0
+        assert events(kube, "InvalidSpec")
+
+        await kube.patch(url("typo"), json={"spec": {"messageTTLSeconds": 3600}})
+        await eventually(
+            lambda: ready_condition(stored(kube, "typo")).get("status") == "True",
+            "Ready once fixed",
+        )
+        assert cluster_client.hget(CourseKeys(course_id).policy, "ttl_seconds") == "3600"
+    assert (
+        metrics.registry.get_sample_value(
+            "nextcampus_operator_reconciles_total", {"result": "invalid_spec", "trigger": "change"}
+        )
+        == 1
+    )
+
+
+async def http_get(url: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response,
+    ):
+        return response.status, await response.text()
+
+
+async def test_the_operator_process_serves_liveness_and_metrics(
+    kube: kmock.KubernetesEmulator, redis_cluster: RedisCluster, cluster_client: Any, course_id: str
+) -> None:
+    """`python -m nextcampus_policy` as a pod runs it: settings from env, /healthz, /metrics,
+    a clean stop on SIGTERM."""
+    metrics_port, health_port = free_ports(2)
+    env = {
+        **os.environ,
+        "NEXTCAMPUS_REDIS_NODES": redis_cluster.nodes_csv,
+        "NEXTCAMPUS_METRICS_HOST": "127.0.0.1",
+        "NEXTCAMPUS_METRICS_PORT": str(metrics_port),
+        "NEXTCAMPUS_HEALTH_HOST": "127.0.0.1",
+        "NEXTCAMPUS_HEALTH_PORT": str(health_port),
+        "NEXTCAMPUS_LOG_FORMAT": "json",
+    }
+    process = await asyncio.create_subprocess_exec(
+        *dies_with_parent([sys.executable, "-m", "nextcampus_policy"]),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def live() -> bool:
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                return (await http_get(f"http://127.0.0.1:{health_port}/healthz"))[0] == 200
+            return False
+
+        async with asyncio.timeout(WITHIN_SECONDS):
+            while not await live():
+                assert process.returncode is None, "the operator exited"
+                await asyncio.sleep(0.1)
+
+        await kube.post(
+            url(), json=policy("process", {"courseId": course_id, "maxMessageLength": 280})
+        )
+        await eventually(
+            lambda: ready_condition(stored(kube, "process")).get("status") == "True", "Ready"
+        )
+        assert cluster_client.hget(CourseKeys(course_id).policy, "max_length") == "280"
+        status, text = await http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
+        assert 'nextcampus_operator_reconciles_total{result="applied",trigger="change"} 1.0' in text
+        assert "nextcampus_operator_reconcile_duration_seconds_count 1.0" in text
+        assert 'nextcampus_operator_policies_not_ready{reason="Conflict"} 0.0' in text
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        async with asyncio.timeout(WITHIN_SECONDS):
+            _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+
+
+def test_bad_operator_settings_stop_it_with_a_clear_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "nextcampus_policy"],
+        env={**os.environ, "NEXTCAMPUS_RESYNC_SECONDS": "0", "NEXTCAMPUS_REDIS_NODES": "nowhere"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "invalid policy operator settings" in result.stderr
+    assert "resync_seconds" in result.stderr
+    assert "redis_nodes" in result.stderr

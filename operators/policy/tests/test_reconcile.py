@@ -1,0 +1,357 @@
+"""The reconcile module against a real Redis Cluster, with a real chat server sending by the
+policies it writes: apply, TTL changes (existing messages re-timed, checked with PTTL),
+read-only, rate limit, length, delete, drift repair, conflicts, bad specs, Redis away."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from chatctl.client import ChatClient
+from nextcampus_common.keys import CourseKeys
+from nextcampus_common.redis_cluster import ClusterClient
+from nextcampus_policy.reconcile import (
+    Outcome,
+    PolicyReconciler,
+    Trigger,
+    event_for,
+    status_for,
+)
+from nextcampus_policy.settings import PolicyOperatorSettings
+from nextcampus_policy.spec import PolicyRef, Reason
+from nextcampus_policy.store import PolicyStore
+
+DAY = 86_400
+
+
+def ref(course_id: str, name: str = "policy", created: str = "2026-01-01T00:00:00Z") -> PolicyRef:
+    return PolicyRef(created=created, namespace="courses", name=name, course_id=course_id)
+
+
+def ttl_seconds(cluster_client: Any, key: str) -> float:
+    """What is left of a key's life (PTTL), in seconds; -2/1000 when it is gone."""
+    return float(cluster_client.pttl(key)) / 1000
+
+
+async def send_some(client: ChatClient, course_id: str, count: int) -> list[str]:
+    return [(await client.send(course_id, f"message {n}")).message.message_id for n in range(count)]
+
+
+async def test_apply_writes_the_policy_and_sends_follow_it(
+    reconciler: PolicyReconciler,
+    client_for: Callable[..., ChatClient],
+    cluster_client: Any,
+    course_id: str,
+) -> None:
+    spec = {
+        "courseId": course_id,
+        "messageTTLSeconds": 3600,
+        "maxMessageLength": 20,
+        "rateLimit": {"messages": 3, "perSeconds": 60},
+    }
+    outcome = await reconciler.reconcile(ref(course_id), spec)
+
+    assert outcome.ready
+    assert outcome.changed
+    assert outcome.effective_ttl_seconds == 3600
+    assert cluster_client.hgetall(CourseKeys(course_id).policy) == {
+        "owner": "courses/policy",
+        "ttl_seconds": "3600",
+        "max_length": "20",
+        "read_only": "0",
+        "rate_limit_messages": "3",
+        "rate_limit_seconds": "60",
+    }
+    assert "TTL 3600 s" in outcome.message
+
+    # The chat service honours every field at once, on the next send.
+    client = client_for("ada", [course_id])
+    sent = await client.send(course_id, "short enough")
+    assert (
+        3500
+        < ttl_seconds(cluster_client, CourseKeys(course_id).message(sent.message.message_id))
+        <= 3600
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as too_long:
+        await client.send(course_id, "x" * 21)
+    assert too_long.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "20" in (too_long.value.details() or "")
+    await client.send(course_id, "two")
+    await client.send(course_id, "three")
+    with pytest.raises(grpc.aio.AioRpcError) as limited:
+        await client.send(course_id, "four")
+    assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    # The same spec again changes nothing.
+    again = await reconciler.reconcile(ref(course_id), spec)
+    assert again.ready
+    assert not again.changed
+    assert again.retimed is None
+
+
+async def test_a_new_ttl_re_times_existing_messages(
+    reconciler: PolicyReconciler,
+    client_for: Callable[..., ChatClient],
+    cluster_client: Any,
+    course_id: str,
+    metric_value: Callable[..., float],
+) -> None:
+    keys = CourseKeys(course_id)
+    client = client_for("ada", [course_id])
+    ids = await send_some(client, course_id, 5)
+    for message_id in ids:
+        assert ttl_seconds(cluster_client, keys.message(message_id)) > DAY - 60
+
+    # A week: every message, its retry key and the index live a week from when it was sent.
+    week = 7 * DAY
+    outcome = await reconciler.reconcile(
+        ref(course_id), {"courseId": course_id, "messageTTLSeconds": week}
+    )
+    assert outcome.retimed is not None
+    assert (outcome.retimed.retimed, outcome.retimed.removed) == (5, 0)
+    assert outcome.retimed.batches == 3  # 2 per round trip in these tests
+    for message_id in ids:
+        assert week - 60 < ttl_seconds(cluster_client, keys.message(message_id)) <= week
+    assert week - 60 < ttl_seconds(cluster_client, keys.messages) <= week
+    # The retry key of a send (its client message id) expires with its message.
+    user, client_message_id = cluster_client.hmget(
+        keys.message(ids[0]), "user_id", "client_message_id"
+    )
+    retry_key = keys.client(user, client_message_id)
+    assert week - 60 < ttl_seconds(cluster_client, retry_key) <= week
+    assert metric_value("nextcampus_operator_messages_retimed_total") == 5
+
+    # Shorter than a message's age: it goes now, with its index entry.
+    old = ids[0]
+    two_hours_ago = int((time.time() - 2 * 3600) * 1000)
+    cluster_client.hset(keys.message(old), "timestamp", str(two_hours_ago))
+    outcome = await reconciler.reconcile(
+        ref(course_id), {"courseId": course_id, "messageTTLSeconds": 3600}
+    )
+    assert outcome.retimed is not None
+    assert (outcome.retimed.retimed, outcome.retimed.removed) == (4, 1)
+    assert "1 past the new TTL removed" in outcome.message
+    assert cluster_client.exists(keys.message(old)) == 0
+    assert cluster_client.zrange(keys.messages, 0, -1) == ids[1:]
+    history = await client.history(course_id)
+    assert [m.message_id for m in history.messages] == ids[1:]
+    for message_id in ids[1:]:
+        assert 3500 < ttl_seconds(cluster_client, keys.message(message_id)) <= 3600
+
+
+async def test_read_only_keeps_history_and_refuses_sends(
+    reconciler: PolicyReconciler, client_for: Callable[..., ChatClient], course_id: str
+) -> None:
+    client = client_for("ada", [course_id])
+    ids = await send_some(client, course_id, 2)
+    outcome = await reconciler.reconcile(ref(course_id), {"courseId": course_id, "readOnly": True})
+    assert outcome.ready
+    assert "read-only yes" in outcome.message
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.send(course_id, "after the archive")
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert [m.message_id for m in (await client.history(course_id)).messages] == ids
+    policy = await client.policy(course_id)
+    assert policy.read_only
+
+    # Opened again: sends go through.
+    await reconciler.reconcile(ref(course_id), {"courseId": course_id, "readOnly": False})
+    await client.send(course_id, "back again")
+
+
+async def test_release_restores_the_defaults(
+    reconciler: PolicyReconciler,
+    client_for: Callable[..., ChatClient],
+    cluster_client: Any,
+    course_id: str,
+    operator_settings: PolicyOperatorSettings,
+) -> None:
+    keys = CourseKeys(course_id)
+    client = client_for("ada", [course_id])
+    policy = ref(course_id)
+    await reconciler.reconcile(
+        policy, {"courseId": course_id, "messageTTLSeconds": 600, "maxMessageLength": 12}
+    )
+    ids = await send_some(client, course_id, 3)
+    assert ttl_seconds(cluster_client, keys.message(ids[0])) <= 600
+
+    outcome = await reconciler.release(policy, [policy])
+
+    assert outcome.ready
+    assert outcome.changed
+    assert outcome.effective_ttl_seconds == operator_settings.default_ttl_seconds == DAY
+    assert f"back on the defaults (TTL {DAY} s)" in outcome.message
+    assert cluster_client.exists(keys.policy) == 0
+    for message_id in ids:
+        assert DAY - 60 < ttl_seconds(cluster_client, keys.message(message_id)) <= DAY
+    effective = await client.policy(course_id)
+    assert (effective.ttl_seconds, effective.max_length) == (DAY, 4000)
+    await client.send(course_id, "longer than twelve characters")
+
+
+async def test_a_resync_repairs_drift(
+    reconciler: PolicyReconciler,
+    cluster_client: Any,
+    course_id: str,
+    metric_value: Callable[..., float],
+) -> None:
+    keys = CourseKeys(course_id)
+    policy = ref(course_id)
+    spec = {"courseId": course_id, "messageTTLSeconds": 1800, "readOnly": True}
+    await reconciler.reconcile(policy, spec)
+    written = cluster_client.hgetall(keys.policy)
+
+    quiet = await reconciler.reconcile(policy, spec, trigger=Trigger.RESYNC)
+    assert (quiet.ready, quiet.changed) == (True, False)
+    assert metric_value("nextcampus_operator_drift_repairs_total") == 0
+
+    # Redis restarted without its data: the hash is gone.
+    cluster_client.delete(keys.policy)
+    repaired = await reconciler.reconcile(policy, spec, trigger=Trigger.RESYNC)
+    assert (repaired.ready, repaired.changed) == (True, True)
+    assert "drifted" in repaired.message
+    assert cluster_client.hgetall(keys.policy) == written
+
+    # Edited by hand.
+    cluster_client.hset(keys.policy, mapping={"read_only": "0", "max_length": "1"})
+    await reconciler.reconcile(policy, spec, trigger=Trigger.RESYNC)
+    assert cluster_client.hgetall(keys.policy) == written
+    assert metric_value("nextcampus_operator_drift_repairs_total") == 2
+    assert (
+        metric_value("nextcampus_operator_reconciles_total", result="applied", trigger="resync")
+        == 2
+    )
+    assert (
+        metric_value("nextcampus_operator_reconciles_total", result="unchanged", trigger="resync")
+        == 1
+    )
+
+
+async def test_the_older_of_two_policies_governs_a_course(
+    reconciler: PolicyReconciler, cluster_client: Any, course_id: str
+) -> None:
+    keys = CourseKeys(course_id)
+    older = ref(course_id, "older", created="2026-03-01T10:00:00Z")
+    newer = ref(course_id, "newer", created="2026-03-02T10:00:00Z")
+    older_spec = {"courseId": course_id, "messageTTLSeconds": 7200}
+    newer_spec = {"courseId": course_id, "messageTTLSeconds": 60, "readOnly": True}
+    both = [older, newer]
+
+    # Whatever order they are seen in.
+    conflict = await reconciler.reconcile(newer, newer_spec, both)
+    assert conflict.reason is Reason.CONFLICT
+    assert "governed by the older policy courses/older" in conflict.message
+    assert cluster_client.exists(keys.policy) == 0
+    assert (await reconciler.reconcile(older, older_spec, both)).ready
+    assert (await reconciler.reconcile(newer, newer_spec, both)).reason is Reason.CONFLICT
+    assert cluster_client.hget(keys.policy, "owner") == "courses/older"
+    assert cluster_client.hget(keys.policy, "ttl_seconds") == "7200"
+
+    # Deleting the newer one changes nothing; deleting the older hands the course over.
+    untouched = await reconciler.release(newer, both, {older: older_spec, newer: newer_spec})
+    assert (untouched.ready, untouched.changed) == (True, False)
+    assert cluster_client.hget(keys.policy, "owner") == "courses/older"
+    handed = await reconciler.release(older, both, {older: older_spec, newer: newer_spec})
+    assert handed.ready
+    assert "handed over to courses/newer" in handed.message
+    assert cluster_client.hget(keys.policy, "owner") == "courses/newer"
+    assert cluster_client.hget(keys.policy, "read_only") == "1"
+    assert (await reconciler.reconcile(newer, newer_spec, [newer])).ready
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"courseId": "bad course!"}, "courseId"),
+        ({"courseId": "c1", "messageTTLSeconds": 5}, "messageTTLSeconds"),
+        ({"courseId": "c1", "maxMessageLength": 0}, "maxMessageLength"),
+        ({"courseId": "c1", "rateLimit": {"messages": 3}}, "rateLimit.perSeconds"),
+        ({"courseId": "c1", "readOnly": "maybe"}, "readOnly"),
+        ({"courseId": "c1", "colour": "blue"}, "colour"),
+        ({}, "courseId"),
+    ],
+)
+async def test_an_invalid_spec_is_reported_and_nothing_is_written(
+    reconciler: PolicyReconciler, cluster_client: Any, spec: dict[str, Any], words: str
+) -> None:
+    outcome = await reconciler.reconcile(ref("c1"), spec)
+    assert outcome.reason is Reason.INVALID_SPEC
+    assert words in outcome.message
+    assert cluster_client.exists(CourseKeys("c1").policy) == 0
+
+
+async def test_redis_away_is_reported_not_raised(
+    operator_settings: PolicyOperatorSettings, course_id: str
+) -> None:
+    away = operator_settings.model_copy(
+        update={"redis_nodes": ["127.0.0.1:1"], "redis_retry_seconds": 0.3}
+    )
+    store = PolicyStore(ClusterClient(away))
+    try:
+        reconciler = PolicyReconciler(store, away)
+        outcome = await reconciler.reconcile(ref(course_id), {"courseId": course_id})
+        released = await reconciler.release(ref(course_id), [ref(course_id)])
+    finally:
+        await store.close()
+    assert outcome.reason is Reason.REDIS_UNAVAILABLE
+    assert "could not apply the policy" in outcome.message
+    assert released.reason is Reason.REDIS_UNAVAILABLE
+
+
+# -- status and events -------------------------------------------------------------------
+
+
+def test_status_keeps_the_transition_time_until_ready_changes() -> None:
+    t0 = datetime.datetime(2026, 5, 1, 12, 0, tzinfo=datetime.UTC)
+    t1 = t0 + datetime.timedelta(minutes=5)
+    applied = Outcome(Reason.APPLIED, "TTL 60 s", effective_ttl_seconds=60, changed=True)
+    first = status_for(applied, 1, None, now=t0)
+    assert first == {
+        "observedGeneration": 1,
+        "effectiveTTLSeconds": 60,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "PolicyApplied",
+                "message": "TTL 60 s",
+                "lastTransitionTime": "2026-05-01T12:00:00Z",
+                "observedGeneration": 1,
+            }
+        ],
+    }
+    second = status_for(applied, 2, first, now=t1)
+    assert second["conditions"][0]["lastTransitionTime"] == "2026-05-01T12:00:00Z"
+    assert second["observedGeneration"] == 2
+
+    away = Outcome(Reason.REDIS_UNAVAILABLE, "could not apply")
+    third = status_for(away, 2, second, now=t1)
+    assert third["conditions"][0]["status"] == "False"
+    assert third["conditions"][0]["lastTransitionTime"] == "2026-05-01T12:05:00Z"
+    assert third["effectiveTTLSeconds"] is None  # removed: not known to be in force
+
+
+def test_an_event_for_each_new_outcome_only() -> None:
+    applied = Outcome(Reason.APPLIED, "TTL 60 s", effective_ttl_seconds=60, changed=True)
+    first = event_for(applied, None)
+    assert first is not None
+    assert (first.type, first.reason) == ("Normal", "PolicyApplied")
+    shown = status_for(applied, 1, None)
+    assert event_for(Outcome(Reason.APPLIED, "TTL 60 s", 60, changed=False), shown) is None
+    assert event_for(applied, shown) is not None  # changed again (drift repaired)
+    conflict = event_for(Outcome(Reason.CONFLICT, "governed by x"), shown)
+    assert conflict is not None
+    assert (conflict.type, conflict.reason) == ("Warning", "Conflict")
+    assert (
+        event_for(
+            Outcome(Reason.CONFLICT, "governed by x"),
+            status_for(Outcome(Reason.CONFLICT, "x"), 1, None),
+        )
+        is None
+    )

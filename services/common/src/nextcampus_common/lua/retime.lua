@@ -1,0 +1,61 @@
+-- One batch of re-timing a course's messages to `timestamp + ttl` after its TTL changed,
+-- walking the course index by sequence (never KEYS). A message whose new expiry has passed
+-- is removed now, with its index entry; so are index entries whose messages are gone. The
+-- retry key of a message (client_message_id) expires with it. The last batch lets the
+-- index live exactly as long as its newest message.
+--
+-- KEYS: 1 index
+-- ARGV: 1 message key prefix, 2 retry key prefix (`…:client:`), 3 ttl in ms,
+--       4 exclusive lower bound of the sequence ('-inf' to start), 5 batch size
+-- Returns {retimed, removed, last sequence seen or '', done 0|1}
+local index, prefix, client_prefix = KEYS[1], ARGV[1], ARGV[2]
+local ttl_ms, after, batch = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local ids = redis.call('ZRANGEBYSCORE', index, after, '+inf', 'LIMIT', 0, batch)
+local retimed, removed, last = 0, 0, ''
+for _, id in ipairs(ids) do
+  last = id
+  local key = prefix .. id
+  local h = redis.call('HMGET', key, 'timestamp', 'user_id', 'client_message_id')
+  local retry_key = nil
+  if h[2] and h[3] and h[3] ~= '' then
+    retry_key = client_prefix .. h[2] .. ':' .. h[3]
+  end
+  if not h[1] then
+    redis.call('ZREM', index, id)
+  else
+    local expire_at = tonumber(h[1]) + ttl_ms
+    if expire_at <= now_ms then
+      redis.call('DEL', key)
+      redis.call('ZREM', index, id)
+      if retry_key then
+        redis.call('DEL', retry_key)
+      end
+      removed = removed + 1
+    else
+      local at = string.format('%.0f', expire_at)
+      redis.call('PEXPIREAT', key, at)
+      if retry_key then
+        redis.call('PEXPIREAT', retry_key, at)
+      end
+      retimed = retimed + 1
+    end
+  end
+end
+
+local done = #ids < batch
+if done then
+  local newest = redis.call('ZRANGE', index, -1, -1)
+  if #newest == 0 then
+    redis.call('DEL', index)
+  else
+    local expiry = redis.call('PEXPIRETIME', prefix .. newest[1])
+    if expiry > 0 then
+      redis.call('PEXPIREAT', index, expiry)
+    end
+  end
+end
+return {retimed, removed, last, done and 1 or 0}
