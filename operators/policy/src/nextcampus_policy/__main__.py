@@ -4,15 +4,14 @@ env vars; /metrics on METRICS_PORT, /healthz (kopf's liveness probe) on HEALTH_P
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 
 import kopf
-from pydantic import ValidationError
 
 from nextcampus_common.logs import configure_logging
 from nextcampus_common.metrics import serve_metrics
 from nextcampus_common.redis_cluster import ClusterClient
+from nextcampus_common.settings import load_settings
 from nextcampus_policy.handlers import build_registry
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.reconcile import PolicyReconciler
@@ -21,10 +20,7 @@ from nextcampus_policy.store import PolicyStore
 
 
 def main() -> None:
-    try:
-        settings = PolicyOperatorSettings()
-    except ValidationError as exc:
-        sys.exit(f"invalid policy operator settings:\n{exc}")
+    settings = load_settings(PolicyOperatorSettings, "policy operator")
     configure_logging(settings.log_level, settings.log_format)
     metrics = OperatorMetrics()
     serve_metrics(metrics.registry, settings.metrics_host, settings.metrics_port)

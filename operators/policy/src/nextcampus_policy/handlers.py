@@ -12,7 +12,7 @@ are all in reconcile.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -81,65 +81,44 @@ def build_registry(
         ref = policy_ref(namespace, name, meta, spec)
         return {ref.course_id: (ref, dict(spec))}
 
-    async def reconcile(
-        trigger: Trigger,
-        body: kopf.Body,
-        namespace: str | None,
-        name: str | None,
-        meta: kopf.Meta,
-        spec: kopf.Spec,
-        status: kopf.Status,
-        patch: kopf.Patch,
-        policies_by_course: kopf.Index[str, Indexed],
-    ) -> None:
-        ref = policy_ref(namespace, name, meta, spec)
-        contenders = [other for other, _ in _named(policies_by_course, ref.course_id)]
-        outcome = await reconciler.reconcile(ref, spec, contenders, trigger=trigger)
-        report(outcome, ref, body, meta.get("generation"), status, patch, metrics)
-        raise_for(outcome, settings, trigger)
+    def reconciling(trigger: Trigger) -> Callable[..., Coroutine[Any, Any, None]]:
+        """A handler that reconciles the policy it is called for, as `trigger`."""
+
+        async def handle(
+            *,
+            body: kopf.Body,
+            namespace: str | None,
+            name: str,
+            meta: kopf.Meta,
+            spec: kopf.Spec,
+            status: kopf.Status,
+            patch: kopf.Patch,
+            **kwargs: Any,
+        ) -> None:
+            ref = policy_ref(namespace, name, meta, spec)
+            contenders = [other for other, _ in _named(_index(kwargs), ref.course_id)]
+            outcome = await reconciler.reconcile(ref, spec, contenders, trigger=trigger)
+            report(outcome, ref, body, meta.get("generation"), status, patch, metrics)
+            raise_for(outcome, settings, trigger)
+
+        return handle
 
     # Handler ids name the handlers in logs and kopf's annotations (not `<locals>` paths).
-    @kopf.on.create(*RESOURCE, id="apply", registry=registry)
-    @kopf.on.update(*RESOURCE, field="spec", id="apply", registry=registry)
-    async def changed(
-        *,
-        body: kopf.Body,
-        namespace: str | None,
-        name: str,
-        meta: kopf.Meta,
-        spec: kopf.Spec,
-        status: kopf.Status,
-        patch: kopf.Patch,
-        **kwargs: Any,
-    ) -> None:
-        await reconcile(
-            Trigger.CHANGE, body, namespace, name, meta, spec, status, patch, _index(kwargs)
-        )
+    apply = reconciling(Trigger.CHANGE)
+    kopf.on.create(*RESOURCE, id="apply", registry=registry)(apply)
+    kopf.on.update(*RESOURCE, field="spec", id="apply", registry=registry)(apply)
 
     # Seen again after an operator restart, and every `resync_seconds`: whatever differs in
     # Redis now is drift (Redis restarted without its data, keys edited by hand).
-    @kopf.on.resume(*RESOURCE, id="resync", registry=registry)
-    @kopf.timer(
+    resync = reconciling(Trigger.RESYNC)
+    kopf.on.resume(*RESOURCE, id="resync", registry=registry)(resync)
+    kopf.timer(
         *RESOURCE,
         id="resync",
         interval=settings.resync_seconds,
         initial_delay=settings.resync_seconds,
         registry=registry,
-    )
-    async def resync(
-        *,
-        body: kopf.Body,
-        namespace: str | None,
-        name: str,
-        meta: kopf.Meta,
-        spec: kopf.Spec,
-        status: kopf.Status,
-        patch: kopf.Patch,
-        **kwargs: Any,
-    ) -> None:
-        await reconcile(
-            Trigger.RESYNC, body, namespace, name, meta, spec, status, patch, _index(kwargs)
-        )
+    )(resync)
 
     @kopf.on.delete(*RESOURCE, id="release", registry=registry)
     async def deleted(

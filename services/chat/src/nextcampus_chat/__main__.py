@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-
-from pydantic import ValidationError
 
 from nextcampus_chat.server import build_server
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_common.logs import configure_logging
+from nextcampus_common.settings import load_settings
 
 
 def main() -> None:
-    try:
-        settings = ChatSettings()
-    except ValidationError as exc:
-        sys.exit(f"invalid chat settings:\n{exc}")
+    settings = load_settings(ChatSettings, "chat")
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))
 

@@ -7,13 +7,25 @@ env vars a pod accepts are exactly the fields of its settings class.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "NEXTCAMPUS_"
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(settings_class: type[SettingsT], process: str) -> SettingsT:
+    """The process's settings from its env vars, or exit with every bad field named."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        sys.exit(f"invalid {process} settings:\n{exc}")
 
 
 def comma_separated(value: object) -> object:

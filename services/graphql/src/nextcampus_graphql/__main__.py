@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 
 import uvloop
 from aiohttp import web
-from pydantic import ValidationError
 
 from nextcampus_common.logs import configure_logging, get_logger
+from nextcampus_common.settings import load_settings
 from nextcampus_graphql.app import create_app
 from nextcampus_graphql.settings import GraphqlSettings
 
@@ -40,10 +39,7 @@ async def serve(settings: GraphqlSettings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = GraphqlSettings()
-    except ValidationError as exc:
-        sys.exit(f"invalid graphql settings:\n{exc}")
+    settings = load_settings(GraphqlSettings, "graphql")
     configure_logging(settings.log_level, settings.log_format)
     uvloop.run(serve(settings))
 
