@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import celpy
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -188,3 +189,20 @@ def test_a_multi_document_file_is_checked_document_by_document(tmp_path: Path) -
     with pytest.raises(ValueError, match=re.escape("two.yaml#2: spec.readOnly")) as refused:
         load(path)
     assert "#1" not in str(refused.value)
+
+
+def test_the_course_of_a_policy_cannot_be_changed() -> None:
+    """The CRD's CEL rule, evaluated by a CEL implementation the way the API server does on
+    an update (`self` the new value, `oldSelf` the stored one)."""
+    course = version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["courseId"]
+    (rule,) = course["x-kubernetes-validations"]
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(rule["rule"]))
+
+    def allowed(old: str, new: str) -> bool:
+        values = {"self": celpy.celtypes.StringType(new), "oldSelf": celpy.celtypes.StringType(old)}
+        return bool(program.evaluate(values))
+
+    assert allowed("cs101", "cs101")
+    assert not allowed("cs101", "cs102")
+    assert "immutable" in rule["message"]
