@@ -144,6 +144,35 @@ async def test_a_new_ttl_re_times_existing_messages(
         assert 3500 < ttl_seconds(cluster_client, keys.message(message_id)) <= 3600
 
 
+async def test_a_re_time_cut_short_is_finished_by_the_next_reconcile(
+    reconciler: PolicyReconciler,
+    client_for: Callable[..., ChatClient],
+    cluster_client: Any,
+    course_id: str,
+) -> None:
+    keys = CourseKeys(course_id)
+    client = client_for("ada", [course_id])
+    ids = await send_some(client, course_id, 4)
+    policy, spec = ref(course_id), {"courseId": course_id, "messageTTLSeconds": 3600}
+    await reconciler.reconcile(policy, spec)
+    assert "retime_pending" not in cluster_client.hgetall(keys.policy)
+
+    # What an operator killed after the policy write and the first batch leaves behind:
+    # the new policy, half the messages still on the old TTL, the marker.
+    for message_id in ids[2:]:
+        cluster_client.pexpire(keys.message(message_id), DAY * 1000)
+    cluster_client.hset(keys.policy, "retime_pending", "1")
+
+    finished = await reconciler.reconcile(policy, spec, trigger=Trigger.RESYNC)
+    assert finished.ready
+    assert not finished.changed  # the policy itself was right
+    assert finished.retimed is not None
+    assert finished.retimed.retimed == 4
+    for message_id in ids:
+        assert 3500 < ttl_seconds(cluster_client, keys.message(message_id)) <= 3600
+    assert "retime_pending" not in cluster_client.hgetall(keys.policy)
+
+
 async def test_read_only_keeps_history_and_refuses_sends(
     reconciler: PolicyReconciler, client_for: Callable[..., ChatClient], course_id: str
 ) -> None:

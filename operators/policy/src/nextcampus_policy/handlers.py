@@ -42,13 +42,15 @@ def policy_ref(
 
 
 def build_registry(
-    settings: PolicyOperatorSettings, reconciler: PolicyReconciler, metrics: OperatorMetrics
+    operator_settings: PolicyOperatorSettings,
+    reconciler: PolicyReconciler,
+    metrics: OperatorMetrics,
 ) -> kopf.OperatorRegistry:
     """Every handler of the operator, on a registry of its own (nothing global)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(id="configure", registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:  # kopf's own settings
         settings.persistence.finalizer = FINALIZER
         # The status schema is structural (no preserved unknown fields): kopf keeps its
         # bookkeeping in annotations, not in status.
@@ -99,7 +101,7 @@ def build_registry(
             contenders = [other for other, _ in _named(_index(kwargs), ref.course_id)]
             outcome = await reconciler.reconcile(ref, spec, contenders, trigger=trigger)
             report(outcome, ref, body, meta.get("generation"), status, patch, metrics)
-            raise_for(outcome, settings, trigger)
+            raise_for(outcome, operator_settings, trigger)
 
         return handle
 
@@ -115,8 +117,8 @@ def build_registry(
     kopf.timer(
         *RESOURCE,
         id="resync",
-        interval=settings.resync_seconds,
-        initial_delay=settings.resync_seconds,
+        interval=operator_settings.resync_seconds,
+        initial_delay=operator_settings.resync_seconds,
         registry=registry,
     )(resync)
 
@@ -142,7 +144,7 @@ def build_registry(
                 reason="PolicyReleased" if outcome.ready else outcome.reason.value,
                 message=outcome.message,
             )
-        raise_for(outcome, settings, Trigger.CHANGE)
+        raise_for(outcome, operator_settings, Trigger.CHANGE)
         metrics.readiness(ref.owner, None)
 
     return registry

@@ -30,7 +30,7 @@ from nextcampus_policy.spec import (
     governing,
     parse_spec,
 )
-from nextcampus_policy.store import PolicyStore, RedisUnavailable, Retimed
+from nextcampus_policy.store import PolicyStore, RedisUnavailable, Retimed, Written
 
 
 class Trigger(StrEnum):
@@ -109,9 +109,7 @@ class PolicyReconciler:
         ttl = spec.ttl_seconds(self.defaults)
         async with self._locks[spec.course_id]:
             written = await self.store.write(spec.course_id, spec.policy_fields(owner))
-            retimed = await self._retime_if_changed(
-                spec.course_id, written.previous_ttl_seconds, ttl
-            )
+            retimed = await self._retime_if_pending(spec.course_id, written, ttl)
         message = spec.describe(self.defaults)
         if trigger is Trigger.RESYNC and written.changed:
             message += "; Redis had drifted from the policy and was repaired"
@@ -171,9 +169,7 @@ class PolicyReconciler:
             async with self._locks[policy.course_id]:
                 written = await self.store.write(policy.course_id, {})
                 ttl = self.defaults.default_ttl_seconds
-                retimed = await self._retime_if_changed(
-                    policy.course_id, written.previous_ttl_seconds, ttl
-                )
+                retimed = await self._retime_if_pending(policy.course_id, written, ttl)
         except RedisUnavailable as exc:
             return Outcome(Reason.REDIS_UNAVAILABLE, f"could not restore the defaults: {exc}")
         return Outcome(
@@ -185,11 +181,10 @@ class PolicyReconciler:
             retimed=retimed,
         )
 
-    async def _retime_if_changed(
-        self, course_id: str, previous_ttl_seconds: int | None, ttl_seconds: int
+    async def _retime_if_pending(
+        self, course_id: str, written: Written, ttl_seconds: int
     ) -> Retimed | None:
-        previous = previous_ttl_seconds or self.defaults.default_ttl_seconds
-        if previous == ttl_seconds:
+        if not written.retime_pending:
             return None
         retimed = await self.store.retime(course_id, ttl_seconds)
         if self.metrics is not None:

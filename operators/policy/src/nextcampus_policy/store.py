@@ -8,7 +8,7 @@ import asyncio
 from dataclasses import dataclass
 
 from nextcampus_common import scripts
-from nextcampus_common.keys import CourseKeys
+from nextcampus_common.keys import POLICY_RETIME_PENDING_FIELD, CourseKeys
 from nextcampus_common.redis_cluster import ClusterClient, RedisUnavailable
 
 __all__ = ["PolicyStore", "RedisUnavailable", "Retimed", "Written"]
@@ -18,6 +18,7 @@ __all__ = ["PolicyStore", "RedisUnavailable", "Retimed", "Written"]
 class Written:
     changed: bool  # the hash was not already exactly this
     previous_ttl_seconds: int | None  # what the hash said before (None: no TTL in it)
+    retime_pending: bool  # the TTL changed now, or an earlier re-time was cut short
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +57,14 @@ class PolicyStore:
         await self._ready()
         key = CourseKeys(course_id).policy
         flat = [item for pair in sorted(fields.items()) for item in pair]
-        changed, previous = await self._redis.script(scripts.POLICY, [key], flat, replicated=True)
-        return Written(bool(int(changed)), int(previous) if previous else None)
+        changed, previous, pending = await self._redis.script(
+            scripts.POLICY, [key], flat, replicated=True
+        )
+        return Written(bool(int(changed)), int(previous) if previous else None, bool(int(pending)))
 
     async def retime(self, course_id: str, ttl_seconds: int) -> Retimed:
         """Every message of the course expires at its timestamp + `ttl_seconds` (and goes now
-        where that has passed)."""
+        where that has passed); then the policy's re-time marker is cleared."""
         await self._ready()
         keys = CourseKeys(course_id)
         after, retimed, removed, batches = "-inf", 0, 0, 0
@@ -82,5 +85,8 @@ class PolicyStore:
             removed += int(batch_removed)
             batches += 1
             if int(done) or not last:
+                # Done: the marker goes (and with it a hash that held nothing else).
+                policy = keys.policy
+                await self._redis.command(policy, "HDEL", policy, POLICY_RETIME_PENDING_FIELD)
                 return Retimed(retimed, removed, batches)
             after = f"({last}"

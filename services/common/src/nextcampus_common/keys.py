@@ -15,8 +15,10 @@ POLICY_FIELDS = (
     "rate_limit_messages",
     "rate_limit_seconds",
 )
-# Written beside them: which CourseChatPolicy (`namespace/name`) governs the course.
+# Written beside them: which CourseChatPolicy (`namespace/name`) governs the course, and,
+# while the course's messages are being re-timed to a new TTL, a marker (policy.lua).
 POLICY_OWNER_FIELD = "owner"
+POLICY_RETIME_PENDING_FIELD = "retime_pending"
 
 
 @dataclass(frozen=True, slots=True)
