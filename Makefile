@@ -41,9 +41,10 @@ test: deps lint typecheck ## run the whole suite (lint, types, generated-code st
 	$(VENV_BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: deps ## measure sends/s, latency and fan-out deliveries/s, then fan-out vs the peers
+bench: deps ## measure sends/s, latency, fan-out vs the peers, and a policy's TTL change of 100k messages
 	$(VENV_BIN)/chatctl bench
 	$(VENV_BIN)/chatctl bench-fanout
+	$(VENV_BIN)/chatctl bench-retime
 
 .PHONY: bench-fanout
 bench-fanout: deps ## GraphQL fan-out vs the peers (FANOUT_ARGS="--gateway --no-peers": ours through Envoy)

@@ -321,6 +321,36 @@ def bench(
         raise typer.Exit(130) from None
 
 
+@app.command("bench-retime")
+def bench_retime(
+    messages: Annotated[int, typer.Option(min=1, help="messages in the course")] = 100_000,
+    batch_sizes: Annotated[
+        str, typer.Option(help="RETIME_BATCH_SIZE values to measure, comma-separated")
+    ] = "100,500,2000",
+    output: Annotated[Path, typer.Option(help="directory of the JSON results")] = Path(
+        "bench-results"
+    ),
+) -> None:
+    """Time a CourseChatPolicy's TTL change on a course of many messages (the operator's
+    re-timing through the course index), on a local Redis Cluster."""
+    import sys
+
+    from chatctl.bench import BenchError, parse_int_list
+    from chatctl.retime_bench import run_retime_bench
+
+    try:
+        sizes = list(parse_int_list(batch_sizes))
+    except BenchError as exc:
+        console.print(f"[red]bench-retime:[/red] {exc}")
+        raise typer.Exit(2) from None
+    out = Console() if sys.stdout.isatty() else Console(width=120)
+    try:
+        run_retime_bench(messages, sizes, output, progress=console, out=out)
+    except (StackError, RuntimeError) as exc:
+        console.print(f"[red]bench-retime failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
 @app.command("bench-fanout")
 def bench_fanout(
     harness: Annotated[
