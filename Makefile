@@ -9,16 +9,22 @@ FANOUT_ARGS ?=
 
 .PHONY: help
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## install what the stack and the tests need (redis-server, node, chromium, uv, the locked venv)
+deps: ## install what the stack and the tests need (redis-server, node, chromium, prometheus, uv, the locked venv)
 	@# Only what is missing: a machine may already have node (and its npm) from elsewhere, and
 	@# asking apt for Debian's nodejs beside it fails. node + npm run the reference graphql-ws
 	@# client and playwright-core; Debian's chromium is the browser playwright-core drives.
+	@# promtool (Debian prometheus) checks and unit-tests the alerts, and a real Prometheus
+	@# runs every dashboard query; prometheus-redis-exporter is the exporter the chart pins;
+	@# shellcheck checks the kind e2e script.
 	@missing="$$(command -v redis-server >/dev/null && command -v redis-cli >/dev/null || echo redis-server redis-tools) \
 	  $$(command -v node >/dev/null || echo nodejs) $$(command -v npm >/dev/null || echo npm) \
-	  $$(test -x /usr/bin/chromium || echo chromium)"; \
+	  $$(test -x /usr/bin/chromium || echo chromium) \
+	  $$(test -x /usr/bin/promtool && test -x /usr/bin/prometheus || echo prometheus) \
+	  $$(test -x /usr/bin/prometheus-redis-exporter || echo prometheus-redis-exporter) \
+	  $$(command -v shellcheck >/dev/null || echo shellcheck)"; \
 	if [ -n "$${missing// /}" ]; then \
 	  echo "installing" $$missing "(Debian packages) …"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
@@ -49,6 +55,24 @@ bench: deps ## measure sends/s, latency, fan-out vs the peers, and a policy's TT
 .PHONY: bench-fanout
 bench-fanout: deps ## GraphQL fan-out vs the peers (FANOUT_ARGS="--gateway --no-peers": ours through Envoy)
 	$(VENV_BIN)/chatctl bench-fanout $(FANOUT_ARGS)
+
+.PHONY: chart-check
+chart-check: deps ## the Helm chart: lint, render every ci/ value set, validate objects, Envoy config, alerts, dashboards
+	$(VENV_BIN)/pytest -p no:cacheprovider tools/chatctl/tests/test_chart.py tools/chatctl/tests/test_monitoring_files.py $(PYTEST_ARGS)
+
+.PHONY: chart-schema
+chart-schema: deps ## regenerate the settings parts of the chart's values.schema.json from the settings classes
+	$(VENV_BIN)/python -m chatctl.chart_schema
+
+.PHONY: images
+images: ## build the chat, graphql and operator images (needs a Docker engine)
+	docker build -f images/chat/Dockerfile -t nextcampus/chat:dev .
+	docker build -f images/graphql/Dockerfile -t nextcampus/graphql:dev .
+	docker build -f images/operator/Dockerfile -t nextcampus/policy-operator:dev .
+
+.PHONY: kind-e2e
+kind-e2e: deps ## the e2e suite on a kind cluster with the chart installed (skips where docker/kind are missing)
+	e2e/kind/run.sh
 
 .PHONY: lint
 lint: deps ## ruff lint and format check

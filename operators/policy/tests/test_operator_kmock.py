@@ -3,18 +3,17 @@ nextcampus_policy` runs) against kmock, and the real Redis Cluster behind it.
 
 kmock stands in for the Kubernetes API server, which cannot run here: an emulated API
 (`kmock.KubernetesEmulator`) that stores objects, serves lists and watch streams, honours
-finalizers and merges patches (status included). `ApiServer` below adds the little of the
-API server's bookkeeping the operator relies on: uid, creation time and generation 1 on
-create, `generateName` (kopf names its Events that way), and a generation bump on every
-spec change. No admission or schema validation runs here (test_crd.py checks the schema).
+finalizers and merges patches (status included). The `kube` fixture (chatctl.testing) adds
+the little of the API server's bookkeeping the operator relies on: uid, creation time and
+generation 1 on create, `generateName` (kopf names its Events that way), and a generation
+bump on every spec change. No admission or schema validation runs there (test_crd.py
+checks the schema).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import itertools
 import os
 import subprocess
 import sys
@@ -24,10 +23,9 @@ from typing import Any
 
 import aiohttp
 import kmock
-import pytest
-import yaml
 
 from chatctl.localstack import RedisCluster, dies_with_parent, free_ports
+from chatctl.testing import KUBE_NAMESPACE, POLICY_RESOURCE
 from nextcampus_common.keys import CourseKeys
 from nextcampus_policy.__main__ import run_operator
 from nextcampus_policy.handlers import FINALIZER
@@ -35,85 +33,9 @@ from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.settings import PolicyOperatorSettings
 from nextcampus_policy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
-
-class ApiServer(kmock.KubernetesEmulator):
-    async def _handle(self, request: kmock.Request) -> Any:
-        data = request.data if isinstance(request.data, dict) else None
-        if data is not None and request.action == kmock.action.CREATE:
-            meta = data.setdefault("metadata", {})
-            serial = next(SERIALS)
-            if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = f"{meta['generateName']}{serial}"
-            meta.setdefault("uid", f"uid-{serial}")
-            meta.setdefault("generation", 1)
-            meta["resourceVersion"] = str(serial)
-            meta.setdefault("creationTimestamp", now())
-        elif data is not None and request.action == kmock.action.UPDATE:
-            # Every write is a new resourceVersion (kopf tells its own writes apart by it);
-            # a new spec is a new generation.
-            meta = data.setdefault("metadata", {})
-            meta["resourceVersion"] = str(next(SERIALS))
-            key = (request.resource, request.namespace, request.name)
-            if request.subresource is None and "spec" in data and key in self.objects:
-                stored = self.objects[key]
-                meta["generation"] = stored.get("metadata", {}).get("generation", 0) + 1
-        return await super()._handle(request)
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-SERIALS = itertools.count(100)
-pytestmark = pytest.mark.kmock(cls=ApiServer)
-
-CRD = (
-    Path(__file__).resolve().parents[3]
-    / "charts/nextcampus-chat/files/crds/coursechatpolicies.chat.nextcampus.io.yaml"
-)
-RESOURCE = f"{GROUP}/{VERSION}/{PLURAL}"
-NAMESPACE = "courses"
+RESOURCE = POLICY_RESOURCE
+NAMESPACE = KUBE_NAMESPACE
 WITHIN_SECONDS = 20.0
-
-
-@pytest.fixture
-def kube(
-    kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> kmock.KubernetesEmulator:
-    """kmock serving the core API, our CRD's resource (from the CRD file itself) and one
-    namespace; the operator finds it through KUBECONFIG, as it would a real cluster."""
-    kmock.resources.load_bundled()
-    crd = yaml.safe_load(CRD.read_text())
-    names = crd["spec"]["names"]
-    (version,) = crd["spec"]["versions"]
-    kmock.resources[RESOURCE] = kmock.ResourceInfo(
-        kind=names["kind"],
-        singular=names["singular"],
-        namespaced=crd["spec"]["scope"] == "Namespaced",
-        shortnames=set(names["shortNames"]),
-        subresources=set(version["subresources"]),
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-    )
-    kmock.objects["v1/namespaces", None, NAMESPACE] = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": NAMESPACE, "uid": "ns-uid"},
-    }
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "kmock",
-                "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url)}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-                "users": [{"name": "kmock", "user": {}}],
-            }
-        )
-    )
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    return kmock
 
 
 @contextlib.asynccontextmanager

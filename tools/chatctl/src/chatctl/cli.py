@@ -72,6 +72,17 @@ def token(
 
 
 @app.command()
+def jwks(secret: SecretOption = DEV_JWT_SECRET) -> None:
+    """Print the HS256 key as a JWKS: the `jwks.json` of the chart's JWT Secret (Envoy
+    verifies tokens with it)."""
+    import json
+
+    from chatctl.gateway import hs256_jwks
+
+    print(json.dumps(hs256_jwks(secret)))
+
+
+@app.command()
 def send(
     course: CourseOption,
     content: Annotated[str, typer.Argument(help="message text")],

@@ -393,3 +393,96 @@ class WsSubscriber:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+
+
+# -- an emulated Kubernetes API ------------------------------------------------------------
+
+KUBE_NAMESPACE = "courses"
+POLICY_RESOURCE = "chat.nextcampus.io/v1alpha1/coursechatpolicies"
+
+
+def _api_server_class() -> Any:
+    """kmock's KubernetesEmulator plus the API server's bookkeeping the operator relies on:
+    uid, resourceVersion, creation time and generation 1 on create, `generateName` (kopf
+    names its Events that way), a new resourceVersion on every write (kopf tells its own
+    writes apart by it) and a generation bump on every spec change."""
+    import datetime
+    import itertools
+
+    import kmock
+
+    serials = itertools.count(100)
+
+    def now() -> str:
+        return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    class ApiServer(kmock.KubernetesEmulator):
+        async def _handle(self, request: kmock.Request) -> Any:
+            data = request.data if isinstance(request.data, dict) else None
+            if data is not None and request.action == kmock.action.CREATE:
+                meta = data.setdefault("metadata", {})
+                serial = next(serials)
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = f"{meta['generateName']}{serial}"
+                meta.setdefault("uid", f"uid-{serial}")
+                meta.setdefault("generation", 1)
+                meta["resourceVersion"] = str(serial)
+                meta.setdefault("creationTimestamp", now())
+            elif data is not None and request.action == kmock.action.UPDATE:
+                meta = data.setdefault("metadata", {})
+                meta["resourceVersion"] = str(next(serials))
+                key: Any = (request.resource, request.namespace, request.name)
+                if request.subresource is None and "spec" in data and key in self.objects:
+                    stored = self.objects[key]
+                    meta["generation"] = stored.get("metadata", {}).get("generation", 0) + 1
+            return await super()._handle(request)
+
+    return ApiServer
+
+
+@pytest.fixture
+async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """kmock — an emulated Kubernetes API, since no API server runs here — serving the core
+    API, the CourseChatPolicy resource (registered from the CRD file itself) and the
+    namespace `courses`; KUBECONFIG points at it, as a kubeconfig would at a cluster."""
+    import kmock
+    import yaml
+
+    from chatctl.gateway import CHART
+
+    async with _api_server_class()() as api, kmock.Server(api):
+        api.resources.load_bundled()
+        crd_file = CHART / "files" / "crds" / "coursechatpolicies.chat.nextcampus.io.yaml"
+        crd = yaml.safe_load(crd_file.read_text())
+        names = crd["spec"]["names"]
+        (version,) = crd["spec"]["versions"]
+        api.resources[POLICY_RESOURCE] = kmock.ResourceInfo(
+            kind=names["kind"],
+            singular=names["singular"],
+            namespaced=crd["spec"]["scope"] == "Namespaced",
+            shortnames=set(names["shortNames"]),
+            subresources=set(version["subresources"]),
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        )
+        api.objects["v1/namespaces", None, KUBE_NAMESPACE] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": KUBE_NAMESPACE, "uid": "namespace-uid"},
+        }
+        config = tmp_path / "kubeconfig"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "kmock",
+                    "clusters": [{"name": "kmock", "cluster": {"server": str(api.url)}}],
+                    "contexts": [
+                        {"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}
+                    ],
+                    "users": [{"name": "kmock", "user": {}}],
+                }
+            )
+        )
+        monkeypatch.setenv("KUBECONFIG", str(config))
+        yield api

@@ -1,0 +1,398 @@
+"""The Helm chart, offline, with the real tools: `helm lint --strict` and `helm template`
+over every value set in charts/nextcampus-chat/ci/; every rendered object passes
+`kubernetes-validate --strict`; the objects fit together (Services select pods and name
+their ports, probes and NetworkPolicies use ports that exist, referenced ConfigMaps exist);
+the rendered Envoy config passes `envoy --mode validate`; values are checked by the schema;
+and the env vars the chart gives each service are exactly fields of its settings object,
+which accepts them.
+
+No cluster runs here: what needs one (the pods starting) is the kind e2e (e2e/kind/)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from chatctl.binaries import helm_binary
+from chatctl.chart_schema import SCHEMA_FILE, SERVICES, regenerated, render
+from chatctl.gateway import CHART, hs256_jwks, validate_envoy_config
+
+VALUE_SETS = sorted(
+    path.name.removesuffix("-values.yaml") for path in (CHART / "ci").glob("*-values.yaml")
+)
+KNOWN_ONLY_BY_CRD = {"ServiceMonitor", "PrometheusRule", "CourseChatPolicy"}
+SECRET = "a-test-secret-for-the-chart-of-at-least-32-chars"
+SETTINGS_OF = {
+    "chat": SERVICES["chatSettings"][0],
+    "graphql": SERVICES["graphqlSettings"][0],
+    "operator": SERVICES["operatorSettings"][0],
+}
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [helm_binary(), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@cache
+def rendered(value_set: str, *extra: str) -> tuple[dict[str, Any], ...]:
+    result = helm(
+        "template",
+        "nextcampus",
+        str(CHART),
+        "--namespace",
+        "chat",
+        "-f",
+        str(CHART / "ci" / f"{value_set}-values.yaml"),
+        *extra,
+    )
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def of_kind(objects: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def workloads(objects: tuple[dict[str, Any], ...]) -> Iterator[dict[str, Any]]:
+    for obj in objects:
+        if obj["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            yield obj
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def component(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_lint_strict(value_set: str) -> None:
+    result = helm(
+        "lint", "--strict", str(CHART), "-f", str(CHART / "ci" / f"{value_set}-values.yaml")
+    )
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_object_is_valid_kubernetes(value_set: str) -> None:
+    objects = rendered(value_set)
+    assert objects
+    version = kubernetes_validate.latest_version()
+    for obj in objects:
+        if obj["kind"] in KNOWN_ONLY_BY_CRD:
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1", obj["apiVersion"]
+            continue
+        kubernetes_validate.validate(obj, version, strict=True)
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "nextcampus-chat", obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_the_objects_fit_together(value_set: str) -> None:
+    objects = rendered(value_set)
+    pods = [(pod_spec(w), w["spec"]["template"]["metadata"]["labels"]) for w in workloads(objects)]
+    config_maps = {obj["metadata"]["name"] for obj in of_kind(objects, "ConfigMap")}
+
+    def selected(selector: dict[str, str]) -> list[dict[str, Any]]:
+        return [spec for spec, labels in pods if selector.items() <= labels.items()]
+
+    def port_names(spec: dict[str, Any]) -> set[str]:
+        return {p["name"] for c in spec["containers"] for p in c.get("ports", [])}
+
+    def port_numbers(spec: dict[str, Any]) -> set[int]:
+        return {p["containerPort"] for c in spec["containers"] for p in c.get("ports", [])}
+
+    services = of_kind(objects, "Service")
+    for service in services:
+        targets = selected(service["spec"]["selector"])
+        assert targets, f"Service {service['metadata']['name']} selects no pods"
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            for spec in targets:
+                known = port_names(spec) if isinstance(target, str) else port_numbers(spec)
+                assert target in known, (service["metadata"]["name"], target)
+    for monitor in of_kind(objects, "ServiceMonitor"):
+        matching = [
+            s
+            for s in services
+            if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        ]
+        assert len(matching) == 1, f"{monitor['metadata']['name']} must select one Service"
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["port"] in {p["name"] for p in matching[0]["spec"]["ports"]}
+    for policy in of_kind(objects, "NetworkPolicy"):
+        targets = selected(policy["spec"]["podSelector"]["matchLabels"])
+        assert targets, f"NetworkPolicy {policy['metadata']['name']} selects no pods"
+        for rule in policy["spec"]["ingress"]:
+            for port in rule["ports"]:
+                assert all(port["port"] in port_numbers(spec) for spec in targets), port
+            for peer in rule.get("from", []):
+                if "podSelector" in peer:
+                    assert selected(peer["podSelector"]["matchLabels"]), peer
+    for workload in workloads(objects):
+        spec = pod_spec(workload)
+        for container in spec["containers"]:
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                action = container.get(probe, {})
+                for kind in ("httpGet", "tcpSocket", "grpc"):
+                    if kind in action:
+                        port = action[kind]["port"]
+                        assert port in port_names(spec) | port_numbers(spec), (
+                            container["name"],
+                            probe,
+                        )
+            for source in container.get("envFrom", []):
+                assert source["configMapRef"]["name"] in config_maps
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_envoy_accepts_the_rendered_gateway_config(value_set: str, tmp_path: Path) -> None:
+    (config_map,) = [
+        obj
+        for obj in of_kind(rendered(value_set), "ConfigMap")
+        if "envoy.yaml" in obj.get("data", {})
+    ]
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(hs256_jwks(SECRET)))
+    # The pod mounts the key at /etc/envoy/jwt; here it lies in tmp_path.
+    config = config_map["data"]["envoy.yaml"].replace("/etc/envoy/jwt/jwks.json", str(jwks))
+    path = tmp_path / "envoy.yaml"
+    path.write_text(config)
+    validate_envoy_config(path)
+
+
+def env_of(objects: tuple[dict[str, Any], ...], name: str) -> dict[str, str]:
+    """The NEXTCAMPUS_* env of a service's container: its ConfigMap and its secret refs."""
+    config_maps = {
+        obj["metadata"]["name"]: obj.get("data", {}) for obj in of_kind(objects, "ConfigMap")
+    }
+    (workload,) = [w for w in workloads(objects) if component(w) == name]
+    (container,) = pod_spec(workload)["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(config_maps[source["configMapRef"]["name"]])
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value", SECRET)  # a secretKeyRef: a stand-in value
+    return env
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+@pytest.mark.parametrize("service", sorted(SETTINGS_OF))
+def test_the_env_of_each_service_is_its_settings(
+    value_set: str, service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = rendered(value_set)
+    if not [w for w in workloads(objects) if component(w) == service]:
+        pytest.skip(f"{service} is not part of the {value_set} value set")
+    env = env_of(objects, service)
+    settings_class: type[BaseSettings] = SETTINGS_OF[service]
+    fields = {f"NEXTCAMPUS_{name.upper()}" for name in settings_class.model_fields}
+    assert env, "no settings at all"
+    unknown = sorted(set(env) - fields)
+    assert not unknown, f"{service} pods would ignore {unknown}"
+    # And the process accepts them: its settings object loads from exactly this env.
+    for name in list(__import__("os").environ):
+        if name.startswith("NEXTCAMPUS_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = settings_class()
+    assert settings.model_dump()["log_format"] == "json"
+
+
+def test_services_agree_on_the_policy_defaults() -> None:
+    objects = rendered("default", "--set", "policyDefaults.ttlSeconds=3600")
+    chat, operator = env_of(objects, "chat"), env_of(objects, "operator")
+    for name in ("TTL_SECONDS", "MAX_LENGTH", "RATE_LIMIT_MESSAGES", "RATE_LIMIT_SECONDS"):
+        assert chat[f"NEXTCAMPUS_DEFAULT_{name}"] == operator[f"NEXTCAMPUS_DEFAULT_{name}"]
+    assert chat["NEXTCAMPUS_DEFAULT_TTL_SECONDS"] == "3600"
+
+
+def test_settings_reach_the_pods_and_typos_do_not() -> None:
+    objects = rendered("default", "--set", "chat.settings.stream_queue_size=123")
+    assert env_of(objects, "chat")["NEXTCAMPUS_STREAM_QUEUE_SIZE"] == "123"
+    for bad in (
+        "chat.settings.stream_queue_sise=5",
+        "graphql.settings.http_port=1",
+        "chat.settings.stream_queue_size=-1",
+    ):
+        result = helm("template", "nextcampus", str(CHART), "--set", bad, check=False)
+        assert result.returncode != 0, bad
+        assert "/settings" in result.stderr, result.stderr
+
+
+def test_the_values_schema_is_generated_from_the_settings() -> None:
+    committed = json.loads(SCHEMA_FILE.read_text())
+    assert render(regenerated(committed)) == SCHEMA_FILE.read_text(), (
+        "values.schema.json is stale: run `make chart-schema`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ("chat.port=http", "chat/port"),
+        ("jwt.secret=short", "jwt/secret"),
+        ("redis.replicas=4", "redis/replicas"),
+        ("colour=blue", "colour"),
+        ("redis.appendfsync=sometimes", "appendfsync"),
+        ("gateway.service.type=Ingress", "gateway/service/type"),
+    ],
+)
+def test_bad_values_are_refused_with_the_field_named(setting: str, words: str) -> None:
+    result = helm("template", "nextcampus", str(CHART), "--set", setting, check=False)
+    assert result.returncode != 0
+    assert words in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        (
+            ["chat.terminationGracePeriodSeconds=20"],
+            "chat.terminationGracePeriodSeconds (20) must exceed",
+        ),
+        (["redis.replicas=7"], "redis.replicas (7) must be primaries"),
+        (["redis.enabled=false"], "redis.external.nodes"),
+        (
+            ["gateway.idleTimeoutSeconds=10"],
+            "gateway.idleTimeoutSeconds (10) must exceed the GraphQL keepalive (15 s)",
+        ),
+        (
+            ["gateway.idleTimeoutSeconds=30", "graphql.settings.keepalive_seconds=45"],
+            "must exceed the GraphQL keepalive (45 s)",
+        ),
+    ],
+)
+def test_inconsistent_values_stop_the_render(settings: list[str], words: str) -> None:
+    args = [arg for setting in settings for arg in ("--set", setting)]
+    result = helm("template", "nextcampus", str(CHART), *args, check=False)
+    assert result.returncode != 0
+    assert words in result.stderr, result.stderr
+
+
+def test_the_jwt_secret_holds_the_key_and_its_jwks() -> None:
+    objects = rendered("default", "--set", f"jwt.secret={SECRET}")
+    (secret,) = of_kind(objects, "Secret")
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["jwt-secret"] == SECRET
+    assert json.loads(data["jwks.json"]) == hs256_jwks(SECRET)
+    generated = of_kind(rendered("default"), "Secret")[0]
+    assert len(base64.b64decode(generated["data"]["jwt-secret"])) >= 32
+    assert not of_kind(rendered("jwks-url"), "Secret")
+    assert not of_kind(rendered("ha"), "Secret")  # existingSecret
+
+
+def test_streaming_pods_have_a_drain_budget_and_grpc_probes() -> None:
+    objects = rendered("default")
+    by_component = {component(w): w for w in workloads(objects)}
+    for name in ("graphql", "chat"):
+        spec = pod_spec(by_component[name])
+        (container,) = spec["containers"]
+        assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+        assert (
+            spec["terminationGracePeriodSeconds"]
+            > container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        )
+    (chat,) = pod_spec(by_component["chat"])["containers"]
+    assert "grpc" in chat["readinessProbe"]
+    operator = by_component["operator"]
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    for workload in workloads(objects):
+        spec = pod_spec(workload)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for container in spec["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+def test_the_operator_gets_least_privilege() -> None:
+    for value_set, role_kind in (("default", "ClusterRole"), ("ha", "Role")):
+        objects = rendered(value_set)
+        roles = [
+            r
+            for r in of_kind(objects, role_kind)
+            if not r["metadata"]["name"].endswith("-discovery")
+        ]
+        assert roles
+        for role in roles:
+            for rule in role["rules"]:
+                assert "*" not in rule["verbs"]
+                assert "*" not in rule["resources"]
+                assert "delete" not in rule["verbs"]
+                assert set(rule["resources"]) <= {
+                    "coursechatpolicies",
+                    "coursechatpolicies/status",
+                    "events",
+                }
+    assert [r["metadata"]["namespace"] for r in of_kind(rendered("ha"), "Role")] == [
+        "courses",
+        "archive",
+    ]
+
+
+def test_the_crd_is_the_one_file_and_survives_uninstall() -> None:
+    (crd,) = of_kind(rendered("default"), "CustomResourceDefinition")
+    source = yaml.safe_load(
+        (CHART / "files/crds/coursechatpolicies.chat.nextcampus.io.yaml").read_text()
+    )
+    assert crd["spec"] == source["spec"]
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert not of_kind(rendered("jwks-url"), "CustomResourceDefinition")
+
+
+def test_monitoring_objects_are_opt_in_and_carry_the_files() -> None:
+    assert not [o for o in rendered("default") if o["kind"] in {"ServiceMonitor", "PrometheusRule"}]
+    objects = rendered("monitoring")
+    monitors = {component(m) for m in of_kind(objects, "ServiceMonitor")}
+    assert monitors == {"gateway", "graphql", "chat", "operator", "redis"}
+    (rule,) = of_kind(objects, "PrometheusRule")
+    rules = yaml.safe_load((CHART / "files/prometheus/rules.yaml").read_text())
+    assert rule["spec"] == rules
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    dashboards = {
+        name: cm
+        for cm in of_kind(objects, "ConfigMap")
+        for name in cm["data"]
+        if name.endswith(".json")
+    }
+    files = sorted(path.name for path in (CHART / "files/dashboards").glob("*.json"))
+    assert sorted(dashboards) == files
+    for name, config_map in dashboards.items():
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert config_map["metadata"]["namespace"] == "monitoring"
+        assert json.loads(config_map["data"][name]) == json.loads(
+            (CHART / "files/dashboards" / name).read_text()
+        )
+
+
+def test_notes_tell_how_to_reach_the_gateway_and_apply_a_policy() -> None:
+    result = helm("install", "nextcampus", str(CHART), "--namespace", "chat", "--dry-run=client")
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert (
+        "kubectl port-forward -n chat service/nextcampus-nextcampus-chat-gateway 8080:8080" in notes
+    )
+    assert "kubectl apply -f examples/policies/" in notes
+    assert re.search(r"kubectl get secret nextcampus-nextcampus-chat-jwt", notes)
