@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 import urllib.error
@@ -34,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from chatctl.binaries import helm_binary
-from chatctl.gateway import CHART
+from chatctl.gateway import render_chart
 from chatctl.localstack import ManagedProcess, free_ports
 from chatctl.monitoring import chart_expressions, exported_names, metric_names
+from chatctl.scrape import fetch
 from chatctl.topology import Topology
 from e2e.clients import GraphqlHttp, ResumingSubscriber
 
@@ -65,30 +64,16 @@ class Target:
 def exporter_args(redis_port: int, listen_port: int) -> list[str]:
     """The chart's exporter sidecar arguments (from the rendered StatefulSet), aimed at one
     node of the local cluster instead of the pod's own Redis."""
-    result = subprocess.run(
-        [
-            helm_binary(),
-            "template",
-            "r",
-            str(CHART),
-            "--show-only",
-            "templates/redis/statefulset.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    (statefulset,) = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    (statefulset,) = render_chart({}, show_only="templates/redis/statefulset.yaml")
     (exporter,) = [
         c for c in statefulset["spec"]["template"]["spec"]["containers"] if c["name"] == "exporter"
     ]
-    args: list[str] = exporter["args"]
+    sidecar_port = exporter["ports"][0]["containerPort"]
     return [
-        arg.replace("localhost:6379", f"127.0.0.1:{redis_port}")
-        .replace("--web.listen-address=:", "--web.listen-address=127.0.0.1:")
-        .replace(f"127.0.0.1:{exporter['ports'][0]['containerPort']}", f"127.0.0.1:{listen_port}")
-        for arg in args
+        arg.replace("localhost:6379", f"127.0.0.1:{redis_port}").replace(
+            f"--web.listen-address=:{sidecar_port}", f"--web.listen-address=127.0.0.1:{listen_port}"
+        )
+        for arg in exporter["args"]
     ]
 
 
@@ -161,12 +146,6 @@ def _answers(url: str) -> bool:
     return False
 
 
-def scrape_text(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
-        text: str = response.read().decode()
-    return text
-
-
 async def some_traffic(gateway: Gateway) -> None:
     """Sends, deliveries and an error, so that rates and histograms have samples."""
     course_id = f"obs-{uuid.uuid4().hex[:8]}"
@@ -197,7 +176,7 @@ async def test_every_metric_of_the_dashboards_and_alerts_is_exported(
     await some_traffic(gateway)
     exported: set[str] = set()
     for target in exporters:
-        lines = (await asyncio.to_thread(scrape_text, target.url)).splitlines()
+        lines = (await asyncio.to_thread(fetch, target.url)).splitlines()
         names = exported_names(line for line in lines if line.startswith("# TYPE "))
         assert names, f"{target.name} exports nothing"
         exported |= names

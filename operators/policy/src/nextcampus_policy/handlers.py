@@ -30,17 +30,6 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 Indexed = tuple[PolicyRef, Mapping[str, Any]]
 
 
-def policy_ref(
-    namespace: str | None, name: str | None, meta: Mapping[str, Any], spec: Mapping[str, Any]
-) -> PolicyRef:
-    return PolicyRef(
-        created=str(meta.get("creationTimestamp") or ""),
-        namespace=namespace or "",
-        name=name or "",
-        course_id=str(spec.get("courseId") or ""),
-    )
-
-
 def build_registry(
     operator_settings: PolicyOperatorSettings,
     reconciler: PolicyReconciler,
@@ -80,7 +69,7 @@ def build_registry(
         spec: Mapping[str, Any],
         **_: Any,
     ) -> dict[str, Indexed]:
-        ref = policy_ref(namespace, name, meta, spec)
+        ref = PolicyRef.of(namespace, name, meta, spec)
         return {ref.course_id: (ref, dict(spec))}
 
     def reconciling(trigger: Trigger) -> Callable[..., Coroutine[Any, Any, None]]:
@@ -97,7 +86,7 @@ def build_registry(
             patch: kopf.Patch,
             **kwargs: Any,
         ) -> None:
-            ref = policy_ref(namespace, name, meta, spec)
+            ref = PolicyRef.of(namespace, name, meta, spec)
             contenders = [other for other, _ in _named(_index(kwargs), ref.course_id)]
             outcome = await reconciler.reconcile(ref, spec, contenders, trigger=trigger)
             report(outcome, ref, body, meta.get("generation"), status, patch, metrics)
@@ -132,7 +121,7 @@ def build_registry(
         spec: kopf.Spec,
         **kwargs: Any,
     ) -> None:
-        ref = policy_ref(namespace, name, meta, spec)
+        ref = PolicyRef.of(namespace, name, meta, spec)
         named = list(_named(_index(kwargs), ref.course_id))
         outcome = await reconciler.release(
             ref, [other for other, _ in named], {other: other_spec for other, other_spec in named}

@@ -113,6 +113,22 @@ class PolicyRef:
     name: str
     course_id: str
 
+    @classmethod
+    def of(
+        cls,
+        namespace: str | None,
+        name: str | None,
+        meta: Mapping[str, Any],
+        spec: Mapping[str, Any],
+    ) -> PolicyRef:
+        """The policy an object's namespace, name, metadata and spec describe."""
+        return cls(
+            created=str(meta.get("creationTimestamp") or ""),
+            namespace=namespace or "",
+            name=name or "",
+            course_id=str(spec.get("courseId") or ""),
+        )
+
     @property
     def owner(self) -> str:
         return f"{self.namespace}/{self.name}"

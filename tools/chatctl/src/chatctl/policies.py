@@ -84,12 +84,8 @@ class PolicyDocument:
     @property
     def ref(self) -> PolicyRef:
         meta = self.body["metadata"]
-        return PolicyRef(
-            created=str(meta.get("creationTimestamp") or ""),
-            namespace=str(meta.get("namespace") or "default"),
-            name=str(meta["name"]),
-            course_id=str(self.body["spec"]["courseId"]),
-        )
+        # As kubectl does: a manifest without a namespace goes to `default`.
+        return PolicyRef.of(meta.get("namespace") or "default", meta["name"], meta, self.spec)
 
     @property
     def spec(self) -> dict[str, Any]:

@@ -448,12 +448,11 @@ async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     import kmock
     import yaml
 
-    from chatctl.gateway import CHART
+    from chatctl.policies import crd as read_crd
 
     async with _api_server_class()() as api, kmock.Server(api):
         api.resources.load_bundled()
-        crd_file = CHART / "files" / "crds" / "coursechatpolicies.chat.nextcampus.io.yaml"
-        crd = yaml.safe_load(crd_file.read_text())
+        crd = read_crd()
         names = crd["spec"]["names"]
         (version,) = crd["spec"]["versions"]
         api.resources[POLICY_RESOURCE] = kmock.ResourceInfo(
