@@ -32,7 +32,12 @@ SEND_MESSAGE = (
 )
 MESSAGE_ADDED = (
     "subscription Added($courseId: ID!, $after: ID) {"
-    " messageAdded(courseId: $courseId, after: $after) { messageId content } }"
+    " messageAdded(courseId: $courseId, after: $after) { messageId content deleted } }"
+)
+# As the web page does: tombstones of deleted messages, and of messages a Redis failover
+# lost after subscribers had them (retracted).
+MESSAGE_DELETED = (
+    "subscription Deleted($courseId: ID!) { messageDeleted(courseId: $courseId) { messageId } }"
 )
 TRANSPORT_WS = "graphql-transport-ws"
 # Error codes after which the same request can succeed (the chat side was away).
@@ -230,7 +235,8 @@ class ResumingSubscriber:
     connect), it reconnects with exponential backoff and subscribes again with `after` = the
     last id it received (or its initial `after`). It gives up once no connection has been
     acknowledged for `give_up_after_seconds`. `received` is every (id, content) in arrival
-    order, duplicates included."""
+    order, duplicates included; `tombstones` the ids it was told are gone (messageAdded's
+    deleted ones on resume, and messageDeleted, subscribed on the same socket)."""
 
     ws_url: str
     token: str
@@ -241,6 +247,7 @@ class ResumingSubscriber:
     max_backoff_seconds: float = 2.0
     give_up_after_seconds: float = 60.0
     received: list[tuple[int, str]] = field(default_factory=list, init=False)
+    tombstones: set[int] = field(default_factory=set, init=False)
     reconnects: int = field(default=0, init=False)  # sockets acknowledged after the first
     endings: list[str] = field(default_factory=list, init=False)  # why each socket ended
     close_codes: list[int] = field(default_factory=list, init=False)  # of ended sockets
@@ -335,20 +342,25 @@ class ResumingSubscriber:
                         self.reconnects += 1
                     last = self.received[-1][0] if self.received else self.after
                     variables = {"courseId": self.course_id, "after": _id_arg(last)}
-                    await ws.send_json(
-                        {
-                            "id": "1",
-                            "type": "subscribe",
-                            "payload": {"query": MESSAGE_ADDED, "variables": variables},
-                        }
-                    )
+                    for operation_id, query in (("1", MESSAGE_ADDED), ("2", MESSAGE_DELETED)):
+                        await ws.send_json(
+                            {
+                                "id": operation_id,
+                                "type": "subscribe",
+                                "payload": {"query": query, "variables": variables},
+                            }
+                        )
                     self._connected.set()
                     self._notify()
                 elif kind == "ping":
                     await ws.send_json({"type": "pong"})
                 elif kind == "next":
-                    added = message["payload"]["data"]["messageAdded"]
-                    self.received.append((int(added["messageId"]), added["content"]))
+                    data = message["payload"]["data"]
+                    added = data.get("messageAdded")
+                    if added is None or added["deleted"]:
+                        self.tombstones.add(int((added or data["messageDeleted"])["messageId"]))
+                    else:
+                        self.received.append((int(added["messageId"]), added["content"]))
                     self._notify()
                 elif kind == "error":
                     codes = {e.get("extensions", {}).get("code") for e in message["payload"]}
@@ -406,13 +418,18 @@ def delivery_problem(
     acknowledged: Sequence[tuple[int, str]],
     *,
     sole_sender: bool = False,
+    tombstones: Iterable[int] = (),
 ) -> str | None:
     """What breaks DESIGN.md §3 in one subscriber's `received`, or None.
 
     Received ids must strictly increase (per-course order, nothing twice) and include every
-    acknowledged id with its content. With `sole_sender` (the acknowledgements are every
-    message of the course after the subscriber's `after`) nothing else may arrive either: an
-    extra id is a message stored twice or a message nobody sent."""
+    acknowledged id with its content; none of them may be retracted (`tombstones`). With
+    `sole_sender` (the acknowledgements are every message of the course after the
+    subscriber's `after`, and nobody deletes) nothing else may arrive either, unless it was
+    retracted: a message a failover lost before it was acknowledged, which its sender's
+    retry stored again under a new id. Any other extra id is a message stored twice or a
+    message nobody sent."""
+    gone = set(tombstones)
     first_at: dict[int, int] = {}
     for position, (message_id, _) in enumerate(received):
         if position and message_id <= received[position - 1][0]:
@@ -426,6 +443,8 @@ def delivery_problem(
         first_at[message_id] = position
     contents = dict(received)
     for message_id, content in acknowledged:
+        if message_id in gone:
+            return f"retracted: acknowledged id {message_id} was lost ({content!r})"
         if message_id not in contents:
             missing = sorted({m for m, _ in acknowledged} - contents.keys())
             before = max((m for m in contents if m < missing[0]), default=None)
@@ -440,7 +459,7 @@ def delivery_problem(
                 f"acknowledged as {content!r}"
             )
     if sole_sender:
-        extra = sorted(contents.keys() - {m for m, _ in acknowledged})
+        extra = sorted(contents.keys() - {m for m, _ in acknowledged} - gone)
         if extra:
             return f"unsent: {len(extra)} ids nobody acknowledged: {_abbreviated(extra)}"
     return None
@@ -461,7 +480,12 @@ def check_delivery(
     it, with its first problem, its reconnects and how its sockets ended."""
     problems = []
     for subscriber in subscribers:
-        problem = delivery_problem(subscriber.received, acknowledged, sole_sender=sole_sender)
+        problem = delivery_problem(
+            subscriber.received,
+            acknowledged,
+            sole_sender=sole_sender,
+            tombstones=subscriber.tombstones,
+        )
         if problem is not None:
             problems.append(
                 f"{subscriber.name} ({len(subscriber.received)} received, "

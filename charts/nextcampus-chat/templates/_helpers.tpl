@@ -93,6 +93,25 @@ securityContext:
 {{- end -}}
 {{- end -}}
 
+{{/* How durable an acknowledged write is (redis.durability): the settings of every Redis
+client that writes (chat, operator), and what the chart's Redis nodes enforce themselves. */}}
+{{- define "nextcampus-chat.redisDurability" -}}
+{{- $d := .Values.redis.durability -}}
+{{- $perPrimary := int .Values.redis.replicasPerPrimary -}}
+{{- $min := ternary (min 1 $perPrimary) (int $d.minReplicas) (kindIs "invalid" $d.minReplicas) -}}
+{{- if and .Values.redis.enabled (gt (int $min) $perPrimary) -}}
+{{- fail (printf "redis.durability.minReplicas (%v) cannot exceed redis.replicasPerPrimary (%v): no write could ever be acknowledged" $min $perPrimary) -}}
+{{- end -}}
+{{- range $field := list "redis_min_replicas" "redis_without_replicas" "redis_wait_timeout_ms" -}}
+{{- if or (hasKey ($.Values.chat.settings | default dict) $field) (hasKey ($.Values.operator.settings | default dict) $field) -}}
+{{- fail (printf "set %s through redis.durability, not chat.settings or operator.settings: the Redis nodes must enforce the same" $field) -}}
+{{- end -}}
+{{- end -}}
+redis_min_replicas: {{ $min }}
+redis_without_replicas: {{ $d.withoutReplicas }}
+redis_wait_timeout_ms: {{ $d.waitTimeoutMs }}
+{{- end -}}
+
 {{/* NEXTCAMPUS_* entries of a settings map ({field: value}) for a ConfigMap's data. Lists
 become `a,b`; whole numbers stay whole (YAML numbers arrive as floats: 2097152 would
 otherwise print as 2.097152e+06, which no integer field accepts). */}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 
+from chatctl.testing import assert_chain
 from nextcampus_common.keys import CourseKeys
 
 
@@ -59,10 +60,34 @@ async def test_stored_hash_is_the_seed_model_with_the_policy_ttl(
         rc.close()
 
 
-async def test_ids_increase_by_one(client_for, course_id):
+async def test_ids_increase_and_each_names_the_one_before(client_for, course_id):
     alice = client_for("alice", [course_id])
-    ids = [int((await alice.send(course_id, f"m{i}")).message.message_id) for i in range(5)]
-    assert ids == list(range(ids[0], ids[0] + 5))
+    sent = [(await alice.send(course_id, f"m{i}")).message for i in range(5)]
+    assert sent[0].previous_message_id == ""  # the course's first message
+    assert_chain(sent)
+    history = await alice.history(course_id, limit=10)
+    assert [m.previous_message_id for m in history.messages] == [
+        m.previous_message_id for m in sent
+    ]
+
+
+async def test_an_id_is_never_handed_out_twice_after_the_sequence_rolls_back(
+    client_for, course_id, cluster_client
+):
+    """A failover that loses the newest writes leaves the new primary with an older `seq`:
+    the next message must still get an id above every id handed out before (the clock)."""
+    alice = client_for("alice", [course_id])
+    first = (await alice.send(course_id, "survives")).message
+    lost = [(await alice.send(course_id, f"lost {i}")).message for i in range(3)]
+    keys = CourseKeys(course_id)
+    # What the promoted replica would hold: the lost messages never reached it.
+    for message in lost:
+        cluster_client.delete(keys.message(message.message_id))
+        cluster_client.zrem(keys.messages, message.message_id)
+    cluster_client.set(keys.seq, first.message_id)
+    after = (await alice.send(course_id, "after the failover")).message
+    assert int(after.message_id) > max(int(m.message_id) for m in lost)
+    assert after.previous_message_id == first.message_id
 
 
 async def test_history_pagination(client_for, course_id):

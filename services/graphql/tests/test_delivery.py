@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from chatctl.scrape import scrape
-from chatctl.testing import WsSubscriber
+from chatctl.testing import WsSubscriber, assert_chain
 
 SEND = "mutation($c: ID!, $t: String!, $k: ID) { sendMessage(courseId: $c, content: $t, clientMessageId: $k) { messageId } }"
 
@@ -33,10 +33,6 @@ async def send(
     return int(body["data"]["sendMessage"]["messageId"])
 
 
-def contiguous(ids: list[int]) -> bool:
-    return ids == list(range(ids[0], ids[0] + len(ids)))
-
-
 async def live(subscriber: WsSubscriber, http, url, token, course_id) -> int:
     return await subscriber.until_live(lambda: send(http, url, token, course_id, "probe"))
 
@@ -57,7 +53,7 @@ async def test_subscribers_on_a_receive_in_order_once_what_b_accepts(
                 await subscriber.has_ids(sent)
                 tail = subscriber.ids[subscriber.ids.index(sent[0]) :]
                 assert tail == sent  # in order, once
-                assert contiguous(subscriber.ids)
+                assert_chain(subscriber.messages)
         # ONE upstream stream for the 25 sockets: on GraphQL A, and on the chat side.
         metrics_a = scrape(topology.graphql_urls[0].replace("/graphql", "/metrics"))
         assert metrics_a["nextcampus_graphql_upstream_streams"] == 1
@@ -89,6 +85,7 @@ async def test_a_dropped_socket_resumes_with_after(topology, make_token, course_
             after = [await send(http, urls[0], token, course_id, f"c{i}") for i in range(5)]
             await resumed.has_ids(missed + after)
             assert resumed.ids == missed + after
+            assert_chain(resumed.messages, after=before[-1])
             assert first.ids == [probe, *before]
         finally:
             await resumed.close()
@@ -122,7 +119,7 @@ async def test_kill_9_of_the_chat_process_under_a_subscription(topology, make_to
             await subscriber.has_ids(acked)
             tail = subscriber.ids[subscriber.ids.index(acked[0]) :]
             assert tail == sorted(acked)
-            assert contiguous(tail)
+            assert_chain(subscriber.messages)
         metrics_a = scrape(urls[0].replace("/graphql", "/metrics"))
         reopened = sum(
             v

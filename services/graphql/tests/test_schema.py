@@ -12,9 +12,10 @@ from nextcampus_graphql.operations import OperationFactory, run_operation
 from nextcampus_graphql.schema import build_schema
 from nextcampus_graphql.settings import GraphqlSettings
 
-# DESIGN.md §2, field by field.
+# DESIGN.md §2, field by field, and what was added since (previousMessageId: issue 11).
 PINNED = [
-    "type ChatMessage {\n  courseId: ID!\n  messageId: ID!\n  userId: ID!\n  content: String!\n  timestamp: DateTime!\n  deleted: Boolean!\n}",
+    "type ChatMessage {\n  courseId: ID!\n  messageId: ID!\n  userId: ID!\n  content: String!\n  timestamp: DateTime!\n  deleted: Boolean!\n",
+    "  previousMessageId: ID\n}",
     "type MessagePage {\n  messages: [ChatMessage!]!\n  hasMore: Boolean!\n}",
     "messages(courseId: ID!, before: ID, after: ID, limit: Int = 50): MessagePage!",
     "message(courseId: ID!, messageId: ID!): ChatMessage",

@@ -25,7 +25,9 @@ fi
 set -- redis-server /etc/redis/redis.conf \
   --cluster-announce-hostname "$POD_NAME.$HEADLESS_SERVICE" \
   --cluster-node-timeout "$NODE_TIMEOUT_MS" \
-  --appendfsync "$APPENDFSYNC"
+  --appendfsync "$APPENDFSYNC" \
+  --min-replicas-to-write "$MIN_REPLICAS_TO_WRITE" \
+  --min-replicas-max-lag "$MIN_REPLICAS_MAX_LAG"
 if [ -n "${REDIS_PASSWORD:-}" ]; then
   set -- "$@" --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD"
 fi

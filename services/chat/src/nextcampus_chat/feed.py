@@ -1,18 +1,24 @@
 """Fan-out: ONE sharded Redis subscription per course per process, shared by every stream.
 
-Pub/sub is at-most-once, so each course remembers the last sequence it passed on:
+Pub/sub is at-most-once, so each course remembers the last id it passed on, and every event
+and stored message names the id before it (`prev`):
 - every (re)subscription confirmation from Redis (first subscribe, redis-py reconnect,
-  re-homing after a failover) reads the index after that sequence before going on;
-- an event whose sequence skips ahead first reads the gap from the index;
-- an event at or below it is a duplicate and dropped.
-So every stream sees each message of the course once and in order, whatever Redis did.
+  re-homing after a failover) reads the index after that id before going on;
+- an event whose `prev` is newer than that id first reads the gap from the index;
+- an event at or below it is a duplicate and dropped;
+- an event (or the index) whose `prev` is OLDER than that id means a failover lost the
+  newest messages after they were passed on: they are retracted — every stream gets their
+  tombstones, and retract.lua records them once for all processes.
+So every stream sees each message of the course once and in order, whatever Redis did, and
+never a lost message silently replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,15 +36,24 @@ from nextcampus_common.redis_cluster import RETRYABLE_ERRORS, ClusterClient, Red
 log = get_logger(__name__)
 
 READER_ERRORS: tuple[type[Exception], ...] = (*RETRYABLE_ERRORS, RedisUnavailable)
+# Added messages each course remembers, to retract them should a failover lose them: more
+# than the writes a primary can take between its last replicated one and its death.
+RECENT_MESSAGES = 1000
+# Ids retracted here, so the published retraction of another process is not passed on twice.
+RETRACTED_IDS_KEPT = 10_000
+# How long a retraction keeps trying to be recorded while its shard has no replica.
+RETRACTION_RETRY_SECONDS = 120.0
 
 
 class Subscription:
-    """One stream's bounded queue of a course's events."""
+    """One stream's queue of a course's events, bounded in events and in bytes."""
 
-    def __init__(self, course_id: str, maxsize: int) -> None:
+    def __init__(self, course_id: str, max_events: int, max_bytes: int) -> None:
         self.course_id = course_id
-        self._maxsize = maxsize
+        self._max_events = max_events
+        self._max_bytes = max_bytes
         self._events: deque[Event] = deque()
+        self._bytes = 0
         self._wakeup = asyncio.Event()
         self.closed: ChatError | None = None
         # The course's last sequence when this subscription joined the live feed: every
@@ -49,7 +64,7 @@ class Subscription:
         """Queue an event; False (and the subscription closed) when the queue is full."""
         if self.closed is not None:
             return False
-        if len(self._events) >= self._maxsize:
+        if len(self._events) >= self._max_events or self._bytes + event.size > self._max_bytes:
             self.close(
                 ChatError(
                     Problem.SLOW_CONSUMER,
@@ -58,6 +73,7 @@ class Subscription:
             )
             return False
         self._events.append(event)
+        self._bytes += event.size
         self._wakeup.set()
         return True
 
@@ -65,6 +81,7 @@ class Subscription:
         if self.closed is None:
             self.closed = error
             self._events.clear()
+            self._bytes = 0
             self._wakeup.set()
 
     async def get(self) -> Event:
@@ -73,7 +90,9 @@ class Subscription:
                 raise self.closed
             self._wakeup.clear()
             await self._wakeup.wait()
-        return self._events.popleft()
+        event = self._events.popleft()
+        self._bytes -= event.size
+        return event
 
 
 @dataclass(eq=False)
@@ -83,6 +102,20 @@ class CourseFeed:
     last_sequence: int | None = None  # None until the first subscription confirmation
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     node_name: str | None = None
+    # The newest added messages passed on, oldest first (what a rollback may retract).
+    recent: OrderedDict[int, ChatMessage] = field(default_factory=OrderedDict)
+    retracted: OrderedDict[int, None] = field(default_factory=OrderedDict)
+
+    def passed_on(self, message: ChatMessage) -> None:
+        self.recent[int(message.message_id)] = message
+        if len(self.recent) > RECENT_MESSAGES:
+            self.recent.popitem(last=False)
+
+    def mark_retracted(self, sequence: int) -> None:
+        self.retracted[sequence] = None
+        self.recent.pop(sequence, None)
+        if len(self.retracted) > RETRACTED_IDS_KEPT:
+            self.retracted.popitem(last=False)
 
     @property
     def channel(self) -> str:
@@ -111,12 +144,14 @@ class FeedHub:
         metrics: ChatMetrics,
         *,
         queue_size: int,
+        queue_bytes: int,
         page_limit: int,
     ) -> None:
         self._redis = redis
         self._store = store
         self._metrics = metrics
         self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
         self._page_limit = page_limit
         self._feeds: dict[str, CourseFeed] = {}
         self._nodes: dict[str, NodeSubscriber] = {}
@@ -130,7 +165,7 @@ class FeedHub:
         """Join the course's live feed; the feed has its baseline when this yields."""
         if self._closing:
             raise ChatError(Problem.SHUTTING_DOWN, "server is shutting down; retry elsewhere")
-        subscription = Subscription(course_id, self._queue_size)
+        subscription = Subscription(course_id, self._queue_size, self._queue_bytes)
         feed = self._feeds.get(course_id)
         if feed is None:
             feed = self._feeds[course_id] = CourseFeed(course_id)
@@ -188,20 +223,30 @@ class FeedHub:
         self._metrics.deliveries.inc(delivered)
 
     async def _on_event(self, feed: CourseFeed, event: Event) -> None:
+        sequence = event.sequence
         if event.message.deleted:
+            if event.retracted:
+                if sequence in feed.retracted:
+                    return  # retracted here already
+                feed.mark_retracted(sequence)
             self._deliver(feed, event)
             return
-        sequence = event.sequence
         last = feed.last_sequence
         if last is None:  # cannot happen: the confirmation precedes events on a connection
             feed.last_sequence = sequence
         elif sequence <= last:
             return  # already passed on (by a gap fill)
-        elif sequence > last + 1:
+        elif event.prev is None:  # an older writer's event: ids were contiguous then
+            if sequence > last + 1:
+                await self._fill(feed, "gap", before=sequence)
+        elif event.prev > last:
             await self._fill(feed, "gap", before=sequence)
-            if feed.last_sequence is not None and sequence <= feed.last_sequence:
-                return
+        elif event.prev < last:
+            await self._roll_back(feed, event.prev)
+        if feed.last_sequence is not None and sequence <= feed.last_sequence:
+            return
         feed.last_sequence = sequence
+        feed.passed_on(event.message)
         self._deliver(feed, event)
 
     async def _on_subscribed(self, feed: CourseFeed) -> None:
@@ -227,12 +272,93 @@ class FeedHub:
             )
             for message in page.messages:
                 sequence = int(message.message_id)
-                if sequence > feed.last_sequence:
-                    feed.last_sequence = sequence
-                    self._metrics.gap_filled_messages.inc()
-                    self._deliver(feed, Event(message))
+                prev = int(message.previous_message_id or 0)
+                if sequence in feed.retracted:
+                    continue  # its tombstone went out already
+                if sequence <= feed.last_sequence:
+                    # The page starts with tombstones: the newest message we passed on was
+                    # lost in a failover (history.lua); their prev is what survived.
+                    await self._roll_back(feed, prev)
+                    continue
+                if (
+                    not message.deleted
+                    and message.previous_message_id
+                    and prev < feed.last_sequence
+                ):
+                    # The first message after ours follows an older one: ours was lost.
+                    await self._roll_back(feed, prev)
+                feed.last_sequence = sequence
+                self._metrics.gap_filled_messages.inc()
+                if not message.deleted:
+                    feed.passed_on(message)
+                self._deliver(feed, Event.of(message))
             if not page.has_more:
                 return
+
+    async def _roll_back(self, feed: CourseFeed, survivor: int) -> None:
+        """A failover lost the messages after `survivor` that this feed passed on: every
+        stream gets their tombstones now, and they are recorded once for all (retract.lua)."""
+        assert feed.last_sequence is not None
+        lost = [
+            message
+            for sequence, message in feed.recent.items()
+            if sequence > survivor and sequence not in feed.retracted
+        ]
+        feed.last_sequence = min(feed.last_sequence, survivor)
+        if not lost:
+            return
+        log.warning(
+            "messages lost in a Redis failover; retracting them",
+            course_id=feed.course_id,
+            ids=[m.message_id for m in lost],
+            survivor=survivor,
+        )
+        for message in lost:
+            tombstone = ChatMessage(
+                course_id=message.course_id,
+                message_id=message.message_id,
+                user_id=message.user_id,
+                timestamp=message.timestamp,
+                deleted=True,
+                client_message_id=message.client_message_id,
+                previous_message_id=str(survivor) if survivor else "",
+            )
+            feed.mark_retracted(int(message.message_id))
+            self._deliver(feed, Event.of(tombstone, retracted=True))
+        self._metrics.retracted_messages.inc(len(lost))
+        self._spawn(self._record_retraction(feed.course_id, survivor, lost))
+
+    async def _record_retraction(
+        self, course_id: str, survivor: int, lost: list[ChatMessage]
+    ) -> None:
+        """retract.lua until it is on a replica: right after a failover the new primary may
+        have none until the old one rejoins."""
+        deadline = time.monotonic() + RETRACTION_RETRY_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                _, collisions = await self._store.retract(course_id, survivor, lost)
+            except READER_ERRORS as exc:
+                self._metrics.redis_errors.labels(type(exc).__name__).inc()
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "could not record a retraction",
+                        course_id=course_id,
+                        ids=[m.message_id for m in lost],
+                        error=str(exc),
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if collisions:
+                log.error(
+                    "a lost message's id was given to another message: the Redis nodes' "
+                    "clocks differ by more than a failover takes",
+                    course_id=course_id,
+                    ids=collisions,
+                )
+            return
 
     # -- Redis subscriptions ----------------------------------------------------------------
 
@@ -385,30 +511,34 @@ async def stream_messages(
     async with hub.subscribe(course_id) as subscription:
         assert subscription.baseline is not None
         last_sent = subscription.baseline
+        page = None
+        retracted: set[int] = set()
         if after is not None:
             last_sent = int(after)
-            if last_sent > await store.last_sequence(course_id):
-                # Nothing would ever be sent until the course caught up: say so instead.
-                raise ChatError(
-                    Problem.INVALID_ARGUMENT,
-                    f"after_message_id {after} is ahead of the newest message of {course_id}",
-                )
+            # Before going live: an `after` past the clock is refused here (history.lua).
+            page = await store.history(course_id, after=after, limit=page_limit)
         if on_live is not None:
             await on_live(last_sent)
-        if after is not None:
-            while True:
-                page = await store.history(course_id, after=str(last_sent), limit=page_limit)
-                for message in page.messages:
-                    last_sent = int(message.message_id)
-                    yield message
-                if not page.has_more:
-                    break
+        while page is not None:
+            for message in page.messages:
+                sequence = int(message.message_id)
+                if sequence <= last_sent:
+                    # Tombstones of what a failover lost, `after` among them (history.lua).
+                    retracted.add(sequence)
+                last_sent = max(last_sent, sequence)
+                yield message
+            if not page.has_more:
+                break
+            page = await store.history(course_id, after=str(last_sent), limit=page_limit)
         while True:
             event = await subscription.get()
             message = event.message
-            if not message.deleted:
-                sequence = event.sequence
-                if sequence <= last_sent:
-                    continue
+            sequence = event.sequence
+            if message.deleted:
+                if event.retracted and sequence in retracted:
+                    continue  # sent from history already
+            elif sequence <= last_sent:
+                continue
+            else:
                 last_sent = sequence
             yield message

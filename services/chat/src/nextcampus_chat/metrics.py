@@ -47,6 +47,11 @@ class ChatMetrics:
             "messages recovered from the index by gap fills",
             registry=r,
         )
+        self.retracted_messages = Counter(
+            _name("retracted_messages"),
+            "messages a Redis failover lost after streams had them: their tombstones were sent",
+            registry=r,
+        )
         self.slow_consumers = Counter(
             _name("slow_consumer_disconnects"),
             "streams cut off because their queue was full",

@@ -16,6 +16,7 @@ from nextcampus_chat.service import ChatService, add_to_server
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_chat.store import MessageStore
 from nextcampus_common.auth import TokenVerifier
+from nextcampus_common.chat_api import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from nextcampus_common.logs import get_logger
 from nextcampus_common.metrics import serve_metrics
 from nextcampus_common.proto.chat.v1 import chat_pb2
@@ -24,8 +25,6 @@ from nextcampus_common.redis_cluster import ClusterClient
 log = get_logger(__name__)
 
 SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
-# Content is capped at 16,000 characters (64 KB of UTF-8); anything far larger is abuse.
-MAX_MESSAGE_BYTES = 256 * 1024
 
 
 class ChatServer:
@@ -43,12 +42,16 @@ class ChatServer:
             self.store,
             self.metrics,
             queue_size=settings.stream_queue_size,
+            queue_bytes=settings.stream_queue_bytes,
             page_limit=settings.history_page_limit,
         )
         self.health = health_aio.HealthServicer()
         self.grpc = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                # Content is capped at 16,000 characters (64 KB of UTF-8): a larger request
+                # is abuse. Responses stay within what every client of ours accepts.
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
                 ("grpc.so_reuseport", 0),
                 # Streams live long behind load balancers: keep them alive, notice dead peers.
                 ("grpc.keepalive_time_ms", 30_000),

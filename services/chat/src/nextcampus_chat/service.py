@@ -30,7 +30,7 @@ from nextcampus_common.metadata import (
     metadata_value,
 )
 from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
-from nextcampus_common.redis_cluster import RedisUnavailable
+from nextcampus_common.redis_cluster import RedisUnavailable, WriteNotDurable
 
 DEFAULT_PAGE_LIMIT = 50
 
@@ -112,6 +112,12 @@ def add_to_server(service: ChatService, server: grpc.aio.Server) -> None:
 def _as_chat_error(exc: Exception) -> ChatError | None:
     if isinstance(exc, ChatError):
         return exc
+    if isinstance(exc, WriteNotDurable):
+        return ChatError(
+            Problem.UNAVAILABLE,
+            f"not acknowledged: {exc}; retry (with the same client_message_id)",
+            retry_after_ms=exc.retry_after_ms,
+        )
     if isinstance(exc, RedisUnavailable):
         return ChatError(Problem.UNAVAILABLE, "chat storage is unavailable; retry shortly")
     if isinstance(exc, InvalidId):

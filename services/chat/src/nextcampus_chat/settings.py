@@ -19,7 +19,19 @@ class ChatSettings(ServiceSettings, RedisSettings, JwtSettings, PolicyDefaultSet
     # lower the limit below it).
     max_content_length: int = Field(default=16_000, ge=1)
     history_page_limit: int = Field(default=200, ge=1, le=1000)
+    history_page_bytes: int = Field(
+        default=1_048_576,
+        ge=65_536,
+        le=2_097_152,  # a page stays far below the gRPC message limit of every client
+        description="content bytes of a history page past its first message: a page of large "
+        "messages ends early (has_more) and the reader pages on",
+    )
     stream_queue_size: int = Field(
         default=10_000, ge=1, description="messages buffered per stream before it is cut off"
+    )
+    stream_queue_bytes: int = Field(
+        default=16_777_216,
+        ge=1_048_576,
+        description="bytes buffered per stream (content of queued messages) before it is cut off",
     )
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)

@@ -33,14 +33,35 @@ class Event:
     """One message of a course's event channel: an added message or a tombstone."""
 
     message: ChatMessage
+    # The id before it on the primary that wrote it (None: unknown, an event of an older
+    # version), and whether the tombstone retracts a message a failover lost.
+    prev: int | None = None
+    retracted: bool = False
+    # Roughly what the event costs a stream's queue (content dominates).
+    size: int = 0
 
     @property
     def sequence(self) -> int:
         return int(self.message.message_id)
 
+    @classmethod
+    def of(cls, message: ChatMessage, *, retracted: bool = False) -> Event:
+        prev = message.previous_message_id
+        return cls(
+            message,
+            prev=int(prev) if prev else 0,
+            retracted=retracted,
+            size=EVENT_OVERHEAD_BYTES + len(message.content) * 4,
+        )
+
+
+# Per queued event beyond its content: the message object and its other fields.
+EVENT_OVERHEAD_BYTES = 256
+
 
 def decode_event(payload: str | bytes) -> Event:
     raw = orjson.loads(payload)
+    prev = raw.get("p")
     return Event(
         ChatMessage(
             course_id=raw["c"],
@@ -50,12 +71,16 @@ def decode_event(payload: str | bytes) -> Event:
             timestamp=int(raw["t"]),
             deleted=raw["k"] == "d",
             client_message_id=raw["m"],
-        )
+            previous_message_id=prev or "",
+        ),
+        prev=None if prev is None else int(prev or 0),
+        retracted=bool(raw.get("r")),
+        size=EVENT_OVERHEAD_BYTES + len(payload),
     )
 
 
 def _message(course_id: str, message_id: str, fields: Sequence[str]) -> ChatMessage:
-    user_id, content, timestamp, deleted, client_message_id = fields
+    user_id, content, timestamp, deleted, client_message_id, prev_id = fields
     return ChatMessage(
         course_id=course_id,
         message_id=message_id,
@@ -64,6 +89,7 @@ def _message(course_id: str, message_id: str, fields: Sequence[str]) -> ChatMess
         timestamp=int(timestamp),
         deleted=deleted == "1",
         client_message_id=client_message_id,
+        previous_message_id=prev_id,
     )
 
 
@@ -112,19 +138,12 @@ class MessageStore:
         )
         outcome = reply[0]
         if outcome == "ok":
-            _, message_id, timestamp = reply
-            message = ChatMessage(
-                course_id=course_id,
-                message_id=message_id,
-                user_id=user_id,
-                content=content,
-                timestamp=int(timestamp),
-                client_message_id=client_message_id,
-            )
-            return SendResult(message, duplicate=False)
+            _, message_id, timestamp, prev_id = reply
+            fields = (user_id, content, timestamp, "0", client_message_id, prev_id)
+            return SendResult(_message(course_id, message_id, fields), duplicate=False)
         if outcome == "dup":
-            _, message_id, author, stored_content, timestamp, deleted = reply
-            fields = (author, stored_content, timestamp, deleted, client_message_id)
+            _, message_id, author, stored_content, timestamp, deleted, prev_id = reply
+            fields = (author, stored_content, timestamp, deleted, client_message_id, prev_id)
             return SendResult(_message(course_id, message_id, fields), duplicate=True)
         if outcome == "read_only":
             raise ChatError(Problem.READ_ONLY, f"course {course_id} is read-only")
@@ -148,10 +167,21 @@ class MessageStore:
         keys = CourseKeys(course_id)
         reply = await self._redis.script(
             scripts.HISTORY,
-            [keys.messages],
-            [keys.message_prefix, after or "", before or "", limit],
+            [keys.messages, keys.seq],
+            [
+                keys.message_prefix,
+                after or "",
+                before or "",
+                limit,
+                self._settings.history_page_bytes,
+            ],
             replicated=False,
         )
+        if reply[0] == "ahead":
+            raise ChatError(
+                Problem.INVALID_ARGUMENT,
+                f"after_message_id {after} is ahead of the newest message of {course_id}",
+            )
         has_more, flat = reply[0] == 1, reply[1:]
         width = 1 + len(MESSAGE_FIELDS)
         messages = [
@@ -166,11 +196,11 @@ class MessageStore:
         fields = await self._redis.command(key, "HMGET", key, *MESSAGE_FIELDS)
         if fields[0] is None:
             raise ChatError(Problem.NOT_FOUND, f"message {message_id} not found in {course_id}")
-        user_id, content, timestamp, deleted, client_message_id = fields
+        user_id, content, timestamp, deleted, client_message_id, prev_id = fields
         return _message(
             course_id,
             message_id,
-            (user_id, content, timestamp, deleted or "0", client_message_id or ""),
+            (user_id, content, timestamp, deleted or "0", client_message_id or "", prev_id or ""),
         )
 
     async def delete(
@@ -191,9 +221,38 @@ class MessageStore:
                 Problem.PERMISSION_DENIED,
                 "only the author or a moderator of the course may delete this message",
             )
-        _, author, timestamp, client_message_id, changed = reply
-        message = _message(course_id, message_id, (author, "", timestamp, "1", client_message_id))
-        return message, changed == "1"
+        _, author, timestamp, client_message_id, changed, prev_id = reply
+        fields = (author, "", timestamp, "1", client_message_id, prev_id)
+        return _message(course_id, message_id, fields), changed == "1"
+
+    async def retract(
+        self, course_id: str, survivor: int, lost: Sequence[ChatMessage]
+    ) -> tuple[int, list[str]]:
+        """Make `lost` (messages a failover lost after they were published) retracted
+        tombstones, once for all processes (retract.lua). Returns how many this call
+        retracted, and the ids under which another message is stored now (which only a clock
+        difference between Redis nodes beyond a failover's duration could cause)."""
+        keys = CourseKeys(course_id)
+        args: list[str | int] = [
+            keys.message_prefix,
+            course_id,
+            self._settings.default_ttl_seconds,
+            str(survivor) if survivor else "",
+        ]
+        for message in lost:
+            args += [
+                message.message_id,
+                message.user_id,
+                message.timestamp,
+                message.client_message_id,
+            ]
+        reply = await self._redis.script(
+            scripts.RETRACT,
+            [keys.messages, keys.events, keys.policy, keys.seq],
+            args,
+            replicated=True,
+        )
+        return int(reply[0]), list(reply[1:])
 
     async def policy(self, course_id: str) -> CoursePolicy:
         """The effective policy: the course's policy hash over the service's defaults (the

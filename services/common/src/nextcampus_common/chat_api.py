@@ -13,6 +13,12 @@ import grpc
 from nextcampus_common.metadata import AUTHORIZATION, STREAM_AFTER_MESSAGE_ID, metadata_value
 from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 
+# The largest gRPC message either side sends, set on both ends rather than left to gRPC's
+# defaults (4 MiB to receive, unlimited to send): a history page is cut by bytes well below
+# it (chat's history_page_bytes), and a request carries at most 16,000 characters.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+MAX_REQUEST_BYTES = 256 * 1024
+
 
 def service_config(max_attempts: int) -> str:
     retry = {
@@ -54,6 +60,8 @@ class ChatApi:
         self.channel = grpc.aio.insecure_channel(
             target,
             options=[
+                ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+                ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
                 *(options or []),
                 ("grpc.service_config", service_config(max_attempts)),
                 ("grpc.enable_retries", 1),

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Fields of the message hash, in the order the scripts return them.
-MESSAGE_FIELDS = ("user_id", "content", "timestamp", "deleted", "client_message_id")
+# Fields of the message hash, in the order the scripts return them. `prev_id` is the id of
+# the course's message before it; a tombstone of a message lost in a failover also has
+# `retracted` = 1 (retract.lua).
+MESSAGE_FIELDS = ("user_id", "content", "timestamp", "deleted", "client_message_id", "prev_id")
 # Fields of the policy hash the operator writes and the send script reads.
 POLICY_FIELDS = (
     "ttl_seconds",
@@ -43,6 +45,7 @@ class CourseKeys:
 
     @property
     def seq(self) -> str:
+        """The newest message id of the course (never expires)."""
         return f"{self.prefix}seq"
 
     @property

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 # `Bearer <jwt>`, on every call.
 AUTHORIZATION = "authorization"
-# Trailing metadata of a RESOURCE_EXHAUSTED send: milliseconds until a send is allowed again.
+# Trailing metadata of a RESOURCE_EXHAUSTED send (rate limit) and of an UNAVAILABLE write
+# that no replica confirmed: milliseconds until a retry makes sense.
 RETRY_AFTER_MS = "retry-after-ms"
 # Initial metadata of SubscribeMessages, sent once the stream is live: the stream carries
 # every message after this id, so a client whose stream breaks before its first message

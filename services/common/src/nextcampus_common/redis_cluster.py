@@ -1,11 +1,14 @@
 """The Redis Cluster client: slot routing from redis-py's cluster client, commands and
 scripts sent to the owning primary over a plain per-node connection pool.
 
-Why not send everything through `RedisCluster` itself: a write must be acknowledged only once
-a replica holds it (otherwise a failover can lose an acknowledged message and hand its id to
-another one). `WAIT` counts the writes of *its own connection*, so the script and the `WAIT`
-must travel together on one connection — a two-command pipeline to the slot's primary, still
-one round trip. Retries through a failover refresh the slot map and go to the new primary.
+Why not send everything through `RedisCluster` itself: a write is acknowledged only once
+`min_replicas` replicas hold it (otherwise a failover can lose an acknowledged message).
+`WAIT` counts the writes of *its own connection*, so the script and the `WAIT` must travel
+together on one connection — a two-command pipeline to the slot's primary, still one round
+trip. A write that no replica confirmed in time is refused (`WriteNotDurable`, the caller
+retries it idempotently); while a shard has no replica at all it is refused, or accepted
+with one copy, as `redis_without_replicas` says. Retries through a failover refresh the
+slot map and go to the new primary.
 """
 
 from __future__ import annotations
@@ -25,14 +28,18 @@ from redis.exceptions import (
     NoScriptError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from nextcampus_common.logs import get_logger
 from nextcampus_common.scripts import LuaScript
 from nextcampus_common.settings import RedisSettings
+
+log = get_logger(__name__)
 
 # Errors that mean "the topology moved or a node is away": refresh the slot map and retry.
 RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -49,8 +56,32 @@ RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
 STARTUP_ERRORS: tuple[type[Exception], ...] = (*RETRYABLE_ERRORS, RedisClusterException)
 
 
+# A shard without any replica waits for one to (re)join: that takes seconds, not a WAIT.
+NO_REPLICA_RETRY_AFTER_MS = 1000
+# How long a primary seen without replicas is treated so without asking it again.
+REPLICALESS_SECONDS = 1.0
+
+
 class RedisUnavailable(Exception):
     """Redis did not answer within the retry budget."""
+
+
+class WriteNotDurable(RedisUnavailable):
+    """A write no replica confirmed (or the primary refused it for lack of replicas): it was
+    not acknowledged, and a retry with the same idempotency key is safe."""
+
+    def __init__(self, message: str, *, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+def online_replicas(info: dict[str, Any]) -> int:
+    """Replicas attached and streaming, from a primary's INFO replication."""
+    return sum(
+        1
+        for name, value in info.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
 
 
 def _no_retry() -> Retry:
@@ -85,17 +116,31 @@ class ClusterClient:
         self._node_clients: dict[str, Redis] = {}
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = 0.0
+        # Replicas a replicated write needs; resolved at start when the setting is empty.
+        self.min_replicas = settings.redis_min_replicas or 0
+        # Primaries last seen without any replica, until when (monotonic seconds).
+        self._replicaless_until: dict[str, float] = {}
 
     async def start(self) -> None:
         deadline = time.monotonic() + self._settings.redis_retry_seconds
         while True:
             try:
                 await self.cluster.initialize()
+                if self._settings.redis_min_replicas is None:
+                    self.min_replicas = 1 if await self._cluster_has_replicas() else 0
                 return
             except STARTUP_ERRORS as exc:
                 if time.monotonic() > deadline:
                     raise RedisUnavailable(f"Redis Cluster unreachable: {exc}") from exc
                 await asyncio.sleep(0.2)
+
+    async def _cluster_has_replicas(self) -> bool:
+        """Whether the cluster is built with replicas: CLUSTER NODES lists every node, failed
+        ones included (a replica that is down now still means writes should wait for it)."""
+        nodes = await self.cluster.execute_command(
+            "CLUSTER NODES", target_nodes=RedisCluster.RANDOM
+        )
+        return any("slave" in str(entry.get("flags", "")) for entry in nodes.values())
 
     async def close(self) -> None:
         clients, self._node_clients = list(self._node_clients.values()), {}
@@ -159,30 +204,82 @@ class ClusterClient:
     async def script(
         self, script: LuaScript, keys: Sequence[str], args: Sequence[Any], *, replicated: bool
     ) -> Any:
-        """Run `script` on the primary of `keys[0]`; with `replicated`, acknowledge only once
-        `redis_wait_replicas` replicas hold its writes (or the wait timed out, counted)."""
-        wait_replicas = self._settings.redis_wait_replicas if replicated else 0
+        """Run `script` on the primary of `keys[0]`; with `replicated`, return only once
+        `min_replicas` replicas hold its writes, else raise `WriteNotDurable`."""
+        wanted = self.min_replicas if replicated else 0
 
         async def attempt() -> Any:
+            node = self.node_for(keys[0]).name
             client = self.client_for(keys[0])
+            wait = wanted
+            if wait and self._replicaless_until.get(node, 0.0) > time.monotonic():
+                wait = self._without_replicas(node, script.name)
             for _ in range(2):
                 async with client.pipeline(transaction=False) as pipe:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    if wait_replicas:
-                        pipe.execute_command(
-                            "WAIT", wait_replicas, self._settings.redis_wait_timeout_ms
-                        )
+                    if wait:
+                        pipe.execute_command("WAIT", wait, self._settings.redis_wait_timeout_ms)
                     replies = await pipe.execute(raise_on_error=False)
                 result = replies[0]
                 if isinstance(result, NoScriptError):
                     # A node that restarted (or a new primary) has an empty script cache.
                     await client.script_load(script.source)
                     continue
+                if isinstance(result, ResponseError) and str(result).startswith("NOREPLICAS"):
+                    # min-replicas-to-write: the primary refused before writing anything.
+                    self._on_error("write_refused_without_replica")
+                    raise WriteNotDurable(
+                        f"{script.name}: no replica of this shard is in sync to copy it to",
+                        retry_after_ms=NO_REPLICA_RETRY_AFTER_MS,
+                    )
                 if isinstance(result, Exception):
                     raise result
-                if wait_replicas and isinstance(replies[1], int) and replies[1] < wait_replicas:
-                    self._on_error("unreplicated_write")
+                if wait:
+                    confirmed = replies[1] if isinstance(replies[1], int) else 0
+                    if confirmed < wait:
+                        await self._not_replicated(client, node, script.name, confirmed, wait)
                 return result
             raise RuntimeError(f"script {script.name} was not accepted after loading it")
 
         return await self.retrying(attempt, script.name)
+
+    def _without_replicas(self, node: str, what: str) -> int:
+        """A write to a primary known to have no replica: refused before it is made, or made
+        without waiting (0 replicas), as `redis_without_replicas` says."""
+        if self._settings.redis_without_replicas == "refuse":
+            self._on_error("write_refused_without_replica")
+            raise WriteNotDurable(
+                f"{what}: this shard has no replica right now",
+                retry_after_ms=NO_REPLICA_RETRY_AFTER_MS,
+            )
+        self._on_error("write_without_replica")
+        return 0
+
+    async def _not_replicated(
+        self, client: Redis, node: str, what: str, confirmed: int, wanted: int
+    ) -> None:
+        """The write is on the primary but fewer than `wanted` replicas confirmed it in time.
+        Without any replica attached (the shard just failed over) remember that and apply the
+        `redis_without_replicas` choice; otherwise refuse it: a retry with the same
+        idempotency key finds it and waits again."""
+        try:
+            info = await client.info("replication")
+        except RETRYABLE_ERRORS:
+            info = None
+        if info is not None and online_replicas(info) == 0:
+            self._replicaless_until[node] = time.monotonic() + REPLICALESS_SECONDS
+            log.warning("Redis primary has no replica", node=node, write=what)
+            if self._settings.redis_without_replicas == "accept":
+                self._on_error("write_without_replica")
+                return
+            self._on_error("write_refused_without_replica")
+            raise WriteNotDurable(
+                f"{what}: this shard has no replica right now",
+                retry_after_ms=NO_REPLICA_RETRY_AFTER_MS,
+            )
+        self._on_error("write_not_replicated")
+        raise WriteNotDurable(
+            f"{what}: {confirmed} of {wanted} replicas confirmed the write in "
+            f"{self._settings.redis_wait_timeout_ms} ms",
+            retry_after_ms=self._settings.redis_wait_timeout_ms,
+        )

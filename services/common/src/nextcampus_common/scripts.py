@@ -22,5 +22,6 @@ def load_script(name: str) -> LuaScript:
 SEND = load_script("send")
 DELETE = load_script("delete")
 HISTORY = load_script("history")
+RETRACT = load_script("retract")
 POLICY = load_script("policy")
 RETIME = load_script("retime")

@@ -61,11 +61,23 @@ class RedisSettings(BaseSettings):
     redis_retry_seconds: float = Field(
         default=10.0, gt=0, description="how long a command retries through a failover"
     )
-    redis_wait_replicas: int = Field(
-        default=1, ge=0, description="replicas that must hold a write before it is acknowledged"
+    redis_min_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="replicas that must hold a write before it is acknowledged; empty: 1 when "
+        "the cluster has replicas, else 0",
     )
     redis_wait_timeout_ms: int = Field(
-        default=100, ge=1, description="longest wait for those replicas (then ack, counted)"
+        default=250,
+        ge=1,
+        description="longest wait for those replicas; past it the write is refused as "
+        "UNAVAILABLE (retry with the same client message id)",
+    )
+    redis_without_replicas: Literal["refuse", "accept"] = Field(
+        default="refuse",
+        description="a write while its shard has no replica at all (after a failover, until "
+        "the old primary rejoins): refuse (UNAVAILABLE, nothing stored) or accept it with "
+        "one copy only (counted and logged)",
     )
 
     _split_nodes = field_validator("redis_nodes", mode="before")(comma_separated)

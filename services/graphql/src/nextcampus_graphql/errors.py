@@ -48,6 +48,10 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     retry_after_ms = metadata_value(exc.trailing_metadata(), RETRY_AFTER_MS)
     if retry_after_ms is not None:
         extensions["retryAfterMs"] = int(retry_after_ms)
+    elif code is Code.RATE_LIMITED:
+        # RESOURCE_EXHAUSTED without the rate limit's hint came from the transport (a
+        # message over a size limit): not something a client can wait out.
+        code = Code.INTERNAL
     message = exc.details() or exc.code().name
     if code is Code.INTERNAL:
         message = "internal error in the chat service"

@@ -276,12 +276,12 @@ class FeedHub:
             member.sink.write_frame(member.frame(group.render(message)))
 
         assert feed.last_id is not None
-        if after > feed.last_id:
-            raise ApiError(
-                Code.BAD_USER_INPUT,
-                f"after {after} is ahead of the newest message of {feed.course_id}",
-            )
         last_sent = after
+        # Join only once the feed has passed this id: what it dispatches from then on is new.
+        # A page that starts with tombstones at or below `after` retracts messages a Redis
+        # failover lost (`after` among them): they will never pass the feed, so wait only
+        # for the newest message that survived (their previous id).
+        wait_for = after
         token = catch_up.member.sink.token
         while True:
             try:
@@ -292,7 +292,11 @@ class FeedHub:
                 raise from_grpc(exc) from None
             for message in page.messages:
                 send(message)
-                last_sent = int(message.message_id)
+                message_id = int(message.message_id)
+                if message_id <= last_sent:
+                    wait_for = min(wait_for, int(message.previous_message_id or 0))
+                else:
+                    last_sent = wait_for = message_id
             if not page.has_more:
                 break
 
@@ -305,8 +309,8 @@ class FeedHub:
             return last_sent
 
         last_sent = drain(last_sent)
-        while feed.last_id < last_sent:
-            catch_up.until = last_sent
+        while feed.last_id < min(wait_for, last_sent):
+            catch_up.until = min(wait_for, last_sent)
             catch_up.caught_up.clear()
             try:
                 await asyncio.wait_for(catch_up.caught_up.wait(), self._live_timeout)

@@ -199,6 +199,10 @@ class RedisCluster:
     root: Path
     persist: bool = False
     node_timeout_ms: int = 2000
+    # As the chart's nodes run (redis.durability): a primary with no replica in sync refuses
+    # writes before making them.
+    min_replicas_to_write: int = 1
+    min_replicas_max_lag_seconds: int = 5
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -241,6 +245,10 @@ class RedisCluster:
             "everysec",
             "--save",
             "",
+            "--min-replicas-to-write",
+            str(self.min_replicas_to_write),
+            "--min-replicas-max-lag",
+            str(self.min_replicas_max_lag_seconds),
         ]
 
     def start_node(self, port: int) -> None:
@@ -320,16 +328,20 @@ class RedisCluster:
         raise StackError(f"Redis Cluster on {self.nodes_csv} not healthy after {timeout:.0f} s")
 
     def _replicas_synced(self) -> bool:
-        live = [p for p in self.ports if self.processes.get(p) and self.processes[p].poll() is None]
-        for port in live:
+        for port in self.live_ports():
             info = self.cli(port, "info", "replication")
             if "role:slave" in info and "master_link_status:up" not in info:
                 return False
         return True
 
+    def live_ports(self) -> list[int]:
+        return [p for p in self.ports if p in self.processes and self.processes[p].poll() is None]
+
     def primary_port_for(self, key: str) -> int:
-        slot = int(self.cli(self.ports[0], "cluster", "keyslot", key).strip())
-        for line in self.cli(self.ports[0], "cluster", "nodes").splitlines():
+        """The primary owning `key`'s slot, as the first live node sees the cluster."""
+        asked = self.live_ports()[0]
+        slot = int(self.cli(asked, "cluster", "keyslot", key).strip())
+        for line in self.cli(asked, "cluster", "nodes").splitlines():
             parts = line.split()
             if "master" not in parts[2] or "fail" in parts[2]:
                 continue
@@ -341,11 +353,7 @@ class RedisCluster:
 
     def owns_slots(self, port: int) -> bool:
         """Whether the other live nodes still list `port` as a primary with slots."""
-        live = [
-            p
-            for p in self.ports
-            if p != port and p in self.processes and self.processes[p].poll() is None
-        ]
+        live = [p for p in self.live_ports() if p != port]
         for line in self.cli(live[0], "cluster", "nodes").splitlines():
             parts = line.split()
             if f":{port}@" in parts[1]:
@@ -370,6 +378,26 @@ class RedisCluster:
         process = self.processes[port]
         process.kill()
         process.wait(5)
+
+    def replica_ports_of(self, port: int) -> list[int]:
+        """The replicas attached to the primary on `port`, as it reports them."""
+        ports = []
+        for line in self.cli(port, "info", "replication").splitlines():
+            name, _, fields = line.strip().partition(":")
+            if name.startswith("slave") and name[5:].isdigit():
+                values = dict(field.split("=", 1) for field in fields.split(","))
+                ports.append(int(values["port"]))
+        return ports
+
+    def pause_node(self, port: int) -> None:
+        """SIGSTOP one node: it keeps its connections but answers nothing (a hung node, or a
+        network that stopped carrying its packets)."""
+        self.processes[port].send_signal(signal.SIGSTOP)
+
+    def resume_node(self, port: int) -> None:
+        process = self.processes.get(port)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         for process in self.processes.values():

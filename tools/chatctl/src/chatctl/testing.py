@@ -8,10 +8,10 @@ import contextlib
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import pytest
@@ -233,6 +233,48 @@ class Collector:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+class Chained(Protocol):
+    """A message as a client received it (a ChatMessage, or GraphQL's fields of one)."""
+
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def previous_message_id(self) -> str: ...
+    @property
+    def deleted(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Received:
+    """A messageAdded event as a WebSocket subscriber received it."""
+
+    message_id: str
+    previous_message_id: str
+    deleted: bool
+
+
+def assert_chain(messages: Sequence[Chained], after: int | None = None) -> None:
+    """Added messages as a stream delivered them: in order, none twice, none missing — each
+    names the one before it (previous_message_id), the first names `after` when given. A
+    message the stream later got a tombstone of may have been retracted (lost in a
+    failover): the next one may then name what came before it instead."""
+    added = [m for m in messages if not m.deleted]
+    ids = [int(m.message_id) for m in added]
+    assert ids == sorted(set(ids)), f"duplicates or out of order: {ids}"
+    tombstones = {m.message_id for m in messages if m.deleted}
+    allowed = [str(after)] if after is not None else []
+    for index, message in enumerate(added):
+        if index > 0 or after is not None:
+            assert message.previous_message_id in allowed, (
+                f"gap before {message.message_id}: it follows {message.previous_message_id!r}, "
+                f"the stream had {allowed!r}"
+            )
+        if message.message_id in tombstones:
+            allowed.append(message.message_id)
+        else:
+            allowed = [message.message_id]
+
+
 async def established(
     collector: Collector, send: Callable[[], Awaitable[SendMessageResponse]]
 ) -> int:
@@ -308,7 +350,8 @@ async def graphql_server(
 
 ADDED_DOCUMENT = (
     "subscription($c: ID!, $after: ID) "
-    "{ messageAdded(courseId: $c, after: $after) { messageId content deleted } }"
+    "{ messageAdded(courseId: $c, after: $after) "
+    "{ messageId previousMessageId content deleted } }"
 )
 
 
@@ -318,6 +361,7 @@ class WsSubscriber:
     def __init__(self, url: str, token: str, course_id: str, after: str | None = None) -> None:
         self.url, self.token, self.course_id, self.after = url, token, course_id, after
         self.ids: list[int] = []
+        self.messages: list[Received] = []
         self.close_code: int | None = None
         self._changed = asyncio.Condition()
         self._session: Any = None
@@ -358,6 +402,13 @@ class WsSubscriber:
                     added = data["payload"]["data"]["messageAdded"]
                     async with self._changed:
                         self.ids.append(int(added["messageId"]))
+                        self.messages.append(
+                            Received(
+                                added["messageId"],
+                                added["previousMessageId"] or "",
+                                added["deleted"],
+                            )
+                        )
                         self._changed.notify_all()
                 elif data["type"] == "error":
                     raise AssertionError(f"subscription failed: {data}")

@@ -1,15 +1,22 @@
--- One send, atomically, in one round trip (DESIGN.md §2):
--- dedupe by client_message_id, read the policy, check read-only / length / rate,
--- INCR the sequence (seeded from the clock when missing), store the message with the
--- course TTL, index it, trim expired index entries, SPUBLISH the event.
+-- One send, atomically, in one round trip (README, "Data model"):
+-- dedupe by client_message_id, read the policy, check read-only / length / rate, pick the
+-- next id, store the message with the course TTL, index it, trim expired index entries,
+-- SPUBLISH the event.
 --
--- KEYS: 1 policy, 2 seq, 3 index, 4 events channel, 5 client idempotency key, 6 rate key
+-- Ids: the primary's clock in microseconds, or the previous id + 1 when the clock is not
+-- past it. A failover that loses the newest writes rolls the stored previous id back, but
+-- not the clock: a failover takes longer than any clock difference between Redis nodes, so
+-- a new id is never one that was handed out (and published) before. Each message and event
+-- carries the id before it (`prev_id`, `p`), so consumers find gaps without contiguous ids.
+--
+-- KEYS: 1 policy, 2 seq (the newest id), 3 index, 4 events channel, 5 client idempotency
+--       key, 6 rate key
 -- ARGV: 1 message key prefix, 2 user id, 3 content, 4 client message id,
 --       5 default ttl seconds, 6 default max length, 7 default rate messages,
 --       8 default rate seconds, 9 course id
 -- Returns one of:
---   {'ok', id, timestamp_ms}
---   {'dup', id, user_id, content, timestamp_ms, deleted}
+--   {'ok', id, timestamp_ms, prev_id}
+--   {'dup', id, user_id, content, timestamp_ms, deleted, prev_id}
 --   {'read_only'} | {'too_long', max_length} | {'rate_limited', retry_after_ms}
 local policy_key, seq_key, index_key, events_key, client_key, rate_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -17,9 +24,13 @@ local prefix, user, content, cmid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local existing = redis.call('GET', client_key)
 if existing then
-  local h = redis.call('HMGET', prefix .. existing, 'user_id', 'content', 'timestamp', 'deleted')
+  local h = redis.call('HMGET', prefix .. existing,
+    'user_id', 'content', 'timestamp', 'deleted', 'prev_id')
   if h[1] then
-    return {'dup', existing, h[1], h[2], h[3], h[4] or '0'}
+    -- A write, so that the WAIT after this script covers the first attempt's write too (it
+    -- may not have reached a replica): replication is one ordered stream per primary.
+    redis.call('SET', client_key, existing, 'KEEPTTL')
+    return {'dup', existing, h[1], h[2], h[3], h[4] or '0', h[5] or ''}
   end
 end
 
@@ -56,16 +67,18 @@ if rate_messages > 0 and rate_seconds > 0 then
     'PX', string.format('%.0f', math.ceil(new_tat - now_ms)))
 end
 
--- A missing sequence (new course, or data lost) restarts from the clock in microseconds,
--- so ids keep increasing across data loss.
-redis.call('SET', seq_key, t[1] .. string.format('%06d', tonumber(t[2])), 'NX')
-local id = string.format('%.0f', redis.call('INCR', seq_key))
+local prev = redis.call('GET', seq_key) or ''
+local next_id = (tonumber(prev) or 0) + 1
+local clock_id = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if clock_id > next_id then next_id = clock_id end
+local id = string.format('%.0f', next_id)
+redis.call('SET', seq_key, id)
 local expire_at = string.format('%.0f', now_ms + ttl * 1000)
 local now = string.format('%.0f', now_ms)
 
 local message_key = prefix .. id
 redis.call('HSET', message_key, 'user_id', user, 'content', content, 'timestamp', now,
-  'deleted', '0', 'client_message_id', cmid)
+  'deleted', '0', 'client_message_id', cmid, 'prev_id', prev)
 redis.call('PEXPIREAT', message_key, expire_at)
 redis.call('ZADD', index_key, id, id)
 -- Drop index entries whose messages expired (bounded work per send; oldest first).
@@ -79,6 +92,6 @@ if redis.call('PEXPIRETIME', index_key) < tonumber(expire_at) then
 end
 redis.call('SET', client_key, id, 'PXAT', expire_at)
 redis.call('SPUBLISH', events_key, cjson.encode({
-  k = 'a', c = ARGV[9], i = id, u = user, b = content, t = now, m = cmid,
+  k = 'a', c = ARGV[9], i = id, u = user, b = content, t = now, m = cmid, p = prev,
 }))
-return {'ok', id, now}
+return {'ok', id, now, prev}

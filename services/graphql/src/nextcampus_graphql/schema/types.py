@@ -17,10 +17,19 @@ class ChatMessage(graphene.ObjectType):
     content = graphene.String(required=True)
     timestamp = graphene.DateTime(required=True)
     deleted = graphene.Boolean(required=True)
+    previous_message_id = graphene.ID(
+        description="the course's message before this one (null for the first): a gap in "
+        "this chain is a message you missed; a deleted message whose id you resumed after "
+        "was lost in a failover and this is the newest one that survived"
+    )
 
     @staticmethod
     def resolve_timestamp(message: chat_pb2.ChatMessage, _info: Any) -> datetime:
         return datetime.fromtimestamp(message.timestamp / 1000, tz=UTC)
+
+    @staticmethod
+    def resolve_previous_message_id(message: chat_pb2.ChatMessage, _info: Any) -> str | None:
+        return message.previous_message_id or None
 
 
 class MessagePage(graphene.ObjectType):

@@ -25,8 +25,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class ChatMessage(_message.Message):
-    """One chat message of a course. message_id is the decimal string of the per-course
-    sequence: it grows by exactly 1 per message, so a consumer can see a gap.
+    """One chat message of a course. message_id is a decimal string that increases with every
+    message of the course (the Redis primary's clock in microseconds, or the previous id + 1
+    when that is not larger); ids are not contiguous and are never given to two messages.
+    previous_message_id chains the course's messages, so a consumer sees any gap.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -38,6 +40,7 @@ class ChatMessage(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
     CLIENT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    PREVIOUS_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     user_id: _builtins.str
     message_id: _builtins.str
@@ -48,6 +51,10 @@ class ChatMessage(_message.Message):
     """a tombstone: content is cleared, the id stays"""
     client_message_id: _builtins.str
     """the sender's idempotency key, echoed back"""
+    previous_message_id: _builtins.str
+    """The id of the course's message before this one ("" for the first). A tombstone of a
+    message lost in a Redis failover (retracted) carries the newest message that survived.
+    """
     def __init__(
         self,
         *,
@@ -58,10 +65,11 @@ class ChatMessage(_message.Message):
         timestamp: _builtins.int = ...,
         deleted: _builtins.bool = ...,
         client_message_id: _builtins.str = ...,
+        previous_message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "deleted", b"deleted", "message_id", b"message_id", "timestamp", b"timestamp", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "deleted", b"deleted", "message_id", b"message_id", "previous_message_id", b"previous_message_id", "timestamp", b"timestamp", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -158,7 +166,7 @@ class ListMessagesRequest(_message.Message):
     after_message_id: _builtins.str
     """optional, exclusive"""
     limit: _builtins.int
-    """1..200; 0 means the default (50)"""
+    """1..200; 0 means the default (50); pages are also cut by size"""
     def __init__(
         self,
         *,
@@ -185,7 +193,10 @@ class ListMessagesResponse(_message.Message):
     """more messages exist beyond this page in the paging direction"""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
-        """oldest to newest"""
+        """Oldest to newest. A page after a message that a Redis failover lost starts with the
+        tombstones (deleted=true) of that message and of those lost with it, each with
+        previous_message_id = the newest message that survived: resume after that one.
+        """
 
     def __init__(
         self,
