@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from e2e.conftest import Gateway
 
 TRANSPORT_WS = "graphql-transport-ws"
-MAX_FRAME_BYTES = 65_536  # the GraphQL pods' default max_frame_bytes and max_body_bytes
+MAX_FRAME_BYTES = 262_144  # the GraphQL pods' default max_frame_bytes and max_body_bytes
 
 SEND = """mutation($c: ID!, $text: String!) {
   sendMessage(courseId: $c, content: $text) { messageId userId content deleted }

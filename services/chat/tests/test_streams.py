@@ -203,6 +203,46 @@ async def test_slow_consumer_is_cut_off_while_a_fast_one_keeps_up(
         await server.stop()
 
 
+async def test_a_slow_stream_is_cut_off_by_the_bytes_it_holds(
+    chat_settings_factory, make_token, course_id
+):
+    """A queue of many events is cheap, of many large ones is not: the byte bound cuts a
+    stream off long before its count bound would."""
+    from nextcampus_chat.server import build_server
+
+    server = build_server(
+        chat_settings_factory(stream_queue_size=100_000, stream_queue_bytes=1_048_576)
+    )
+    await server.start()
+    token = make_token("alice", [course_id])
+    client = ChatClient(f"127.0.0.1:{server.port}", token)
+    slow_client = ChatClient(
+        f"127.0.0.1:{server.port}", token, options=[("grpc.http2.bdp_probe", 0)]
+    )
+    slow = slow_client.subscribe(course_id)
+    try:
+        await stream_live_after(slow)
+        probe = await client.send(course_id, "probe")
+        assert (await slow.read()).message_id == probe.message.message_id
+        for i in range(150):  # 16 KB each: 2.4 MB, far more than a stopped reader's windows
+            await client.send(course_id, f"{i} " + "😀" * 3990)
+
+        async def read_to_the_end() -> None:
+            while True:
+                await slow.read()
+
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            await asyncio.wait_for(read_to_the_end(), 20)
+        assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "fell behind" in (cut.value.details() or "")
+        assert server.metrics.slow_consumers._value.get() == 1
+    finally:
+        slow.cancel()
+        await client.close()
+        await slow_client.close()
+        await server.stop()
+
+
 async def test_graceful_shutdown_ends_streams_so_clients_resume(
     chat_settings_factory, make_token, course_id
 ):

@@ -51,7 +51,7 @@ class Event:
             message,
             prev=int(prev) if prev else 0,
             retracted=retracted,
-            size=EVENT_OVERHEAD_BYTES + len(message.content) * 4,
+            size=EVENT_OVERHEAD_BYTES + len(message.content.encode()),
         )
 
 
@@ -75,7 +75,7 @@ def decode_event(payload: str | bytes) -> Event:
         ),
         prev=None if prev is None else int(prev or 0),
         retracted=bool(raw.get("r")),
-        size=EVENT_OVERHEAD_BYTES + len(payload),
+        size=EVENT_OVERHEAD_BYTES + len(raw["b"].encode()),
     )
 
 

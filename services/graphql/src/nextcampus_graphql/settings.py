@@ -22,8 +22,10 @@ class GraphqlSettings(ServiceSettings, JwtSettings):
     max_operations_per_socket: int = Field(default=100, ge=1)
     max_query_depth: int = Field(default=10, ge=2)
     max_query_bytes: int = Field(default=8192, ge=256)
-    max_frame_bytes: int = Field(default=65_536, ge=1024, description="largest WebSocket frame")
-    max_body_bytes: int = Field(default=65_536, ge=1024, description="largest HTTP POST body")
+    # A message may hold 16,000 characters (the CRD's maximum length): 64 KB of 4-byte UTF-8,
+    # 192 KB when a client escapes each as a JSON surrogate pair.
+    max_frame_bytes: int = Field(default=262_144, ge=1024, description="largest WebSocket frame")
+    max_body_bytes: int = Field(default=262_144, ge=1024, description="largest HTTP POST body")
     socket_buffer_bytes: int = Field(
         default=1_048_576,
         ge=4096,
