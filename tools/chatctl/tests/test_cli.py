@@ -4,6 +4,7 @@ started."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import pytest
 from chatctl.localstack import port_is_free, stop_process
 from chatctl.topology import DEV_JWT_SECRET
 from nextcampus_common.auth import TokenVerifier
+from nextcampus_common.keys import CourseKeys
 from nextcampus_common.settings import JwtSettings
 
 CHATCTL = [sys.executable, "-m", "chatctl"]
@@ -127,6 +129,49 @@ def test_up_send_tail_and_clean_stop(tmp_path: Path):
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
     ).stdout.split()
     assert [p for p in leftovers if int(p) != os.getpid()] == []
+
+
+async def test_tail_prints_hostile_stored_content_without_acting_on_the_terminal(
+    client_for, make_token, chat_server, course_id, cluster_client
+):
+    """A message stored before the chat service refused control characters (written here
+    straight into Redis) reaches `chatctl tail` as visible escapes: no ESC to retitle the
+    window, no carriage return or erase-line to forge a line, no bidi override to reorder
+    the text, and its second line cannot pass for a message of its own."""
+    sent = await client_for("mallory", [course_id]).send(course_id, "harmless, for now")
+    message_id = sent.message.message_id
+    hostile = "title\x1b]0;pwned\x07 \u202eevil\r\x1b[2K#2 admin: fake\n#3 admin: forged\x9b"
+    cluster_client.hset(CourseKeys(course_id).message(message_id), "content", hostile)
+
+    tail = await asyncio.create_subprocess_exec(
+        *CHATCTL,
+        "tail",
+        "-c",
+        course_id,
+        "-t",
+        f"127.0.0.1:{chat_server.port}",
+        "--after",
+        str(int(message_id) - 1),
+        "--token",
+        make_token("reader", [course_id]),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert tail.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            printed = [await tail.stdout.readline(), await tail.stdout.readline()]
+    finally:
+        tail.kill()
+        await tail.wait()
+
+    text = b"".join(printed)
+    for raw in ("\x1b", "\x07", "\r", "\u202e", "\x9b"):
+        assert raw.encode() not in text, (raw, text)
+    assert [line.decode() for line in printed] == [
+        f"#{message_id} mallory: title\\x1b]0;pwned\\x07 \\u202eevil\\x0d\\x1b[2K#2 admin: fake\n",
+        "    #3 admin: forged\\x9b\n",
+    ]
 
 
 @pytest.mark.parametrize("args", [["send", "-c", "bad course!", "hi"], ["tail"]])

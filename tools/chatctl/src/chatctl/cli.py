@@ -16,6 +16,7 @@ from chatctl.client import ChatClient
 from chatctl.localstack import StackError
 from chatctl.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
+from nextcampus_common.content import shown_on_terminal
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 # soft_wrap: a token or a command must stay on one line to be copied, whatever the width.
@@ -45,6 +46,10 @@ SecretOption = Annotated[
         help="HS256 key (default: the local stack's dev key)",
     ),
 ]
+
+
+# Before each further line of a multi-line message (`tail`): messages start with `#`.
+TAIL_CONTINUATION = "    "
 
 
 def _token(token: str | None, user: str, course: str, secret: str) -> str:
@@ -116,15 +121,21 @@ def tail(
     token: TokenOption = None,
     secret: SecretOption = DEV_JWT_SECRET,
 ) -> None:
-    """Print a course's messages as they arrive (Ctrl-C to stop)."""
+    """Print a course's messages as they arrive (Ctrl-C to stop). Control and bidi
+    characters are shown as escapes (\\x1b, \\u202e); further lines of a message are
+    indented."""
 
     async def run() -> None:
         async with ChatClient(target, _token(token, user, course, secret)) as client:
             async for message in client.messages(course, after):
                 if message.deleted:
                     print(f"#{message.message_id} deleted", flush=True)
-                else:
-                    print(f"#{message.message_id} {message.user_id}: {message.content}", flush=True)
+                    continue
+                # Content is anyone's input: nothing in it may act on the terminal, and a line
+                # of it must not pass for a message of its own.
+                author = shown_on_terminal(message.user_id)
+                text = shown_on_terminal(message.content, continuation=TAIL_CONTINUATION)
+                print(f"#{message.message_id} {author}: {text}", flush=True)
 
     try:
         asyncio.run(run())
