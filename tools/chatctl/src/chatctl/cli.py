@@ -14,6 +14,7 @@ from rich.console import Console
 
 from chatctl.client import ChatClient
 from chatctl.localstack import StackError
+from chatctl.supervisor import Supervisor, units_of
 from chatctl.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
 from nextcampus_common.content import shown_on_terminal
@@ -154,7 +155,8 @@ def up(
     ] = False,
 ) -> None:
     """Start the local topology: Redis Cluster on :7000-7005, chat on :50051 and :50052,
-    GraphQL on :8081 and :8082, the Envoy gateway on :8080 (admin :9901)."""
+    GraphQL on :8081 and :8082, the Envoy gateway on :8080 (admin :9901). A process that
+    exits is restarted with back-off (1 s doubling to 30 s); Ctrl-C stops everything."""
     stack = (
         Topology.on_free_ports(root.resolve(), persist=persist)
         if free_ports
@@ -199,20 +201,21 @@ def up(
         f"policy:   chatctl policy apply -f examples/policies/office-hours.yaml{redis}"
         "    (course demo: messages kept 1 h, no rate limit)"
     )
+    supervisor = Supervisor(
+        units_of(stack), say=lambda line: console.print(line, markup=False, highlight=False)
+    )
+    console.print(
+        "processes (pid): " + ", ".join(f"{unit.name} {unit.pid()}" for unit in supervisor.units),
+        highlight=False,
+    )
     print("ready", flush=True)
-    dead: list[str] = []
     try:
         while not stop.wait(0.5):
-            dead = [p.name for p in stack.all_processes if not p.alive()]
-            if dead:
-                console.print(f"[red]{', '.join(dead)} exited; see its log. Stopping.[/red]")
-                break
+            supervisor.check()
     finally:
         console.print("stopping …")
         stack.stop()
         console.print("stopped")
-    if dead:
-        raise typer.Exit(1)
 
 
 policy_app = typer.Typer(
