@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import urllib.parse
@@ -23,10 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from chatctl.policies import PolicyDocument, problems
+from chatctl.policies import run as apply_policies
 from chatctl.testing import npm_ci, run_node
 from chatctl.topology import Topology
 from e2e.clients import GraphqlHttp
 from nextcampus_common.chat_api import ChatApi
+from nextcampus_policy.spec import API_VERSION, KIND
 
 if TYPE_CHECKING:
     from e2e.conftest import Gateway
@@ -78,6 +82,25 @@ async def stored(gateway: Gateway, token: str, course_id: str) -> list[dict[str,
     data = await graphql_as(gateway, token, HISTORY, {"c": course_id, "limit": 200})
     messages: list[dict[str, Any]] = data["messages"]["messages"]
     return messages
+
+
+async def apply_policy(topology: Topology, course_id: str, **spec: Any) -> None:
+    """A CourseChatPolicy for the course on the local stack, checked against the CRD and
+    applied through the operator's reconcile code, as `chatctl policy apply` does (on a
+    cluster the operator applies it from `kubectl apply`)."""
+    assert topology.redis is not None
+    policy = PolicyDocument(
+        "test_browser",
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": f"policy-{course_id}", "namespace": "courses"},
+            "spec": {"courseId": course_id, **spec},
+        },
+    )
+    assert problems(policy.body) == []
+    (outcome,) = await apply_policies([policy], topology.redis.nodes, delete=False)
+    assert outcome.ready, outcome
 
 
 async def run_script(script: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -189,14 +212,26 @@ async def test_two_users_chat_through_the_page(gateway: Gateway, browser_scripts
 async def test_history_moderation_rate_limit_and_expired_token(
     gateway: Gateway, browser_scripts: Path
 ) -> None:
+    # Local topology only: the course's policy is written to the stack's Redis.
+    topology = gateway.local()
     course_id = f"browser-{uuid.uuid4().hex[:8]}"
     seeded = HISTORY_PAGE_SIZE + 7
-    # Seeded by several users, so none of them passes the rate limit (10 per 10 s).
+    # Seeded by several users, so none of them passes the default rate limit (10 per 10 s).
     seeders = [gateway.token(f"seeder-{n}", [course_id]) for n in range(8)]
-    seeded_ids = [
-        await send_as(gateway, seeders[n % len(seeders)], course_id, f"seeded {n}")
+    # One of them leaves a right-to-left override open: it must not reorder the next message.
+    override_at = seeded - 3
+    seeded_texts = [
+        f"seeded {n}" + (" \u202eright-to-left, never closed" if n == override_at else "")
         for n in range(seeded)
     ]
+    seeded_ids = [
+        await send_as(gateway, seeders[n % len(seeders)], course_id, text)
+        for n, text in enumerate(seeded_texts)
+    ]
+    # Three messages a day: nothing the page does is fast or slow enough to change whether
+    # bob's fourth is refused (the bucket refills one message every 8 hours).
+    budget = 3
+    await apply_policy(topology, course_id, rateLimit={"messages": budget, "perSeconds": 86_400})
     bob = gateway.token("bob", [course_id])
     for name in ("moderator.png", "rate-limited.png", "signed-out.png"):
         (ARTIFACTS / name).unlink(missing_ok=True)
@@ -212,6 +247,7 @@ async def test_history_moderation_rate_limit_and_expired_token(
             "EXPIRED_TOKEN": gateway.token("late", [course_id], ttl_seconds=-3600),
             "COURSE_ID": course_id,
             "SEEDED": str(seeded),
+            "OVERRIDE_ID": seeded_ids[override_at],
             "SCREENSHOT_DIR": str(ARTIFACTS),
         },
     )
@@ -226,13 +262,22 @@ async def test_history_moderation_rate_limit_and_expired_token(
     assert summary["bobDeleteButtons"] == 0
     assert summary["deleted"] == {"id": seeded_ids[-1], "text": "message deleted"}
 
-    # The default budget is a burst of 10, then one a second: sending as fast as the page
-    # lets him, bob is refused with a hint, and the text stays in the box to be sent again.
+    # Each message is its own bidi paragraph: the override shows as stored and reverses only
+    # the rest of its own message.
+    bidi = summary["bidi"]
+    assert bidi["overrideText"] == seeded_texts[override_at]
+    assert bidi["nextText"] == seeded_texts[override_at + 1]
+    assert bidi["nextFirstLeft"] < bidi["nextLastLeft"], bidi
+
+    # Past the course's budget, bob is refused with a hint (the wait until the bucket has a
+    # message again: hours), and the text stays in the box to be sent again.
     accepted = summary["accepted"]
-    assert len(accepted) >= 10, summary
+    assert len(accepted) == budget, summary
     limited = summary["limited"]
-    assert "sending too fast" in limited["error"], limited
-    assert limited["composer"] == limited["text"] == f"bob says {len(accepted)}"
+    retry_after = re.search(r"sending too fast; try again in (\d+) s", limited["error"])
+    assert retry_after is not None, limited
+    assert int(retry_after.group(1)) > 3600, limited
+    assert limited["composer"] == limited["text"] == f"bob says {budget}"
     assert summary["miaSeesAfterLimit"] == [*seeded_ids, *accepted]
 
     assert "invalid or expired" in summary["signIn"]["reason"]

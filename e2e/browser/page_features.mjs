@@ -3,10 +3,12 @@
 // and an expired token that sends the user to sign in again; each view checked with axe-core
 // against WCAG 2.x AA.
 //
-// Env: BASE_URL MODERATOR_TOKEN USER_TOKEN EXPIRED_TOKEN COURSE_ID SEEDED SCREENSHOT_DIR
-//   The course holds SEEDED messages (more than one history page) by other users, and the
-//   user of USER_TOKEN has sent nothing yet (a full rate-limit budget). USER_TOKEN is for
-//   this course alone; MODERATOR_TOKEN moderates it.
+// Env: BASE_URL MODERATOR_TOKEN USER_TOKEN EXPIRED_TOKEN COURSE_ID SEEDED OVERRIDE_ID
+//      SCREENSHOT_DIR
+//   The course holds SEEDED messages (more than one history page) by other users; message
+//   OVERRIDE_ID holds a right-to-left override it never closes, and is not the newest. The
+//   user of USER_TOKEN has sent nothing yet (a full rate-limit budget, which the course's
+//   policy keeps small). USER_TOKEN is for this course alone; MODERATOR_TOKEN moderates it.
 // Prints one JSON summary line on success; on failure a message on stderr and exit code 1.
 import {
   accessibilityViolations,
@@ -27,6 +29,7 @@ const given = inputs('page_features', [
   'EXPIRED_TOKEN',
   'COURSE_ID',
   'SEEDED',
+  'OVERRIDE_ID',
   'SCREENSHOT_DIR',
 ]);
 const course = given.COURSE_ID;
@@ -51,6 +54,26 @@ await run('page_features', async (session) => {
     mia.page.locator('#load-older').waitFor({ state: 'hidden' }),
   );
   summary.afterLoadOlder = await idsInOrder(mia);
+
+  // An override left open in one message must not reorder the next one: where the first and
+  // the last character of the next message's text are drawn.
+  summary.bidi = await mia.page.evaluate((overrideId) => {
+    const item = document.querySelector(`#messages li[data-message-id="${overrideId}"]`);
+    const text = (li) => li.querySelector('.text');
+    const next = text(item.nextElementSibling);
+    const left = (index) => {
+      const range = document.createRange();
+      range.setStart(next.firstChild, index);
+      range.setEnd(next.firstChild, index + 1);
+      return range.getBoundingClientRect().left;
+    };
+    return {
+      overrideText: text(item).textContent,
+      nextText: next.textContent,
+      nextFirstLeft: left(0),
+      nextLastLeft: left(next.firstChild.length - 1),
+    };
+  }, given.OVERRIDE_ID);
 
   // A moderator deletes another user's message; a user watching sees it go.
   const bob = await session.openCourse('bob', given.BASE_URL, given.USER_TOKEN, course);

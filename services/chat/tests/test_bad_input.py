@@ -53,6 +53,40 @@ async def test_content_at_the_limit_is_accepted(client_for, course_id):
     assert message.content == "€" * 4000
 
 
+@pytest.mark.parametrize(
+    ("content", "code_point", "position"),
+    [
+        # Set the terminal's title, then wipe the line: what `chatctl tail` would have run.
+        ("hello\x1b]0;pwned\x07", "U+001B", 5),
+        ("line one\r\x1b[2Kfake line", "U+000D", 8),
+        ("\x00", "U+0000", 0),
+        ("bell\x07", "U+0007", 4),
+        ("delete\x7f", "U+007F", 6),
+        # C1: CSI, the one-character form of ESC [.
+        ("c1 \x9b31m red", "U+009B", 3),
+    ],
+    ids=["esc", "carriage-return", "nul", "bel", "del", "c1-csi"],
+)
+async def test_control_characters_are_refused_naming_the_first(
+    client_for, course_id, cluster_client, content, code_point, position
+):
+    alice = client_for("alice", [course_id])
+    await assert_rejected(
+        alice.send(course_id, content),
+        INVALID,
+        f"content contains the control character {code_point} at position {position}",
+    )
+    assert_nothing_stored(cluster_client, course_id)
+
+
+async def test_newline_tab_and_bidi_controls_are_stored_as_sent(client_for, course_id):
+    """Right-to-left text needs the bidi controls; newline and tab are text."""
+    alice = client_for("alice", [course_id])
+    content = "first line\n\tindented\n\u202bשלום\u202c and \u2067עברית\u2069 \u202eevil"
+    assert (await alice.send(course_id, content)).message.content == content
+    assert [m.content for m in (await alice.history(course_id)).messages] == [content]
+
+
 async def test_course_not_in_the_token_is_forbidden(client_for, course_id, cluster_client):
     outsider = client_for("mallory", ["another-course"])
     denied = grpc.StatusCode.PERMISSION_DENIED

@@ -123,6 +123,20 @@ async def test_errors_carry_codes(http_client, course_id):
             assert failed.value.errors[0]["extensions"]["code"] == code, variables
 
 
+async def test_control_characters_are_bad_user_input_and_nothing_is_stored(http_client, course_id):
+    async with http_client("alice", [course_id]) as alice:
+        with pytest.raises(TransportQueryError) as refused:
+            await alice.execute(q(SEND, c=course_id, t="title\x1b]0;pwned\x07"))
+        (error,) = refused.value.errors
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert "control character U+001B at position 5" in error["message"]
+        page = await alice.execute(q(HISTORY, c=course_id))
+        assert page["messages"]["messages"] == []
+        # Bidi controls are right-to-left text's, and stored.
+        rtl = "\u202bמה נשמע?\u202c"
+        assert (await alice.execute(q(SEND, c=course_id, t=rtl)))["sendMessage"]["content"] == rtl
+
+
 async def test_mutations_of_one_socket_are_stored_in_the_order_sent(graphql_server, token_for):
     """Sent without waiting for each answer, a socket's messages keep their order."""
     import aiohttp

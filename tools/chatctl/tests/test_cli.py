@@ -4,22 +4,28 @@ started."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 import pytest
 
+from chatctl.client import ChatClient
 from chatctl.localstack import port_is_free, stop_process
 from chatctl.topology import DEV_JWT_SECRET
-from nextcampus_common.auth import TokenVerifier
+from nextcampus_common.auth import TokenVerifier, issue_token
+from nextcampus_common.keys import CourseKeys
 from nextcampus_common.settings import JwtSettings
 
 CHATCTL = [sys.executable, "-m", "chatctl"]
@@ -31,17 +37,57 @@ def chatctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]
     )
 
 
-def wait_for_line(process: subprocess.Popen[str], pattern: str, timeout: float = 60) -> str:
-    """Lines of stdout until one matches (the stream is read line by line)."""
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if re.search(pattern, line):
-            return line
-        if not line and process.poll() is not None:
-            raise AssertionError(f"exited with {process.returncode} before {pattern!r}")
-    raise AssertionError(f"no line matching {pattern!r} within {timeout} s")
+class Output:
+    """What a process prints, line by line, read by a thread: every wait is bounded, even
+    while the process prints nothing."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        self.process = process
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        """The first line from here on that matches `pattern`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout} s") from None
+            if line is None:
+                self.process.wait(10)
+                raise AssertionError(f"exited with {self.process.returncode} before {pattern!r}")
+            self.seen.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+
+
+def start_up(root: Path) -> subprocess.Popen[str]:
+    """`chatctl up` in a session of its own, as a terminal runs it."""
+    return subprocess.Popen(
+        [*CHATCTL, "up", "--free-ports", "--root", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 def test_token_prints_a_verifiable_dev_token():
@@ -60,20 +106,13 @@ def test_send_to_nothing_says_what_failed():
 
 
 def test_up_send_tail_and_clean_stop(tmp_path: Path):
-    up = subprocess.Popen(
-        [*CHATCTL, "up", "--free-ports", "--root", str(tmp_path / "local")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    up = start_up(tmp_path / "local")
+    console = Output(up)
     tail = None
     try:
-        page_line = wait_for_line(up, r"^open the chat: ", timeout=90)
-        page_url = page_line.split(": ", 1)[1].strip()
-        output = wait_for_line(up, r"^gRPC:", timeout=30)
-        target = re.search(r"-t (\S+)", output).group(1)  # type: ignore[union-attr]
-        wait_for_line(up, r"^ready$")
+        page_url = console.wait_for(r"^open the chat: (\S+)$", timeout=90).group(1)
+        target = console.wait_for(r"^gRPC: .* -t (\S+)", timeout=30).group(1)
+        console.wait_for(r"^ready$")
         redis_ports = [
             int(p.name) for p in (tmp_path / "local" / "redis").iterdir() if p.name.isdigit()
         ]
@@ -96,8 +135,9 @@ def test_up_send_tail_and_clean_stop(tmp_path: Path):
             text=True,
             start_new_session=True,
         )
-        assert wait_for_line(tail, "hello from the cli").startswith(f"#{first_id} dev:")
-        wait_for_line(tail, "retry me")
+        tailed = Output(tail)
+        assert tailed.wait_for("hello from the cli").string.startswith(f"#{first_id} dev:")
+        tailed.wait_for("retry me")
 
         bad = chatctl("send", "-c", "demo", "-t", target, "   ")
         assert bad.returncode == 1
@@ -127,6 +167,101 @@ def test_up_send_tail_and_clean_stop(tmp_path: Path):
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
     ).stdout.split()
     assert [p for p in leftovers if int(p) != os.getpid()] == []
+
+
+def test_up_restarts_a_killed_chat_process_while_the_rest_keeps_serving(tmp_path: Path):
+    """kill -9 of one chat process, as a crash: `up` says so, the gateway keeps serving
+    sends through the other chat process, the killed one is started again and serves on
+    its port, and Ctrl-C still stops every process, the restarted one too."""
+    up = start_up(tmp_path / "local")
+    console = Output(up)
+    try:
+        chat_line = console.wait_for(r"^chat gRPC on (.*); logs in ", timeout=90).group(1)
+        chat_targets = chat_line.split(", ")
+        target = console.wait_for(r"^gRPC: .* -t (\S+)").group(1)
+        listed = console.wait_for(r"^processes \(pid\): (.*)$").group(1)
+        pids = {name: int(pid) for name, pid in (entry.split() for entry in listed.split(", "))}
+        assert {"chat-0", "chat-1", "graphql-0", "graphql-1", "envoy"} <= pids.keys()
+        assert len([name for name in pids if name.startswith("redis-")]) == 6
+        console.wait_for(r"^ready$")
+
+        os.kill(pids["chat-0"], signal.SIGKILL)
+        console.wait_for(
+            r"^chat-0 exited \(code -9\); restarting in 1 s \(see \S*logs/chat-0\.log\)$"
+        )
+        sent = [chatctl("send", "-c", "demo", "-t", target, "sent while chat-0 was down")]
+        back_pid = int(console.wait_for(r"^chat-0 is back \(pid (\d+)\)$").group(1))
+        assert back_pid != pids["chat-0"]
+        sent.append(chatctl("send", "-c", "demo", "-t", target, "sent after it came back"))
+        # Its own port serves again.
+        sent.append(chatctl("send", "-c", "demo", "-t", chat_targets[0], "sent to chat-0"))
+        assert [result.returncode for result in sent] == [0, 0, 0], [r.stderr for r in sent]
+        ids = [re.search(r"#(\d+)", result.stdout).group(1) for result in sent]  # type: ignore[union-attr]
+
+        async def history_from_chat_0() -> list[str]:
+            token = issue_token(DEV_JWT_SECRET, "dev", ["demo"])
+            async with ChatClient(chat_targets[0], token) as client:
+                page = await client.history("demo", after=str(int(ids[0]) - 1))
+            return [message.content for message in page.messages]
+
+        assert asyncio.run(history_from_chat_0()) == [
+            "sent while chat-0 was down",
+            "sent after it came back",
+            "sent to chat-0",
+        ]
+        # Nothing else went down with it.
+        assert [line for line in console.seen if " exited " in line] == [
+            line for line in console.seen if line.startswith("chat-0 exited")
+        ]
+        assert all(running(pid) for name, pid in pids.items() if name != "chat-0")
+    finally:
+        os.killpg(up.pid, signal.SIGINT)
+        up.wait(60)
+    assert up.returncode == 0
+    assert not any(running(pid) for pid in [*pids.values(), back_pid])
+
+
+async def test_tail_prints_hostile_stored_content_without_acting_on_the_terminal(
+    client_for, make_token, chat_server, course_id, cluster_client
+):
+    """A message stored before the chat service refused control characters (written here
+    straight into Redis) reaches `chatctl tail` as visible escapes: no ESC to retitle the
+    window, no carriage return or erase-line to forge a line, no bidi override to reorder
+    the text, and its second line cannot pass for a message of its own."""
+    sent = await client_for("mallory", [course_id]).send(course_id, "harmless, for now")
+    message_id = sent.message.message_id
+    hostile = "title\x1b]0;pwned\x07 \u202eevil\r\x1b[2K#2 admin: fake\n#3 admin: forged\x9b"
+    cluster_client.hset(CourseKeys(course_id).message(message_id), "content", hostile)
+
+    tail = await asyncio.create_subprocess_exec(
+        *CHATCTL,
+        "tail",
+        "-c",
+        course_id,
+        "-t",
+        f"127.0.0.1:{chat_server.port}",
+        "--after",
+        str(int(message_id) - 1),
+        "--token",
+        make_token("reader", [course_id]),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert tail.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            printed = [await tail.stdout.readline(), await tail.stdout.readline()]
+    finally:
+        tail.kill()
+        await tail.wait()
+
+    text = b"".join(printed)
+    for raw in ("\x1b", "\x07", "\r", "\u202e", "\x9b"):
+        assert raw.encode() not in text, (raw, text)
+    assert [line.decode() for line in printed] == [
+        f"#{message_id} mallory: title\\x1b]0;pwned\\x07 \\u202eevil\\x0d\\x1b[2K#2 admin: fake\n",
+        "    #3 admin: forged\\x9b\n",
+    ]
 
 
 @pytest.mark.parametrize("args", [["send", "-c", "bad course!", "hi"], ["tail"]])

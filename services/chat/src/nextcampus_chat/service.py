@@ -17,6 +17,7 @@ from nextcampus_chat.metrics import ChatMetrics
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_chat.store import MessageStore
 from nextcampus_common.auth import AuthError, Identity, TokenVerifier, bearer_token
+from nextcampus_common.content import first_control_character
 from nextcampus_common.ids import (
     InvalidId,
     check_client_message_id,
@@ -205,6 +206,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 Problem.INVALID_ARGUMENT,
                 f"content is longer than {self._settings.max_content_length} characters",
             )
+        control = first_control_character(content)
+        if control is not None:
+            raise ChatError(Problem.INVALID_ARGUMENT, control.problem())
         client_message_id = request.client_message_id
         if client_message_id:
             check_client_message_id(client_message_id)

@@ -14,8 +14,10 @@ from rich.console import Console
 
 from chatctl.client import ChatClient
 from chatctl.localstack import StackError
+from chatctl.supervisor import Supervisor, units_of
 from chatctl.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
+from nextcampus_common.content import shown_on_terminal
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 # soft_wrap: a token or a command must stay on one line to be copied, whatever the width.
@@ -45,6 +47,10 @@ SecretOption = Annotated[
         help="HS256 key (default: the local stack's dev key)",
     ),
 ]
+
+
+# Before each further line of a multi-line message (`tail`): messages start with `#`.
+TAIL_CONTINUATION = "    "
 
 
 def _token(token: str | None, user: str, course: str, secret: str) -> str:
@@ -116,15 +122,21 @@ def tail(
     token: TokenOption = None,
     secret: SecretOption = DEV_JWT_SECRET,
 ) -> None:
-    """Print a course's messages as they arrive (Ctrl-C to stop)."""
+    """Print a course's messages as they arrive (Ctrl-C to stop). Control and bidi
+    characters are shown as escapes (\\x1b, \\u202e); further lines of a message are
+    indented."""
 
     async def run() -> None:
         async with ChatClient(target, _token(token, user, course, secret)) as client:
             async for message in client.messages(course, after):
                 if message.deleted:
                     print(f"#{message.message_id} deleted", flush=True)
-                else:
-                    print(f"#{message.message_id} {message.user_id}: {message.content}", flush=True)
+                    continue
+                # Content is anyone's input: nothing in it may act on the terminal, and a line
+                # of it must not pass for a message of its own.
+                author = shown_on_terminal(message.user_id)
+                text = shown_on_terminal(message.content, continuation=TAIL_CONTINUATION)
+                print(f"#{message.message_id} {author}: {text}", flush=True)
 
     try:
         asyncio.run(run())
@@ -143,7 +155,8 @@ def up(
     ] = False,
 ) -> None:
     """Start the local topology: Redis Cluster on :7000-7005, chat on :50051 and :50052,
-    GraphQL on :8081 and :8082, the Envoy gateway on :8080 (admin :9901)."""
+    GraphQL on :8081 and :8082, the Envoy gateway on :8080 (admin :9901). A process that
+    exits is restarted with back-off (1 s doubling to 30 s); Ctrl-C stops everything."""
     stack = (
         Topology.on_free_ports(root.resolve(), persist=persist)
         if free_ports
@@ -188,20 +201,21 @@ def up(
         f"policy:   chatctl policy apply -f examples/policies/office-hours.yaml{redis}"
         "    (course demo: messages kept 1 h, no rate limit)"
     )
+    supervisor = Supervisor(
+        units_of(stack), say=lambda line: console.print(line, markup=False, highlight=False)
+    )
+    console.print(
+        "processes (pid): " + ", ".join(f"{unit.name} {unit.pid()}" for unit in supervisor.units),
+        highlight=False,
+    )
     print("ready", flush=True)
-    dead: list[str] = []
     try:
         while not stop.wait(0.5):
-            dead = [p.name for p in stack.all_processes if not p.alive()]
-            if dead:
-                console.print(f"[red]{', '.join(dead)} exited; see its log. Stopping.[/red]")
-                break
+            supervisor.check()
     finally:
         console.print("stopping …")
         stack.stop()
         console.print("stopped")
-    if dead:
-        raise typer.Exit(1)
 
 
 policy_app = typer.Typer(

@@ -138,9 +138,8 @@ class ManagedProcess:
     def wait_ready(self, timeout: float = 30.0) -> None:
         assert self.process is not None
         deadline = time.monotonic() + timeout
-        offset = self._log_offset
         while time.monotonic() < deadline:
-            if self._is_ready(offset):
+            if self.is_ready():
                 return
             if self.process.poll() is not None:
                 raise StackError(
@@ -152,10 +151,11 @@ class ManagedProcess:
             f"{self.name} not ready after {timeout:.0f} s; last output:\n{self.tail()}"
         )
 
-    def _is_ready(self, log_offset: int) -> bool:
+    def is_ready(self) -> bool:
+        """Ready since its last start (a look, no wait)."""
         if self.ready_check is not None:
             return self.ready_check()
-        text = self.log_path.read_bytes()[log_offset:] if self.log_path.exists() else b""
+        text = self.log_path.read_bytes()[self._log_offset :] if self.log_path.exists() else b""
         return any(line.strip() == b"ready" for line in text.splitlines())
 
     def tail(self, lines: int = 30) -> str:
@@ -170,6 +170,12 @@ class ManagedProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The exit code once it exited (negative: killed by that signal); None while it
+        runs."""
+        assert self.process is not None
+        return self.process.poll()
 
     def kill(self) -> None:
         """kill -9, as a crash would."""
@@ -225,7 +231,7 @@ class RedisCluster:
             "--dir",
             str(directory),
             "--logfile",
-            str(directory / "redis.log"),
+            str(self.log_path(port)),
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -251,7 +257,8 @@ class RedisCluster:
             str(self.min_replicas_max_lag_seconds),
         ]
 
-    def start_node(self, port: int) -> None:
+    def launch_node(self, port: int) -> None:
+        """Start the node of `port` without waiting for it."""
         self.processes[port] = subprocess.Popen(
             dies_with_parent(self._argv(port)),
             stdin=subprocess.DEVNULL,
@@ -259,7 +266,13 @@ class RedisCluster:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+    def start_node(self, port: int) -> None:
+        self.launch_node(port)
         wait_for_port(port, 10, self.processes[port])
+
+    def log_path(self, port: int) -> Path:
+        return self.root / str(port) / "redis.log"
 
     def cli(self, port: int, *args: str, timeout: float = 10) -> str:
         result = subprocess.run(
@@ -359,6 +372,17 @@ class RedisCluster:
             if f":{port}@" in parts[1]:
                 return "master" in parts[2] and len(parts) > 8
         return False
+
+    def node_serving(self, port: int) -> bool:
+        """The node of `port` is back in the cluster: it answers, sees the cluster ok and, as
+        a replica, is in sync with its primary (a look, no wait)."""
+        try:
+            if "cluster_state:ok" not in self.cli(port, "cluster", "info", timeout=2):
+                return False
+            replication = self.cli(port, "info", "replication", timeout=2)
+        except (StackError, subprocess.TimeoutExpired):
+            return False
+        return "role:slave" not in replication or "master_link_status:up" in replication
 
     def restart_replaced_node(self, port: int, timeout: float = 30.0) -> None:
         """Start a killed node once its replica has taken its slots: started earlier, an empty
