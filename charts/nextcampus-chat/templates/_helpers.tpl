@@ -94,12 +94,15 @@ securityContext:
 {{- end -}}
 
 {{/* NEXTCAMPUS_* entries of a settings map ({field: value}) for a ConfigMap's data. Lists
-become `a,b`; whole numbers stay whole (YAML numbers arrive as floats: 2097152 would
-otherwise print as 2.097152e+06, which no integer field accepts). */}}
+become `a,b`; maps JSON (pydantic-settings reads a dict field's env var as JSON); whole
+numbers stay whole (YAML numbers arrive as floats: 2097152 would otherwise print as
+2.097152e+06, which no integer field accepts). */}}
 {{- define "nextcampus-chat.settingsData" -}}
 {{- range $field, $value := . }}
 {{- $text := toString $value }}
-{{- if kindIs "slice" $value }}
+{{- if kindIs "map" $value }}
+{{- $text = toJson $value }}
+{{- else if kindIs "slice" $value }}
 {{- $text = join "," $value }}
 {{- else if and (kindIs "float64" $value) (eq (floor $value) $value) }}
 {{- $text = printf "%d" (int64 $value) }}

@@ -258,6 +258,7 @@ def test_the_values_schema_is_generated_from_the_settings() -> None:
         ("colour=blue", "colour"),
         ("redis.appendfsync=sometimes", "appendfsync"),
         ("gateway.service.type=Ingress", "gateway/service/type"),
+        ("operator.governedCourses.courses=all", "operator/governedCourses"),
     ],
 )
 def test_bad_values_are_refused_with_the_field_named(setting: str, words: str) -> None:
@@ -351,6 +352,15 @@ def test_the_operator_gets_least_privilege() -> None:
         "courses",
         "archive",
     ]
+
+
+def test_the_release_namespace_governs_every_course_unless_told_otherwise() -> None:
+    def governed(objects: tuple[dict[str, Any], ...]) -> Any:
+        return json.loads(env_of(objects, "operator")["NEXTCAMPUS_GOVERNED_COURSES"])
+
+    # Policies elsewhere (another team's namespace) may not touch any course by default.
+    assert governed(rendered("default")) == {"chat": ["*"]}
+    assert governed(rendered("ha")) == {"courses": ["*"], "archive": ["cs-*", "math-*"]}
 
 
 def test_the_crd_is_the_one_file_and_survives_uninstall() -> None:
