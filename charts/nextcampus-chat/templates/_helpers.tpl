@@ -50,14 +50,23 @@ image: {{ printf "%s:%s" .image.repository .image.tag | quote }}
 imagePullPolicy: {{ .image.pullPolicy }}
 {{- end -}}
 
-{{/* Pod-level settings every workload shares. */}}
+{{/* Pod-level settings every workload shares: (dict "root" $), or (dict "root" $
+"serviceAccount" name) for the one pod that talks to the Kubernetes API (the operator). No
+other pod gets an API token: the namespace's default ServiceAccount would mount one into
+every pod, for an attacker in any of them to use. */}}
 {{- define "nextcampus-chat.podDefaults" -}}
-{{- with .Values.imagePullSecrets }}
+{{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- if .serviceAccount }}
+serviceAccountName: {{ .serviceAccount }}
+automountServiceAccountToken: true
+{{- else }}
+automountServiceAccountToken: false
+{{- end }}
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
 {{- end -}}
 
 {{/* Name of the Secret with the HS256 key (jwt-secret, jwks.json); empty with a JWKS URL. */}}

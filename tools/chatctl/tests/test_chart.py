@@ -329,6 +329,22 @@ def test_streaming_pods_have_a_drain_budget_and_grpc_probes() -> None:
             assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
 
 
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_only_the_operator_pod_gets_a_kubernetes_api_token(value_set: str) -> None:
+    objects = rendered(value_set)
+    pods = {component(w): pod_spec(w) for w in workloads(objects)}
+    assert {"gateway", "graphql", "chat"} <= set(pods)
+    for name, spec in pods.items():
+        if name == "operator":
+            (account,) = of_kind(objects, "ServiceAccount")
+            assert spec["serviceAccountName"] == account["metadata"]["name"]
+            assert spec["automountServiceAccountToken"] is True
+        else:
+            # Not left to the namespace's default ServiceAccount, which mounts a token.
+            assert spec.get("automountServiceAccountToken") is False, name
+            assert "serviceAccountName" not in spec, name
+
+
 def test_the_operator_gets_least_privilege() -> None:
     for value_set, role_kind in (("default", "ClusterRole"), ("ha", "Role")):
         objects = rendered(value_set)
