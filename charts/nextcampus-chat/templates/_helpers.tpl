@@ -79,10 +79,11 @@ securityContext:
 {{- end -}}
 {{- end -}}
 
-{{/* Name of the Secret with the Redis password, if any. */}}
+{{/* Name of the Secret with the Redis password (key redis-password): the chart's Redis
+always has one (redis.auth.existingSecret, else the chart's own); an external one may not. */}}
 {{- define "nextcampus-chat.redisSecretName" -}}
 {{- if .Values.redis.enabled -}}
-{{- .Values.redis.auth.existingSecret -}}
+{{- .Values.redis.auth.existingSecret | default (printf "%s-redis-auth" (include "nextcampus-chat.fullname" .)) -}}
 {{- else -}}
 {{- .Values.redis.external.existingSecret -}}
 {{- end -}}
