@@ -1,12 +1,13 @@
 """Making Redis match a CourseChatPolicy, and what to tell Kubernetes about it.
 
 The kopf handlers (handlers.py) and `chatctl policy apply` both call `PolicyReconciler`;
-it knows nothing of kopf. `reconcile` applies one policy (unless an older one governs its
-course, or its namespace may not govern that course: `CourseGovernance`), re-times the course's messages when its TTL changed, and repairs drift (Redis
-restarted without data, keys edited by hand) when called again. `release` undoes a deleted
-policy: the next-oldest policy of the course takes over, or the defaults return. The
-results are `Outcome`s, which `status_for` and `event_for` turn into the resource's status
-and its Events.
+it knows nothing of kopf. `reconcile` applies one policy (unless its namespace may not
+govern that course, `CourseGovernance`, or an older policy governs it), re-times the
+course's messages when its TTL changed, and repairs drift (Redis restarted without data,
+keys edited by hand) when called again. `release` undoes a deleted policy: the
+next-oldest policy of the course takes over, or the defaults return. The results are
+`Outcome`s, which `status_for` and `event_for` turn into the resource's status and its
+Events.
 """
 
 from __future__ import annotations
