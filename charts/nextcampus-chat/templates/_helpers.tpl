@@ -50,14 +50,23 @@ image: {{ printf "%s:%s" .image.repository .image.tag | quote }}
 imagePullPolicy: {{ .image.pullPolicy }}
 {{- end -}}
 
-{{/* Pod-level settings every workload shares. */}}
+{{/* Pod-level settings every workload shares: (dict "root" $), or (dict "root" $
+"serviceAccount" name) for the one pod that talks to the Kubernetes API (the operator). No
+other pod gets an API token: the namespace's default ServiceAccount would mount one into
+every pod, for an attacker in any of them to use. */}}
 {{- define "nextcampus-chat.podDefaults" -}}
-{{- with .Values.imagePullSecrets }}
+{{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- if .serviceAccount }}
+serviceAccountName: {{ .serviceAccount }}
+automountServiceAccountToken: true
+{{- else }}
+automountServiceAccountToken: false
+{{- end }}
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
 {{- end -}}
 
 {{/* Name of the Secret with the HS256 key (jwt-secret, jwks.json); empty with a JWKS URL. */}}
@@ -70,10 +79,11 @@ securityContext:
 {{- end -}}
 {{- end -}}
 
-{{/* Name of the Secret with the Redis password, if any. */}}
+{{/* Name of the Secret with the Redis password (key redis-password): the chart's Redis
+always has one (redis.auth.existingSecret, else the chart's own); an external one may not. */}}
 {{- define "nextcampus-chat.redisSecretName" -}}
 {{- if .Values.redis.enabled -}}
-{{- .Values.redis.auth.existingSecret -}}
+{{- .Values.redis.auth.existingSecret | default (printf "%s-redis-auth" (include "nextcampus-chat.fullname" .)) -}}
 {{- else -}}
 {{- .Values.redis.external.existingSecret -}}
 {{- end -}}
@@ -113,12 +123,15 @@ redis_wait_timeout_ms: {{ $d.waitTimeoutMs }}
 {{- end -}}
 
 {{/* NEXTCAMPUS_* entries of a settings map ({field: value}) for a ConfigMap's data. Lists
-become `a,b`; whole numbers stay whole (YAML numbers arrive as floats: 2097152 would
-otherwise print as 2.097152e+06, which no integer field accepts). */}}
+become `a,b`; maps JSON (pydantic-settings reads a dict field's env var as JSON); whole
+numbers stay whole (YAML numbers arrive as floats: 2097152 would otherwise print as
+2.097152e+06, which no integer field accepts). */}}
 {{- define "nextcampus-chat.settingsData" -}}
 {{- range $field, $value := . }}
 {{- $text := toString $value }}
-{{- if kindIs "slice" $value }}
+{{- if kindIs "map" $value }}
+{{- $text = toJson $value }}
+{{- else if kindIs "slice" $value }}
 {{- $text = join "," $value }}
 {{- else if and (kindIs "float64" $value) (eq (floor $value) $value) }}
 {{- $text = printf "%d" (int64 $value) }}

@@ -58,7 +58,10 @@ async def operator(
 
 
 def policy(
-    name: str, spec: dict[str, Any], created: str = "2026-06-01T08:00:00Z"
+    name: str,
+    spec: dict[str, Any],
+    created: str = "2026-06-01T08:00:00Z",
+    namespace: str = NAMESPACE,
 ) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
@@ -66,20 +69,22 @@ def policy(
         # The creation time is the API server's; set here to order two policies.
         "metadata": {
             "name": name,
-            "namespace": NAMESPACE,
+            "namespace": namespace,
             **({"creationTimestamp": created} if created else {}),
         },
         "spec": spec,
     }
 
 
-def url(name: str | None = None) -> str:
-    base = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
+def url(name: str | None = None, namespace: str = NAMESPACE) -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
     return f"{base}/{name}" if name else base
 
 
-def stored(kube: kmock.KubernetesEmulator, name: str) -> Mapping[str, Any]:
-    return kube.objects[RESOURCE, NAMESPACE, name]
+def stored(
+    kube: kmock.KubernetesEmulator, name: str, namespace: str = NAMESPACE
+) -> Mapping[str, Any]:
+    return kube.objects[RESOURCE, namespace, name]
 
 
 def ready_condition(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -325,6 +330,78 @@ async def test_an_invalid_spec_is_not_ready_until_it_is_fixed(
         )
         == 1
     )
+
+
+async def test_a_policy_from_a_namespace_that_may_not_govern_its_course_is_refused(
+    kube: kmock.KubernetesEmulator,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    cluster_client: Any,
+    course_id: str,
+) -> None:
+    keys = CourseKeys(course_id)
+    foreign = "sandbox"
+    kube.objects["v1/namespaces", None, foreign] = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": foreign, "uid": "sandbox-uid"},
+    }
+    settings = operator_settings.model_copy(update={"governed_courses": {NAMESPACE: ["*"]}})
+    async with operator(settings, metrics):
+        # Older than the course's own policy, and out to wipe its history.
+        await kube.post(
+            url(namespace=foreign),
+            json=policy(
+                "wipe",
+                {"courseId": course_id, "messageTTLSeconds": 60, "readOnly": True},
+                created="2026-06-01T08:00:00Z",
+                namespace=foreign,
+            ),
+        )
+        await eventually(
+            lambda: ready_condition(stored(kube, "wipe", foreign)).get("reason") == "NotPermitted",
+            "Ready=False NotPermitted",
+        )
+        condition = ready_condition(stored(kube, "wipe", foreign))
+        assert condition["status"] == "False"
+        assert f"namespace {foreign} may not govern course {course_id}" in condition["message"]
+        assert stored(kube, "wipe", foreign)["status"].get("effectiveTTLSeconds") is None
+        assert cluster_client.exists(keys.policy) == 0
+        (event,) = events(kube, "NotPermitted")
+        assert event["type"] == "Warning"
+        assert foreign in event["message"]
+        assert (
+            metrics.registry.get_sample_value(
+                "nextcampus_operator_policies_not_ready", {"reason": "NotPermitted"}
+            )
+            == 1
+        )
+
+        # The course's own policy, created later, governs it: no Conflict with the refused one.
+        await kube.post(
+            url(),
+            json=policy(
+                "rules",
+                {"courseId": course_id, "messageTTLSeconds": 7200},
+                created="2026-06-02T08:00:00Z",
+            ),
+        )
+        await eventually(
+            lambda: ready_condition(stored(kube, "rules")).get("status") == "True", "rules Ready"
+        )
+        assert cluster_client.hget(keys.policy, "owner") == f"{NAMESPACE}/rules"
+        assert cluster_client.hget(keys.policy, "ttl_seconds") == "7200"
+
+        # Deleting the refused policy leaves the course as it is.
+        await kube.delete(url("wipe", foreign))
+        await eventually(lambda: stored(kube, "wipe", foreign).deleted, "the refused one gone")
+        assert cluster_client.hget(keys.policy, "owner") == f"{NAMESPACE}/rules"
+        assert (
+            metrics.registry.get_sample_value(
+                "nextcampus_operator_policies_not_ready", {"reason": "NotPermitted"}
+            )
+            == 0
+        )
 
 
 async def http_get(url: str) -> tuple[int, str]:

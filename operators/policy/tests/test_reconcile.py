@@ -1,6 +1,7 @@
 """The reconcile module against a real Redis Cluster, with a real chat server sending by the
 policies it writes: apply, TTL changes (existing messages re-timed, checked with PTTL),
-read-only, rate limit, length, delete, drift repair, conflicts, bad specs, Redis away."""
+read-only, rate limit, length, delete, drift repair, conflicts, policies from namespaces
+that may not govern a course, bad specs, Redis away."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from chatctl.client import ChatClient
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.redis_cluster import ClusterClient
+from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.reconcile import (
     Outcome,
     PolicyReconciler,
@@ -23,14 +25,19 @@ from nextcampus_policy.reconcile import (
     status_for,
 )
 from nextcampus_policy.settings import PolicyOperatorSettings
-from nextcampus_policy.spec import PolicyRef, Reason
+from nextcampus_policy.spec import CourseGovernance, PolicyRef, Reason
 from nextcampus_policy.store import PolicyStore
 
 DAY = 86_400
 
 
-def ref(course_id: str, name: str = "policy", created: str = "2026-01-01T00:00:00Z") -> PolicyRef:
-    return PolicyRef(created=created, namespace="courses", name=name, course_id=course_id)
+def ref(
+    course_id: str,
+    name: str = "policy",
+    created: str = "2026-01-01T00:00:00Z",
+    namespace: str = "courses",
+) -> PolicyRef:
+    return PolicyRef(created=created, namespace=namespace, name=name, course_id=course_id)
 
 
 def ttl_seconds(cluster_client: Any, key: str) -> float:
@@ -292,6 +299,123 @@ async def test_the_older_of_two_policies_governs_a_course(
     assert cluster_client.hget(keys.policy, "owner") == "courses/newer"
     assert cluster_client.hget(keys.policy, "read_only") == "1"
     assert (await reconciler.reconcile(newer, newer_spec, [newer])).ready
+
+
+# The chart's operator.governedCourses: the release namespace governs every course, the
+# archive namespace only courses named cs-*.
+GOVERNED = {"chat": ["*"], "archive": ["cs-*"]}
+
+
+@pytest.fixture
+def governed(
+    reconciler: PolicyReconciler,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+) -> PolicyReconciler:
+    return PolicyReconciler(
+        reconciler.store, operator_settings, metrics, governance=CourseGovernance.of(GOVERNED)
+    )
+
+
+async def test_a_policy_from_a_namespace_that_may_not_govern_the_course_changes_nothing(
+    governed: PolicyReconciler,
+    client_for: Callable[..., ChatClient],
+    cluster_client: Any,
+    course_id: str,
+    metric_value: Callable[..., float],
+) -> None:
+    keys = CourseKeys(course_id)
+    client = client_for("ada", [course_id])
+    ids = await send_some(client, course_id, 3)
+    # Two hours old: a 60 s TTL, if applied, would delete it at once.
+    two_hours_ago = int((time.time() - 2 * 3600) * 1000)
+    cluster_client.hset(keys.message(ids[0]), "timestamp", str(two_hours_ago))
+
+    # Anyone who may create a policy in some other namespace tries to wipe the course.
+    wipe = {"courseId": course_id, "messageTTLSeconds": 60, "readOnly": True}
+    outcome = await governed.reconcile(ref(course_id, "wipe", namespace="sandbox"), wipe)
+
+    assert outcome.reason is Reason.NOT_PERMITTED
+    assert not outcome.ready
+    assert outcome.effective_ttl_seconds is None
+    assert f"namespace sandbox may not govern course {course_id}" in outcome.message
+    assert "no course" in outcome.message
+    assert cluster_client.exists(keys.policy) == 0
+    assert [m.message_id for m in (await client.history(course_id)).messages] == ids
+    for message_id in ids:
+        assert DAY - 60 < ttl_seconds(cluster_client, keys.message(message_id)) <= DAY
+    await client.send(course_id, "still open")  # not read-only either
+    assert (
+        metric_value(
+            "nextcampus_operator_reconciles_total", result="not_permitted", trigger="change"
+        )
+        == 1
+    )
+
+    # A namespace with patterns: only the courses they match, and the message names them.
+    archive = await governed.reconcile(ref(course_id, namespace="archive"), wipe)
+    assert archive.reason is Reason.NOT_PERMITTED
+    assert "only courses matching cs-*" in archive.message
+    assert cluster_client.exists(keys.policy) == 0
+    cs_course = f"cs-{course_id}"
+    allowed = await governed.reconcile(
+        ref(cs_course, namespace="archive"), {"courseId": cs_course, "readOnly": True}
+    )
+    assert allowed.ready
+    assert cluster_client.hget(CourseKeys(cs_course).policy, "owner") == "archive/policy"
+
+    # Deleting the refused policy does not restore anything either: it governed nothing.
+    governing_policy = ref(course_id, "rules", namespace="chat")
+    await governed.reconcile(governing_policy, {"courseId": course_id, "maxMessageLength": 50})
+    released = await governed.release(
+        ref(course_id, "wipe", namespace="sandbox"),
+        [governing_policy, ref(course_id, "wipe", namespace="sandbox")],
+    )
+    assert (released.ready, released.changed) == (True, False)
+    assert cluster_client.hget(keys.policy, "owner") == "chat/rules"
+
+
+async def test_a_policy_that_may_not_govern_never_counts_as_the_older_one(
+    governed: PolicyReconciler, cluster_client: Any, course_id: str
+) -> None:
+    keys = CourseKeys(course_id)
+    foreign = ref(course_id, "wipe", created="2026-03-01T10:00:00Z", namespace="sandbox")
+    permitted = ref(course_id, "rules", created="2026-03-02T10:00:00Z", namespace="chat")
+    foreign_spec = {"courseId": course_id, "messageTTLSeconds": 60}
+    permitted_spec = {"courseId": course_id, "messageTTLSeconds": 7200}
+    both = [foreign, permitted]
+    specs = {foreign: foreign_spec, permitted: permitted_spec}
+
+    # Older, but refused: the permitted policy governs, no Conflict.
+    assert (await governed.reconcile(foreign, foreign_spec, both)).reason is Reason.NOT_PERMITTED
+    applied = await governed.reconcile(permitted, permitted_spec, both)
+    assert applied.ready, applied.message
+    assert cluster_client.hget(keys.policy, "ttl_seconds") == "7200"
+
+    # The permitted one goes: the course returns to the defaults, not to the refused one.
+    released = await governed.release(permitted, both, specs)
+    assert released.ready
+    assert "back on the defaults" in released.message
+    assert cluster_client.exists(keys.policy) == 0
+
+
+def test_governed_courses_come_from_json_and_bad_ones_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NEXTCAMPUS_GOVERNED_COURSES", '{"chat": ["*"], "archive": ["cs-*"]}')
+    assert PolicyOperatorSettings().governed_courses == GOVERNED
+    monkeypatch.delenv("NEXTCAMPUS_GOVERNED_COURSES")
+    assert PolicyOperatorSettings().governed_courses is None  # every namespace, every course
+    for bad, words in (
+        ("{}", "at least one namespace"),
+        ('{"Chat!": ["*"]}', "not a namespace name"),
+        ('{"chat": ["a b"]}', "not a course-id pattern"),
+        ('["*"]', "governed_courses"),
+    ):
+        monkeypatch.setenv("NEXTCAMPUS_GOVERNED_COURSES", bad)
+        with pytest.raises(ValueError, match="governed_courses") as refused:
+            PolicyOperatorSettings()
+        assert words in str(refused.value), bad
 
 
 @pytest.mark.parametrize(

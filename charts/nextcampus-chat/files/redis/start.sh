@@ -22,13 +22,18 @@ if [ -f "$conf" ]; then
   cat "$fresh" > "$conf"
   rm -f "$fresh"
 fi
-set -- redis-server /etc/redis/redis.conf \
+# The password (from the Secret, in the env) reaches redis-server as config lines on its
+# stdin (the final `-`): not in its arguments, which `ps` shows to every process of the pod,
+# nor in a file. Written as \xHH escapes, any byte of it survives Redis's config parser.
+: "${REDIS_PASSWORD:?is not set: every node needs the password from the Secret of the chart}"
+password=$(printf '%s' "$REDIS_PASSWORD" | od -An -v -tx1 | tr -d ' \n' | sed 's/../\\x&/g')
+exec redis-server /etc/redis/redis.conf \
   --cluster-announce-hostname "$POD_NAME.$HEADLESS_SERVICE" \
   --cluster-node-timeout "$NODE_TIMEOUT_MS" \
   --appendfsync "$APPENDFSYNC" \
   --min-replicas-to-write "$MIN_REPLICAS_TO_WRITE" \
-  --min-replicas-max-lag "$MIN_REPLICAS_MAX_LAG"
-if [ -n "${REDIS_PASSWORD:-}" ]; then
-  set -- "$@" --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD"
-fi
-exec "$@"
+  --min-replicas-max-lag "$MIN_REPLICAS_MAX_LAG" \
+  - <<EOF
+requirepass "$password"
+masterauth "$password"
+EOF

@@ -16,6 +16,7 @@ from nextcampus_policy.handlers import build_registry
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.reconcile import PolicyReconciler
 from nextcampus_policy.settings import PolicyOperatorSettings
+from nextcampus_policy.spec import CourseGovernance
 from nextcampus_policy.store import PolicyStore
 
 
@@ -31,7 +32,9 @@ def build_reconciler(
     settings: PolicyOperatorSettings, metrics: OperatorMetrics
 ) -> PolicyReconciler:
     store = PolicyStore(ClusterClient(settings), retime_batch_size=settings.retime_batch_size)
-    return PolicyReconciler(store, settings, metrics)
+    return PolicyReconciler(
+        store, settings, metrics, governance=CourseGovernance.of(settings.governed_courses)
+    )
 
 
 async def run_operator(

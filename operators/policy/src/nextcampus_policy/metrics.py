@@ -19,7 +19,8 @@ class OperatorMetrics:
         self.reconciles = Counter(
             _name("reconciles"),
             "reconciles of CourseChatPolicies by result (applied, unchanged, released, "
-            "conflict, invalid_spec, redis_unavailable) and trigger (change, resync)",
+            "conflict, invalid_spec, not_permitted, redis_unavailable) and trigger "
+            "(change, resync)",
             ["result", "trigger"],
             registry=r,
         )

@@ -1,12 +1,13 @@
 """Making Redis match a CourseChatPolicy, and what to tell Kubernetes about it.
 
 The kopf handlers (handlers.py) and `chatctl policy apply` both call `PolicyReconciler`;
-it knows nothing of kopf. `reconcile` applies one policy (unless an older one governs its
-course), re-times the course's messages when its TTL changed, and repairs drift (Redis
-restarted without data, keys edited by hand) when called again. `release` undoes a deleted
-policy: the next-oldest policy of the course takes over, or the defaults return. The
-results are `Outcome`s, which `status_for` and `event_for` turn into the resource's status
-and its Events.
+it knows nothing of kopf. `reconcile` applies one policy (unless its namespace may not
+govern that course, `CourseGovernance`, or an older policy governs it), re-times the
+course's messages when its TTL changed, and repairs drift (Redis restarted without data,
+keys edited by hand) when called again. `release` undoes a deleted policy: the
+next-oldest policy of the course takes over, or the defaults return. The results are
+`Outcome`s, which `status_for` and `event_for` turn into the resource's status and its
+Events.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from nextcampus_common.settings import PolicyDefaultSettings
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.spec import (
+    CourseGovernance,
     InvalidSpec,
     PolicyRef,
     PolicySpec,
@@ -42,7 +44,7 @@ class Trigger(StrEnum):
 class Outcome:
     reason: Reason
     message: str
-    effective_ttl_seconds: int | None = None  # None: not in force (conflict, invalid, unknown)
+    effective_ttl_seconds: int | None = None  # None: not in force (conflict, invalid, …)
     changed: bool = False  # Redis was written
     retimed: Retimed | None = None
 
@@ -57,10 +59,12 @@ class PolicyReconciler:
         store: PolicyStore,
         defaults: PolicyDefaultSettings,
         metrics: OperatorMetrics | None = None,
+        governance: CourseGovernance | None = None,
     ) -> None:
         self.store = store
         self.defaults = defaults
         self.metrics = metrics
+        self.governance = governance or CourseGovernance()
         # One course at a time: a timer tick and an update of the same course never
         # interleave their writes and re-timings.
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
@@ -75,8 +79,8 @@ class PolicyReconciler:
         *,
         trigger: Trigger = Trigger.CHANGE,
     ) -> Outcome:
-        """Apply `policy` (with `spec`) if it governs its course among `contenders` (every
-        policy naming the course, itself included)."""
+        """Apply `policy` (with `spec`) if its namespace may govern its course and it governs
+        the course among `contenders` (every policy naming the course, itself included)."""
         started = time.monotonic()
         outcome = await self._reconcile(policy, spec, contenders, trigger)
         self._count(outcome, started, trigger)
@@ -93,7 +97,10 @@ class PolicyReconciler:
             parsed = parse_spec(spec)
         except InvalidSpec as exc:
             return Outcome(Reason.INVALID_SPEC, str(exc))
-        winner = governing([policy, *contenders])
+        refusal = self.governance.refusal(policy)
+        if refusal is not None:
+            return Outcome(Reason.NOT_PERMITTED, refusal)
+        winner = governing(self.governance.eligible([policy, *contenders]))
         if winner is not None and winner != policy:
             return Outcome(
                 Reason.CONFLICT,
@@ -131,8 +138,8 @@ class PolicyReconciler:
     ) -> Outcome:
         """`policy` is being deleted: hand its course to the next-oldest policy among
         `contenders` at once (when `specs` holds its spec; otherwise its own next re-check
-        does), or restore the defaults. A policy that did not govern its course leaves
-        Redis alone."""
+        does), or restore the defaults. A policy that did not govern its course (an older
+        one did, or its namespace may not govern it) leaves Redis alone."""
         started = time.monotonic()
         outcome = await self._release(policy, contenders, specs or {})
         self._count(outcome, started, Trigger.CHANGE, released=True)
@@ -144,8 +151,8 @@ class PolicyReconciler:
         contenders: Sequence[PolicyRef],
         specs: Mapping[PolicyRef, Mapping[str, Any]],
     ) -> Outcome:
-        others = [other for other in contenders if other != policy]
-        if governing([policy, *others]) != policy:
+        others = self.governance.eligible(other for other in contenders if other != policy)
+        if governing(self.governance.eligible([policy, *others])) != policy:
             return Outcome(Reason.APPLIED, "did not govern its course; nothing to undo")
         successor = governing(others)
         if successor is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -30,7 +31,44 @@ class PolicyOperatorSettings(ServiceSettings, RedisSettings, PolicyDefaultSettin
     retime_batch_size: int = Field(
         default=500, ge=1, le=10_000, description="messages re-timed per Redis round trip"
     )
+    governed_courses: dict[str, list[str]] | None = Field(
+        default=None,
+        description=(
+            "namespace → course-id glob patterns (* ? […]) its CourseChatPolicies may govern, "
+            'as JSON: {"chat": ["*"], "archive": ["cs-*"]}; a policy for any other course is '
+            "Ready=False NotPermitted and never applied; unset: every namespace governs every "
+            "course"
+        ),
+    )
     health_host: str = "0.0.0.0"
     health_port: int = Field(default=8080, ge=0, le=65535, description="/healthz; 0 disables")
 
     _split_namespaces = field_validator("watch_namespaces", mode="before")(comma_separated)
+
+    @field_validator("governed_courses")
+    @classmethod
+    def _check_governed_courses(
+        cls, governed: dict[str, list[str]] | None
+    ) -> dict[str, list[str]] | None:
+        if governed is None:
+            return None
+        if not governed:
+            # {} would let no policy apply anywhere: almost surely a mistake.
+            raise ValueError(
+                "name at least one namespace; leave it unset to let every namespace govern "
+                "every course"
+            )
+        for namespace, patterns in governed.items():
+            if not _NAMESPACE.fullmatch(namespace):
+                raise ValueError(f"{namespace!r} is not a namespace name")
+            for pattern in patterns:
+                if not _COURSE_PATTERN.fullmatch(pattern):
+                    raise ValueError(
+                        f"{pattern!r} (namespace {namespace}) is not a course-id pattern: "
+                        "1-128 of A-Z a-z 0-9 . _ - and the glob characters * ? [ ] !"
+                    )
+        return governed
+
+
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_COURSE_PATTERN = re.compile(r"^[A-Za-z0-9._*?\[\]!-]{1,128}$")

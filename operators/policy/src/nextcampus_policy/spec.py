@@ -4,9 +4,10 @@ instead of a crash), and what the spec means in the course's policy hash."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,9 +30,15 @@ class Reason(StrEnum):
     REDIS_UNAVAILABLE = "RedisUnavailable"
     CONFLICT = "Conflict"
     INVALID_SPEC = "InvalidSpec"
+    NOT_PERMITTED = "NotPermitted"  # its namespace may not govern its course
 
 
-NOT_READY_REASONS = (Reason.REDIS_UNAVAILABLE, Reason.CONFLICT, Reason.INVALID_SPEC)
+NOT_READY_REASONS = (
+    Reason.REDIS_UNAVAILABLE,
+    Reason.CONFLICT,
+    Reason.INVALID_SPEC,
+    Reason.NOT_PERMITTED,
+)
 
 
 class InvalidSpec(ValueError):
@@ -137,3 +144,47 @@ class PolicyRef:
 def governing(policies: list[PolicyRef]) -> PolicyRef | None:
     """The policy that governs a course among all policies naming it (the oldest)."""
     return min(policies, default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class CourseGovernance:
+    """Which namespaces' policies may govern which courses: namespace → course-id glob
+    patterns (`*`, `?`, `[…]`, case-sensitive). Without patterns (None) every namespace
+    governs every course, as on the local stack, where no namespaces exist.
+
+    A policy outside its namespace's patterns is never applied and never counts as the
+    older policy of its course: otherwise anyone who may create a CourseChatPolicy in some
+    namespace could cut any course's TTL to 60 s and with it delete the course's history."""
+
+    patterns: Mapping[str, tuple[str, ...]] | None = None
+
+    @classmethod
+    def of(cls, patterns: Mapping[str, Iterable[str]] | None) -> CourseGovernance:
+        if patterns is None:
+            return cls()
+        return cls({namespace: tuple(globs) for namespace, globs in patterns.items()})
+
+    def permits(self, policy: PolicyRef) -> bool:
+        if self.patterns is None:
+            return True
+        globs = self.patterns.get(policy.namespace, ())
+        return any(fnmatchcase(policy.course_id, glob) for glob in globs)
+
+    def eligible(self, policies: Iterable[PolicyRef]) -> list[PolicyRef]:
+        """The policies that may govern their course (the others never do)."""
+        return [policy for policy in policies if self.permits(policy)]
+
+    def refusal(self, policy: PolicyRef) -> str | None:
+        """Why `policy` may not govern its course (None: it may)."""
+        if self.permits(policy):
+            return None
+        globs = (self.patterns or {}).get(policy.namespace, ())
+        allowed = (
+            f"only courses matching {', '.join(globs)}"
+            if globs
+            else "no course (it is not in the operator's governed_courses)"
+        )
+        return (
+            f"namespace {policy.namespace} may not govern course {policy.course_id}: its "
+            f"CourseChatPolicies may govern {allowed}; the policy is not applied"
+        )
