@@ -68,7 +68,7 @@ async def graphql_post(request: web.Request) -> web.Response:
     identity = None
     if token is not None:
         try:
-            identity = services.verifier.verify(token)
+            identity = await services.verifier.verify(token)
         except AuthError as exc:
             return _error_response(Code.UNAUTHENTICATED, str(exc), 401)
     try:
