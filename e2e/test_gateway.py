@@ -241,10 +241,7 @@ def summed(samples: dict[str, float], prefix: str) -> float:
 async def graphql_connections(topology: Topology) -> list[float]:
     """Open WebSockets per GraphQL process, from each process's own /metrics."""
     pages = await asyncio.gather(
-        *(
-            asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
-            for port in topology.graphql_ports
-        )
+        *(asyncio.to_thread(scrape, url) for url in topology.graphql_metrics_urls)
     )
     return [summed(page, "nextcampus_graphql_connections") for page in pages]
 

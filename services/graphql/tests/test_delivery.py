@@ -59,7 +59,7 @@ async def test_subscribers_on_a_receive_in_order_once_what_b_accepts(
                 assert tail == sent  # in order, once
                 assert contiguous(subscriber.ids)
         # ONE upstream stream for the 25 sockets: on GraphQL A, and on the chat side.
-        metrics_a = scrape(topology.graphql_urls[0].replace("/graphql", "/metrics"))
+        metrics_a = scrape(topology.graphql_metrics_urls[0])
         assert metrics_a["nextcampus_graphql_upstream_streams"] == 1
         assert metrics_a["nextcampus_graphql_subscriptions"] == 25
         chat_streams = sum(
@@ -123,7 +123,7 @@ async def test_kill_9_of_the_chat_process_under_a_subscription(topology, make_to
             tail = subscriber.ids[subscriber.ids.index(acked[0]) :]
             assert tail == sorted(acked)
             assert contiguous(tail)
-        metrics_a = scrape(urls[0].replace("/graphql", "/metrics"))
+        metrics_a = scrape(topology.graphql_metrics_urls[0])
         reopened = sum(
             v
             for k, v in metrics_a.items()
@@ -137,7 +137,7 @@ async def test_kill_9_of_the_chat_process_under_a_subscription(topology, make_to
 async def test_the_upstream_stream_closes_with_its_last_subscriber(topology, make_token, course_id):
     token = make_token("alice", [course_id])
     url = topology.graphql_urls[0]
-    metrics_url = url.replace("/graphql", "/metrics")
+    metrics_url = topology.graphql_metrics_urls[0]
     subscribers = [
         await WsSubscriber(url.replace("http", "ws", 1), token, course_id).start() for _ in range(3)
     ]

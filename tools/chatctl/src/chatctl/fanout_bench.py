@@ -655,7 +655,7 @@ def run_scenarios(
     urls = ",".join(ws_urls(stack))
     redis_port = stack.redis_ports[0]
     metrics_ports = {
-        **{f"graphql-{i}": port for i, port in enumerate(stack.graphql_ports)},
+        **{f"graphql-{i}": port for i, port in enumerate(stack.graphql_metrics_ports)},
         **{f"chat-{i}": port for i, port in enumerate(stack.chat_metrics_ports)},
     }
     pids = {"graphql": graphql_pids, "chat": chat_pids, "redis": redis_pids}
