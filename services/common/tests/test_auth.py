@@ -283,6 +283,19 @@ async def test_a_jwks_url_that_does_not_answer_fails_after_its_timeout(jwks_serv
     assert jwks_server.fetches == 1
 
 
+async def test_a_redirecting_jwks_url_is_a_failed_fetch(jwks_server, signing_key):
+    """Keys come from the configured URL, not from wherever its answer points."""
+    elsewhere = JwksServer(jwks_of(signing_key))
+    try:
+        jwks_server.status, jwks_server.location = 302, elsewhere.url
+        verifier = url_verifier(jwks_server)
+        with pytest.raises(AuthError, match="signing keys unavailable"):
+            await verifier.verify(signing_key.token("alice", ["c1"]))
+        assert elsewhere.fetches == 0
+    finally:
+        elsewhere.close()
+
+
 async def test_a_rotated_key_is_fetched_once_the_cooldown_has_passed(jwks_server, signing_key):
     verifier = url_verifier(jwks_server, jwt_jwks_cooldown_seconds=0)
     assert (await verifier.verify(signing_key.token("alice", ["c1"]))).user_id == "alice"

@@ -13,6 +13,7 @@ dictionary lookup, however many arrive.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import math
 import time
@@ -82,9 +83,18 @@ def usable_keys(jwks: object) -> dict[str, jwt.PyJWK]:
     return {k.key_id or "": k for k in keys if k.algorithm_name in ASYMMETRIC_ALGORITHMS}
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Keys come from the configured URL only: a redirect is a failed fetch, not a hop to
+    wherever the answer points."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
 def download_jwks(url: str, timeout_seconds: float) -> dict[str, jwt.PyJWK]:
     """One blocking GET of a JWKS URL (run it in a thread)."""
-    with urllib.request.urlopen(url, timeout=timeout_seconds) as response:  # noqa: S310 - configured
+    opener = urllib.request.build_opener(_NoRedirects())
+    with opener.open(url, timeout=timeout_seconds) as response:
         body: bytes = response.read(MAX_JWKS_BYTES + 1)
     if len(body) > MAX_JWKS_BYTES:
         raise ValueError(f"the JWKS is larger than {MAX_JWKS_BYTES} bytes")
@@ -188,7 +198,7 @@ class TokenVerifier:
             async with asyncio.timeout(timeout):
                 # A thread: urllib blocks, and the event loop serves everyone else meanwhile.
                 keys = await asyncio.to_thread(download_jwks, self._jwks_url, timeout)
-        except (OSError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
+        except (OSError, http.client.HTTPException, ValueError, jwt.PyJWTError) as exc:
             # The keys in hand stay in use; the next fetch comes after the cooldown.
             self._fetch_error = f"{type(exc).__name__}: {exc}"[:200]
             log.warning("cannot fetch the JWKS", url=self._jwks_url, error=self._fetch_error)

@@ -477,6 +477,7 @@ class JwksServer:
 
         self.jwks = jwks
         self.status = 200
+        self.location = ""  # with a 3xx status: where it points
         self.fetches = 0
         self.waiting = 0  # requests held right now
         self._released = threading.Event()
@@ -496,6 +497,8 @@ class JwksServer:
                     body = json.dumps(server.jwks).encode() if ok else b"unavailable"
                     self.send_response(server.status)
                     self.send_header("Content-Type", "application/json" if ok else "text/plain")
+                    if server.location:
+                        self.send_header("Location", server.location)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
