@@ -141,16 +141,12 @@ async def busy_course(gateway: Gateway, course_id: str | None = None) -> AsyncIt
             await asyncio.gather(*(s.close() for s in subscribers))
 
 
-def metrics_url(graphql_url: str) -> str:
-    return graphql_url.removesuffix("/graphql") + "/metrics"
-
-
 def upstream_reconnects(topology: Topology) -> float:
     """GraphQL upstream streams reopened, over every GraphQL process."""
     return sum(
         value
-        for url in topology.graphql_urls
-        for name, value in scrape(metrics_url(url)).items()
+        for url in topology.graphql_metrics_urls
+        for name, value in scrape(url).items()
         if name.startswith("nextcampus_graphql_upstream_reconnects_total")
     )
 
@@ -180,8 +176,7 @@ async def test_kill_9_of_a_graphql_process(gateway: Gateway, stack: Topology) ->
     async with busy_course(gateway) as course:
         await course.reached(FAULT_AT)
         held = [
-            scrape(metrics_url(url))["nextcampus_graphql_subscriptions"]
-            for url in stack.graphql_urls
+            scrape(url)["nextcampus_graphql_subscriptions"] for url in stack.graphql_metrics_urls
         ]
         victim = held.index(max(held))
         stack.graphqls[victim].kill()

@@ -27,6 +27,7 @@ import aiohttp
 import grpc
 import pytest
 
+from chatctl.gateway import UNLIMITED_BUDGET, ClientBudget
 from chatctl.localstack import free_ports
 from chatctl.scrape import scrape
 from chatctl.testing import Collector, WsSubscriber, established
@@ -241,10 +242,7 @@ def summed(samples: dict[str, float], prefix: str) -> float:
 async def graphql_connections(topology: Topology) -> list[float]:
     """Open WebSockets per GraphQL process, from each process's own /metrics."""
     pages = await asyncio.gather(
-        *(
-            asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
-            for port in topology.graphql_ports
-        )
+        *(asyncio.to_thread(scrape, url) for url in topology.graphql_metrics_urls)
     )
     return [summed(page, "nextcampus_graphql_connections") for page in pages]
 
@@ -431,18 +429,27 @@ def wrongly_signed_token(_gateway: Gateway, course_id: str) -> str:
     return issue_token("not-the-key-of-this-deployment-at-all", new_user(), [course_id])
 
 
+def foreign_audience_token(gateway: Gateway, course_id: str) -> str:
+    # Rightly signed, but for another service: not a token of this one (401, not 403).
+    return issue_token(gateway.jwt_secret, new_user(), [course_id], audience="another-service")
+
+
 BAD_TOKENS: dict[str, tuple[Callable[[Gateway, str], str], str]] = {
     "garbage": (lambda _gateway, _course: "not-a-jwt", "Jwt is not in the form"),
     "wrong-signature": (wrongly_signed_token, "Jwt verification fails"),
     "expired": (expired_token, "Jwt is expired"),
+    "wrong-audience": (foreign_audience_token, "Audiences in Jwt are not allowed"),
 }
 
 
 def refused_by_envoy(status: int, headers: Any, body: str | None = None, words: str = "") -> None:
-    """A 401 written by Envoy's jwt_authn, not by a pod: its challenge, no upstream time,
-    and (where the client shows the body) its words."""
+    """A 401 written by Envoy's jwt_authn, not by a pod: its challenge (which does not echo
+    the request URL, where a token may be), no upstream time, and (where the client shows
+    the body) its words."""
     assert status == 401, (status, body)
-    assert 'error="invalid_token"' in headers.get("WWW-Authenticate", ""), dict(headers)
+    challenge = headers.get("WWW-Authenticate", "")
+    assert 'error="invalid_token"' in challenge, dict(headers)
+    assert "access_token" not in challenge, challenge
     assert "x-envoy-upstream-service-time" not in headers, dict(headers)
     if body is not None:
         assert words in body
@@ -576,7 +583,7 @@ def test_envoy_local_rate_limit_answers_429(gateway: Gateway, tmp_path: Path) ->
     topology = gateway.local()
     # A budget of one request a second.
     with second_gateway(topology, tmp_path, requests_per_second=1, burst=2) as address:
-        answers = [http_get(f"http://{address}/healthz") for _ in range(6)]
+        answers = [http_get(f"http://{address}/") for _ in range(6)]
 
     statuses = [status for status, _ in answers]
     assert statuses[0] == 200, statuses
@@ -584,7 +591,169 @@ def test_envoy_local_rate_limit_answers_429(gateway: Gateway, tmp_path: Path) ->
     assert limited, statuses
     assert all(h.get("x-local-rate-limit") == "true" for h in limited), limited
     # The shared gateway has its own budget.
-    assert http_get(f"{gateway.url}/healthz")[0] == 200
+    assert http_get(f"{gateway.url}/")[0] == 200
+
+
+# A budget no machine refills during a test: one token an hour.
+HOURLY = ClientBudget(requests=1, every_seconds=3600, burst=5)
+
+
+async def status_of(
+    session: aiohttp.ClientSession, url: str, *, token: str | None = None, **kw: Any
+) -> tuple[int, str | None]:
+    """GET `url` (a POSTed `me` query when `token` is given): the status, and whether the
+    answer was the gateway's rate limit."""
+    if token is None:
+        request = session.get(url, **kw)
+    else:
+        headers = {"Authorization": f"Bearer {token}", **kw.pop("headers", {})}
+        request = session.post(url, json={"query": ME}, headers=headers, **kw)
+    async with request as response:
+        await response.read()
+        return response.status, response.headers.get("x-local-rate-limit")
+
+
+def from_address(address: str) -> aiohttp.ClientSession:
+    """A client whose connections come from `address` (any of 127.0.0.0/8 on loopback)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+
+
+async def test_a_flood_of_bad_tokens_costs_a_valid_user_nothing(
+    gateway: Gateway, course_id: str, tmp_path: Path
+) -> None:
+    """Tokens are checked before any budget is charged: an anonymous flood of bad tokens
+    gets 401s, and the gateway's shared budget (5 requests) is all there for a real user."""
+    topology = gateway.local()
+    token = gateway.token(new_user(), [course_id])
+    with second_gateway(topology, tmp_path, requests_per_second=1, burst=5) as address:
+        url = f"http://{address}/graphql"
+        async with aiohttp.ClientSession() as session:
+            flood = [
+                await status_of(session, url, token=wrongly_signed_token(gateway, course_id))
+                for _ in range(30)
+            ]
+            user = [await status_of(session, url, token=token) for _ in range(3)]
+    assert {status for status, _ in flood} == {401}, flood
+    assert [status for status, _ in user] == [200, 200, 200], user
+
+
+async def test_one_user_over_budget_leaves_other_users_alone(
+    gateway: Gateway, course_id: str, tmp_path: Path
+) -> None:
+    """Each user has a bucket of their own, even behind one address (a campus NAT): one
+    that floods gets 429 (gRPC: RESOURCE_EXHAUSTED), the others are served."""
+    topology = gateway.local()
+    greedy, modest = (gateway.token(new_user(), [course_id]) for _ in range(2))
+    with second_gateway(
+        topology,
+        tmp_path,
+        per_user=HOURLY,
+        requests_per_second=1_000_000,
+        burst=1_000_000,
+        per_address=UNLIMITED_BUDGET,
+    ) as address:
+        url = f"http://{address}/graphql"
+        async with aiohttp.ClientSession() as session:
+            greedy_answers = [await status_of(session, url, token=greedy) for _ in range(8)]
+            modest_answers = [await status_of(session, url, token=modest) for _ in range(3)]
+            anonymous = await status_of(session, f"http://{address}/")
+        api = ChatApi(address, max_attempts=1)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as limited:
+                await api.send(greedy, course_id, "over budget")
+        finally:
+            await api.close()
+    assert greedy_answers[:5] == [(200, None)] * 5, greedy_answers
+    assert greedy_answers[5:] == [(429, "true")] * 3, greedy_answers
+    assert modest_answers == [(200, None)] * 3, modest_answers
+    assert anonymous == (200, None)
+    # Envoy's answer, not the chat's own per-course budget: gRPC clients wait, not retry.
+    assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    metadata = [
+        *(limited.value.initial_metadata() or ()),
+        *(limited.value.trailing_metadata() or ()),
+    ]
+    assert metadata_value(metadata, "x-local-rate-limit") == "true", metadata
+
+
+async def test_one_address_over_budget_leaves_other_addresses_alone(
+    gateway: Gateway, course_id: str, tmp_path: Path
+) -> None:
+    """Requests without a token (the page, WebSocket upgrades) are counted per client
+    address. X-Forwarded-For is not believed (no trusted proxy in front), so a client cannot
+    borrow another address's budget; a user with a token is counted as that user."""
+    topology = gateway.local()
+    with second_gateway(
+        topology,
+        tmp_path,
+        per_address=HOURLY,
+        requests_per_second=1_000_000,
+        burst=1_000_000,
+        per_user=UNLIMITED_BUDGET,
+    ) as address:
+        page = f"http://{address}/"
+        async with from_address("127.0.0.1") as first, from_address("127.0.0.2") as second:
+            flood = [await status_of(first, page) for _ in range(8)]
+            spoofed = await status_of(first, page, headers={"X-Forwarded-For": "10.1.2.3"})
+            other = [await status_of(second, page) for _ in range(3)]
+            token = gateway.token(new_user(), [course_id])
+            with_token = await status_of(first, f"http://{address}/graphql", token=token)
+    assert flood[:5] == [(200, None)] * 5, flood
+    assert flood[5:] == [(429, "true")] * 3, flood
+    assert spoofed == (429, "true")
+    assert other == [(200, None)] * 3, other
+    assert with_token == (200, None)
+
+
+async def test_tokens_never_reach_the_access_log(
+    gateway: Gateway, http: aiohttp.ClientSession, course_id: str
+) -> None:
+    """Browsers put their token in the URL (`?access_token=`); Envoy logs each request's
+    path, and its log is kept and shipped like any other: without the query."""
+    topology = gateway.local()
+    token = gateway.token(new_user(), [course_id])
+    refused = wrongly_signed_token(gateway, course_id)
+    marker = f"/static/{uuid.uuid4().hex}.js"
+    async with http.post(
+        gateway.graphql_url, json={"query": ME}, params={"access_token": token}
+    ) as response:
+        assert response.status == 200
+    async with raw_socket(gateway, params={"access_token": token}) as ws:
+        await ready(ws, token)
+    async with http.get(gateway.graphql_url, params={"access_token": refused}) as response:
+        assert response.status == 401
+    async with http.get(f"{gateway.url}{marker}", params={"access_token": token}) as response:
+        assert response.status == 404
+    log = topology.root / "logs" / "envoy.log"
+    for _ in range(300):  # Envoy flushes its access log about once a second
+        text = log.read_text()
+        if marker in text:
+            break
+        await asyncio.sleep(0.1)
+    assert f'"path":"{marker}"' in text, "the access log is on by default"
+    assert token not in text
+    assert refused not in text
+    assert "access_token" not in text
+
+
+async def test_the_gateway_routes_only_what_is_public(
+    gateway: Gateway, http: aiohttp.ClientSession, course_id: str
+) -> None:
+    """The page, its files, /graphql and the gRPC API go through; the pods' probes and
+    metrics do not (GraphQL's /metrics is on its metrics port only)."""
+    for path in ("/", "/static/app.js"):
+        async with http.get(f"{gateway.url}{path}") as response:
+            assert response.status == 200, path
+    token = gateway.token(new_user(), [course_id])
+    assert data(*await graphql(http, gateway, ME, token=token))["me"]["courses"] == [course_id]
+    for path in ("/metrics", "/healthz", "/readyz", "/graphql/extra", "/stats/prometheus"):
+        async with http.get(f"{gateway.url}{path}") as response:
+            assert response.status == 404, path
+            assert "nextcampus_" not in await response.text()
+    if gateway.topology is not None:
+        for url in gateway.topology.graphql_metrics_urls:
+            samples = await asyncio.to_thread(scrape, url)
+            assert "nextcampus_graphql_subscriptions" in samples
 
 
 async def test_bad_input_leaves_every_process_serving(

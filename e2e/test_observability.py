@@ -126,10 +126,7 @@ async def exporters(gateway: Gateway, kube: Any, tmp_path: Path) -> AsyncIterato
                 Target(f"chat-{i}", f"http://127.0.0.1:{p}/metrics")
                 for i, p in enumerate(topology.chat_metrics_ports)
             ),
-            *(
-                Target(f"graphql-{i}", f"http://127.0.0.1:{p}/metrics")
-                for i, p in enumerate(topology.graphql_ports)
-            ),
+            *(Target(f"graphql-{i}", url) for i, url in enumerate(topology.graphql_metrics_urls)),
             Target("gateway", f"http://127.0.0.1:{topology.gateway_admin_port}/stats/prometheus"),
             Target("redis", f"http://127.0.0.1:{exporter_port}/metrics"),
             Target("operator", f"http://127.0.0.1:{operator_metrics}/metrics"),

@@ -55,7 +55,7 @@ async def test_subscribers_on_a_receive_in_order_once_what_b_accepts(
                 assert tail == sent  # in order, once
                 assert_chain(subscriber.messages)
         # ONE upstream stream for the 25 sockets: on GraphQL A, and on the chat side.
-        metrics_a = scrape(topology.graphql_urls[0].replace("/graphql", "/metrics"))
+        metrics_a = scrape(topology.graphql_metrics_urls[0])
         assert metrics_a["nextcampus_graphql_upstream_streams"] == 1
         assert metrics_a["nextcampus_graphql_subscriptions"] == 25
         chat_streams = sum(
@@ -120,7 +120,7 @@ async def test_kill_9_of_the_chat_process_under_a_subscription(topology, make_to
             tail = subscriber.ids[subscriber.ids.index(acked[0]) :]
             assert tail == sorted(acked)
             assert_chain(subscriber.messages)
-        metrics_a = scrape(urls[0].replace("/graphql", "/metrics"))
+        metrics_a = scrape(topology.graphql_metrics_urls[0])
         reopened = sum(
             v
             for k, v in metrics_a.items()
@@ -134,7 +134,7 @@ async def test_kill_9_of_the_chat_process_under_a_subscription(topology, make_to
 async def test_the_upstream_stream_closes_with_its_last_subscriber(topology, make_token, course_id):
     token = make_token("alice", [course_id])
     url = topology.graphql_urls[0]
-    metrics_url = url.replace("/graphql", "/metrics")
+    metrics_url = topology.graphql_metrics_urls[0]
     subscribers = [
         await WsSubscriber(url.replace("http", "ws", 1), token, course_id).start() for _ in range(3)
     ]

@@ -49,7 +49,7 @@ async def test_resolvers_run_without_a_web_server(chat_server, make_token, jwt_s
     schema = build_schema()
     factory = OperationFactory(schema, max_query_bytes=4096, max_depth=6)
     token = make_token("alice", [course_id])
-    identity = TokenVerifier(GraphqlSettings(jwt_secret=jwt_secret)).verify(token)
+    identity = await TokenVerifier(GraphqlSettings(jwt_secret=jwt_secret)).verify(token)
     chat = ChatApi(f"127.0.0.1:{chat_server.port}")
     try:
         context = RequestContext(chat=chat, identity=identity, token=token, history_page_limit=200)

@@ -265,6 +265,8 @@ def test_the_values_schema_is_generated_from_the_settings() -> None:
         ("redis.appendfsync=sometimes", "appendfsync"),
         ("gateway.service.type=Ingress", "gateway/service/type"),
         ("operator.governedCourses.courses=all", "operator/governedCourses"),
+        ("gateway.rateLimit.perUser.everySeconds=0", "gateway/rateLimit/perUser/everySeconds"),
+        ("gateway.trustedProxyHops=-1", "gateway/trustedProxyHops"),
     ],
 )
 def test_bad_values_are_refused_with_the_field_named(setting: str, words: str) -> None:

@@ -90,10 +90,11 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
-def test_token_prints_a_verifiable_dev_token():
+async def test_token_prints_a_verifiable_dev_token():
     result = chatctl("token", "--user", "ann", "--course", "c1", "--moderator", "c2")
     assert result.returncode == 0, result.stderr
-    identity = TokenVerifier(JwtSettings(jwt_secret=DEV_JWT_SECRET)).verify(result.stdout.strip())
+    verifier = TokenVerifier(JwtSettings(jwt_secret=DEV_JWT_SECRET))
+    identity = await verifier.verify(result.stdout.strip())
     assert identity.user_id == "ann"
     assert identity.is_member("c1")
     assert identity.may_moderate("c2")

@@ -223,3 +223,36 @@ def test_helm_and_envoy_binaries_run():
         [envoy_binary(), "--version"], capture_output=True, text=True, timeout=30, check=True
     )
     assert "version:" in envoy.stdout
+
+
+@pytest.mark.parametrize("name", VALUE_SET_NAMES)
+def test_tokens_come_before_budgets_and_stay_out_of_the_log(jwks_file, tmp_path, name):
+    _, config = rendered(value_sets(jwks_file)[name], tmp_path)
+    manager = connection_manager(config)
+
+    # A bad token is refused before it takes from anyone's budget.
+    order = [f["name"] for f in manager["http_filters"]]
+    assert order.index("envoy.filters.http.jwt_authn") < order.index(
+        "envoy.filters.http.local_ratelimit"
+    )
+    # Budgets per user (from the verified token, never a header) and per address.
+    limit = http_filter(config, "envoy.filters.http.local_ratelimit")
+    keys = [[entry["key"] for entry in d["entries"]] for d in limit["descriptors"]]
+    assert keys == [["user"], ["user", "remote_address"]]
+    provider = http_filter(config, "envoy.filters.http.jwt_authn")["providers"]["nextcampus"]
+    assert provider["payload_in_metadata"] == "jwt_payload"
+    assert "claim_to_headers" not in provider
+    assert manager["xff_num_trusted_hops"] == 0
+
+    # Every refusal of jwt_authn is a 401 (another audience too), with no URL in it.
+    (mapper,) = manager["local_reply_config"]["mappers"]
+    assert mapper["status_code"] == 401
+    (challenge,) = mapper["headers_to_add"]
+    assert challenge["header"]["value"] == 'Bearer error="invalid_token"'
+
+    # Only public paths are routed: no catch-all.
+    assert all(r["match"].get("prefix") != "/" for r in routes(config))
+    if "access_log" in manager:
+        (access_log,) = manager["access_log"]
+        path = access_log["typed_config"]["log_format"]["json_format"]["path"]
+        assert path == "%REQ_WITHOUT_QUERY(:PATH)%"

@@ -81,6 +81,8 @@ E2E_VALUE_KEYS = frozenset(
         "monitoring.serviceMonitors.enabled",
         "monitoring.prometheusRule.enabled",
         "monitoring.dashboards.enabled",
+        # The suite comes from one address (the port-forward): its budget is the gateway's.
+        *(f"gateway.rateLimit.perAddress.{leaf}" for leaf in ("requests", "everySeconds", "burst")),
         *(
             f"{component}.image.{leaf}"
             for component in ("chat", "graphql", "operator")

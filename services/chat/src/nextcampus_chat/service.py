@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -143,15 +144,15 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _identity(self, context: grpc.aio.ServicerContext) -> Identity:
+    async def _identity(self, context: grpc.aio.ServicerContext) -> Identity:
         header = metadata_value(context.invocation_metadata(), AUTHORIZATION)
         try:
-            return self._verifier.verify(bearer_token(header))
+            return await self._verifier.verify(bearer_token(header))
         except AuthError as exc:
             raise ChatError(Problem.UNAUTHENTICATED, str(exc)) from exc
 
-    def _member(self, context: grpc.aio.ServicerContext, course_id: str) -> Identity:
-        identity = self._identity(context)
+    async def _member(self, context: grpc.aio.ServicerContext, course_id: str) -> Identity:
+        identity = await self._identity(context)
         check_course_id(course_id)
         if not identity.is_member(course_id):
             raise ChatError(
@@ -197,7 +198,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.SendMessageResponse:
         started = time.perf_counter()
-        identity = self._member(context, request.course_id)
+        identity = await self._member(context, request.course_id)
         content = request.content
         if not content.strip():
             raise ChatError(Problem.INVALID_ARGUMENT, "content must not be empty")
@@ -223,7 +224,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def ListMessages(
         self, request: chat_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListMessagesResponse:
-        self._member(context, request.course_id)
+        await self._member(context, request.course_id)
         limit = request.limit or DEFAULT_PAGE_LIMIT
         if not 1 <= limit <= self._settings.history_page_limit:
             raise ChatError(
@@ -242,14 +243,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def GetMessage(
         self, request: chat_pb2.GetMessageRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatMessage:
-        self._member(context, request.course_id)
+        await self._member(context, request.course_id)
         return await self._store.get(request.course_id, check_message_id(request.message_id))
 
     @_unary
     async def DeleteMessage(
         self, request: chat_pb2.DeleteMessageRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatMessage:
-        identity = self._member(context, request.course_id)
+        identity = await self._member(context, request.course_id)
         message, _changed = await self._store.delete(
             request.course_id,
             check_message_id(request.message_id),
@@ -262,7 +263,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def GetCoursePolicy(
         self, request: chat_pb2.GetCoursePolicyRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.CoursePolicy:
-        self._member(context, request.course_id)
+        await self._member(context, request.course_id)
         return await self._store.policy(request.course_id)
 
     # -- streaming -------------------------------------------------------------------------
@@ -273,7 +274,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         code = "OK"
         try:
             request = _parsed(request)
-            identity = self._member(context, request.course_id)
+            identity = await self._member(context, request.course_id)
             after = self._optional_message_id(request.after_message_id)
             messages = stream_messages(
                 self._hub,
@@ -285,10 +286,25 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     ((STREAM_AFTER_MESSAGE_ID, str(last)),)
                 ),
             )
-            async for message in messages:
-                # A token that expires ends the stream; the client reconnects with a new one.
-                if identity.expires_at < time.time():
-                    raise ChatError(Problem.UNAUTHENTICATED, "token expired")
+            # The stream ends when its token expires, on a quiet course too: the client
+            # resumes with a new token and after_message_id.
+            loop = asyncio.get_running_loop()
+            expires = loop.time() + identity.expires_at - time.time()
+            while True:
+                # The deadline covers the wait for the next message only, never the yield:
+                # grpc writes the message in this task, and must not be cancelled.
+                deadline = asyncio.timeout_at(expires)
+                try:
+                    async with deadline:
+                        message = await anext(messages)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise
+                    raise ChatError(
+                        Problem.UNAUTHENTICATED, "token expired: resume with a new token"
+                    ) from None
                 yield message
         except Exception as exc:
             error = _as_chat_error(exc)

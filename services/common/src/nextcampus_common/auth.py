@@ -4,12 +4,20 @@ Claims: `sub` (user id), `courses` (course ids the user belongs to), `moderates`
 where the user may delete anyone's message), `exp` (required), `iss` and `aud` (checked when
 configured). Verified tokens are cached until they expire, so a busy connection pays for the
 signature check once.
+
+Keys from a JWKS URL are fetched off the event loop, with a short timeout, at most one fetch
+at a time and at most one per cooldown: a token with a made-up key id costs nothing but a
+dictionary lookup, however many arrive.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
+import math
 import time
+import urllib.request
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,9 +26,14 @@ from typing import Any
 import jwt
 
 from nextcampus_common.ids import InvalidId, check_course_id, check_user_id
+from nextcampus_common.logs import get_logger
 from nextcampus_common.settings import JwtSettings
 
-ASYMMETRIC_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
+log = get_logger(__name__)
+
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
+# A key set is a few kilobytes; anything much larger is not one.
+MAX_JWKS_BYTES = 1 << 20
 
 
 class AuthError(Exception):
@@ -61,39 +74,54 @@ def _course_list(claims: dict[str, Any], name: str) -> frozenset[str]:
         raise AuthError(f"claim {name!r}: {exc}") from exc
 
 
+def usable_keys(jwks: object) -> dict[str, jwt.PyJWK]:
+    """The asymmetric keys of a JWKS document by key id ("" for a key without one)."""
+    if not isinstance(jwks, dict):
+        raise ValueError("a JWKS must be a JSON object with `keys`")
+    keys = jwt.PyJWKSet.from_dict(jwks).keys
+    # A symmetric key in a key set would let anyone who can read the set sign tokens.
+    return {k.key_id or "": k for k in keys if k.algorithm_name in ASYMMETRIC_ALGORITHMS}
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Keys come from the configured URL only: a redirect is a failed fetch, not a hop to
+    wherever the answer points."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+def download_jwks(url: str, timeout_seconds: float) -> dict[str, jwt.PyJWK]:
+    """One blocking GET of a JWKS URL (run it in a thread)."""
+    opener = urllib.request.build_opener(_NoRedirects())
+    with opener.open(url, timeout=timeout_seconds) as response:
+        body: bytes = response.read(MAX_JWKS_BYTES + 1)
+    if len(body) > MAX_JWKS_BYTES:
+        raise ValueError(f"the JWKS is larger than {MAX_JWKS_BYTES} bytes")
+    return usable_keys(json.loads(body))
+
+
 class TokenVerifier:
     """Verifies tokens against the configured key and caches each verified token until `exp`."""
 
     def __init__(self, settings: JwtSettings) -> None:
         self._settings = settings
         self._cache: OrderedDict[str, Identity] = OrderedDict()
-        self._jwks_client: jwt.PyJWKClient | None = None
-        self._jwks_keys: dict[str, jwt.PyJWK] = {}
-        if settings.jwt_secret is not None:
-            self._algorithms = ["HS256"]
-        else:
-            self._algorithms = ASYMMETRIC_ALGORITHMS
-            if settings.jwt_jwks_file is not None:
-                jwks = json.loads(settings.jwt_jwks_file.read_text())
-                self._jwks_keys = {k.key_id or "": k for k in jwt.PyJWKSet.from_dict(jwks).keys}
-            else:
-                assert settings.jwt_jwks_url is not None
-                self._jwks_client = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True)
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._jwks_url = settings.jwt_jwks_url
+        # The one fetch of the JWKS URL in flight, and when the last one started and succeeded
+        # (time.monotonic()).
+        self._fetch: asyncio.Task[None] | None = None
+        self._fetch_started = -math.inf
+        self._fetched_at = -math.inf
+        self._fetch_error = ""
+        if settings.jwt_jwks_file is not None:
+            self._keys = usable_keys(json.loads(settings.jwt_jwks_file.read_text()))
 
-    def _key_for(self, token: str) -> Any:
-        if self._settings.jwt_secret is not None:
-            return self._settings.jwt_secret.get_secret_value()
-        if self._jwks_client is not None:
-            # The URL client fetches synchronously; it caches keys, so this is rare.
-            return self._jwks_client.get_signing_key_from_jwt(token).key
-        kid = jwt.get_unverified_header(token).get("kid") or ""
-        if kid not in self._jwks_keys:
-            if len(self._jwks_keys) == 1 and not kid:
-                return next(iter(self._jwks_keys.values())).key
-            raise AuthError(f"unknown signing key id {kid!r}")
-        return self._jwks_keys[kid].key
-
-    def verify(self, token: str | None) -> Identity:
+    async def verify(self, token: str | None) -> Identity:
+        """The identity of a valid token; AuthError for anything else. Awaits only when the
+        token names a key id this process has not seen (then the JWKS URL is asked, at most
+        once per cooldown)."""
         if not token:
             raise AuthError("missing token")
         now = time.time()
@@ -103,19 +131,89 @@ class TokenVerifier:
                 return cached
             del self._cache[token]
             raise AuthError("token expired")
-        identity = self._verify_uncached(token)
+        if self._settings.jwt_secret is not None:
+            identity = self._decode(token, self._settings.jwt_secret.get_secret_value(), "HS256")
+        else:
+            key = await self._key_for(token)
+            identity = self._decode(token, key.key, key.algorithm_name)
         if self._settings.jwt_cache_size:
             self._cache[token] = identity
             if len(self._cache) > self._settings.jwt_cache_size:
                 self._cache.popitem(last=False)
         return identity
 
-    def _verify_uncached(self, token: str) -> Identity:
+    async def _key_for(self, token: str) -> jwt.PyJWK:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid") or ""
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from exc
+        if not isinstance(kid, str):
+            raise AuthError("invalid token: the header's `kid` must be a string")
+        key = self._known_key(kid)
+        if self._jwks_url is not None:
+            if key is None:
+                await self._refresh_keys()
+                key = self._known_key(kid)
+            elif time.monotonic() - self._fetched_at > self._settings.jwt_jwks_refresh_seconds:
+                self._start_fetch()  # in the background: the key in hand is still good
+        if key is None:
+            if not self._keys and self._fetch_error:
+                raise AuthError(f"signing keys unavailable: {self._fetch_error}")
+            raise AuthError(f"unknown signing key id {kid[:64]!r}")
+        return key
+
+    def _known_key(self, kid: str) -> jwt.PyJWK | None:
+        key = self._keys.get(kid)
+        if key is None and not kid and len(self._keys) == 1:
+            return next(iter(self._keys.values()))
+        return key
+
+    async def _refresh_keys(self) -> None:
+        """Wait for the fetch in flight, or start one unless the last began within the
+        cooldown (then the keys in hand are all there is)."""
+        if self._fetch is None:
+            self._start_fetch()
+        if self._fetch is not None:
+            # Shielded: a caller that gives up does not cancel the others' fetch.
+            await asyncio.shield(self._fetch)
+
+    def _start_fetch(self) -> None:
+        started = time.monotonic()
+        cooldown = self._settings.jwt_jwks_cooldown_seconds
+        if self._fetch is not None or started - self._fetch_started < cooldown:
+            return
+        self._fetch_started = started
+        self._fetch = fetch = asyncio.get_running_loop().create_task(self._fetch_keys())
+
+        def forget(_task: asyncio.Task[None]) -> None:
+            if self._fetch is fetch:
+                self._fetch = None
+
+        fetch.add_done_callback(forget)
+
+    async def _fetch_keys(self) -> None:
+        assert self._jwks_url is not None
+        timeout = self._settings.jwt_jwks_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                # A thread: urllib blocks, and the event loop serves everyone else meanwhile.
+                keys = await asyncio.to_thread(download_jwks, self._jwks_url, timeout)
+        except (OSError, http.client.HTTPException, ValueError, jwt.PyJWTError) as exc:
+            # The keys in hand stay in use; the next fetch comes after the cooldown.
+            self._fetch_error = f"{type(exc).__name__}: {exc}"[:200]
+            log.warning("cannot fetch the JWKS", url=self._jwks_url, error=self._fetch_error)
+        else:
+            self._keys, self._fetched_at, self._fetch_error = keys, time.monotonic(), ""
+            log.info("fetched the JWKS", url=self._jwks_url, keys=len(keys))
+
+    def _decode(self, token: str, key: Any, algorithm: str) -> Identity:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._key_for(token),
-                algorithms=self._algorithms,
+                key,
+                # Only the key's own algorithm: a token naming another (an ES256 header on an
+                # RSA key's id, HS256 on a public key) is refused, never tried with this key.
+                algorithms=[algorithm],
                 audience=self._settings.jwt_audience,
                 issuer=self._settings.jwt_issuer,
                 leeway=self._settings.jwt_leeway_seconds,

@@ -115,6 +115,20 @@ class JwtSettings(BaseSettings):
     )
     jwt_leeway_seconds: int = Field(default=5, ge=0, le=300)
     jwt_cache_size: int = Field(default=100_000, ge=0, description="verified tokens kept until exp")
+    jwt_jwks_timeout_seconds: float = Field(
+        default=3.0, gt=0, le=60, description="longest wait for the JWKS URL to answer"
+    )
+    jwt_jwks_cooldown_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="least time between two fetches of the JWKS URL (tokens with unknown "
+        "key ids are refused meanwhile)",
+    )
+    jwt_jwks_refresh_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="age after which the JWKS URL's keys are re-fetched in the background",
+    )
 
     @field_validator("jwt_issuer", "jwt_audience", mode="before")
     @classmethod

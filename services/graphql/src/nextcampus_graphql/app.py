@@ -1,8 +1,9 @@
 """The app factory of a GraphQL process: `create_app(settings)` wires everything once.
 
 Routes: `/graphql` (POST for queries and mutations; GET upgrades to a WebSocket speaking
-graphql-transport-ws or graphql-ws), `/healthz`, `/readyz` (a chat pod is reachable),
-`/metrics`, and the web chat page: `/` and its files under `/static/`.
+graphql-transport-ws or graphql-ws), `/healthz`, `/readyz` (a chat pod is reachable), and the
+web chat page: `/` and its files under `/static/`. `/metrics` is served on its own port
+(`metrics_port`) only, so nothing routed to the API port can read it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from graphql import OperationType
 from nextcampus_common.auth import AuthError, TokenVerifier, bearer_token
 from nextcampus_common.chat_api import ChatApi
 from nextcampus_common.logs import get_logger
-from nextcampus_common.metrics import render, serve_metrics
+from nextcampus_common.metrics import serve_metrics
 from nextcampus_graphql.connection import (
     CLOSE_SERVICE_RESTART,
     CLOSE_SUBPROTOCOL,
@@ -68,7 +69,7 @@ async def graphql_post(request: web.Request) -> web.Response:
     identity = None
     if token is not None:
         try:
-            identity = services.verifier.verify(token)
+            identity = await services.verifier.verify(token)
         except AuthError as exc:
             return _error_response(Code.UNAUTHENTICATED, str(exc), 401)
     try:
@@ -150,11 +151,6 @@ async def readyz(request: web.Request) -> web.Response:
     if not await services.chat.ready():
         return web.Response(status=503, text="no chat pod reachable")
     return web.Response(text="ready")
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = render(request.app[SERVICES].metrics.registry)
-    return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +279,6 @@ def create_app(
     app.router.add_get("/graphql", graphql_get)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     web_files = load_web_files()
     app.router.add_get("/", static_handler(web_files, "index.html"))
     app.router.add_get("/static/{name}", static_handler(web_files))

@@ -149,7 +149,7 @@ class Connection:
         try:
             async for message in self.ws:
                 if message.type is WSMsgType.TEXT:
-                    self.on_text(message.data)
+                    await self.on_text(message.data)
                 elif message.type is WSMsgType.BINARY:
                     self.close(CLOSE_BAD_REQUEST, "binary frames are not supported")
         finally:
@@ -165,7 +165,7 @@ class Connection:
     def _token_expired(self) -> None:
         self.close(CLOSE_FORBIDDEN, "token expired: reconnect with a new token and `after`")
 
-    def on_text(self, data: str) -> None:
+    async def on_text(self, data: str) -> None:
         try:
             message = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -179,11 +179,15 @@ class Connection:
         if handler is None:
             self.close(CLOSE_BAD_REQUEST, f"unknown message type {kind[:40]!r}")
             return
-        handler(self, message)
+        # Only connection_init awaits (a token may need the JWKS URL); reading waits for it,
+        # so a subscribe sent right behind it is handled after the ack.
+        pending = handler(self, message)
+        if pending is not None:
+            await pending
 
     # -- protocol messages -----------------------------------------------------------------
 
-    def on_connection_init(self, message: dict[str, Any]) -> None:
+    async def on_connection_init(self, message: dict[str, Any]) -> None:
         if self.init_received:
             self.close(CLOSE_TOO_MANY_INITS, "Too many initialisation requests")
             return
@@ -194,7 +198,7 @@ class Connection:
             return
         token = token_from_payload(payload or {}) or self.upgrade_token
         try:
-            identity = self.services.verifier.verify(token)
+            identity = await self.services.verifier.verify(token)
         except AuthError as exc:
             if self.protocol == LEGACY_WS:
                 self.send({"type": "connection_error", "payload": {"message": str(exc)}})

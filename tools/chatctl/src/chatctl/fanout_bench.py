@@ -61,6 +61,7 @@ from chatctl.bench import (
     machine_info,
     sigint_ignored,
 )
+from chatctl.gateway import UNLIMITED_BUDGET
 from chatctl.localstack import dies_with_parent, port_is_free, raise_open_files_limit
 from chatctl.scrape import scrape
 from chatctl.topology import Topology
@@ -593,7 +594,12 @@ def run_ours(record: dict[str, Any], options: FanoutOptions, stamp: str, progres
         gateway=options.gateway,
         chat_overrides={"default_rate_limit_messages": 0},
         # The gateway's request budget must not be what is measured.
-        gateway_overrides={"requests_per_second": 1_000_000, "burst": 1_000_000},
+        gateway_overrides={
+            "requests_per_second": 1_000_000,
+            "burst": 1_000_000,
+            "per_user": UNLIMITED_BUDGET,
+            "per_address": UNLIMITED_BUDGET,
+        },
     )
     record.update(root=str(root), open_files_limit=raise_open_files_limit(), runs=[])
     failed = True
@@ -655,7 +661,7 @@ def run_scenarios(
     urls = ",".join(ws_urls(stack))
     redis_port = stack.redis_ports[0]
     metrics_ports = {
-        **{f"graphql-{i}": port for i, port in enumerate(stack.graphql_ports)},
+        **{f"graphql-{i}": port for i, port in enumerate(stack.graphql_metrics_ports)},
         **{f"chat-{i}": port for i, port in enumerate(stack.chat_metrics_ports)},
     }
     pids = {"graphql": graphql_pids, "chat": chat_pids, "redis": redis_pids}

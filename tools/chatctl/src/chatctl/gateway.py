@@ -74,8 +74,25 @@ def validate_envoy_config(path: Path) -> None:
 
 
 @dataclass(frozen=True)
+class ClientBudget:
+    """One client's token bucket at the gateway (`gateway.rateLimit.perUser`/`perAddress`):
+    `requests` more every `every_seconds`, at most `burst` held."""
+
+    requests: int
+    every_seconds: int
+    burst: int
+
+    def values(self) -> dict[str, int]:
+        return {"requests": self.requests, "everySeconds": self.every_seconds, "burst": self.burst}
+
+
+# Budgets no test or benchmark on one machine reaches (a load test measures the services).
+UNLIMITED_BUDGET = ClientBudget(requests=1_000_000, every_seconds=1, burst=1_000_000)
+
+
+@dataclass(frozen=True)
 class LocalGatewayConfig:
-    """Everything local about the gateway: its ports, its upstreams, its key."""
+    """Everything local about the gateway: its ports, its upstreams, its key, its budgets."""
 
     listen_port: int
     admin_port: int
@@ -84,6 +101,9 @@ class LocalGatewayConfig:
     jwt_secret: str
     requests_per_second: int = 500
     burst: int = 1000
+    per_user: ClientBudget = ClientBudget(requests=20, every_seconds=1, burst=200)
+    # Locally every client is 127.0.0.1: its budget is the whole gateway's.
+    per_address: ClientBudget = ClientBudget(requests=500, every_seconds=1, burst=1000)
     idle_timeout_seconds: int = 60
 
     def values(self, jwks_file: Path) -> dict[str, Any]:
@@ -98,7 +118,12 @@ class LocalGatewayConfig:
                 "jwksFile": str(jwks_file),
                 "graphqlEndpoints": local(self.graphql_ports),
                 "chatEndpoints": local(self.chat_ports),
-                "rateLimit": {"requestsPerSecond": self.requests_per_second, "burst": self.burst},
+                "rateLimit": {
+                    "requestsPerSecond": self.requests_per_second,
+                    "burst": self.burst,
+                    "perUser": self.per_user.values(),
+                    "perAddress": self.per_address.values(),
+                },
                 "idleTimeoutSeconds": self.idle_timeout_seconds,
             }
         }

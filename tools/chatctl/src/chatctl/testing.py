@@ -446,6 +446,168 @@ class WsSubscriber:
             await self._session.close()
 
 
+# -- signing keys and a JWKS URL -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An asymmetric key pair of an identity provider: its public JWK and tokens it signs."""
+
+    kid: str
+    algorithm: str  # RS256 or ES256
+    private_key: Any
+
+    @classmethod
+    def generate(cls, kid: str, algorithm: str) -> SigningKey:
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+        if algorithm == "RS256":
+            return cls(
+                kid, algorithm, rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            )
+        if algorithm == "ES256":
+            return cls(kid, algorithm, ec.generate_private_key(ec.SECP256R1()))
+        raise ValueError(f"no key generator for {algorithm}")
+
+    @property
+    def public_jwk(self) -> dict[str, Any]:
+        import json
+
+        import jwt
+
+        algorithm = jwt.algorithms.get_default_algorithms()[self.algorithm]
+        jwk: dict[str, Any] = json.loads(algorithm.to_jwk(self.private_key.public_key()))
+        return {**jwk, "kid": self.kid, "use": "sig", "alg": self.algorithm}
+
+    def token(
+        self,
+        user: str,
+        courses: list[str],
+        *,
+        kid: str | None = None,
+        algorithm: str | None = None,
+        ttl_seconds: int = 3600,
+    ) -> str:
+        """A token for this deployment's issuer and audience, signed with this key; `kid` and
+        `algorithm` override what the header claims (a token lying about its key)."""
+        import time
+
+        import jwt
+
+        claims = {
+            "sub": user,
+            "courses": courses,
+            "exp": int(time.time()) + ttl_seconds,
+            "iss": "nextcampus",
+            "aud": "nextcampus-chat",
+        }
+        return jwt.encode(
+            claims,
+            self.private_key,
+            algorithm=algorithm or self.algorithm,
+            headers={"kid": self.kid if kid is None else kid},
+        )
+
+
+def jwks_of(*keys: SigningKey) -> dict[str, Any]:
+    return {"keys": [key.public_jwk for key in keys]}
+
+
+class JwksServer:
+    """An identity provider's JWKS URL on loopback: a real HTTP server on its own thread, so
+    it answers whatever the test's event loop is doing. It counts fetches, answers `status`
+    (200: the JWKS; anything else: an error page) and, while held, keeps every answer back
+    until `release()` (or 30 s)."""
+
+    HOLD_LIMIT_SECONDS = 30.0
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.jwks = jwks
+        self.status = 200
+        self.location = ""  # with a 3xx status: where it points
+        self.fetches = 0
+        self.waiting = 0  # requests held right now
+        self._released = threading.Event()
+        self._released.set()
+        self._changed = threading.Condition()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with server._changed:
+                    server.fetches += 1
+                    server.waiting += 1
+                    server._changed.notify_all()
+                try:
+                    server._released.wait(server.HOLD_LIMIT_SECONDS)
+                    ok = server.status == 200
+                    body = json.dumps(server.jwks).encode() if ok else b"unavailable"
+                    self.send_response(server.status)
+                    self.send_header("Content-Type", "application/json" if ok else "text/plain")
+                    if server.location:
+                        self.send_header("Location", server.location)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client gave up waiting: nothing to answer
+                finally:
+                    with server._changed:
+                        server.waiting -= 1
+                        server._changed.notify_all()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}/jwks.json"
+
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def wait_until(self, condition: Callable[[JwksServer], bool], within: float = 20) -> None:
+        """Wait (in a thread: the server's threads change what `condition` reads) until
+        `condition(self)` holds."""
+
+        def wait() -> bool:
+            with self._changed:
+                return self._changed.wait_for(lambda: condition(self), timeout=within)
+
+        assert await asyncio.to_thread(wait), f"JWKS server: condition not met within {within} s"
+
+    def close(self) -> None:
+        self.release()
+        self._http.shutdown()
+        self._http.server_close()
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    """The identity provider's RS256 key (generating one takes a moment: once per run)."""
+    return SigningKey.generate("rsa-1", "RS256")
+
+
+@pytest.fixture
+def jwks_server(signing_key: SigningKey) -> Iterator[JwksServer]:
+    """A JWKS URL serving `signing_key`; a test may change `jwks_server.jwks`."""
+    server = JwksServer(jwks_of(signing_key))
+    yield server
+    server.close()
+
+
 # -- an emulated Kubernetes API ------------------------------------------------------------
 
 KUBE_NAMESPACE = "courses"

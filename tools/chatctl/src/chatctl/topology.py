@@ -25,6 +25,7 @@ DEFAULT_REDIS_PORTS = [7000, 7001, 7002, 7003, 7004, 7005]
 DEFAULT_CHAT_PORTS = [50051, 50052]
 DEFAULT_CHAT_METRICS_PORTS = [9101, 9102]
 DEFAULT_GRAPHQL_PORTS = [8081, 8082]
+DEFAULT_GRAPHQL_METRICS_PORTS = [9103, 9104]
 DEFAULT_GATEWAY_PORT = 8080
 DEFAULT_GATEWAY_ADMIN_PORT = 9901
 
@@ -36,6 +37,9 @@ class Topology:
     chat_ports: list[int] = field(default_factory=lambda: list(DEFAULT_CHAT_PORTS))
     chat_metrics_ports: list[int] = field(default_factory=lambda: list(DEFAULT_CHAT_METRICS_PORTS))
     graphql_ports: list[int] = field(default_factory=lambda: list(DEFAULT_GRAPHQL_PORTS))
+    graphql_metrics_ports: list[int] = field(
+        default_factory=lambda: list(DEFAULT_GRAPHQL_METRICS_PORTS)
+    )
     # 0: no gateway (benchmarks of the services alone).
     gateway_port: int = DEFAULT_GATEWAY_PORT
     gateway_admin_port: int = DEFAULT_GATEWAY_ADMIN_PORT
@@ -66,7 +70,7 @@ class Topology:
         gateway_overrides: dict[str, Any] | None = None,
     ) -> Topology:
         """A topology beside anything else running (tests next to `make up`)."""
-        ports = free_ports(2 * chat_count + graphql_count + 2)
+        ports = free_ports(2 * chat_count + 2 * graphql_count + 2)
         gateway_ports = ports[-2:] if gateway else [0, 0]
         return cls(
             root=root,
@@ -78,6 +82,9 @@ class Topology:
             chat_ports=ports[:chat_count],
             chat_metrics_ports=ports[chat_count : 2 * chat_count],
             graphql_ports=ports[2 * chat_count : 2 * chat_count + graphql_count],
+            graphql_metrics_ports=ports[
+                2 * chat_count + graphql_count : 2 * (chat_count + graphql_count)
+            ],
             gateway_port=gateway_ports[0],
             gateway_admin_port=gateway_ports[1],
         )
@@ -105,7 +112,12 @@ class Topology:
     def graphql_urls(self) -> list[str]:
         return [f"http://127.0.0.1:{p}/graphql" for p in self.graphql_ports]
 
-    def graphql_env(self, http_port: int) -> dict[str, str]:
+    @property
+    def graphql_metrics_urls(self) -> list[str]:
+        """Each GraphQL process's /metrics (its own port: the API port does not serve it)."""
+        return [f"http://127.0.0.1:{p}/metrics" for p in self.graphql_metrics_ports]
+
+    def graphql_env(self, http_port: int, metrics_port: int) -> dict[str, str]:
         return service_env(
             {
                 # Round-robin over every chat process, as the headless service does in k8s.
@@ -113,7 +125,8 @@ class Topology:
                 "jwt_secret": self.jwt_secret,
                 "http_host": "127.0.0.1",
                 "http_port": http_port,
-                "metrics_port": 0,  # /metrics is served on the HTTP port too
+                "metrics_host": "127.0.0.1",
+                "metrics_port": metrics_port,
                 "log_format": self.log_format,
                 **self.graphql_overrides,
             }
@@ -123,7 +136,7 @@ class Topology:
         return ManagedProcess(
             name=f"graphql-{index}",
             argv=python_module("nextcampus_graphql"),
-            env=self.graphql_env(self.graphql_ports[index]),
+            env=self.graphql_env(self.graphql_ports[index], self.graphql_metrics_ports[index]),
             log_path=self.root / "logs" / f"graphql-{index}.log",
         )
 
