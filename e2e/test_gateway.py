@@ -866,13 +866,16 @@ async def test_the_gateway_holds_more_sockets_than_envoys_default_limit(
     upstream connections Envoy allows a cluster by default: every socket is acknowledged,
     and a message sent afterwards reaches the newest of them."""
     count = ENVOY_DEFAULT_UPSTREAM_LIMIT + 76
-    token = gateway.token(new_user("crowd"), [course_id])
+    # A user of their own per socket, as that many browsers would be (a GraphQL pod holds at
+    # most max_sockets_per_user sockets of one user).
+    tokens = [gateway.token(new_user("crowd"), [course_id]) for _ in range(count)]
+    token = tokens[-1]
     topology = gateway.topology
     before = sum(await settled_graphql_connections(topology)) if topology else 0.0
     opened: list[aiohttp.ClientWebSocketResponse] = []
     connecting = asyncio.Semaphore(64)
 
-    async def open_one(session: aiohttp.ClientSession) -> None:
+    async def open_one(session: aiohttp.ClientSession, token: str) -> None:
         async with connecting:
             ws = await session.ws_connect(gateway.ws_url, protocols=[TRANSPORT_WS])
             opened.append(ws)
@@ -883,7 +886,7 @@ async def test_the_gateway_holds_more_sockets_than_envoys_default_limit(
     async with aiohttp.ClientSession(connector=connector) as session:
         try:
             async with asyncio.timeout(120):
-                await asyncio.gather(*(open_one(session) for _ in range(count)))
+                await asyncio.gather(*(open_one(session, t) for t in tokens))
             assert len(opened) == count
             if topology is not None:
                 held = sum(await graphql_connections(topology)) - before

@@ -42,7 +42,11 @@ async def test_subscribers_on_a_receive_in_order_once_what_b_accepts(
 ):
     token = make_token("alice", [course_id])
     a_ws = topology.graphql_urls[0].replace("http", "ws", 1)
-    subscribers = [await WsSubscriber(a_ws, token, course_id).start() for _ in range(25)]
+    # 25 readers (one user may hold only max_sockets_per_user sockets on a process).
+    subscribers = [
+        await WsSubscriber(a_ws, make_token(f"reader-{n}", [course_id]), course_id).start()
+        for n in range(25)
+    ]
     try:
         async with aiohttp.ClientSession() as http:
             b = topology.graphql_urls[1]

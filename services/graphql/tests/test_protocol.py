@@ -4,59 +4,25 @@ guards. Nothing here may take the server down: each test ends by using it again.
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import pytest
 
-from chatctl.testing import WsSubscriber, start_graphql_server
+from chatctl.testing import (
+    WsSubscriber,
+    close_code,
+    next_json,
+    raw_socket,
+    ready,
+    start_graphql_server,
+    still_serving,
+)
 from nextcampus_graphql.connection import LEGACY_WS, TRANSPORT_WS
 
 ADDED = "subscription($c: ID!) { messageAdded(courseId: $c) { messageId content } }"
-
-
-@asynccontextmanager
-async def raw_socket(
-    url: str, protocol: str | None = TRANSPORT_WS, **kw: Any
-) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    connector = kw.pop("connector", None)
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.ws_connect(
-            url, protocols=[protocol] if protocol else (), autoping=True, max_msg_size=0, **kw
-        ) as ws,
-    ):
-        yield ws
-
-
-async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
-    message = await ws.receive(timeout=20)
-    assert message.type is aiohttp.WSMsgType.TEXT, message
-    result: dict[str, Any] = message.json()
-    return result
-
-
-async def close_code(ws: aiohttp.ClientWebSocketResponse) -> tuple[int | None, str]:
-    """Read until the server closes; its close code and reason."""
-    while True:
-        message = await ws.receive(timeout=20)
-        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-            return ws.close_code, str(message.extra or "")
-
-
-async def ready(ws: aiohttp.ClientWebSocketResponse, token: str) -> None:
-    await ws.send_json({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-    assert await next_json(ws) == {"type": "connection_ack"}
-
-
-async def still_serving(url: str, token: str) -> None:
-    async with raw_socket(url) as ws:
-        await ready(ws, token)
-        await ws.send_json({"type": "ping"})
-        assert await next_json(ws) == {"type": "pong"}
 
 
 @pytest.fixture
@@ -102,6 +68,107 @@ async def test_second_init_and_duplicate_id(graphql_server, token, course_id):
         code, reason = await close_code(ws)
         assert code == 4409
         assert "s1" in reason
+
+
+async def test_a_long_close_reason_is_cut_on_a_character_boundary(graphql_server, token, course_id):
+    """The reason names the id (its first 40 characters); 40 emoji are 160 bytes, more than a
+    close frame holds. Cut inside a character it would be invalid UTF-8, and the client would
+    see 1007 instead of 4409."""
+    emoji_id = "\N{GRINNING FACE}" * 40
+    async with raw_socket(graphql_server.ws_url) as ws:
+        await ready(ws, token)
+        subscribe = {
+            "id": emoji_id,
+            "type": "subscribe",
+            "payload": {"query": ADDED, "variables": {"c": course_id}},
+        }
+        await ws.send_json(subscribe)
+        await ws.send_json(subscribe)
+        code, reason = await close_code(ws)
+        assert code == 4409
+        assert reason.startswith("Subscriber for \N{GRINNING FACE}")
+        assert len(reason.encode()) <= 123
+        assert reason == ("Subscriber for " + emoji_id)[: len(reason)]  # whole characters
+
+
+SPREAD = """subscription($c: ID!) { ...Added }
+fragment Added on Subscription { messageAdded(courseId: $c) { messageId content } }"""
+INLINE = """subscription($c: ID!) {
+  ... on Subscription { messageAdded(courseId: $c) { messageId content } }
+}"""
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+@pytest.mark.parametrize("document", [SPREAD, INLINE], ids=["spread", "inline"])
+async def test_subscriptions_through_fragments_deliver_and_share_a_group(
+    graphql_server, make_token, course_id, protocol, document
+):
+    """Fragments at the root of a subscription are resolved as graphql-core's execution does;
+    two such subscriptions in different courses still share their fan-out key."""
+    start = "subscribe" if protocol == TRANSPORT_WS else "start"
+    result = "next" if protocol == TRANSPORT_WS else "data"
+    other_course = f"{course_id}-2"
+    token = make_token("alice", [course_id, other_course])
+    send = "mutation($c: ID!, $t: String!) { sendMessage(courseId: $c, content: $t) { messageId } }"
+    async with (
+        raw_socket(graphql_server.ws_url, protocol) as ws,
+        raw_socket(graphql_server.ws_url, protocol) as elsewhere,
+        aiohttp.ClientSession() as http,
+    ):
+        for socket_, course in ((ws, course_id), (elsewhere, other_course)):
+            await socket_.send_json(
+                {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+            )
+            assert (await next_json(socket_))["type"] == "connection_ack"
+            await socket_.send_json(
+                {
+                    "id": "f",
+                    "type": start,
+                    "payload": {"query": document, "variables": {"c": course}},
+                }
+            )
+
+        async def post(course: str, text: str) -> str:
+            async with http.post(
+                graphql_server.url,
+                json={"query": send, "variables": {"c": course, "t": text}},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response:
+                return str((await response.json())["data"]["sendMessage"]["messageId"])
+
+        async def added(socket_: aiohttp.ClientWebSocketResponse, within: float) -> dict[str, Any]:
+            """The next result on `socket_` (skipping a legacy socket's `ka`)."""
+            while True:
+                message = (await socket_.receive(timeout=within)).json()
+                if message["type"] != "ka":
+                    assert message["type"] == result, message
+                    return message
+
+        for socket_, course in ((ws, course_id), (elsewhere, other_course)):
+            for _ in range(60):  # probes until one arrives: the subscription is live
+                await post(course, "probe")
+                with contextlib.suppress(TimeoutError):
+                    await added(socket_, within=0.5)
+                    break
+            else:
+                raise AssertionError("the subscription never went live")
+        sent = await post(course_id, "through a fragment")
+        message = await added(ws, within=20)
+        while message["payload"]["data"]["messageAdded"]["messageId"] != sent:  # late probes
+            message = await added(ws, within=20)
+        assert message == {
+            "id": "f",
+            "type": result,
+            "payload": {
+                "data": {"messageAdded": {"messageId": sent, "content": "through a fragment"}}
+            },
+        }
+        # One fan-out group in each course's feed, under one key.
+        feeds = graphql_server.services.hub.feeds
+        assert {course_id, other_course} <= set(feeds)
+        groups = [feeds[course].groups for course in (course_id, other_course)]
+        assert len(groups[0]) == len(groups[1]) == 1
+        assert groups[0].keys() == groups[1].keys()
 
 
 @pytest.mark.parametrize(
@@ -195,12 +262,33 @@ async def test_connection_init_timeout(graphql_settings_factory, token):
         (ADDED, {"c": "bad course!"}, "course id"),
         ("{ me { userId } " + " " * 9000 + "}", {}, "larger than"),
         (
+            'subscription { messageAdded(courseId: "c") @skip(if: true) { messageId } }',
+            {},
+            "exactly one field",
+        ),
+        (
+            'subscription($s: Boolean!) { messageAdded(courseId: "c") @skip(if: $s) '
+            "{ messageId } }",
+            {"s": False},
+            "runtime value",
+        ),
+        (
             "query { me { ...A } } fragment A on Viewer { ...B } fragment B on Viewer { ...A }",
             {},
             "cannot spread fragment",
         ),
     ],
-    ids=["syntax", "unknown-field", "missing-arg", "forbidden", "bad-course", "too-big", "cycle"],
+    ids=[
+        "syntax",
+        "unknown-field",
+        "missing-arg",
+        "forbidden",
+        "bad-course",
+        "too-big",
+        "skipped-root",
+        "skip-variable-at-root",
+        "cycle",
+    ],
 )
 async def test_bad_operations_get_errors_and_the_socket_stays(
     graphql_server, token, course_id, query, variables, words

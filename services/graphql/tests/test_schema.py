@@ -3,6 +3,7 @@ context that talks to a real chat server."""
 
 from __future__ import annotations
 
+import orjson
 from graphql import parse, print_schema
 
 from nextcampus_common.auth import TokenVerifier
@@ -47,7 +48,9 @@ def test_the_schema_is_the_pinned_one():
 
 async def test_resolvers_run_without_a_web_server(chat_server, make_token, jwt_secret, course_id):
     schema = build_schema()
-    factory = OperationFactory(schema, max_query_bytes=4096, max_depth=6)
+    factory = OperationFactory(
+        schema, max_query_bytes=4096, max_depth=6, max_cost=5000, page_limit=200
+    )
     token = make_token("alice", [course_id])
     identity = await TokenVerifier(GraphqlSettings(jwt_secret=jwt_secret)).verify(token)
     chat = ChatApi(f"127.0.0.1:{chat_server.port}")
@@ -62,12 +65,20 @@ async def test_resolvers_run_without_a_web_server(chat_server, make_token, jwt_s
                 }
             ),
             context,
+            max_response_bytes=65_536,
         )
-        assert sent == {"data": {"sendMessage": {"content": "hi", "userId": "alice"}}}
+        assert orjson.loads(sent.payload) == {
+            "data": {"sendMessage": {"content": "hi", "userId": "alice"}}
+        }
         anonymous = RequestContext(chat=chat, identity=None, token=None, history_page_limit=200)
-        refused = await run_operation(
-            schema, factory.prepare({"query": "{ me { userId } }"}), anonymous
+        result = await run_operation(
+            schema,
+            factory.prepare({"query": "{ me { userId } }"}),
+            anonymous,
+            max_response_bytes=65_536,
         )
+        refused = orjson.loads(result.payload)
+        assert result.failed
         assert refused["data"] is None
         assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     finally:

@@ -28,10 +28,12 @@ from nextcampus_graphql.connection import (
     CLOSE_SUBPROTOCOL,
     SUBPROTOCOLS,
     Connection,
+    close_reason,
 )
 from nextcampus_graphql.context import RequestContext
 from nextcampus_graphql.errors import Code
 from nextcampus_graphql.feeds import FeedHub
+from nextcampus_graphql.limits import UserLimits
 from nextcampus_graphql.metrics import GraphqlMetrics
 from nextcampus_graphql.operations import (
     OperationError,
@@ -79,8 +81,10 @@ async def graphql_post(request: web.Request) -> web.Response:
     try:
         operation = services.operations.prepare(body)
     except OperationError as exc:
+        errors = [format_error(e) for e in exc.errors]
         services.metrics.operations.labels("invalid", "error").inc()
-        return _json({"errors": [format_error(e) for e in exc.errors]}, 400)
+        services.metrics.count_refusals(errors)
+        return _json({"errors": errors}, 400)
     if operation.kind is OperationType.SUBSCRIPTION:
         return _error_response(
             Code.BAD_USER_INPUT, "subscriptions are served over WebSocket at /graphql", 400
@@ -91,10 +95,18 @@ async def graphql_post(request: web.Request) -> web.Response:
         token=token,
         history_page_limit=services.settings.history_page_limit,
     )
-    response = await run_operation(services.schema, operation, context)
-    result = "error" if response.get("errors") else "ok"
-    services.metrics.operations.labels(operation.kind.value, result).inc()
-    return _json(response)
+    result = await run_operation(
+        services.schema,
+        operation,
+        context,
+        max_response_bytes=services.settings.max_response_bytes,
+    )
+    services.metrics.operations.labels(
+        operation.kind.value, "error" if result.failed else "ok"
+    ).inc()
+    if result.refused_by is not None:
+        services.metrics.limit_refusals.labels(result.refused_by).inc()
+    return web.Response(body=result.payload, content_type="application/json")
 
 
 async def graphql_websocket(request: web.Request) -> web.StreamResponse:
@@ -110,7 +122,7 @@ async def graphql_websocket(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     if ws.ws_protocol not in SUBPROTOCOLS:
-        await ws.close(code=CLOSE_SUBPROTOCOL, message=b"Subprotocol not acceptable")
+        await ws.close(code=CLOSE_SUBPROTOCOL, message=close_reason("Subprotocol not acceptable"))
         return ws
     transport = request.transport
     assert transport is not None
@@ -241,6 +253,8 @@ def create_app(
                 schema,
                 max_query_bytes=settings.max_query_bytes,
                 max_depth=settings.max_query_depth,
+                max_cost=settings.max_query_cost,
+                page_limit=settings.history_page_limit,
             ),
             verifier=TokenVerifier(settings),
             chat=chat,
@@ -252,6 +266,11 @@ def create_app(
                 live_timeout_seconds=settings.chat_deadline_seconds * 2,
             ),
             metrics=metrics,
+            users=UserLimits(
+                max_sockets=settings.max_sockets_per_user,
+                max_subscriptions=settings.max_subscriptions_per_user,
+                max_subscription_cost=settings.max_subscription_cost_per_user,
+            ),
         )
         app[SERVICES] = services
         keepalive = asyncio.create_task(_keepalive(services))

@@ -3,8 +3,10 @@
 The protocol rules and close codes follow graphql-transport-ws (PROTOCOL.md of graphql-ws):
 4400 bad message, 4401 subscribe before the ack, 4403 token refused or expired, 4408 no
 connection_init in time, 4409 duplicate operation id, 4429 a second connection_init; plus
-4008 for a slow consumer that was cut off and 1012 when the pod shuts down. Nothing a
-client sends can raise out of here: every bad input ends as an error message or a close.
+4008 for a slow consumer that was cut off, 4013 for a user past `max_sockets_per_user` and
+1012 when the pod shuts down (4008 and 4013 mirror 1008 "policy violation" and 1013 "try
+again later", in the range graphql-ws clients reconnect after). Nothing a client sends can
+raise out of here: every bad input ends as an error message or a close.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nextcampus_graphql.fanout import Member, websocket_text_frame
 from nextcampus_graphql.operations import (
     Operation,
     OperationError,
+    OperationResult,
     format_error,
     run_operation,
 )
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from asyncio import Transport
 
     from nextcampus_graphql.feeds import Subscription
+    from nextcampus_graphql.limits import Release
     from nextcampus_graphql.services import Services
 
 log = get_logger(__name__)
@@ -50,13 +54,26 @@ CLOSE_SUBPROTOCOL = 4406
 CLOSE_INIT_TIMEOUT = 4408
 CLOSE_DUPLICATE_ID = 4409
 CLOSE_TOO_MANY_INITS = 4429
+CLOSE_TOO_MANY_SOCKETS = 4013
 CLOSE_SERVICE_RESTART = 1012
+# A close frame carries at most 125 bytes: the code (2) and a UTF-8 reason.
+MAX_CLOSE_REASON_BYTES = 123
 
 KEEPALIVE_FRAME = {
     TRANSPORT_WS: websocket_text_frame(b'{"type":"ping"}'),
     LEGACY_WS: websocket_text_frame(b'{"type":"ka"}'),
 }
 PAYLOAD_TOKEN_KEYS = ("authorization", "Authorization", "access_token", "accessToken", "token")
+
+
+def close_reason(text: str) -> bytes:
+    """`text` as a close frame's reason: UTF-8, cut to fit the frame on a character boundary
+    (a reason cut inside a character is invalid UTF-8, and clients then fail the socket with
+    1007 instead of reporting our code)."""
+    encoded = text.encode()
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return encoded
+    return encoded[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore").encode()
 
 
 def token_from_payload(payload: dict[str, Any]) -> str | None:
@@ -72,6 +89,9 @@ class RunningOperation:
     task: asyncio.Task[None] | None = None
     subscription: Subscription | None = None
     done: bool = False
+    # Gives back what the operation counts against (a query slot of the socket, a
+    # subscription of the user); called once the operation is forgotten.
+    release: Release | None = None
 
 
 @dataclass(eq=False)
@@ -88,7 +108,10 @@ class Connection:
     init_received: bool = False
     closing: bool = False
     operations: dict[str, RunningOperation] = field(default_factory=dict)
+    queries_in_flight: int = 0
     _timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    _release_socket: Release | None = None
+    _ended: bool = False
     # Mutations of one socket run one after another, in the order they arrived: a user who
     # sends two messages sees them stored in that order. (Created on the first mutation:
     # most sockets only subscribe.)
@@ -114,10 +137,23 @@ class Connection:
         else:  # the legacy protocol carries one error object
             self.send({"id": operation_id, "type": "error", "payload": errors[0]})
 
-    def operation_failed(self, operation_id: str, errors: list[dict[str, Any]]) -> None:
+    def refuse(self, operation_id: str, error: ApiError) -> None:
+        """An operation refused before it started (its id stays free)."""
+        formatted = format_error(error)
+        self.services.metrics.count_refusals([formatted])
+        self.send_errors(operation_id, [formatted])
+
+    def forget(self, operation_id: str) -> RunningOperation | None:
+        """End the bookkeeping of an operation: it is done, and what it held is released."""
         running = self.operations.pop(operation_id, None)
         if running is not None:
             running.done = True
+            if running.release is not None:
+                running.release()
+        return running
+
+    def operation_failed(self, operation_id: str, errors: list[dict[str, Any]]) -> None:
+        if self.forget(operation_id) is not None:
             self.services.metrics.operations.labels("subscription", "error").inc()
             self.send_errors(operation_id, errors)
 
@@ -128,7 +164,7 @@ class Connection:
         self.closing = True
         self.services.metrics.socket_closes.labels(str(code)).inc()
         task = asyncio.get_running_loop().create_task(
-            self.ws.close(code=code, message=reason.encode()[:120])
+            self.ws.close(code=code, message=close_reason(reason))
         )
         self.services.background.add(task)
         task.add_done_callback(self.services.background.discard)
@@ -153,10 +189,13 @@ class Connection:
                 elif message.type is WSMsgType.BINARY:
                     self.close(CLOSE_BAD_REQUEST, "binary frames are not supported")
         finally:
+            self._ended = True
             for timer in self._timers:
                 timer.cancel()
             for operation_id in list(self.operations):
                 self.stop(operation_id)
+            if self._release_socket is not None:
+                self._release_socket()
 
     def _init_timed_out(self) -> None:
         if not self.init_received:
@@ -205,6 +244,8 @@ class Connection:
             self.close(CLOSE_FORBIDDEN, f"Forbidden: {exc}")
             return
         assert token is not None
+        if not self._admit(identity):
+            return
         self.identity, self.token, self.expires_at = identity, token, identity.expires_at
         loop = asyncio.get_running_loop()
         self._timers.append(
@@ -214,6 +255,24 @@ class Connection:
         self.send({"type": "connection_ack"})
         if self.protocol == LEGACY_WS:
             self.write_frame(KEEPALIVE_FRAME[LEGACY_WS])
+
+    def _admit(self, identity: Identity) -> bool:
+        """Count the socket against its user's `max_sockets_per_user`; past it, close it with
+        4013 (another socket of the user must close first, or the gateway places a retry on
+        another pod)."""
+        if self._ended:  # gone while its token was checked: nothing to count
+            return False
+        release = self.services.users.open_socket(identity.user_id)
+        if release is None:
+            limit = self.services.users.max_sockets
+            self.services.metrics.limit_refusals.labels("max_sockets_per_user").inc()
+            reason = f"Too many sockets: user {identity.user_id} holds {limit} on this server"
+            if self.protocol == LEGACY_WS:
+                self.send({"type": "connection_error", "payload": {"message": reason}})
+            self.close(CLOSE_TOO_MANY_SOCKETS, reason)
+            return False
+        self._release_socket = release
+        return True
 
     def on_ping(self, message: dict[str, Any]) -> None:
         pong: dict[str, Any] = {"type": "pong"}
@@ -239,18 +298,47 @@ class Connection:
         if operation_id in self.operations:
             self.close(CLOSE_DUPLICATE_ID, f"Subscriber for {operation_id[:40]} already exists")
             return
-        limit = self.services.settings.max_operations_per_socket
+        settings = self.services.settings
+        limit = settings.max_operations_per_socket
         if len(self.operations) >= limit:
-            error = ApiError(Code.RATE_LIMITED, f"at most {limit} operations per socket")
-            self.send_errors(operation_id, [format_error(error)])
+            error = ApiError(
+                Code.RATE_LIMITED,
+                f"at most {limit} operations per socket",
+                limit="max_operations_per_socket",
+            )
+            self.refuse(operation_id, error)
             return
         try:
             operation = self.services.operations.prepare(payload)
         except OperationError as exc:
+            errors = [format_error(e) for e in exc.errors]
             self.services.metrics.operations.labels("invalid", "error").inc()
-            self.send_errors(operation_id, [format_error(e) for e in exc.errors])
+            self.services.metrics.count_refusals(errors)
+            self.send_errors(operation_id, errors)
             return
         running = RunningOperation()
+        if operation.kind is OperationType.SUBSCRIPTION:
+            assert self.identity is not None  # acknowledged
+            try:
+                running.release = self.services.users.add_subscription(
+                    self.identity.user_id, operation.fanout_key(), operation.cost
+                )
+            except ApiError as exc:
+                self.refuse(operation_id, exc)
+                return
+        elif operation.kind is OperationType.QUERY:
+            # Queries would otherwise run without bound over one socket (the gateway's HTTP
+            # rate limit never sees them); mutations already run one at a time.
+            if self.queries_in_flight >= settings.max_queries_per_socket:
+                error = ApiError(
+                    Code.RATE_LIMITED,
+                    f"at most {settings.max_queries_per_socket} queries in flight per socket: "
+                    "send more once answers arrive",
+                    limit="max_queries_per_socket",
+                )
+                self.refuse(operation_id, error)
+                return
+            running.release = self._query_slot()
         self.operations[operation_id] = running
         coroutine = (
             self._subscribe(operation_id, operation, running)
@@ -273,6 +361,14 @@ class Connection:
             error = {"message": "internal error", "extensions": {"code": Code.INTERNAL.value}}
             self.operation_failed(operation_id, [error])
 
+    def _query_slot(self) -> Release:
+        self.queries_in_flight += 1
+
+        def release() -> None:
+            self.queries_in_flight -= 1
+
+        return release  # called once: by `forget`
+
     def on_complete(self, message: dict[str, Any]) -> None:
         operation_id = message.get("id")
         if isinstance(operation_id, str):
@@ -282,10 +378,9 @@ class Connection:
         self.close(1000, "terminated")
 
     def stop(self, operation_id: str) -> None:
-        running = self.operations.pop(operation_id, None)
+        running = self.forget(operation_id)
         if running is None:
             return
-        running.done = True
         if running.subscription is not None:
             running.subscription.leave()
         elif running.task is not None:
@@ -304,26 +399,42 @@ class Connection:
     def _complete(self, operation_id: str) -> None:
         self.send({"id": operation_id, "type": "complete"})
 
+    def _next_prefix(self, operation_id: str) -> bytes:
+        """`{"id":…,"type":"next","payload":` ("data" in the legacy protocol): a result
+        frame is this, the serialized payload, and `}`."""
+        next_type = b"next" if self.protocol == TRANSPORT_WS else b"data"
+        return b'{"id":' + orjson.dumps(operation_id) + b',"type":"' + next_type + b'","payload":'
+
     async def _execute(
         self, operation_id: str, operation: Operation, running: RunningOperation
     ) -> None:
+        services = self.services
+
+        async def run() -> OperationResult:
+            return await run_operation(
+                services.schema,
+                operation,
+                self._context(),
+                max_response_bytes=services.settings.max_response_bytes,
+            )
+
         if operation.kind is OperationType.MUTATION:
             if self._mutations is None:
                 self._mutations = asyncio.Lock()
             async with self._mutations:
-                response = await run_operation(self.services.schema, operation, self._context())
+                result = await run()
         else:
-            response = await run_operation(self.services.schema, operation, self._context())
+            result = await run()
         kind = operation.kind.value
-        self.services.metrics.operations.labels(
-            kind, "error" if response.get("errors") else "ok"
-        ).inc()
+        services.metrics.operations.labels(kind, "error" if result.failed else "ok").inc()
+        if result.refused_by is not None:
+            services.metrics.limit_refusals.labels(result.refused_by).inc()
         if running.done:  # the client completed it meanwhile
             return
-        self.operations.pop(operation_id, None)
-        running.done = True
-        next_type = "next" if self.protocol == TRANSPORT_WS else "data"
-        self.send({"id": operation_id, "type": next_type, "payload": response})
+        self.forget(operation_id)
+        self.write_frame(
+            websocket_text_frame(self._next_prefix(operation_id) + result.payload + b"}")
+        )
         self._complete(operation_id)
 
     async def _subscribe(
@@ -336,9 +447,7 @@ class Connection:
             token = self._context().member(course_id)
             assert token
             after = message_id_arg(arguments.get("after"), "after")
-            next_type = b"next" if self.protocol == TRANSPORT_WS else b"data"
-            prefix = b'{"id":' + orjson.dumps(operation_id) + b',"type":"' + next_type
-            member = Member(self, operation_id, prefix + b'","payload":')
+            member = Member(self, operation_id, self._next_prefix(operation_id))
             subscription = await services.hub.join(operation, member, course_id, after)
         except OperationError as exc:
             self.operation_failed(operation_id, [format_error(e) for e in exc.errors])

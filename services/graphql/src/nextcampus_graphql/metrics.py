@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from nextcampus_common.metrics import metric_name
@@ -50,6 +53,12 @@ class GraphqlMetrics:
         self.socket_closes = Counter(
             _name("socket_closes"), "sockets we closed, by close code", ["code"], registry=r
         )
+        self.limit_refusals = Counter(
+            _name("limit_refusals"),
+            "operations and sockets refused by a limit, by the setting that refused them",
+            ["limit"],
+            registry=r,
+        )
         self.upstream_streams = Gauge(
             _name("upstream_streams"),
             "SubscribeMessages streams to chat (one per course)",
@@ -61,3 +70,10 @@ class GraphqlMetrics:
             ["code"],
             registry=r,
         )
+
+    def count_refusals(self, errors: Iterable[Mapping[str, Any]]) -> None:
+        """Count the formatted errors that a limit caused (they name it: `extensions.limit`)."""
+        for error in errors:
+            limit = (error.get("extensions") or {}).get("limit")
+            if isinstance(limit, str):
+                self.limit_refusals.labels(limit).inc()

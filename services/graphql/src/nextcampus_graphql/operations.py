@@ -1,6 +1,8 @@
 """From a request's text to an operation ready to run: parse and validate once per distinct
 document (cached), with the guards of a public endpoint (size, depth), then coerce the
-variables. Shared by HTTP POST and both WebSocket subprotocols."""
+variables and refuse an operation that costs too much (`cost.py`) before it runs. Shared by
+HTTP POST and both WebSocket subprotocols, as is `run_operation` with its cap on response
+bytes."""
 
 from __future__ import annotations
 
@@ -33,15 +35,22 @@ from graphql import (
     validate,
     visit,
 )
+from graphql.execution.collect_fields import collect_fields
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import Visitor
 
 from nextcampus_common.logs import get_logger
+from nextcampus_graphql.cost import operation_cost
 from nextcampus_graphql.errors import ApiError, Code
 
 log = get_logger(__name__)
 
 DOCUMENT_CACHE_SIZE = 512
+# The largest integer every JSON client reads exactly (JavaScript's Number.MAX_SAFE_INTEGER).
+JSON_SAFE_INTEGER = 2**53 - 1
+
+# (document text, operation name, result-shaping variables as JSON): see `fanout_key`.
+FanoutKey = tuple[str, str | None, bytes]
 
 
 class OperationError(Exception):
@@ -59,22 +68,31 @@ def _bad_input(message: str) -> OperationError:
 def _depth(
     selection_set: SelectionSetNode | None,
     fragments: Mapping[str, FragmentDefinitionNode],
+    fragment_depths: dict[str, int],
     visiting: frozenset[str] = frozenset(),
 ) -> int:
+    """The nesting of fields below `selection_set`. Each fragment's depth is computed once
+    (`fragment_depths`): fragments that spread each other twice over would otherwise take
+    time exponential in their number."""
     if selection_set is None:
         return 0
     deepest = 0
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
-            depth = 1 + _depth(selection.selection_set, fragments, visiting)
+            depth = 1 + _depth(selection.selection_set, fragments, fragment_depths, visiting)
         elif isinstance(selection, InlineFragmentNode):
-            depth = _depth(selection.selection_set, fragments, visiting)
+            depth = _depth(selection.selection_set, fragments, fragment_depths, visiting)
         elif isinstance(selection, FragmentSpreadNode):
             name = selection.name.value
             fragment = fragments.get(name)
             if fragment is None or name in visiting:  # other rules report these
                 continue
-            depth = _depth(fragment.selection_set, fragments, visiting | {name})
+            known = fragment_depths.get(name)
+            if known is None:
+                known = fragment_depths[name] = _depth(
+                    fragment.selection_set, fragments, fragment_depths, visiting | {name}
+                )
+            depth = known
         else:  # pragma: no cover - graphql-core has no other selection kinds
             continue
         deepest = max(deepest, depth)
@@ -90,7 +108,7 @@ def depth_limit_rule(max_depth: int) -> type[ASTValidationRule]:
                 for d in context.document.definitions
                 if isinstance(d, FragmentDefinitionNode)
             }
-            depth = _depth(node.selection_set, fragments)
+            depth = _depth(node.selection_set, fragments, {})
             if depth > max_depth:
                 self.report_error(
                     GraphQLError(
@@ -109,6 +127,7 @@ class Document:
 
     text: str
     node: DocumentNode
+    fragments: dict[str, FragmentDefinitionNode]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +137,17 @@ class Operation:
     kind: OperationType
     name: str | None
     variables: dict[str, Any]
+    cost: int
+    # A subscription's one root field, as graphql-core collects it (through fragments and
+    # inline fragments): every node selecting it, all with the same arguments (validated).
+    root_fields: tuple[FieldNode, ...] = ()
 
     # -- subscriptions ---------------------------------------------------------------------
 
     @property
     def root_field(self) -> FieldNode:
-        field = self.definition.selection_set.selections[0]
-        assert isinstance(field, FieldNode)  # single root field: validated
-        return field
+        assert self.root_fields, "only subscriptions have a root field"
+        return self.root_fields[0]
 
     def root_arguments(self, schema: GraphQLSchema) -> dict[str, Any]:
         """The coerced arguments of the (single) root field of a subscription."""
@@ -139,19 +161,22 @@ class Operation:
         except GraphQLError as exc:
             raise OperationError([exc]) from exc
 
-    def fanout_key(self) -> tuple[str, str | None, bytes]:
+    def fanout_key(self) -> FanoutKey:
         """Operations with equal keys render every event to the same payload: the same
         document, and the same values of the variables the result depends on. Variables
         used only as root-field arguments (the course, `after`) select events, they do not
         shape the result, so they are left out."""
-        used = _result_variables(self.document.node, self.root_field)
+        used = _result_variables(self.document.node, self.root_fields)
         shaping = {name: self.variables.get(name) for name in sorted(used)}
         return (self.document.text, self.name, orjson.dumps(shaping))
 
 
-def _result_variables(document: DocumentNode, root: FieldNode) -> frozenset[str]:
+def _result_variables(document: DocumentNode, roots: tuple[FieldNode, ...]) -> frozenset[str]:
     root_argument_variables = {
-        id(arg.value) for arg in root.arguments if isinstance(arg.value, VariableNode)
+        id(arg.value)
+        for root in roots
+        for arg in root.arguments
+        if isinstance(arg.value, VariableNode)
     }
     names: set[str] = set()
 
@@ -170,9 +195,19 @@ def _result_variables(document: DocumentNode, root: FieldNode) -> frozenset[str]
 class OperationFactory:
     """Parses and validates each distinct document once; coerces variables per request."""
 
-    def __init__(self, schema: GraphQLSchema, *, max_query_bytes: int, max_depth: int) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        *,
+        max_query_bytes: int,
+        max_depth: int,
+        max_cost: int,
+        page_limit: int,
+    ) -> None:
         self.schema = schema
         self._max_query_bytes = max_query_bytes
+        self._max_cost = max_cost
+        self._page_limit = page_limit
         self._rules = [*specified_rules, depth_limit_rule(max_depth)]
         self._documents = functools.lru_cache(maxsize=DOCUMENT_CACHE_SIZE)(self._document)
 
@@ -182,12 +217,21 @@ class OperationFactory:
         except GraphQLError as exc:
             exc.extensions = {"code": Code.BAD_USER_INPUT.value}
             return OperationError([exc])
-        errors = validate(self.schema, node, self._rules, max_errors=10)
+        try:
+            errors = validate(self.schema, node, self._rules, max_errors=10)
+        except GraphQLError as exc:
+            # A rule that cannot finish raises instead of reporting (graphql-core's
+            # single-field rule on `@include(if: $var)` at a subscription's root): still
+            # the client's document, still an answer.
+            errors = [exc]
         if errors:
             for error in errors:
                 error.extensions = {"code": Code.BAD_USER_INPUT.value, **(error.extensions or {})}
             return OperationError(list(errors))
-        return Document(text, node)
+        fragments = {
+            d.name.value: d for d in node.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        return Document(text, node, fragments)
 
     def prepare(self, payload: object) -> Operation:
         """`payload` is the request: {query, variables?, operationName?, extensions?}."""
@@ -221,13 +265,57 @@ class OperationFactory:
             for error in coerced:
                 error.extensions = {"code": Code.BAD_USER_INPUT.value}
             raise OperationError(coerced)
+        # Before anything runs: a document of a few KB can ask for a hundred pages at once.
+        try:
+            cost = operation_cost(
+                self.schema, document.fragments, definition, coerced, page_limit=self._page_limit
+            )
+            root_fields: tuple[FieldNode, ...] = ()
+            if definition.operation is OperationType.SUBSCRIPTION:
+                root_fields = self._subscription_root(document, definition, coerced)
+        except GraphQLError as exc:  # a directive's argument that execution would refuse
+            exc.extensions = {"code": Code.BAD_USER_INPUT.value}
+            raise OperationError([exc]) from exc
+        if cost > self._max_cost:
+            raise OperationError(
+                [
+                    ApiError(
+                        Code.BAD_USER_INPUT,
+                        f"the operation costs {cost}; the limit is {self._max_cost} "
+                        "(each field 1, a page's fields times its `limit`): "
+                        "ask for fewer fields or smaller pages",
+                        limit="max_query_cost",
+                        cost=min(cost, JSON_SAFE_INTEGER),
+                        maxCost=self._max_cost,
+                    )
+                ]
+            )
         return Operation(
             document=document,
             definition=definition,
             kind=definition.operation,
             name=operation_name,
             variables=coerced,
+            cost=cost,
+            root_fields=root_fields,
         )
+
+    def _subscription_root(
+        self, document: Document, definition: OperationDefinitionNode, variables: dict[str, Any]
+    ) -> tuple[FieldNode, ...]:
+        """The one root field as graphql-core's execution collects it: through fragment
+        spreads and inline fragments, minus what `@skip`/`@include` leave out."""
+        root_type = self.schema.subscription_type
+        assert root_type is not None  # validated: the document has a subscription
+        fields = collect_fields(
+            self.schema, document.fragments, variables, root_type, definition.selection_set
+        )
+        if len(fields) != 1:
+            raise _bad_input(
+                f"a subscription must select exactly one field; this one selects {len(fields)}"
+            )
+        (nodes,) = fields.values()
+        return tuple(nodes)
 
 
 def format_error(error: GraphQLError) -> dict[str, Any]:
@@ -258,10 +346,21 @@ def format_result(result: ExecutionResult) -> dict[str, Any]:
     return response
 
 
+@dataclass(frozen=True, slots=True)
+class OperationResult:
+    """A query's or mutation's response object, serialized."""
+
+    payload: bytes
+    failed: bool  # it carries errors
+    refused_by: str | None = None  # the setting that replaced it by an error
+
+
 async def run_operation(
-    schema: GraphQLSchema, operation: Operation, context: Any
-) -> dict[str, Any]:
-    """Execute a query or mutation; the response object with data and coded errors."""
+    schema: GraphQLSchema, operation: Operation, context: Any, *, max_response_bytes: int
+) -> OperationResult:
+    """Execute a query or mutation; the response object with data and coded errors. A
+    response larger than `max_response_bytes` is replaced by an error saying so (a
+    mutation's effect stays: only its answer is dropped)."""
     result = execute(
         schema,
         operation.document.node,
@@ -271,4 +370,20 @@ async def run_operation(
     )
     if inspect.isawaitable(result):
         result = await result
-    return format_result(result)
+    response = format_result(result)
+    payload = orjson.dumps(response)
+    if len(payload) > max_response_bytes:
+        error = ApiError(
+            Code.BAD_USER_INPUT,
+            f"the response is {len(payload)} bytes; the limit is {max_response_bytes}: "
+            "ask for fewer fields or smaller pages",
+            limit="max_response_bytes",
+            responseBytes=len(payload),
+            maxResponseBytes=max_response_bytes,
+        )
+        return OperationResult(
+            orjson.dumps({"data": None, "errors": [format_error(error)]}),
+            failed=True,
+            refused_by="max_response_bytes",
+        )
+    return OperationResult(payload, bool(response.get("errors")))

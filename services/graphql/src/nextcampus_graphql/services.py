@@ -11,6 +11,7 @@ from graphql import GraphQLSchema
 from nextcampus_common.auth import TokenVerifier
 from nextcampus_common.chat_api import ChatApi
 from nextcampus_graphql.feeds import FeedHub
+from nextcampus_graphql.limits import UserLimits
 from nextcampus_graphql.metrics import GraphqlMetrics
 from nextcampus_graphql.operations import OperationFactory
 from nextcampus_graphql.settings import GraphqlSettings
@@ -28,6 +29,7 @@ class Services:
     chat: ChatApi
     hub: FeedHub
     metrics: GraphqlMetrics
+    users: UserLimits
     connections: set[Connection] = field(default_factory=set)
     background: set[asyncio.Task[object]] = field(default_factory=set)
     accepting: bool = True

@@ -20,6 +20,38 @@ class GraphqlSettings(ServiceSettings, JwtSettings):
         default=4, ge=1, le=5, description="tries of a call that ends UNAVAILABLE (gRPC retry)"
     )
     max_operations_per_socket: int = Field(default=100, ge=1)
+    max_queries_per_socket: int = Field(
+        default=8,
+        ge=1,
+        description="queries in flight on one socket; one more is refused with RATE_LIMITED",
+    )
+    max_query_cost: int = Field(
+        default=5000,
+        ge=1,
+        description="cost of one operation, checked before it runs: each field 1, a page's "
+        "fields times its `limit` (a full page of 200 messages with every field: 1,601)",
+    )
+    max_response_bytes: int = Field(
+        default=4_194_304,
+        ge=1024,
+        description="largest query or mutation response; a larger one is replaced by an error",
+    )
+    max_sockets_per_user: int = Field(
+        default=16,
+        ge=1,
+        description="WebSockets one user may hold on one pod; one more is closed with 4013",
+    )
+    max_subscriptions_per_user: int = Field(
+        default=100,
+        ge=1,
+        description="subscriptions one user may hold on one pod, across their sockets",
+    )
+    max_subscription_cost_per_user: int = Field(
+        default=100,
+        ge=2,
+        description="per-event cost of one user's distinct subscription documents on one pod "
+        "(each costed as an operation, counted once however many subscriptions share it)",
+    )
     max_query_depth: int = Field(default=10, ge=2)
     max_query_bytes: int = Field(default=8192, ge=256)
     # A message may hold 16,000 characters (the CRD's maximum length): 64 KB of 4-byte UTF-8,

@@ -593,6 +593,9 @@ def run_ours(record: dict[str, Any], options: FanoutOptions, stamp: str, progres
         # The peers are measured without a proxy in front; so are we, unless asked.
         gateway=options.gateway,
         chat_overrides={"default_rate_limit_messages": 0},
+        # Every generated socket carries the one bench token: one user holding thousands of
+        # sockets, which the per-user limits exist to refuse.
+        graphql_overrides={"max_sockets_per_user": 100_000, "max_subscriptions_per_user": 100_000},
         # The gateway's request budget must not be what is measured.
         gateway_overrides={
             "requests_per_second": 1_000_000,

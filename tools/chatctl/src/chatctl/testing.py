@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import pytest
@@ -21,6 +21,9 @@ from chatctl.localstack import RedisCluster, free_ports
 from chatctl.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
 from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, SendMessageResponse
+
+if TYPE_CHECKING:
+    import aiohttp
 
 TokenFactory = Callable[..., str]
 
@@ -606,6 +609,59 @@ def jwks_server(signing_key: SigningKey) -> Iterator[JwksServer]:
     server = JwksServer(jwks_of(signing_key))
     yield server
     server.close()
+
+
+# -- a raw GraphQL WebSocket, for protocol tests ---------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def raw_socket(
+    url: str, protocol: str | None = "graphql-transport-ws", **kw: Any
+) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """An aiohttp WebSocket speaking `protocol` (None: no subprotocol), with no frame limit."""
+    import aiohttp
+
+    connector = kw.pop("connector", None)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.ws_connect(
+            url, protocols=[protocol] if protocol else (), autoping=True, max_msg_size=0, **kw
+        ) as ws,
+    ):
+        yield ws
+
+
+async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    import aiohttp
+
+    message = await ws.receive(timeout=20)
+    assert message.type is aiohttp.WSMsgType.TEXT, message
+    result: dict[str, Any] = message.json()
+    return result
+
+
+async def close_code(ws: aiohttp.ClientWebSocketResponse) -> tuple[int | None, str]:
+    """Read until the server closes; its close code and reason."""
+    import aiohttp
+
+    while True:
+        message = await ws.receive(timeout=20)
+        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            return ws.close_code, str(message.extra or "")
+
+
+async def ready(ws: aiohttp.ClientWebSocketResponse, token: str) -> None:
+    """connection_init with `token`, and its connection_ack."""
+    await ws.send_json({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+    assert await next_json(ws) == {"type": "connection_ack"}
+
+
+async def still_serving(url: str, token: str) -> None:
+    """A new socket is acknowledged and answers a ping: the server is fine."""
+    async with raw_socket(url) as ws:
+        await ready(ws, token)
+        await ws.send_json({"type": "ping"})
+        assert await next_json(ws) == {"type": "pong"}
 
 
 # -- an emulated Kubernetes API ------------------------------------------------------------
