@@ -30,6 +30,7 @@ from chatctl.testing import npm_ci, run_node
 from chatctl.topology import Topology
 from e2e.clients import GraphqlHttp
 from nextcampus_common.chat_api import ChatApi
+from nextcampus_common.keys import CourseKeys
 from nextcampus_policy.spec import API_VERSION, KIND
 
 if TYPE_CHECKING:
@@ -344,3 +345,50 @@ async def test_page_goes_offline_and_resumes_after_every_graphql_process_died(
     assert [m["messageId"] for m in messages] == [*seeded, *sent, written["id"]]
     assert (messages[-1]["userId"], messages[-1]["content"]) == ("ada", written["text"])
     assert_png(ARTIFACTS / "offline.png")
+
+
+async def test_a_send_the_shard_cannot_confirm_is_retried_by_the_page_and_stored_once(
+    gateway: Gateway, stack: Topology, browser_scripts: Path
+) -> None:
+    """The course's Redis primary loses its replica (as it is after a failover, until the
+    old primary rejoins): sends are not acknowledged. The page says so, keeps sending with
+    the same clientMessageId, and the message is stored and shown once when the replica is
+    back (README, "Delivery guarantees")."""
+    redis = stack.redis
+    assert redis is not None
+    course_id = f"browser-{uuid.uuid4().hex[:8]}"
+    ada = gateway.token("ada", [course_id])
+    seeded = [await send_as(gateway, ada, course_id, "before")]
+    primary = redis.primary_port_for(CourseKeys(course_id).seq)
+    env = {
+        "BASE_URL": gateway.url,
+        "TOKEN": ada,
+        "COURSE_ID": course_id,
+        "SCREENSHOT_DIR": str(ARTIFACTS),
+    }
+    async with HandInHand.run(browser_scripts / "page_unconfirmed.mjs", env) as page:
+        assert (await page.event("live"))["ids"] == seeded
+        (replica,) = redis.replica_ports_of(primary)
+        redis.kill_node(replica)
+        await page.answer()
+        retrying = await page.event("retrying")
+        assert retrying == {
+            "event": "retrying",
+            "hint": "Not confirmed yet; sending again…",
+            "sendLabel": "Sending…",
+        }
+        redis.start_node(replica)
+        await asyncio.to_thread(redis.wait_healthy)
+        await page.answer()
+        summary = await page.summary()
+
+    assert summary["composerAfter"] == ""
+    assert summary["errorAfter"] == ""
+    assert summary["after"] == [*seeded, summary["shownId"]]
+    messages = await stored(gateway, ada, course_id)
+    assert [(m["messageId"], m["content"]) for m in messages] == [
+        (seeded[0], "before"),
+        (summary["shownId"], summary["text"]),
+    ]
+    assert summary["consoleProblems"] == []
+    assert_png(ARTIFACTS / "unconfirmed.png")

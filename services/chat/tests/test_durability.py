@@ -75,6 +75,7 @@ async def test_a_send_no_replica_confirms_is_refused_and_a_failover_never_reuses
     assert primary is not None
     (replica,) = cluster.replica_ports_of(primary)
     try:
+        assert server.redis.min_replicas == 1  # the cluster has replicas: sends wait for one
         m1 = await established(collector, lambda: client.send(course_id, "M1", "cm-1"))
 
         # The replica hangs; a large write fills the replication link's socket buffers, so

@@ -234,7 +234,8 @@ async def test_no_subprotocol_is_refused(graphql_server):
 async def test_oversized_frame_closes_with_1009(graphql_server, token):
     async with raw_socket(graphql_server.ws_url) as ws:
         await ready(ws, token)
-        await ws.send_str('{"type": "ping", "payload": {"x": "' + "x" * 70_000 + '"}}')
+        too_large = graphql_server.services.settings.max_frame_bytes + 10
+        await ws.send_str('{"type": "ping", "payload": {"x": "' + "x" * too_large + '"}}')
         assert (await close_code(ws))[0] == 1009
     await still_serving(graphql_server.ws_url, token)
 
@@ -371,7 +372,8 @@ async def test_http_guards(graphql_server, token, make_token):
         async with http.post(url, data=b"{not json", headers=auth) as response:
             assert response.status == 400
             assert (await response.json())["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
-        async with http.post(url, data=b"x" * 70_000, headers=auth) as response:
+        too_large = graphql_server.services.settings.max_body_bytes + 10
+        async with http.post(url, data=b"x" * too_large, headers=auth) as response:
             assert response.status == 413
         async with http.post(
             url, json={"query": "{ me { userId } }"}, headers={"Authorization": "Bearer bad"}

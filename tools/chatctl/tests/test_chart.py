@@ -292,6 +292,14 @@ def test_bad_values_are_refused_with_the_field_named(setting: str, words: str) -
             ["gateway.idleTimeoutSeconds=30", "graphql.settings.keepalive_seconds=45"],
             "must exceed the GraphQL keepalive (45 s)",
         ),
+        (
+            ["redis.durability.minReplicas=2"],
+            "redis.durability.minReplicas (2) cannot exceed redis.replicasPerPrimary (1)",
+        ),
+        (
+            ["chat.settings.redis_min_replicas=0"],
+            "set redis_min_replicas through redis.durability",
+        ),
     ],
 )
 def test_inconsistent_values_stop_the_render(settings: list[str], words: str) -> None:
@@ -299,6 +307,45 @@ def test_inconsistent_values_stop_the_render(settings: list[str], words: str) ->
     result = helm("template", "nextcampus", str(CHART), *args, check=False)
     assert result.returncode != 0
     assert words in result.stderr, result.stderr
+
+
+def redis_node_env(objects: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    (statefulset,) = [w for w in workloads(objects) if component(w) == "redis"]
+    container = pod_spec(statefulset)["containers"][0]
+    return {item["name"]: item.get("value", "") for item in container["env"]}
+
+
+@pytest.mark.parametrize(
+    ("value_set", "extra", "min_replicas", "without", "nodes_refuse_below"),
+    [
+        # One replica per primary: a send waits for it; a shard without one refuses.
+        ("default", [], "1", "refuse", "1"),
+        # Two per primary: one of them suffices, so one failure never stops writes.
+        ("ha", [], "1", "refuse", "1"),
+        # accept: the nodes take writes without replicas; chat counts them.
+        ("default", ["--set", "redis.durability.withoutReplicas=accept"], "1", "accept", "0"),
+        # A cluster built without replicas acknowledges on the primary alone.
+        (
+            "default",
+            ["--set", "redis.replicasPerPrimary=0"],
+            "0",
+            "refuse",
+            "0",
+        ),
+    ],
+)
+def test_durability_is_one_choice_for_chat_the_operator_and_the_nodes(
+    value_set: str, extra: list[str], min_replicas: str, without: str, nodes_refuse_below: str
+) -> None:
+    objects = rendered(value_set, *extra)
+    for service in ("chat", "operator"):
+        env = env_of(objects, service)
+        assert env["NEXTCAMPUS_REDIS_MIN_REPLICAS"] == min_replicas, service
+        assert env["NEXTCAMPUS_REDIS_WITHOUT_REPLICAS"] == without, service
+        assert env["NEXTCAMPUS_REDIS_WAIT_TIMEOUT_MS"] == "250", service
+    node = redis_node_env(objects)
+    assert node["MIN_REPLICAS_TO_WRITE"] == nodes_refuse_below
+    assert node["MIN_REPLICAS_MAX_LAG"] == "5"
 
 
 def jwt_secrets(objects: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:

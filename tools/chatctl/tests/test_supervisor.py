@@ -94,6 +94,8 @@ def test_a_killed_redis_primary_comes_back_as_a_replica(own_redis_cluster: Redis
     cluster = own_redis_cluster
     primary = cluster.primary_port_for("course:{supervised}:seq")
     cluster.cli(primary, "set", "course:{supervised}:seq", "7")
+    # On the replica before the kill: what the test reads back is the replica's copy.
+    assert cluster.cli(primary, "wait", "1", "10000").strip() == "1"
     said: list[str] = []
     supervisor = Supervisor([RedisNodeUnit(cluster, port) for port in cluster.ports], said.append)
     cluster.kill_node(primary)

@@ -135,12 +135,19 @@ class ClusterClient:
                 await asyncio.sleep(0.2)
 
     async def _cluster_has_replicas(self) -> bool:
-        """Whether the cluster is built with replicas: CLUSTER NODES lists every node, failed
-        ones included (a replica that is down now still means writes should wait for it)."""
-        nodes = await self.cluster.execute_command(
-            "CLUSTER NODES", target_nodes=RedisCluster.RANDOM
+        """Whether the cluster is built with replicas. Every node is asked: a replica always
+        knows it is one, while news of it may take a moment to reach the others; and CLUSTER
+        NODES lists failed nodes too (a replica that is down now still means writes should
+        wait for one)."""
+        views = await self.cluster.execute_command(
+            "CLUSTER NODES", target_nodes=RedisCluster.ALL_NODES
         )
-        return any("slave" in str(entry.get("flags", "")) for entry in nodes.values())
+        # {asked node: {node: {"flags": "myself,slave", …}, …}, …}
+        return any(
+            "slave" in str(entry.get("flags", ""))
+            for view in views.values()
+            for entry in view.values()
+        )
 
     async def close(self) -> None:
         clients, self._node_clients = list(self._node_clients.values()), {}

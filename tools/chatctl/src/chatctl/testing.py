@@ -641,13 +641,15 @@ async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
 
 
 async def close_code(ws: aiohttp.ClientWebSocketResponse) -> tuple[int | None, str]:
-    """Read until the server closes; its close code and reason."""
+    """Read until the server closes (within 30 s, whatever it sends meanwhile); its close
+    code and reason."""
     import aiohttp
 
-    while True:
-        message = await ws.receive(timeout=20)
-        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-            return ws.close_code, str(message.extra or "")
+    async with asyncio.timeout(30):
+        while True:
+            message = await ws.receive()
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                return ws.close_code, str(message.extra or "")
 
 
 async def ready(ws: aiohttp.ClientWebSocketResponse, token: str) -> None:

@@ -314,6 +314,7 @@ const state = {
   messages: new Map(), // messageId → { message, li }
   ...noCourse(),
   sending: null, // { clientMessageId, content } until the server answers
+  unsent: null, // { courseId, content, clientMessageId } of a send that failed
   errorTimer: 0,
 };
 
@@ -676,27 +677,47 @@ async function loadViewer() {
 
 // --- sending and deleting ---------------------------------------------------------------
 
+// How long a send is retried by itself while the service answers UNAVAILABLE (a Redis
+// failover takes seconds); past it the text stays in the box with the error.
+const SEND_RETRY_MS = 30_000;
+
 async function send() {
   const content = ui.composer.value;
   if (!content.trim() || state.sending || !state.courseId) return;
   const { courseId } = state;
-  // The same clientMessageId on every retry: the server stores the message once.
-  state.sending = { clientMessageId: newClientMessageId(), content };
+  // The same clientMessageId on every retry: the server stores the message once. A send
+  // that failed keeps its id for the same text, so pressing Send again cannot store a copy
+  // of one the server kept after all.
+  const unsent = state.unsent?.courseId === courseId && state.unsent.content === content;
+  const clientMessageId = unsent ? state.unsent.clientMessageId : newClientMessageId();
+  state.sending = { clientMessageId, content };
   showError('');
   render();
+  const giveUpAt = Date.now() + SEND_RETRY_MS;
   try {
-    const { sendMessage } = await socket.request(SEND, {
-      courseId,
-      content,
-      clientMessageId: state.sending.clientMessageId,
-    });
-    if (courseId === state.courseId) {
-      addMessages([sendMessage]);
-      scrollToBottom();
+    for (;;) {
+      try {
+        const { sendMessage } = await socket.request(SEND, { courseId, content, clientMessageId });
+        state.unsent = null;
+        showError('');
+        if (courseId === state.courseId) {
+          addMessages([sendMessage]);
+          scrollToBottom();
+        }
+        if (ui.composer.value === content) ui.composer.value = '';
+        return;
+      } catch (error) {
+        // Not acknowledged yet (no replica confirmed it, or the chat service is away): the
+        // server asks for a retry with the same id, which stores the message once.
+        const waitMs = error?.extensions?.retryAfterMs ?? 1000;
+        if (error?.code !== 'UNAVAILABLE' || Date.now() + waitMs > giveUpAt) throw error;
+        showError('Not confirmed yet; sending again…');
+        await new Promise((resolve) => setTimeout(resolve, waitMs));
+      }
     }
-    if (ui.composer.value === content) ui.composer.value = '';
   } catch (error) {
-    // The text stays in the box, to be sent again.
+    // The text stays in the box, to be sent again (with the same id).
+    state.unsent = { courseId, content, clientMessageId };
     const retryAfterMs = error instanceof GraphqlError ? (error.extensions.retryAfterMs ?? 0) : 0;
     showError(describe(error), retryAfterMs);
   } finally {
