@@ -6,6 +6,8 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 VENV_BIN := .venv/bin
 PYTEST_ARGS ?=
 FANOUT_ARGS ?=
+# Test processes of `make test`: most tests wait on real servers, so two share two cores well.
+TEST_WORKERS ?= 2
 
 .PHONY: help
 help: ## show this help
@@ -44,7 +46,7 @@ e2e: deps ## only the end-to-end suite (through Envoy; E2E_GATEWAY_URL=… targe
 
 .PHONY: test
 test: deps lint typecheck ## run the whole suite (lint, types, generated-code staleness, tests)
-	$(VENV_BIN)/pytest $(PYTEST_ARGS)
+	$(VENV_BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: deps ## measure sends/s, latency, fan-out vs the peers, and a policy's TTL change of 100k messages

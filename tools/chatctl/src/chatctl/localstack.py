@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import shutil
 import signal
@@ -341,10 +342,17 @@ class RedisCluster:
         raise StackError(f"Redis Cluster on {self.nodes_csv} not healthy after {timeout:.0f} s")
 
     def _replicas_synced(self) -> bool:
+        """Every replica streams from its primary, and every primary counts enough of them
+        in sync to take writes (min-replicas-to-write: a replica counts only once the primary
+        has its first acknowledgement, a moment after the replica says it is up)."""
         for port in self.live_ports():
             info = self.cli(port, "info", "replication")
             if "role:slave" in info and "master_link_status:up" not in info:
                 return False
+            if "role:master" in info and "connected_slaves:0" not in info:
+                good = re.search(r"min_slaves_good_slaves:(\d+)", info)
+                if good is not None and int(good.group(1)) < self.min_replicas_to_write:
+                    return False
         return True
 
     def live_ports(self) -> list[int]:

@@ -46,16 +46,22 @@ def npm_ci(directory: Path, package: str) -> None:
     """Install `directory`'s locked node packages once (`npm ci`), unless `package` is there.
     Fails the test with a clear message where node or npm is missing (`make deps` installs
     them)."""
+    import fcntl
+
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("node and npm are required: `make deps` installs them (Debian nodejs npm)")
-    if (directory / "node_modules" / package).is_dir():
-        return
-    subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=directory,
-        check=True,
-        timeout=300,
-    )
+    # Test workers (pytest -n) may want the same folder at once: one installs, the others
+    # wait for it and find the package there.
+    with (directory / ".npm-ci.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (directory / "node_modules" / package).is_dir():
+            return
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=directory,
+            check=True,
+            timeout=300,
+        )
 
 
 async def run_node(
@@ -82,6 +88,16 @@ async def run_node(
         raise
     assert process.returncode == 0, f"{script.name} exited {process.returncode}:\n{stderr.decode()}"
     return stdout.decode()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For `pytest -n N --dist loadgroup` (make test): a worker takes a whole file at a time,
+    so its module fixtures are made once, and the whole e2e suite, which shares one running
+    stack (session fixtures), stays on one worker."""
+    for item in items:
+        path = item.path
+        group = "e2e" if "e2e" in path.parts else str(path)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
