@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import grpc
 import pytest
@@ -160,6 +161,20 @@ async def test_failover_of_the_course_primary_loses_no_acknowledged_message(
         await server.stop()
 
 
+async def cut_off_as_slow(slow: grpc.aio.UnaryStreamCall, server: Any) -> None:
+    """Reading on, the stream ends UNAVAILABLE (resume with after_message_id), counted."""
+
+    async def read_to_the_end() -> None:
+        while True:
+            await slow.read()
+
+    with pytest.raises(grpc.aio.AioRpcError) as cut:
+        await asyncio.wait_for(read_to_the_end(), 20)
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "fell behind" in (cut.value.details() or "")
+    assert server.metrics.slow_consumers._value.get() == 1
+
+
 async def test_slow_consumer_is_cut_off_while_a_fast_one_keeps_up(
     chat_settings_factory, make_token, course_id
 ):
@@ -185,16 +200,7 @@ async def test_slow_consumer_is_cut_off_while_a_fast_one_keeps_up(
         ]
         await fast.has_ids(sent)
         assert_chain(fast.messages)
-
-        async def read_to_the_end() -> None:
-            while True:
-                await slow.read()
-
-        with pytest.raises(grpc.aio.AioRpcError) as cut:
-            await asyncio.wait_for(read_to_the_end(), 20)
-        assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "fell behind" in (cut.value.details() or "")
-        assert server.metrics.slow_consumers._value.get() == 1
+        await cut_off_as_slow(slow, server)
     finally:
         await fast.close()
         slow.cancel()
@@ -226,16 +232,7 @@ async def test_a_slow_stream_is_cut_off_by_the_bytes_it_holds(
         assert (await slow.read()).message_id == probe.message.message_id
         for i in range(150):  # 16 KB each: 2.4 MB, far more than a stopped reader's windows
             await client.send(course_id, f"{i} " + "😀" * 3990)
-
-        async def read_to_the_end() -> None:
-            while True:
-                await slow.read()
-
-        with pytest.raises(grpc.aio.AioRpcError) as cut:
-            await asyncio.wait_for(read_to_the_end(), 20)
-        assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "fell behind" in (cut.value.details() or "")
-        assert server.metrics.slow_consumers._value.get() == 1
+        await cut_off_as_slow(slow, server)
     finally:
         slow.cancel()
         await client.close()

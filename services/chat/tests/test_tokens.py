@@ -3,7 +3,6 @@ must end when its token does, however quiet the course is."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,25 +10,16 @@ import grpc
 import pytest
 
 from chatctl.client import ChatClient
-from chatctl.testing import Collector, SigningKey, jwks_of
+from chatctl.testing import Collector
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 
 
-@pytest.fixture(scope="module")
-def ec_key() -> SigningKey:
-    return SigningKey.generate("ec-1", "ES256")
-
-
 @pytest.fixture
-async def jwks_chat_server(
-    chat_settings_factory, tmp_path, signing_key, ec_key
-) -> AsyncIterator[Any]:
+async def jwks_chat_server(chat_settings_factory, jwks_file) -> AsyncIterator[Any]:
     """A chat server that verifies with a JWKS (an RSA and an EC key) instead of HS256."""
     from nextcampus_chat.server import build_server
 
-    jwks_file = tmp_path / "jwks.json"
-    jwks_file.write_text(json.dumps(jwks_of(signing_key, ec_key)))
     server = build_server(chat_settings_factory(jwt_secret=None, jwt_jwks_file=jwks_file))
     await server.start()
     yield server

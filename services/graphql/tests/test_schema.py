@@ -83,3 +83,41 @@ async def test_resolvers_run_without_a_web_server(chat_server, make_token, jwt_s
         assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     finally:
         await chat.close()
+
+
+async def test_a_transport_limit_is_internal_and_the_rate_limit_is_rate_limited(
+    chat_server, make_token, cluster_client, course_id
+):
+    """gRPC's RESOURCE_EXHAUSTED means two things: the chat's rate limit (with retry-after-ms:
+    RATE_LIMITED, wait and retry) and a message over a transport limit (a bug of ours, no
+    use waiting: INTERNAL)."""
+    import grpc
+    import pytest
+
+    from nextcampus_common.keys import CourseKeys
+    from nextcampus_graphql.errors import Code, from_grpc
+
+    token = make_token("alice", [course_id])
+    target = f"ipv4:127.0.0.1:{chat_server.port}"
+    sender = ChatApi(target, max_attempts=1)
+    tiny = ChatApi(target, options=[("grpc.max_receive_message_length", 1024)])
+    try:
+        await sender.send(token, course_id, "x" * 2000)
+        with pytest.raises(grpc.aio.AioRpcError) as too_large:
+            await tiny.history(token, course_id, limit=10)
+        assert too_large.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert from_grpc(too_large.value).code is Code.INTERNAL
+
+        cluster_client.hset(
+            CourseKeys(course_id).policy,
+            mapping={"rate_limit_messages": 1, "rate_limit_seconds": 3600},
+        )
+        await sender.send(token, course_id, "the one allowed this hour")
+        with pytest.raises(grpc.aio.AioRpcError) as limited:
+            await sender.send(token, course_id, "one too many")
+        error = from_grpc(limited.value)
+        assert error.code is Code.RATE_LIMITED
+        assert error.extensions["retryAfterMs"] > 0
+    finally:
+        await sender.close()
+        await tiny.close()

@@ -4,30 +4,20 @@ URL that is slow to answer never stalls the process."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from chatctl.testing import GraphqlServer, SigningKey, jwks_of, start_graphql_server
+from chatctl.testing import GraphqlServer, start_graphql_server
 from nextcampus_graphql.connection import LEGACY_WS, TRANSPORT_WS
 
 ME = {"query": "{ me { userId } }"}
 
 
-@pytest.fixture(scope="module")
-def ec_key() -> SigningKey:
-    return SigningKey.generate("ec-1", "ES256")
-
-
 @pytest.fixture
-async def jwks_file_server(
-    graphql_settings_factory, tmp_path, signing_key, ec_key
-) -> AsyncIterator[GraphqlServer]:
-    jwks_file = tmp_path / "jwks.json"
-    jwks_file.write_text(json.dumps(jwks_of(signing_key, ec_key)))
+async def jwks_file_server(graphql_settings_factory, jwks_file) -> AsyncIterator[GraphqlServer]:
     server = await start_graphql_server(
         graphql_settings_factory(jwt_secret=None, jwt_jwks_file=jwks_file)
     )

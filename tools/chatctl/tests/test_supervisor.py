@@ -10,6 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import redis
+
 from chatctl.localstack import ManagedProcess, RedisCluster
 from chatctl.supervisor import Backoff, RedisNodeUnit, ServiceUnit, Supervisor
 
@@ -93,9 +95,11 @@ def test_a_crash_looping_process_is_restarted_later_each_time_until_it_stays_up(
 def test_a_killed_redis_primary_comes_back_as_a_replica(own_redis_cluster: RedisCluster):
     cluster = own_redis_cluster
     primary = cluster.primary_port_for("course:{supervised}:seq")
-    cluster.cli(primary, "set", "course:{supervised}:seq", "7")
-    # On the replica before the kill: what the test reads back is the replica's copy.
-    assert cluster.cli(primary, "wait", "1", "10000").strip() == "1"
+    # On the replica before the kill (WAIT on the connection that wrote it): what the test
+    # reads back later is the replica's copy.
+    with redis.Redis(port=primary) as client:
+        client.set("course:{supervised}:seq", "7")
+        assert client.execute_command("WAIT", 1, 10_000) == 1
     said: list[str] = []
     supervisor = Supervisor([RedisNodeUnit(cluster, port) for port in cluster.ports], said.append)
     cluster.kill_node(primary)

@@ -60,9 +60,10 @@ class ChatApi:
         self.channel = grpc.aio.insecure_channel(
             target,
             options=[
+                # The caller's first: of two values for one option, gRPC takes the first.
+                *(options or []),
                 ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
                 ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
-                *(options or []),
                 ("grpc.service_config", service_config(max_attempts)),
                 ("grpc.enable_retries", 1),
                 # Notice a chat pod that vanished without closing its connections.

@@ -67,9 +67,21 @@ REDIS_PORT_RANGE = (11_000, 9_000)
 SERVICE_PORT_RANGE = (30_000, 2_700)
 
 
+def _share_of_range(start: int, span: int) -> tuple[int, int]:
+    """The part of a port range this process draws from. Test workers (`pytest -n`, which
+    names each in PYTEST_XDIST_WORKER) start clusters at the same moments: a port one finds
+    free could be taken by the other before its server binds it, so each gets its own part."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or workers < 2:
+        return start, span
+    share = span // workers
+    return start + int(worker[2:]) % workers * share, share
+
+
 def free_ports(count: int, *, with_bus: bool = False) -> list[int]:
     """`count` free loopback ports (Redis nodes, each with port+10000 free, when `with_bus`)."""
-    start, span = REDIS_PORT_RANGE if with_bus else SERVICE_PORT_RANGE
+    start, span = _share_of_range(*(REDIS_PORT_RANGE if with_bus else SERVICE_PORT_RANGE))
     found: list[int] = []
     # Spread concurrent callers (parallel test sessions) over the range.
     offset = (os.getpid() * 7919 + time.monotonic_ns() // 1000) % span

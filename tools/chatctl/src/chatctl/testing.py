@@ -619,6 +619,22 @@ def signing_key() -> SigningKey:
     return SigningKey.generate("rsa-1", "RS256")
 
 
+@pytest.fixture(scope="session")
+def ec_key() -> SigningKey:
+    """A second key of the identity provider, of another algorithm (ES256)."""
+    return SigningKey.generate("ec-1", "ES256")
+
+
+@pytest.fixture
+def jwks_file(tmp_path: Path, signing_key: SigningKey, ec_key: SigningKey) -> Path:
+    """A JWKS file with both keys, for a server that verifies with NEXTCAMPUS_JWT_JWKS_FILE."""
+    import json
+
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(jwks_of(signing_key, ec_key)))
+    return path
+
+
 @pytest.fixture
 def jwks_server(signing_key: SigningKey) -> Iterator[JwksServer]:
     """A JWKS URL serving `signing_key`; a test may change `jwks_server.jwks`."""
