@@ -46,7 +46,7 @@ e2e: deps ## only the end-to-end suite (through Envoy; E2E_GATEWAY_URL=… targe
 
 .PHONY: test
 test: deps lint typecheck ## run the whole suite (lint, types, generated-code staleness, tests)
-	$(VENV_BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(VENV_BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: deps ## measure sends/s, latency, fan-out vs the peers, and a policy's TTL change of 100k messages

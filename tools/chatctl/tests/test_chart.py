@@ -342,7 +342,7 @@ def test_durability_is_one_choice_for_chat_the_operator_and_the_nodes(
         env = env_of(objects, service)
         assert env["NEXTCAMPUS_REDIS_MIN_REPLICAS"] == min_replicas, service
         assert env["NEXTCAMPUS_REDIS_WITHOUT_REPLICAS"] == without, service
-        assert env["NEXTCAMPUS_REDIS_WAIT_TIMEOUT_MS"] == "250", service
+        assert env["NEXTCAMPUS_REDIS_WAIT_TIMEOUT_MS"] == "1000", service
     node = redis_node_env(objects)
     assert node["MIN_REPLICAS_TO_WRITE"] == nodes_refuse_below
     assert node["MIN_REPLICAS_MAX_LAG"] == "5"

@@ -67,8 +67,11 @@ class RedisSettings(BaseSettings):
         description="replicas that must hold a write before it is acknowledged; empty: 1 when "
         "the cluster has replicas, else 0",
     )
+    # A replica confirms within a millisecond when it is well; the wait runs long only when
+    # it is not (paused, partitioned, starved of CPU), and a send refused then is retried by
+    # its client anyway: long enough to ride out a stall, short enough to answer promptly.
     redis_wait_timeout_ms: int = Field(
-        default=250,
+        default=1000,
         ge=1,
         description="longest wait for those replicas; past it the write is refused as "
         "UNAVAILABLE (retry with the same client message id)",
