@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
-from chatctl.localstack import RedisCluster, free_ports
+import pytest
+
+from chatctl.localstack import ManagedProcess, RedisCluster, free_ports
 
 
 def test_persist_keeps_the_cluster_and_its_data_across_restarts(tmp_path: Path):
@@ -41,3 +48,35 @@ def test_without_persist_every_start_is_a_fresh_cluster(tmp_path: Path):
             assert cluster.cli(owner, "incr", "course:{fresh}:seq").strip() == "1"
         finally:
             cluster.stop()
+
+
+def test_a_process_started_from_a_thread_that_ends_lives_on(tmp_path: Path):
+    """The parent-death signal follows the THREAD that started a process: a server restarted
+    from `asyncio.to_thread` (whose thread ends with its event loop) must live on, or a
+    restarted Redis replica dies with the test that restarted it."""
+    sleeper = ManagedProcess(
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        {},
+        tmp_path / "sleeper.log",
+    )
+
+    def start_and_leave() -> None:
+        sleeper.start()
+        # Leave only once setpriv has set the signal and exec'd the command: a parent-death
+        # signal set after its thread ended would never fire.
+        assert sleeper.process is not None
+        deadline = time.monotonic() + 10
+        exe = f"/proc/{sleeper.process.pid}/exe"
+        while os.path.realpath(exe).endswith("setpriv") and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    starter = threading.Thread(target=start_and_leave)
+    starter.start()
+    starter.join()
+    try:
+        assert sleeper.process is not None
+        with pytest.raises(subprocess.TimeoutExpired):
+            sleeper.process.wait(timeout=3)  # not killed with the thread that started it
+    finally:
+        sleeper.stop()

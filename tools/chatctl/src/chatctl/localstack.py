@@ -6,6 +6,7 @@ Every process is started in its own session and stopped by its PID (SIGTERM, the
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CLUSTER_BUS_OFFSET = 10_000
 
@@ -31,6 +33,22 @@ def dies_with_parent(argv: list[str]) -> list[str]:
     if setpriv is None or sys.platform != "linux":
         return argv
     return [setpriv, "--pdeathsig", "KILL", "--", *argv]
+
+
+# The parent-death signal fires when the THREAD that started a process ends, not the program:
+# a server started from a short-lived thread (`asyncio.to_thread`, whose executor ends with
+# its event loop) would be killed with that thread. Every server of the local stack is
+# started from this one thread instead, which lives as long as the program.
+_STARTER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="starter")
+
+
+def start_process(argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
+    """`argv` started as `dies_with_parent` says, from the long-lived starter thread."""
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(dies_with_parent(argv), **popen_kwargs)
+
+    return _STARTER.submit(start).result()
 
 
 class StackError(RuntimeError):
@@ -139,8 +157,8 @@ class ManagedProcess:
         # Only output from this start counts for readiness (the log may hold older runs).
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                dies_with_parent(self.argv),
+            self.process = start_process(
+                self.argv,
                 env={**os.environ, **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -272,8 +290,8 @@ class RedisCluster:
 
     def launch_node(self, port: int) -> None:
         """Start the node of `port` without waiting for it."""
-        self.processes[port] = subprocess.Popen(
-            dies_with_parent(self._argv(port)),
+        self.processes[port] = start_process(
+            self._argv(port),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
