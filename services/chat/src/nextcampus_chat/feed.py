@@ -43,6 +43,8 @@ RECENT_MESSAGES = 1000
 RETRACTED_IDS_KEPT = 10_000
 # How long a retraction keeps trying to be recorded while its shard has no replica.
 RETRACTION_RETRY_SECONDS = 120.0
+# How long closing a node's subscription waits for its reader at each step.
+READER_STOP_SECONDS = 1.0
 
 
 class Subscription:
@@ -441,12 +443,21 @@ class FeedHub:
     async def _close_node(self, subscriber: NodeSubscriber) -> None:
         if self._nodes.get(subscriber.name) is subscriber:
             del self._nodes[subscriber.name]
-        if subscriber.reader is not None and subscriber.reader is not asyncio.current_task():
-            subscriber.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *RETRYABLE_ERRORS):
-                await subscriber.reader
+        reader = subscriber.reader
+        if reader is asyncio.current_task():
+            reader = None
+        if reader is not None:
+            reader.cancel()
+            # redis-py's read can miss a cancellation (seen when another one raced it) and go
+            # on waiting for a message that may never come: closing the connection under it
+            # ends the read for sure, so a shutdown never hangs on a quiet channel.
+            await asyncio.wait({reader}, timeout=READER_STOP_SECONDS)
         with contextlib.suppress(*RETRYABLE_ERRORS):
             await subscriber.pubsub.aclose()  # type: ignore[no-untyped-call]
+        if reader is not None and not reader.done():
+            await asyncio.wait({reader}, timeout=READER_STOP_SECONDS)
+            if not reader.done():
+                log.error("a subscription reader did not stop", node=subscriber.name)
 
     async def _read(self, subscriber: NodeSubscriber) -> None:
         try:
