@@ -60,11 +60,11 @@ bench-fanout: deps ## GraphQL fan-out vs the peers (FANOUT_ARGS="--gateway --no-
 
 .PHONY: chart-check
 chart-check: deps ## the Helm chart: lint, render every ci/ value set, validate objects, Envoy config, alerts, dashboards
-	$(VENV_BIN)/pytest -p no:cacheprovider tools/chatctl/tests/test_chart.py tools/chatctl/tests/test_monitoring_files.py $(PYTEST_ARGS)
+	$(VENV_BIN)/pytest -p no:cacheprovider charts/nextcampus-chat/tests $(PYTEST_ARGS)
 
 .PHONY: chart-schema
 chart-schema: deps ## regenerate the settings parts of the chart's values.schema.json from the settings classes
-	$(VENV_BIN)/python -m chatctl.chart_schema
+	$(VENV_BIN)/python tools/gen_chart_schema.py
 
 .PHONY: images
 images: ## build the chat, graphql and operator images (needs a Docker engine)

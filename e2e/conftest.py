@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chatctl.topology import DEV_JWT_SECRET, Topology
+from devstack.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
 
 GATEWAY_URL_ENV = "NEXTCAMPUS_E2E_GATEWAY_URL"

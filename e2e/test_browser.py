@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from chatctl.policies import PolicyDocument, problems
-from chatctl.policies import run as apply_policies
-from chatctl.testing import npm_ci, run_node
-from chatctl.topology import Topology
+from devstack.policies import PolicyDocument
+from devstack.policies import run as apply_policies
+from devstack.topology import Topology
 from e2e.clients import GraphqlHttp
 from nextcampus_common.chat_api import ChatApi
 from nextcampus_common.keys import CourseKeys
+from nextcampus_policy.crd import problems
 from nextcampus_policy.spec import API_VERSION, KIND
+from testing.plugin import npm_ci, run_node
 
 if TYPE_CHECKING:
     from e2e.conftest import Gateway

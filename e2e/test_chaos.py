@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from chatctl.scrape import scrape
-from chatctl.topology import Topology
+from devstack.scrape import scrape
+from devstack.topology import Topology
 from e2e.clients import (
     GraphqlHttp,
     ReliableSender,

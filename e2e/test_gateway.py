@@ -27,14 +27,14 @@ import aiohttp
 import grpc
 import pytest
 
-from chatctl.gateway import UNLIMITED_BUDGET, ClientBudget
-from chatctl.localstack import free_ports
-from chatctl.scrape import scrape
-from chatctl.testing import Collector, WsSubscriber, established
-from chatctl.topology import Topology
+from devstack.gateway import UNLIMITED_BUDGET, ClientBudget
+from devstack.processes import free_ports
+from devstack.scrape import scrape
+from devstack.topology import Topology
 from nextcampus_common.auth import issue_token
 from nextcampus_common.chat_api import ChatApi
 from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
+from testing.plugin import Collector, WsSubscriber, established
 
 if TYPE_CHECKING:
     from e2e.conftest import Gateway

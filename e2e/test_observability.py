@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from chatctl.gateway import render_chart
-from chatctl.localstack import ManagedProcess, free_ports
-from chatctl.monitoring import chart_expressions, exported_names, metric_names
-from chatctl.scrape import fetch
-from chatctl.topology import Topology
+from devstack.gateway import render_chart
+from devstack.processes import ManagedProcess, free_ports
+from devstack.scrape import fetch
+from devstack.topology import Topology
 from e2e.clients import GraphqlHttp, ResumingSubscriber
+from testing.monitoring import chart_expressions, exported_names, metric_names
 
 if TYPE_CHECKING:
     from e2e.conftest import Gateway

@@ -18,7 +18,7 @@ import pytest
 import redis
 import yaml
 
-from chatctl.topology import Topology
+from devstack.topology import Topology
 from e2e.clients import GraphqlHttp
 from nextcampus_common.keys import CourseKeys
 

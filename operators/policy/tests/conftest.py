@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from chatctl.localstack import RedisCluster
+from devstack.redis_cluster import RedisCluster
 from nextcampus_common.redis_cluster import ClusterClient
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.reconcile import PolicyReconciler

@@ -18,10 +18,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from chatctl.policies import CRD_FILE, crd, load, problems
+from devstack.paths import chart
+from devstack.policies import load
+from nextcampus_policy.crd import crd, problems
 from nextcampus_policy.reconcile import Outcome, status_for
 from nextcampus_policy.spec import API_VERSION, GROUP, KIND, PLURAL, InvalidSpec, Reason, parse_spec
 
+CRD_FILE = chart() / "files" / "crds" / "coursechatpolicies.chat.nextcampus.io.yaml"
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "policies"
 
 

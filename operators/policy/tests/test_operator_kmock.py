@@ -3,7 +3,7 @@ nextcampus_policy` runs) against kmock, and the real Redis Cluster behind it.
 
 kmock stands in for the Kubernetes API server, which cannot run here: an emulated API
 (`kmock.KubernetesEmulator`) that stores objects, serves lists and watch streams, honours
-finalizers and merges patches (status included). The `kube` fixture (chatctl.testing) adds
+finalizers and merges patches (status included). The `kube` fixture (testing.plugin) adds
 the little of the API server's bookkeeping the operator relies on: uid, creation time and
 generation 1 on create, `generateName` (kopf names its Events that way), and a generation
 bump on every spec change. No admission or schema validation runs there (test_crd.py
@@ -24,14 +24,15 @@ from typing import Any
 import aiohttp
 import kmock
 
-from chatctl.localstack import RedisCluster, dies_with_parent, free_ports
-from chatctl.testing import KUBE_NAMESPACE, POLICY_RESOURCE
+from devstack.processes import dies_with_parent, free_ports
+from devstack.redis_cluster import RedisCluster
 from nextcampus_common.keys import CourseKeys
 from nextcampus_policy.__main__ import run_operator
 from nextcampus_policy.handlers import FINALIZER
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.settings import PolicyOperatorSettings
 from nextcampus_policy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from testing.plugin import KUBE_NAMESPACE, POLICY_RESOURCE
 
 RESOURCE = POLICY_RESOURCE
 NAMESPACE = KUBE_NAMESPACE

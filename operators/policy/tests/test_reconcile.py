@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from chatctl.client import ChatClient
+from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.redis_cluster import ClusterClient
 from nextcampus_policy.metrics import OperatorMetrics

@@ -7,8 +7,8 @@ import time
 import grpc
 import pytest
 
-from chatctl.client import ChatClient
 from nextcampus_common.auth import issue_token
+from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.proto.chat.v1 import chat_pb2
 

@@ -16,12 +16,13 @@ import grpc
 import pytest
 import redis
 
-from chatctl.client import ChatClient
-from chatctl.localstack import RedisCluster, StackError
-from chatctl.testing import Collector, assert_chain, established
+from devstack.processes import StackError
+from devstack.redis_cluster import RedisCluster
+from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
 from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, SendMessageResponse
+from testing.plugin import Collector, assert_chain, established
 
 WITHIN_SECONDS = 60.0
 

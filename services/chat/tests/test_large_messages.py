@@ -10,9 +10,9 @@ import asyncio
 import aiohttp
 import pytest
 
-from chatctl.client import ChatClient
-from chatctl.testing import Collector
+from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
+from testing.plugin import Collector
 
 MAX_LENGTH = 16_000  # the CRD's largest maxMessageLength
 COUNT = 70

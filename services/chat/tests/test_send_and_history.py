@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from chatctl.testing import assert_chain
 from nextcampus_common.keys import CourseKeys
+from testing.plugin import assert_chain
 
 
 async def test_send_then_get_and_list(client_for, course_id, redis_cluster):

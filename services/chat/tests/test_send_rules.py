@@ -6,11 +6,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from chatctl.client import ChatClient
-from chatctl.testing import Collector, established
 from nextcampus_chat.server import build_server
+from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
+from testing.plugin import Collector, established
 
 
 async def test_a_retried_send_returns_the_original_message(client_for, course_id, cluster_client):

@@ -10,9 +10,9 @@ import grpc
 import pytest
 import redis
 
-from chatctl.client import ChatClient, stream_live_after
-from chatctl.testing import Collector, assert_chain, established
+from nextcampus_common.chat_api import ChatClient, stream_live_after
 from nextcampus_common.keys import CourseKeys
+from testing.plugin import Collector, assert_chain, established
 
 
 async def test_stream_on_one_process_gets_what_another_accepts(topology, make_token, course_id):

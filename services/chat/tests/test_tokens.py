@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 import pytest
 
-from chatctl.client import ChatClient
-from chatctl.testing import Collector
+from nextcampus_common.chat_api import ChatClient
+from testing.plugin import Collector
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 

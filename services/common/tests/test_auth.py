@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from chatctl.testing import JwksServer, SigningKey, jwks_of
 from nextcampus_common.auth import AuthError, TokenVerifier, bearer_token, issue_token
 from nextcampus_common.settings import JwtSettings
+from testing.plugin import JwksServer, SigningKey, jwks_of
 
 SECRET = "s" * 40
 

@@ -9,8 +9,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from chatctl.scrape import scrape
-from chatctl.testing import WsSubscriber, assert_chain
+from devstack.scrape import scrape
+from testing.plugin import WsSubscriber, assert_chain
 
 SEND = "mutation($c: ID!, $t: String!, $k: ID) { sendMessage(courseId: $c, content: $t, clientMessageId: $k) { messageId } }"
 

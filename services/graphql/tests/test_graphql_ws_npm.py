@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chatctl.testing import npm_ci, run_node
+from testing.plugin import npm_ci, run_node
 
 JS = Path(__file__).parent / "js"
 

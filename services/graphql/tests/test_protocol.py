@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chatctl.testing import (
+from nextcampus_graphql.connection import LEGACY_WS, TRANSPORT_WS
+from testing.plugin import (
     WsSubscriber,
     close_code,
     next_json,
@@ -20,7 +21,6 @@ from chatctl.testing import (
     start_graphql_server,
     still_serving,
 )
-from nextcampus_graphql.connection import LEGACY_WS, TRANSPORT_WS
 
 ADDED = "subscription($c: ID!) { messageAdded(courseId: $c) { messageId content } }"
 

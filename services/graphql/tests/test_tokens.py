@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chatctl.testing import GraphqlServer, start_graphql_server
 from nextcampus_graphql.connection import LEGACY_WS, TRANSPORT_WS
+from testing.plugin import GraphqlServer, start_graphql_server
 
 ME = {"query": "{ me { userId } }"}
 

@@ -21,10 +21,10 @@ from typing import IO
 
 import pytest
 
-from chatctl.client import ChatClient
-from chatctl.localstack import port_is_free, stop_process
-from chatctl.topology import DEV_JWT_SECRET
+from devstack.processes import port_is_free, stop_process
+from devstack.topology import DEV_JWT_SECRET
 from nextcampus_common.auth import TokenVerifier, issue_token
+from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.settings import JwtSettings
 

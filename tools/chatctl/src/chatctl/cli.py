@@ -12,11 +12,11 @@ import grpc
 import typer
 from rich.console import Console
 
-from chatctl.client import ChatClient
-from chatctl.localstack import StackError
-from chatctl.supervisor import Supervisor, units_of
-from chatctl.topology import DEV_JWT_SECRET, Topology
+from devstack.processes import StackError
+from devstack.supervisor import Supervisor, units_of
+from devstack.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
+from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.content import shown_on_terminal
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -83,7 +83,7 @@ def jwks(secret: SecretOption = DEV_JWT_SECRET) -> None:
     verifies tokens with it)."""
     import json
 
-    from chatctl.gateway import hs256_jwks
+    from devstack.gateway import hs256_jwks
 
     print(json.dumps(hs256_jwks(secret)))
 
@@ -244,7 +244,7 @@ RedisOption = Annotated[
 
 
 def _policies(files: list[Path], redis: str, *, delete: bool) -> None:
-    from chatctl.policies import PolicyFileError, load_all, report, run
+    from devstack.policies import PolicyFileError, load_all, report, run
 
     try:
         documents = load_all(files)
@@ -313,7 +313,7 @@ def bench(
     import shlex
     import sys
 
-    from chatctl.bench import BenchError, BenchOptions, parse_int_list, parse_scenarios, run_bench
+    from bench.chat import BenchError, BenchOptions, parse_int_list, parse_scenarios, run_bench
 
     try:
         options = BenchOptions(
@@ -360,8 +360,8 @@ def bench_retime(
     re-timing through the course index), on a local Redis Cluster."""
     import sys
 
-    from chatctl.bench import BenchError, parse_int_list
-    from chatctl.retime_bench import run_retime_bench
+    from bench.chat import BenchError, parse_int_list
+    from bench.retime import run_retime_bench
 
     try:
         sizes = list(parse_int_list(batch_sizes))
@@ -428,7 +428,7 @@ def bench_fanout(
     import shlex
     import sys
 
-    from chatctl.fanout_bench import (
+    from bench.fanout import (
         FanoutBenchError,
         FanoutOptions,
         HarnessMissing,

@@ -2,12 +2,13 @@
 settings classes, so that a key a pod would not accept (a typo, a removed field, a wrong
 type) is refused by `helm install` itself.
 
-`python -m chatctl.chart_schema` rewrites them (`make chart-schema`); `make test` fails
-when the committed schema differs from a fresh generation.
+`python tools/gen_chart_schema.py` rewrites them (`make chart-schema`); with `--check` it
+fails when the committed schema differs from a fresh generation (a chart test runs that).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -15,12 +16,12 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from chatctl.gateway import CHART
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_graphql.settings import GraphqlSettings
 from nextcampus_policy.settings import PolicyOperatorSettings
 
-SCHEMA_FILE = CHART / "values.schema.json"
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_FILE = ROOT / "charts" / "nextcampus-chat" / "values.schema.json"
 
 # Fields the chart derives from its other values (ports its probes and Services use, the
 # Redis nodes and JWT secret it wires, the policy defaults it gives chat and operator alike,
@@ -84,12 +85,18 @@ def render(schema: dict[str, Any]) -> str:
 
 
 def main(path: Path = SCHEMA_FILE) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail when the schema is stale")
+    args = parser.parse_args()
     fresh = render(regenerated(json.loads(path.read_text())))
-    if path.read_text() != fresh:
-        path.write_text(fresh)
-        print(f"rewrote the generated parts of {path}")
-    else:
+    if path.read_text() == fresh:
         print(f"{path} is up to date")
+        return 0
+    if args.check:
+        print(f"{path} is stale: run `make chart-schema`")
+        return 1
+    path.write_text(fresh)
+    print(f"rewrote the generated parts of {path}")
     return 0
 
 

@@ -49,9 +49,9 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
-from chatctl.localstack import stop_process
-from chatctl.scrape import scrape
-from chatctl.topology import Topology
+from devstack.processes import stop_process
+from devstack.scrape import scrape
+from devstack.topology import Topology
 from nextcampus_common.auth import issue_token
 from nextcampus_common.chat_api import stream_live_after
 from nextcampus_common.metadata import AUTHORIZATION

@@ -20,11 +20,10 @@ from typing import Any
 
 import yaml
 
-from chatctl.binaries import envoy_binary, helm_binary
-from chatctl.localstack import ManagedProcess, StackError
+from devstack import paths
+from devstack.binaries import envoy_binary, helm_binary
+from devstack.processes import ManagedProcess, StackError
 
-REPOSITORY = Path(__file__).resolve().parents[4]
-CHART = REPOSITORY / "charts" / "nextcampus-chat"
 GATEWAY_CONFIGMAP = "templates/gateway/configmap.yaml"
 ENVOY_CONFIG_KEY = "envoy.yaml"
 
@@ -36,11 +35,17 @@ def hs256_jwks(secret: str) -> dict[str, Any]:
 
 
 def render_chart(
-    values: Mapping[str, Any], *, show_only: str, chart: Path = CHART, release: str = "local"
+    values: Mapping[str, Any],
+    *,
+    show_only: str,
+    chart: Path | None = None,
+    release: str = "local",
 ) -> list[dict[str, Any]]:
-    """`helm template` of one chart template with `values`; the rendered objects."""
+    """`helm template` of one chart template with `values` (the checkout's chart unless
+    `chart` says otherwise); the rendered objects."""
+    folder = chart or paths.chart()
     result = subprocess.run(
-        [helm_binary(), "template", release, str(chart), "--show-only", show_only, "-f", "-"],
+        [helm_binary(), "template", release, str(folder), "--show-only", show_only, "-f", "-"],
         # JSON is YAML: helm reads the values from stdin.
         input=json.dumps(values),
         capture_output=True,
@@ -53,7 +58,7 @@ def render_chart(
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def render_envoy_config(values: Mapping[str, Any], *, chart: Path = CHART) -> str:
+def render_envoy_config(values: Mapping[str, Any], *, chart: Path | None = None) -> str:
     """The Envoy config the chart's gateway ConfigMap carries for these values."""
     (configmap,) = render_chart(values, show_only=GATEWAY_CONFIGMAP, chart=chart)
     config: str = configmap["data"][ENVOY_CONFIG_KEY]

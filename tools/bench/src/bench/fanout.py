@@ -15,7 +15,7 @@ The harness is not part of this repository: `--harness`, `$NEXTCAMPUS_BENCH_HARN
 Our side is the local topology on free ports (Redis Cluster of 6, 2 chat and 2 GraphQL
 processes, rate limit off) with one token for every course the generator uses. Before each
 scenario and each sweep step the cluster's primaries are FLUSHALLed
-(`python -m chatctl.fanout_bench flush`, which also waits, bounded, for a quiet machine); our
+(`python -m bench.fanout flush`, which also waits, bounded, for a quiet machine); our
 chat and GraphQL processes are fresh for every run (`--runs`), not for every scenario and
 sweep step as the peers' are. The peers run afterwards, with our stack stopped, through the
 harness's `run-peers.sh` (its own install, Redis, restarts and PID handling).
@@ -53,7 +53,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from chatctl.bench import (
+from bench.chat import (
     CLOCK_TICKS,
     CpuWindow,
     format_ms,
@@ -61,10 +61,10 @@ from chatctl.bench import (
     machine_info,
     sigint_ignored,
 )
-from chatctl.gateway import UNLIMITED_BUDGET
-from chatctl.localstack import dies_with_parent, port_is_free, raise_open_files_limit
-from chatctl.scrape import scrape
-from chatctl.topology import Topology
+from devstack.gateway import UNLIMITED_BUDGET
+from devstack.processes import dies_with_parent, port_is_free, raise_open_files_limit
+from devstack.scrape import scrape
+from devstack.topology import Topology
 from nextcampus_common.auth import issue_token
 from nextcampus_common.ids import COURSE_ID
 
@@ -359,7 +359,7 @@ def ensure_node_modules(harness: Path, progress: Console) -> None:
         raise FanoutBenchError(f"npm ci in {load} failed: {' / '.join(run.stderr[-5:])}")
 
 
-# -- Redis between steps (`python -m chatctl.fanout_bench flush`) ---------------------------
+# -- Redis between steps (`python -m bench.fanout flush`) ---------------------------
 
 
 def cluster_primaries(port: int) -> list[int]:
@@ -410,7 +410,7 @@ def flush_command(redis_port: int, watch: str, quiet_below_pct: float, record: P
     return [
         sys.executable,
         "-m",
-        "chatctl.fanout_bench",
+        "bench.fanout",
         "flush",
         *("--redis-port", str(redis_port)),
         *("--quiet-below", f"{quiet_below_pct:g}"),
@@ -1364,12 +1364,12 @@ def run_fanout_bench(options: FanoutOptions, progress: Console, out: Console) ->
     return path
 
 
-# -- `python -m chatctl.fanout_bench flush` (sweep.js runs it before every step) -------------
+# -- `python -m bench.fanout flush` (sweep.js runs it before every step) -------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m chatctl.fanout_bench",
+        prog="python -m bench.fanout",
         description="helpers of `chatctl bench-fanout` that the harness's tools run",
     )
     commands = parser.add_subparsers(dest="command", required=True)

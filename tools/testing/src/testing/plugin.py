@@ -1,4 +1,4 @@
-"""pytest plugin of the workspace (`-p chatctl.testing`): real Redis Clusters, real chat
+"""pytest plugin of the workspace (`-p testing.plugin`): real Redis Clusters, real chat
 servers and processes, tokens. Everything started here is stopped here, by PID."""
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 import pytest
 
-from chatctl.client import ChatClient, stream_live_after
-from chatctl.localstack import RedisCluster, free_ports
-from chatctl.topology import DEV_JWT_SECRET, Topology
+from devstack.processes import free_ports
+from devstack.redis_cluster import RedisCluster
+from devstack.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
+from nextcampus_common.chat_api import ChatClient, stream_live_after
 from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, SendMessageResponse
 
 if TYPE_CHECKING:
@@ -756,7 +757,7 @@ async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     import kmock
     import yaml
 
-    from chatctl.policies import crd as read_crd
+    from nextcampus_policy.crd import crd as read_crd
 
     async with _api_server_class()() as api, kmock.Server(api):
         api.resources.load_bundled()

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from chatctl.gateway import CHART
+from devstack.paths import chart as checkout_chart
 
 DASHBOARDS_DIRECTORY = "files/dashboards"
 RULES_FILE = "files/prometheus/rules.yaml"
@@ -153,12 +153,13 @@ def rule_expressions(rules: Mapping[str, Any], source: str) -> list[Expression]:
     return found
 
 
-def dashboard_files(chart: Path = CHART) -> list[Path]:
-    return sorted((chart / DASHBOARDS_DIRECTORY).glob("*.json"))
+def dashboard_files(chart: Path | None = None) -> list[Path]:
+    return sorted(((chart or checkout_chart()) / DASHBOARDS_DIRECTORY).glob("*.json"))
 
 
-def chart_expressions(chart: Path = CHART) -> list[Expression]:
+def chart_expressions(chart: Path | None = None) -> list[Expression]:
     """Every PromQL expression the chart ships: all dashboards, then all rules."""
+    chart = chart or checkout_chart()
     found: list[Expression] = []
     for path in dashboard_files(chart):
         found.extend(dashboard_expressions(json.loads(path.read_text()), path.name))

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import yaml
 
-from chatctl.binaries import envoy_binary, helm_binary
-from chatctl.gateway import (
+from devstack.binaries import envoy_binary, helm_binary
+from devstack.gateway import (
     LocalGatewayConfig,
     StackError,
     hs256_jwks,
     render_envoy_config,
     validate_envoy_config,
 )
-from chatctl.topology import DEV_JWT_SECRET
+from devstack.topology import DEV_JWT_SECRET
 from nextcampus_graphql.settings import GraphqlSettings
 
 REMOTE_JWKS_URL = "https://login.example.edu/keys"

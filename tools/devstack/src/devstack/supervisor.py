@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from chatctl.gateway import gateway_ready
-from chatctl.localstack import ManagedProcess, RedisCluster, StackError
-from chatctl.topology import Topology
+from devstack.gateway import gateway_ready
+from devstack.processes import ManagedProcess, StackError
+from devstack.redis_cluster import RedisCluster
+from devstack.topology import Topology
 
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from chatctl.localstack import ManagedProcess, RedisCluster, free_ports
+from devstack.processes import ManagedProcess, free_ports
+from devstack.redis_cluster import RedisCluster
 
 
 def test_persist_keeps_the_cluster_and_its_data_across_restarts(tmp_path: Path):

@@ -2,7 +2,7 @@
 Grafana JSON wired to the `datasource` and `namespace` variables, the rules pass the real
 `promtool check rules` and their unit tests under `promtool test rules`, and every metric
 our own processes read is one they declare. (Envoy's and redis_exporter's names can only be
-read from the running binaries: `chatctl.monitoring.exported_names` takes their `# TYPE`
+read from the running binaries: `testing.monitoring.exported_names` takes their `# TYPE`
 lines.)"""
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ import pytest
 import yaml
 from prometheus_client.exposition import generate_latest
 
-from chatctl.gateway import CHART
-from chatctl.monitoring import (
+from devstack.paths import chart
+from nextcampus_chat.metrics import ChatMetrics
+from nextcampus_graphql.metrics import GraphqlMetrics
+from nextcampus_policy.metrics import OperatorMetrics
+from testing.monitoring import (
     RULES_FILE,
     Expression,
     chart_expressions,
@@ -29,9 +32,8 @@ from chatctl.monitoring import (
     exported_names,
     metric_names,
 )
-from nextcampus_chat.metrics import ChatMetrics
-from nextcampus_graphql.metrics import GraphqlMetrics
-from nextcampus_policy.metrics import OperatorMetrics
+
+CHART = chart()
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 NAMESPACE_MATCHER = 'namespace=~"$namespace"'

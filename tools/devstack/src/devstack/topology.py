@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chatctl.gateway import LocalGatewayConfig
-from chatctl.localstack import (
+from devstack.gateway import LocalGatewayConfig
+from devstack.processes import (
     ManagedProcess,
-    RedisCluster,
     free_ports,
     python_module,
     raise_open_files_limit,
     service_env,
     stop_all,
 )
+from devstack.redis_cluster import RedisCluster
 
 # The local stack's HS256 key. Dev only: the chart takes the real key from a Secret.
 DEV_JWT_SECRET = "nextcampus-local-development-secret-do-not-deploy"

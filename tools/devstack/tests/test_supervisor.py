@@ -12,8 +12,9 @@ from pathlib import Path
 
 import redis
 
-from chatctl.localstack import ManagedProcess, RedisCluster
-from chatctl.supervisor import Backoff, RedisNodeUnit, ServiceUnit, Supervisor
+from devstack.processes import ManagedProcess
+from devstack.redis_cluster import RedisCluster
+from devstack.supervisor import Backoff, RedisNodeUnit, ServiceUnit, Supervisor
 
 
 def test_backoff_doubles_to_its_cap_and_starts_over_after_a_long_run():

@@ -23,8 +23,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from chatctl.bench import machine_info
-from chatctl.localstack import RedisCluster, free_ports
+from bench.chat import machine_info
+from devstack.processes import free_ports
+from devstack.redis_cluster import RedisCluster
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.redis_cluster import ClusterClient
 from nextcampus_policy.reconcile import PolicyReconciler

@@ -1,0 +1,1 @@
+"""Benchmarks of Next Campus Chat (`make bench`); their report code."""

@@ -1,0 +1,1 @@
+"""Local processes of Next Campus Chat (`make up`, the tests, the benchmarks)."""
