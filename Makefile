@@ -77,9 +77,10 @@ kind-e2e: deps ## the e2e suite on a kind cluster with the chart installed (skip
 	e2e/kind/run.sh
 
 .PHONY: lint
-lint: deps ## ruff lint and format check
+lint: deps ## ruff lint and format check, and the layer contracts of .importlinter
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
+	$(VENV_BIN)/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: deps ## apply ruff fixes and formatting

@@ -4,6 +4,9 @@
   signed by `NEXTCAMPUS_E2E_JWT_SECRET`; tests that kill processes are skipped there.
 - unset: the fixture brings up the whole local topology (Redis Cluster, 2 chat, 2 GraphQL,
   Envoy) on free ports, so the suite runs beside `make up`, and stops it afterwards.
+
+Fixtures from the project's pytest plugin (`tools/testing/src/testing/plugin.py`, loaded
+through its entry point): `course_id`, `kube`; the gateway and the stack are below.
 """
 
 from __future__ import annotations

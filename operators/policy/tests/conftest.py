@@ -1,3 +1,9 @@
+"""The policy operator: reconcile against a real Redis Cluster, kopf against kmock.
+
+Fixtures from the project's pytest plugin (`tools/testing/src/testing/plugin.py`, loaded
+through its entry point): `redis_cluster`, `cluster_client`, `course_id`, `client_for`,
+`kube`."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable

@@ -1,3 +1,10 @@
+"""The GraphQL service through real clients, in front of real chat servers.
+
+Fixtures from the project's pytest plugin (`tools/testing/src/testing/plugin.py`, loaded
+through its entry point): `cluster_client`, `course_id`, `jwt_secret`, `make_token`,
+`topology`, `chat_server`, `client_for`, `graphql_settings_factory`, `graphql_server`,
+`signing_key`, `ec_key`, `jwks_file`, `jwks_server`."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
