@@ -14,6 +14,7 @@ slot map and go to the new primary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,6 +61,8 @@ STARTUP_ERRORS: tuple[type[Exception], ...] = (*RETRYABLE_ERRORS, RedisClusterEx
 NO_REPLICA_RETRY_AFTER_MS = 1000
 # How long a primary seen without replicas is treated so without asking it again.
 REPLICALESS_SECONDS = 1.0
+# How often a process that has seen no replica yet looks again (redis_min_replicas empty).
+REPLICA_DETECTION_SECONDS = 5.0
 
 
 class RedisUnavailable(Exception):
@@ -120,25 +123,44 @@ class ClusterClient:
         self.min_replicas = settings.redis_min_replicas or 0
         # Primaries last seen without any replica, until when (monotonic seconds).
         self._replicaless_until: dict[str, float] = {}
+        self._detect_again_at = 0.0
 
     async def start(self) -> None:
         deadline = time.monotonic() + self._settings.redis_retry_seconds
         while True:
             try:
                 await self.cluster.initialize()
-                if self._settings.redis_min_replicas is None:
-                    self.min_replicas = 1 if await self._cluster_has_replicas() else 0
+                await self._detect_replicas()
                 return
             except STARTUP_ERRORS as exc:
                 if time.monotonic() > deadline:
                     raise RedisUnavailable(f"Redis Cluster unreachable: {exc}") from exc
                 await asyncio.sleep(0.2)
 
+    async def _detect_replicas(self) -> None:
+        """With `redis_min_replicas` empty: 1 once the cluster has replicas. A process that
+        starts before the replicas have joined asks again (at most every few seconds) until
+        it sees one, so it does not go on acknowledging writes on the primary alone."""
+        if self._settings.redis_min_replicas is not None or self.min_replicas:
+            return
+        now = time.monotonic()
+        if now < self._detect_again_at:
+            return
+        self._detect_again_at = now + REPLICA_DETECTION_SECONDS
+        with contextlib.suppress(*STARTUP_ERRORS):
+            if await self._cluster_has_replicas():
+                self.min_replicas = 1
+
     async def _cluster_has_replicas(self) -> bool:
-        """Whether the cluster is built with replicas. Every node is asked: a replica always
-        knows it is one, while news of it may take a moment to reach the others; and CLUSTER
-        NODES lists failed nodes too (a replica that is down now still means writes should
-        wait for one)."""
+        """Whether the cluster is built with replicas: a primary streaming to a replica
+        (INFO replication, which a primary knows first), or any node known as a replica,
+        failed ones included (CLUSTER NODES: a replica that is down now still means writes
+        should wait for one)."""
+        streaming = await self.cluster.execute_command(
+            "INFO", "replication", target_nodes=RedisCluster.PRIMARIES
+        )
+        if any(int(info.get("connected_slaves", 0)) for info in streaming.values()):
+            return True
         views = await self.cluster.execute_command(
             "CLUSTER NODES", target_nodes=RedisCluster.ALL_NODES
         )
@@ -213,6 +235,8 @@ class ClusterClient:
     ) -> Any:
         """Run `script` on the primary of `keys[0]`; with `replicated`, return only once
         `min_replicas` replicas hold its writes, else raise `WriteNotDurable`."""
+        if replicated:
+            await self._detect_replicas()
         wanted = self.min_replicas if replicated else 0
 
         async def attempt() -> Any:

@@ -172,18 +172,25 @@ class RedisCluster:
         raise StackError(f"Redis Cluster on {self.nodes_csv} not healthy after {timeout:.0f} s")
 
     def _replicas_synced(self) -> bool:
-        """Every replica streams from its primary, and every primary counts enough of them
-        in sync to take writes (min-replicas-to-write: a replica counts only once the primary
-        has its first acknowledgement, a moment after the replica says it is up)."""
+        """The cluster has its shape: one replica per primary (half the nodes are replicas:
+        `--cluster create` makes them a moment after the slots are agreed), every replica
+        streams from its primary, and every primary counts enough of them in sync to take
+        writes (min-replicas-to-write counts a replica only once the primary has its first
+        acknowledgement, a moment after the replica says it is up)."""
+        replicas = 0
         for port in self.live_ports():
             info = self.cli(port, "info", "replication")
-            if "role:slave" in info and "master_link_status:up" not in info:
-                return False
-            if "role:master" in info and "connected_slaves:0" not in info:
-                good = re.search(r"min_slaves_good_slaves:(\d+)", info)
-                if good is not None and int(good.group(1)) < self.min_replicas_to_write:
+            if "role:slave" in info:
+                if "master_link_status:up" not in info:
                     return False
-        return True
+                replicas += 1
+                continue
+            good = re.search(r"min_slaves_good_slaves:(\d+)", info)
+            if "connected_slaves:0" in info or (
+                good is not None and int(good.group(1)) < self.min_replicas_to_write
+            ):
+                return False
+        return replicas == len(self.ports) // 2
 
     def live_ports(self) -> list[int]:
         return [p for p in self.ports if p in self.processes and self.processes[p].poll() is None]

@@ -1,0 +1,53 @@
+"""The Redis Cluster client against a real cluster: how many replicas a write waits for."""
+
+from __future__ import annotations
+
+from nextcampus_common.keys import CourseKeys
+from nextcampus_common.redis_cluster import ClusterClient
+from nextcampus_common.scripts import SEND
+from nextcampus_common.settings import RedisSettings
+
+
+def send_args(course_id: str) -> tuple[list[str], list[object]]:
+    keys = CourseKeys(course_id)
+    return (
+        [
+            keys.policy,
+            keys.seq,
+            keys.messages,
+            keys.events,
+            keys.client("alice", "cm-1"),
+            keys.rate("alice"),
+        ],
+        [keys.message_prefix, "alice", "hello", "cm-1", 86400, 4000, 0, 10, course_id],
+    )
+
+
+async def test_writes_wait_for_a_replica_once_the_cluster_has_one(redis_cluster, course_id):
+    """`redis_min_replicas` empty: a process sees the cluster's replicas and waits for one.
+    One that started before the replicas had joined (it saw none, so it would acknowledge
+    writes on the primary alone) looks again and from then on waits too."""
+    client = ClusterClient(RedisSettings(redis_nodes=redis_cluster.nodes))
+    await client.start()
+    try:
+        assert client.min_replicas == 1
+        # As if it had started before the replicas joined, and a while ago.
+        client.min_replicas = 0
+        client._detect_again_at = 0.0
+        keys, args = send_args(course_id)
+        reply = await client.script(SEND, keys, args, replicated=True)
+        assert reply[0] == "ok"
+        assert client.min_replicas == 1
+    finally:
+        await client.close()
+
+
+async def test_a_configured_number_is_kept(redis_cluster, course_id):
+    client = ClusterClient(RedisSettings(redis_nodes=redis_cluster.nodes, redis_min_replicas=0))
+    await client.start()
+    try:
+        keys, args = send_args(course_id)
+        await client.script(SEND, keys, args, replicated=True)
+        assert client.min_replicas == 0  # the operator said so: not second-guessed
+    finally:
+        await client.close()
