@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.processes import ManagedProcess, free_ports
+from devstack.processes import ManagedProcess, free_ports, stop_process
 from devstack.redis_cluster import RedisCluster
 
 
@@ -81,3 +81,30 @@ def test_a_process_started_from_a_thread_that_ends_lives_on(tmp_path: Path):
             sleeper.process.wait(timeout=3)  # not killed with the thread that started it
     finally:
         sleeper.stop()
+
+
+def _running(pid: int) -> bool:
+    """Still running: neither gone nor a zombie waiting to be reaped by init."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.parametrize("leader", ["waits for it", "has exited"])
+def test_stopping_a_process_group_stops_what_its_leader_started(tmp_path: Path, leader: str):
+    """A script the benchmarks run (the harness's run-peers.sh) starts servers of its own:
+    stopping it stops them too, even when the script itself is already gone."""
+    script = "sleep 60 & echo $!; " + ("wait" if leader == "waits for it" else "exit 0")
+    process = subprocess.Popen(
+        ["sh", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert process.stdout is not None
+    child = int(process.stdout.readline())
+    if leader == "has exited":
+        process.wait(10)
+    assert _running(child)
+    stop_process(process, 10, group=True)
+    assert not _running(child)
+    assert process.returncode is not None

@@ -21,14 +21,8 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import datetime as dt
-import html
-import json
 import math
 import multiprocessing
-import os
-import platform
-import re
 import shutil
 import signal
 import subprocess
@@ -36,9 +30,8 @@ import sys
 import tempfile
 import time
 import traceback
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -47,8 +40,28 @@ from typing import Any
 
 import grpc
 from rich.console import Console
-from rich.table import Table
 
+from bench.measure import CpuWindow, machine_info, thread_cpu_seconds
+from bench.report import (
+    ResultsFile,
+    describe_fanout,
+    describe_send_step,
+    fanout_table,
+    flamegraph_svg,
+    options_record,
+    profile_tables,
+    sends_table,
+    sends_target_line,
+    sigint_ignored,
+)
+from bench.stats import (
+    Latency,
+    SendStep,
+    read_folded,
+    samples,
+    sends_target,
+    summarize_profile,
+)
 from devstack.processes import stop_process
 from devstack.scrape import scrape
 from devstack.topology import Topology
@@ -58,11 +71,7 @@ from nextcampus_common.metadata import AUTHORIZATION
 from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 
 SCENARIOS = ("sends", "fanout")
-# The issue's target for one chat process on the 2-core bench machine.
-TARGET_SENDS_PER_SECOND = 5_000
-TARGET_P99_MS = 20.0
 SEND_DURATION_METRIC = "nextcampus_chat_send_duration_seconds"
-PROFILE_TOP_FRAMES = 15
 # Distinct client connections: grpc shares one connection between channels of equal
 # target and options unless each channel has its own subchannel pool.
 OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
@@ -119,103 +128,6 @@ def parse_scenarios(text: str) -> tuple[str, ...]:
 
 
 # -- measurements ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Latency:
-    count: int
-    p50_ms: float | None
-    p99_ms: float | None
-    max_ms: float | None
-    mean_ms: float | None
-
-    @classmethod
-    def of(cls, samples_seconds: Sequence[float]) -> Latency:
-        ordered = sorted(samples_seconds)
-        if not ordered:
-            return cls(0, None, None, None, None)
-
-        def rank(fraction: float) -> float:  # nearest rank
-            return round(ordered[max(1, math.ceil(fraction * len(ordered))) - 1] * 1000, 3)
-
-        return cls(
-            count=len(ordered),
-            p50_ms=rank(0.50),
-            p99_ms=rank(0.99),
-            max_ms=round(ordered[-1] * 1000, 3),
-            mean_ms=round(sum(ordered) / len(ordered) * 1000, 3),
-        )
-
-
-def _samples(*blobs: bytes) -> array.array[float]:
-    merged: array.array[float] = array.array("d")
-    for blob in blobs:
-        merged.frombytes(blob)
-    return merged
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_seconds_of_stat(path: Path) -> float | None:
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # after the comm, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def cpu_seconds(pids: Sequence[int]) -> float | None:
-    """User + system CPU seconds of the processes (None when /proc is not there)."""
-    values = [_cpu_seconds_of_stat(Path(f"/proc/{pid}/stat")) for pid in pids]
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
-
-
-def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds of a process's main thread (the event loop) and of its other threads by
-    name (threads of one name added up; Python's own threads are all called `python`)."""
-    totals: dict[str, float] = {}
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            seconds = _cpu_seconds_of_stat(task / "stat")
-            with contextlib.suppress(OSError):
-                name = (task / "comm").read_text().strip()
-                name = "main thread (event loop)" if task.name == str(pid) else f"{name} threads"
-                if seconds is not None:
-                    totals[name] = totals.get(name, 0.0) + seconds
-    return totals
-
-
-def children_of(pid: int) -> list[int]:
-    with contextlib.suppress(OSError):
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    return []
-
-
-class CpuWindow:
-    """CPU use of groups of processes between `start()` and `stop()`, in % of one core."""
-
-    def __init__(self, groups: dict[str, Callable[[], Sequence[int]]]) -> None:
-        self._groups = groups
-        self._before: dict[str, float | None] = {}
-        self._started = 0.0
-        self.percent: dict[str, float | None] = {}
-
-    def start(self) -> None:
-        self._started = time.perf_counter()
-        self._before = {name: cpu_seconds(pids()) for name, pids in self._groups.items()}
-
-    def stop(self) -> None:
-        elapsed = time.perf_counter() - self._started
-        for name, pids in self._groups.items():
-            before, after = self._before.get(name), cpu_seconds(pids())
-            self.percent[name] = (
-                None
-                if before is None or after is None or elapsed <= 0
-                else round((after - before) / elapsed * 100, 1)
-            )
 
 
 def send_duration_totals(metrics_port: int) -> tuple[float, float] | None:
@@ -694,20 +606,6 @@ class ChatUnderTest:
     pids: Callable[[], Sequence[int]]
 
 
-@dataclass
-class SendStep:
-    concurrency: int
-    client_processes: int
-    duration_seconds: float
-    acknowledged: int
-    sends_per_second: float
-    latency: Latency
-    server_mean_ms: float | None
-    errors: dict[str, int]
-    cpu_percent: dict[str, float | None]
-    chat_threads_cpu_percent: dict[str, float] = field(default_factory=dict)
-
-
 class Bench:
     def __init__(self, options: BenchOptions, progress: Console) -> None:
         self.options = options
@@ -788,7 +686,7 @@ class Bench:
             results: list[SendWorkerResult] = workers.receive_all(
                 "result", timeout=options.deadline_seconds + 30
             )
-        latency = Latency.of(_samples(*(r.latencies for r in results)))
+        latency = Latency.of(samples(*(r.latencies for r in results)))
         acknowledged = sum(r.acknowledged for r in results)
         errors: Counter[str] = Counter()
         for r in results:
@@ -929,14 +827,14 @@ class Bench:
             "published": acknowledged,
             "publish_errors": published.errors,
             "publish_seconds": round(publish_seconds, 3),
-            "publish_latency": asdict(Latency.of(_samples(published.latencies))),
+            "publish_latency": asdict(Latency.of(samples(published.latencies))),
             "expected_deliveries": expected,
             "received_deliveries": received,
             # What the schedule asked for (acknowledged messages × their live streams over the
             # publishing window) against what the streams got until their last delivery.
             "offered_deliveries_per_second": expected / options.duration_seconds,
             "deliveries_per_second": received / delivery_seconds if delivery_seconds else 0,
-            "delivery_latency": asdict(Latency.of(_samples(*(r.latencies for r in results)))),
+            "delivery_latency": asdict(Latency.of(samples(*(r.latencies for r in results)))),
             "missing": sum(r.missing for r in results),
             "duplicates": sum(r.duplicates for r in results),
             "unexpected": sum(r.unexpected for r in results),
@@ -947,12 +845,12 @@ class Bench:
         self.progress.print(f"  {describe_fanout(summary)}")
         return summary
 
-    def run_profile(self, chat: ChatUnderTest, results_dir: Path, stamp: str) -> dict[str, Any]:
+    def run_profile(self, chat: ChatUnderTest, results_file: ResultsFile) -> dict[str, Any]:
         """The highest-concurrency sends step again, with `py-spy record` attached to the
         chat process for exactly the measured window (the sends table stays unprofiled)."""
         options = self.options
-        folded = results_dir / f"chat-profile-{stamp}.folded"
-        svg = results_dir / f"chat-profile-{stamp}.svg"
+        folded = results_file.directory / f"chat-profile-{results_file.stamp}.folded"
+        svg = folded.with_suffix(".svg")
         concurrency = max(options.concurrencies)
         pid = chat.pids()[0]
         self.progress.print(
@@ -975,7 +873,7 @@ class Bench:
         )
         summary = summarize_profile(stacks)
         return {
-            "step": step_json(step),
+            "step": step.record(),
             "svg": str(svg),
             "folded": str(folded),
             "rate": options.profile_rate,
@@ -1050,319 +948,9 @@ class PySpyRecording:
         self.log.unlink(missing_ok=True)  # its text is in the error, if there was one
 
 
-# -- profile ---------------------------------------------------------------------------------
-
-FRAME = re.compile(r"^(?P<name>.*) \((?P<path>.*?)(?::(?P<line>\d+))?\)$")
-
-
-def read_folded(text: str) -> dict[tuple[str, ...], int]:
-    """py-spy's `--format raw` (collapsed stacks: `a;b;c count` per line)."""
-    stacks: Counter[tuple[str, ...]] = Counter()
-    for line in text.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            stacks[tuple(stack.split(";"))] += int(count)
-    return dict(stacks)
-
-
-def short_path(path: str) -> str:
-    for marker in ("site-packages/", "/src/", "/lib/python3."):
-        if marker in path:
-            rest = path.split(marker, 1)[1]
-            return rest.split("/", 1)[1] if marker == "/lib/python3." else rest
-    return path
-
-
-def function_of(frame: str) -> str:
-    """`name (path:line)` → `name (short path)`: a function, whatever line was running."""
-    match = FRAME.match(frame)
-    if match is None:
-        return frame
-    return f"{match['name']} ({short_path(match['path'])})"
-
-
-# Frames under which everything runs (interpreter start, the event loop, thread start):
-# left out of the "total" ranking, where they would only fill the top rows.
-SCAFFOLDING = re.compile(
-    r"^(_run_module_as_main|_run_code|<module>|main|run|Runner\.run|"
-    r"BaseEventLoop\.(run_forever|run_until_complete|_run_once)|"
-    r"Thread\.(_bootstrap|_bootstrap_inner)) "
-)
-
-
-def summarize_profile(stacks: dict[tuple[str, ...], int]) -> dict[str, Any]:
-    own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    for stack, count in stacks.items():
-        functions = [function_of(f) for f in stack]
-        own[functions[-1]] += count
-        for name in set(functions):
-            if not SCAFFOLDING.match(name):
-                total[name] += count
-    samples = sum(stacks.values())
-
-    def top(counter: Counter[str]) -> list[dict[str, Any]]:
-        return [
-            {"function": name, "samples": n, "percent": round(n / samples * 100, 1)}
-            for name, n in counter.most_common(PROFILE_TOP_FRAMES)
-        ]
-
-    return {"samples": samples, "top_own": top(own), "top_total": top(total)}
-
-
-@dataclass
-class _Node:
-    name: str
-    count: int = 0
-    children: dict[str, _Node] = field(default_factory=dict)
-
-
-def flamegraph_svg(stacks: dict[tuple[str, ...], int], title: str, width: int = 1200) -> str:
-    """A static flame graph (hover a frame for its samples) of collapsed stacks."""
-    root = _Node("all")
-    depth = 0
-    for stack, count in stacks.items():
-        root.count += count
-        node = root
-        for frame in stack:
-            node = node.children.setdefault(frame, _Node(frame))
-            node.count += count
-        depth = max(depth, len(stack))
-    row, pad, font_width = 16, 10, 6.5
-    height = (depth + 1) * row + 3 * pad + 20
-    scale = (width - 2 * pad) / max(root.count, 1)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="monospace" font-size="11">',
-        f'<rect width="100%" height="100%" fill="#fdfdf6"/>'
-        f'<text x="{pad}" y="{pad + 12}" font-size="14">{html.escape(title)} '
-        f"({root.count} samples)</text>",
-    ]
-
-    def draw(node: _Node, offset: int, level: int) -> None:
-        w = node.count * scale
-        if w < 0.3:
-            return
-        x = pad + offset * scale
-        y = height - pad - (level + 1) * row
-        hashed = zlib.crc32(function_of(node.name).encode())
-        color = f"rgb({205 + hashed % 50},{(hashed >> 8) % 200},{(hashed >> 16) % 55})"
-        percent = node.count / max(root.count, 1) * 100
-        chars = int((w - 4) / font_width)
-        label = node.name if len(node.name) <= chars else node.name[: max(chars - 2, 0)] + ".."
-        parts.append(
-            f"<g><title>{html.escape(node.name)} ({node.count} samples, {percent:.2f}%)</title>"
-            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" fill="{color}"/>'
-            + (
-                f'<text x="{x + 2:.1f}" y="{y + 11}">{html.escape(label)}</text>'
-                if chars > 2
-                else ""
-            )
-            + "</g>"
-        )
-        for child in sorted(node.children.values(), key=lambda c: c.name):
-            draw(child, offset, level + 1)
-            offset += child.count
-
-    draw(root, 0, 0)
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-# -- reporting --------------------------------------------------------------------------------
-
-
-def format_ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
-
-
-def format_pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f}"
-
-
-def _errors(errors: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "0"
-
-
-def describe_send_step(step: SendStep) -> str:
-    return (
-        f"{step.sends_per_second:,.0f} sends/s, p50 {format_ms(step.latency.p50_ms)} ms, "
-        f"p99 {format_ms(step.latency.p99_ms)} ms, max {format_ms(step.latency.max_ms)} ms, "
-        f"errors {_errors(step.errors)}, chat CPU {format_pct(step.cpu_percent.get('chat'))}%"
-    )
-
-
-def describe_fanout(summary: dict[str, Any]) -> str:
-    latency = summary["delivery_latency"]
-    return (
-        f"{summary['deliveries_per_second']:,.0f} deliveries/s "
-        f"(offered {summary['offered_deliveries_per_second']:,.0f}/s), "
-        f"p50 {format_ms(latency['p50_ms'])} ms, p99 {format_ms(latency['p99_ms'])} ms, "
-        f"missing {summary['missing']}, duplicates {summary['duplicates']}"
-    )
-
-
-def step_json(step: SendStep) -> dict[str, Any]:
-    data = asdict(step)
-    data["sends_per_second"] = round(step.sends_per_second, 1)
-    return data
-
-
-def sends_table(steps: Sequence[SendStep]) -> Table:
-    table = Table(title="SendMessage — one chat process (client and server share the machine)")
-    for name in ("concurrency", "client procs", "sends/s", "p50 ms", "p99 ms", "max ms"):
-        table.add_column(name, justify="right")
-    table.add_column("server mean ms", justify="right")
-    table.add_column("chat CPU %", justify="right")
-    table.add_column("redis CPU %", justify="right")
-    table.add_column("clients CPU %", justify="right")
-    table.add_column("errors")
-    for step in steps:
-        table.add_row(
-            str(step.concurrency),
-            str(step.client_processes),
-            f"{step.sends_per_second:,.0f}",
-            format_ms(step.latency.p50_ms),
-            format_ms(step.latency.p99_ms),
-            format_ms(step.latency.max_ms),
-            format_ms(step.server_mean_ms),
-            format_pct(step.cpu_percent.get("chat")),
-            format_pct(step.cpu_percent.get("redis")),
-            format_pct(step.cpu_percent.get("clients")),
-            _errors(step.errors),
-        )
-    return table
-
-
-def fanout_table(summary: dict[str, Any]) -> Table:
-    table = Table(title="SubscribeMessages fan-out — one chat process")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    latency = summary["delivery_latency"]
-    cpu = summary["cpu_percent"]
-    rows = [
-        ("streams live / opened", f"{summary['streams_live']} / {summary['streams']}"),
-        ("courses", str(summary["courses"])),
-        ("feeds primed (one stream per course first)", "yes" if summary["feeds_primed"] else "no"),
-        (
-            "published (acknowledged)",
-            f"{summary['published']} in {summary['publish_seconds']:.1f} s "
-            f"(target {summary['publish_rate_target']:g}/s)",
-        ),
-        ("publish errors", _errors(summary["publish_errors"])),
-        (
-            "publish latency p50 / p99 ms",
-            f"{format_ms(summary['publish_latency']['p50_ms'])} / "
-            f"{format_ms(summary['publish_latency']['p99_ms'])}",
-        ),
-        ("offered deliveries/s", f"{summary['offered_deliveries_per_second']:,.0f}"),
-        ("received deliveries/s", f"{summary['deliveries_per_second']:,.0f}"),
-        ("delivery latency p50 ms", format_ms(latency["p50_ms"])),
-        ("delivery latency p99 ms", format_ms(latency["p99_ms"])),
-        ("delivery latency max ms", format_ms(latency["max_ms"])),
-        (
-            "expected / received deliveries",
-            f"{summary['expected_deliveries']} / {summary['received_deliveries']}",
-        ),
-        ("missing", str(summary["missing"])),
-        ("duplicates", str(summary["duplicates"])),
-        ("delivered although their send failed", str(summary["unexpected"])),
-        (
-            "streams with every message",
-            f"{summary['complete_streams']} / {summary['streams_live']}",
-        ),
-        ("stream errors", _errors(summary["stream_errors"])),
-        (
-            "CPU % chat / redis / clients",
-            f"{format_pct(cpu.get('chat'))} / {format_pct(cpu.get('redis'))} / {format_pct(cpu.get('clients'))}",
-        ),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
-
-
-def profile_tables(profile: dict[str, Any]) -> list[Table]:
-    tables = []
-    for key, title in (
-        ("top_own", "own samples"),
-        ("top_total", "total samples (incl. callees; event loop frames left out)"),
-    ):
-        table = Table(title=f"chat process under py-spy: top {PROFILE_TOP_FRAMES} by {title}")
-        table.add_column("%", justify="right")
-        table.add_column("samples", justify="right")
-        table.add_column("function")
-        for row in profile[key]:
-            table.add_row(f"{row['percent']:.1f}", str(row["samples"]), row["function"])
-        tables.append(table)
-    threads = profile["step"]["chat_threads_cpu_percent"]
-    if threads:
-        table = Table(title="chat process CPU % by thread during the profiled step")
-        table.add_column("thread")
-        table.add_column("CPU %", justify="right")
-        for name, percent in sorted(threads.items(), key=lambda kv: -kv[1]):
-            table.add_row(name, f"{percent:.0f}")
-        tables.append(table)
-    return tables
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "python": sys.version,
-        "platform": platform.platform(),
-        "grpc": grpc.__version__,
-        # Anything else running skews the numbers: the load when the run started.
-        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "note": "the client processes, the chat process and six redis-servers share this machine",
-    }
-
-
-def target_verdict(steps: Sequence[SendStep]) -> dict[str, Any]:
-    meeting = [
-        s
-        for s in steps
-        if s.sends_per_second >= TARGET_SENDS_PER_SECOND
-        and s.latency.p99_ms is not None
-        and s.latency.p99_ms <= TARGET_P99_MS
-    ]
-    within_p99 = [
-        s for s in steps if s.latency.p99_ms is not None and s.latency.p99_ms <= TARGET_P99_MS
-    ]
-    best = max(within_p99, key=lambda s: s.sends_per_second, default=None)
-    return {
-        "sends_per_second": TARGET_SENDS_PER_SECOND,
-        "p99_ms": TARGET_P99_MS,
-        "met": bool(meeting),
-        "best_within_p99": None
-        if best is None
-        else {"concurrency": best.concurrency, "sends_per_second": round(best.sends_per_second)},
-    }
-
-
-@contextlib.contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """Cleanup runs to the end even if Ctrl-C is pressed again."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def run_bench(options: BenchOptions, progress: Console, out: Console) -> Path:
     """Start the topology, run the scenarios, print the tables, write the JSON; its path."""
-    started = dt.datetime.now(dt.UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    results_dir = options.output_dir.resolve()
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results_file = ResultsFile.start("chat", options.output_dir)
     root = (
         options.root.resolve() if options.root else Path(tempfile.mkdtemp(prefix="chatctl-bench-"))
     )
@@ -1371,13 +959,13 @@ def run_bench(options: BenchOptions, progress: Console, out: Console) -> Path:
         root, chat_count=1, gateway=False, chat_overrides={"default_rate_limit_messages": 0}
     )
     bench.jwt_secret = stack.jwt_secret
-    results: dict[str, Any] = {
-        "benchmark": "chat",
-        "started_at": started.isoformat(),
-        "command": options.command_line,
-        "machine": machine_info(),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-    }
+    results = results_file.header(
+        command=options.command_line,
+        machine=machine_info(
+            "the client processes, the chat process and six redis-servers share this machine"
+        ),
+        options=options_record(options),
+    )
     steps: list[SendStep] = []
     fanout: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None
@@ -1397,7 +985,7 @@ def run_bench(options: BenchOptions, progress: Console, out: Console) -> Path:
             fanout = bench.run_fanout(chat)
         if options.profile:
             try:
-                profile = bench.run_profile(chat, results_dir, stamp)
+                profile = bench.run_profile(chat, results_file)
             except BenchError as exc:
                 # Say so and keep the measurements already made.
                 progress.print(f"[red]profile failed:[/red] {exc}")
@@ -1412,10 +1000,9 @@ def run_bench(options: BenchOptions, progress: Console, out: Console) -> Path:
             elif options.root is None:
                 shutil.rmtree(root, ignore_errors=True)
 
-    results["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
     if steps:
-        results["sends"] = [step_json(s) for s in steps]
-        results["target"] = target_verdict(steps)
+        results["sends"] = [s.record() for s in steps]
+        results["target"] = sends_target(steps)
         out.print(sends_table(steps))
     if fanout is not None:
         results["fanout"] = fanout
@@ -1427,19 +1014,7 @@ def run_bench(options: BenchOptions, progress: Console, out: Console) -> Path:
                 out.print(table)
             out.print(f"flame graph: {profile['svg']}  (collapsed stacks: {profile['folded']})")
     if steps:
-        verdict = results["target"]
-        best = verdict["best_within_p99"]
-        out.print(
-            f"target ≥ {TARGET_SENDS_PER_SECOND:,} sends/s with p99 ≤ {TARGET_P99_MS:g} ms: "
-            + ("[green]met[/green]" if verdict["met"] else "[red]not met[/red]")
-            + (
-                f" (best within p99: {best['sends_per_second']:,} sends/s at concurrency "
-                f"{best['concurrency']})"
-                if best
-                else " (no step within p99)"
-            )
-        )
-    path = results_dir / f"chat-{stamp}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+        out.print(sends_target_line(results["target"]))
+    path = results_file.write(results)
     out.print(f"results: {path}")
     return path

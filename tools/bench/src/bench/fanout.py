@@ -15,7 +15,7 @@ The harness is not part of this repository: `--harness`, `$NEXTCAMPUS_BENCH_HARN
 Our side is the local topology on free ports (Redis Cluster of 6, 2 chat and 2 GraphQL
 processes, rate limit off) with one token for every course the generator uses. Before each
 scenario and each sweep step the cluster's primaries are FLUSHALLed
-(`python -m bench.fanout flush`, which also waits, bounded, for a quiet machine); our
+(`chatctl bench-fanout-flush`, which also waits, bounded, for a quiet machine); our
 chat and GraphQL processes are fresh for every run (`--runs`), not for every scenario and
 sweep step as the peers' are. The peers run afterwards, with our stack stopped, through the
 harness's `run-peers.sh` (its own install, Redis, restarts and PID handling).
@@ -27,42 +27,58 @@ every tool, the summary, the exact commands, machine info) and the stack's logs 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import shlex
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeGuard
+from typing import IO, Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from bench.chat import (
-    CLOCK_TICKS,
-    CpuWindow,
-    format_ms,
+from bench.measure import QUIET_SAMPLES, cpu_window, machine_info, wait_until_quiet
+from bench.report import (
+    ResultsFile,
+    comparison_table,
     format_pct,
-    machine_info,
+    options_record,
     sigint_ignored,
+    sweep_table,
+)
+from bench.stats import (
+    COURSES,
+    LATENCY_RATE,
+    LATENCY_SECONDS,
+    LATENCY_SUBSCRIBERS,
+    MEMORY_CONNECTIONS,
+    SATURATION_SUBSCRIBERS,
+    SLO_P99_MS,
+    SWEEP_PRECISION,
+    SWEEP_STEP_SECONDS,
+    dig,
+    run_label,
+    summarize_fanout,
 )
 from devstack.gateway import UNLIMITED_BUDGET
-from devstack.processes import dies_with_parent, port_is_free, raise_open_files_limit
+from devstack.processes import (
+    dies_with_parent,
+    port_is_free,
+    raise_open_files_limit,
+    stop_process,
+)
+from devstack.redis_cluster import live_primaries, redis_cli
 from devstack.scrape import scrape
 from devstack.topology import Topology
 from nextcampus_common.auth import issue_token
@@ -70,26 +86,10 @@ from nextcampus_common.ids import COURSE_ID
 
 HARNESS_ENV = "NEXTCAMPUS_BENCH_HARNESS"
 HARNESS_FILES = ("load/gen.js", "load/sweep.js", "load/memprobe.js", "run-peers.sh")
-OURS = "nextcampus"
 PEERS = ("socketio-py", "graphqlws-node")
 # Fixed loopback ports of the harness's Redis and peer servers (its README).
 PEER_PORTS = (26379, 27101, 27102, 27201, 27202)
 PROTOCOL = "graphql-transport-ws"
-
-# The harness README's scenarios, unchanged, so the numbers line up with the peers'.
-COURSES = 10
-LATENCY_SUBSCRIBERS = 200
-LATENCY_RATE = 200
-LATENCY_SECONDS = 20
-SATURATION_SUBSCRIBERS = 1000
-SWEEP_STEP_SECONDS = 10
-SLO_P99_MS = 100.0
-SWEEP_PRECISION = 0.1
-MEMORY_CONNECTIONS = 2000
-
-# The issue's targets.
-TARGET_DELIVERIES_PER_SECOND = 75_000
-TARGET_KB_PER_IDLE_SOCKET = 30.0
 
 # Upper bounds of each phase (each tool also bounds itself).
 LATENCY_TIMEOUT_SECONDS = 300.0
@@ -102,7 +102,6 @@ STOP_GRACE_SECONDS = 15.0
 # Before each scenario and sweep step: wait (bounded) until the machine is below this busy %
 # (of 200) for QUIET_SAMPLES seconds in a row. sweep.js gives --before-step 120 s in all.
 QUIET_BELOW_PCT = 30.0
-QUIET_SAMPLES = 3
 QUIET_WAIT_STEP_SECONDS = 60.0
 QUIET_WAIT_SCENARIO_SECONDS = 180.0
 
@@ -229,33 +228,6 @@ class ChildRun:
         return data
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stop_group(process: subprocess.Popen[str], grace_seconds: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM the child's process group (it leads its own session), then SIGKILL what is
-    left. The group id is the child's PID: only what we started is signalled."""
-    pgid = process.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None and not _group_alive(pgid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(5)
-
-
 def run_child(
     argv: Sequence[str],
     *,
@@ -312,10 +284,10 @@ def run_child(
                 break
             time.sleep(0.2)
     finally:
-        if process.poll() is None or _group_alive(process.pid):
-            # Stopped early (timeout, Ctrl-C), or something it started outlived it.
-            with sigint_ignored():
-                stop_group(process)
+        # Stopped early (timeout, Ctrl-C), or something it started outlived it: its process
+        # group (it leads its own session) is stopped; nothing is done if nothing is left.
+        with sigint_ignored():
+            stop_process(process, STOP_GRACE_SECONDS, group=True)
         for reader in readers:
             reader.join(10)
         run.returncode = process.returncode
@@ -359,48 +331,19 @@ def ensure_node_modules(harness: Path, progress: Console) -> None:
         raise FanoutBenchError(f"npm ci in {load} failed: {' / '.join(run.stderr[-5:])}")
 
 
-# -- Redis between steps (`python -m bench.fanout flush`) ---------------------------
+# -- Redis between steps (`chatctl bench-fanout-flush`) -------------------------------------------
 
-
-def cluster_primaries(port: int) -> list[int]:
-    """Ports of the live primaries of the cluster that the node on `port` belongs to."""
-    result = subprocess.run(
-        ["redis-cli", "-p", str(port), "cluster", "nodes"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
-    if result.returncode != 0 or not result.stdout.strip():
-        raise FanoutBenchError(f"redis-cli -p {port} cluster nodes: {result.stderr.strip()}")
-    primaries = []
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        flags = parts[2].split(",")
-        if "master" in flags and not {"fail", "fail?", "noaddr"} & set(flags):
-            primaries.append(int(parts[1].split("@")[0].rsplit(":", 1)[1]))
-    if not primaries:
-        raise FanoutBenchError(f"no live primary in the cluster of 127.0.0.1:{port}")
-    return sorted(primaries)
+# The command sweep.js runs before every step (--before-step).
+FLUSH_COMMAND = "bench-fanout-flush"
 
 
 def flush_cluster(port: int) -> list[int]:
     """FLUSHALL every primary (replicas follow); the primaries flushed."""
-    primaries = cluster_primaries(port)
+    primaries = live_primaries(port)
     for primary in primaries:
-        result = subprocess.run(
-            ["redis-cli", "-p", str(primary), "flushall"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        if result.returncode != 0 or result.stdout.strip() != "OK":
-            raise FanoutBenchError(
-                f"FLUSHALL on 127.0.0.1:{primary}: {(result.stdout + result.stderr).strip()}"
-            )
+        reply = redis_cli(primary, "flushall", timeout=30).strip()
+        if reply != "OK":
+            raise FanoutBenchError(f"FLUSHALL on 127.0.0.1:{primary}: {reply}")
     return primaries
 
 
@@ -410,8 +353,8 @@ def flush_command(redis_port: int, watch: str, quiet_below_pct: float, record: P
     return [
         sys.executable,
         "-m",
-        "bench.fanout",
-        "flush",
+        "chatctl",
+        FLUSH_COMMAND,
         *("--redis-port", str(redis_port)),
         *("--quiet-below", f"{quiet_below_pct:g}"),
         *("--quiet-wait", f"{QUIET_WAIT_STEP_SECONDS:g}"),
@@ -420,64 +363,21 @@ def flush_command(redis_port: int, watch: str, quiet_below_pct: float, record: P
     ]
 
 
+def before_step(
+    redis_port: int, quiet_below_pct: float, quiet_wait_seconds: float, record: Path | None
+) -> str:
+    """What `flush_command` does: FLUSHALL the primaries of the cluster of `redis_port`,
+    wait (bounded) for a quiet machine, append both to `record`; a line saying so."""
+    primaries = flush_cluster(redis_port)
+    quiet = wait_until_quiet(quiet_below_pct, quiet_wait_seconds)
+    if record is not None:
+        line = {"ts": dt.datetime.now(dt.UTC).isoformat(), "flushed": primaries, **quiet}
+        with record.open("a") as records:
+            records.write(json.dumps(line) + "\n")
+    return f"flushed primaries {','.join(map(str, primaries))}; {quiet}"
+
+
 # -- measuring helpers ------------------------------------------------------------------------
-
-
-def machine_cpu_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, all cores."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:9]]
-    idle = values[3] + values[4]
-    total = sum(values)
-    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
-
-
-def _fixed(pids: Sequence[int]) -> Callable[[], Sequence[int]]:
-    frozen = tuple(pids)
-    return lambda: frozen
-
-
-def cpu_window(groups: Mapping[str, Sequence[int]], seconds: float) -> dict[str, Any]:
-    """CPU % (100 = one core) of the groups and of the whole machine over `seconds`."""
-    window = CpuWindow({name: _fixed(pids) for name, pids in groups.items()})
-    busy_before, _ = machine_cpu_seconds()
-    started = time.monotonic()
-    window.start()
-    time.sleep(seconds)
-    window.stop()
-    busy_after, _ = machine_cpu_seconds()
-    elapsed = time.monotonic() - started
-    return {
-        "seconds": seconds,
-        "cpu_pct": dict(window.percent),
-        "machine_busy_pct": round((busy_after - busy_before) / elapsed * 100, 1),
-        "load_average_1m": os.getloadavg()[0],
-    }
-
-
-def wait_until_quiet(below_pct: float, max_wait_seconds: float) -> dict[str, Any]:
-    """Wait until the whole machine is below `below_pct` busy (100 = one core) for
-    QUIET_SAMPLES one-second samples in a row, at most `max_wait_seconds`. On a shared
-    2-core box another engineer's test suite would otherwise land in the next measurement
-    (it still can, during one: see `cpu.other_pct` of every run)."""
-    started = time.monotonic()
-    samples: list[float] = []
-    quiet_in_a_row = 0
-    while below_pct > 0:
-        busy_before, _ = machine_cpu_seconds()
-        sampled = time.monotonic()
-        time.sleep(1.0)
-        busy_after, _ = machine_cpu_seconds()
-        samples.append(round((busy_after - busy_before) / (time.monotonic() - sampled) * 100, 1))
-        quiet_in_a_row = quiet_in_a_row + 1 if samples[-1] < below_pct else 0
-        if quiet_in_a_row >= QUIET_SAMPLES or time.monotonic() - started >= max_wait_seconds:
-            break
-    return {
-        "below_pct": below_pct,
-        "quiet": quiet_in_a_row >= QUIET_SAMPLES,
-        "waited_s": round(time.monotonic() - started, 1),
-        "busy_pct_samples": samples[-10:],
-    }
 
 
 def settle(progress: Console, below_pct: float, what: str) -> dict[str, Any]:
@@ -550,10 +450,6 @@ def ws_url(http_url: str) -> str:
     return "ws://" + http_url.removeprefix("http://")
 
 
-def _label(kind: str, run: int) -> str:
-    return f"{kind}:{OURS}:{run}"
-
-
 def restart_services(stack: Topology) -> None:
     """Fresh chat and GraphQL processes (Redis stays): what the peers get before every
     scenario. Front to back, as `Topology.stop` does."""
@@ -577,7 +473,9 @@ def ws_urls(stack: Topology) -> list[str]:
     return [ws_url(url) for url in stack.graphql_urls]
 
 
-def run_ours(record: dict[str, Any], options: FanoutOptions, stamp: str, progress: Console) -> None:
+def run_ours(
+    record: dict[str, Any], options: FanoutOptions, results_file: ResultsFile, progress: Console
+) -> None:
     """Start our topology, run the scenarios against it `options.runs` times (fresh chat and
     GraphQL processes for every run), stop it; fills `record`."""
     root = (
@@ -585,7 +483,6 @@ def run_ours(record: dict[str, Any], options: FanoutOptions, stamp: str, progres
         if options.root
         else Path(tempfile.mkdtemp(prefix="chatctl-bench-fanout-"))
     )
-    results_dir = options.output_dir.resolve()
     stack = Topology.on_free_ports(
         root,
         chat_count=2,
@@ -631,7 +528,7 @@ def run_ours(record: dict[str, Any], options: FanoutOptions, stamp: str, progres
         with sigint_ignored():
             progress.print("stopping our stack …")
             stack.stop()
-            kept = keep_logs(root, results_dir / f"fanout-{stamp}-logs")
+            kept = keep_logs(root, results_file.directory / f"fanout-{results_file.stamp}-logs")
             record["logs"] = str(kept)
             record["log_findings"] = scan_logs(kept)
             if options.root is None and not failed:
@@ -697,7 +594,7 @@ def run_scenarios(
                 *common,
                 *("--conns", str(MEMORY_CONNECTIONS), "--courses", str(COURSES)),
                 *("--pids", ",".join(map(str, graphql_pids))),
-                *("--token", token, "--label", _label("memory", run)),
+                *("--token", token, "--label", run_label("memory", run)),
             ],
             MEMORY_TIMEOUT_SECONDS,
             f"{MEMORY_CONNECTIONS} idle sockets (≈ 40 s)",
@@ -710,7 +607,7 @@ def run_scenarios(
                 *common,
                 *("--subs", str(LATENCY_SUBSCRIBERS), "--courses", str(COURSES)),
                 *("--rate", str(LATENCY_RATE), "--duration", str(LATENCY_SECONDS)),
-                *("--token", token, "--watch", watch, "--label", _label("latency", run)),
+                *("--token", token, "--watch", watch, "--label", run_label("latency", run)),
             ],
             LATENCY_TIMEOUT_SECONDS,
             f"S={LATENCY_SUBSCRIBERS} C={COURSES} R={LATENCY_RATE} for {LATENCY_SECONDS} s "
@@ -730,7 +627,7 @@ def run_scenarios(
                 *("--start", str(options.sweep_start)),
                 *("--step-duration", str(SWEEP_STEP_SECONDS)),
                 *("--slo-p99", f"{SLO_P99_MS:g}", "--precision", f"{SWEEP_PRECISION:g}"),
-                *("--token", token, "--watch", watch, "--label", _label("saturation", run)),
+                *("--token", token, "--watch", watch, "--label", run_label("saturation", run)),
                 *("--log", str(steps_log)),
             ],
             SWEEP_TIMEOUT_SECONDS,
@@ -850,467 +747,23 @@ def run_peers(record: dict[str, Any], options: FanoutOptions, progress: Console)
     )
 
 
-# -- summary ----------------------------------------------------------------------------------
-
-
-def dig(data: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
-
-
-def _cpu(line: Any, group: str) -> Any:
-    return dig(line, "cpu", group, "cpu_pct")
-
-
-def summarize_latency(line: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "error": line.get("error"),
-        "offered_deliveries_per_s": LATENCY_RATE * LATENCY_SUBSCRIBERS // COURSES,
-        "deliveries_per_s": line.get("delivered_per_s"),
-        "published": line.get("published"),
-        "publish_errors": line.get("publish_errors"),
-        "p50_ms": dig(line, "latency_ms", "p50"),
-        "p99_ms": dig(line, "latency_ms", "p99"),
-        "max_ms": dig(line, "latency_ms", "max"),
-        "publish_ack_p99_ms": dig(line, "publish_ack_ms", "p99"),
-        "lost": line.get("lost"),
-        "duplicates": line.get("duplicates"),
-        "out_of_order": line.get("out_of_order"),
-        "disconnects": line.get("disconnects"),
-        "subs_not_ready": line.get("subs_not_ready"),
-        "server_cpu_pct": _cpu(line, "server"),
-        "chat_cpu_pct": _cpu(line, "chat"),
-        "redis_cpu_pct": _cpu(line, "redis"),
-        "gateway_cpu_pct": _cpu(line, "gateway"),
-        "generator_cpu_pct": dig(line, "gen", "cpu_pct_total"),
-        "machine_busy_pct": dig(line, "cpu", "machine_busy_pct"),
-        "other_cpu_pct": dig(line, "cpu", "other_pct"),
-    }
-
-
-def step_passes(step: dict[str, Any], rate: float) -> bool:
-    """sweep.js's rule, for a sweep that did not get to print its summary."""
-    p99 = dig(step, "latency_ms", "p99")
-    ready = step.get("ready") or {}
-    return (
-        not step.get("error")
-        and step.get("lost") == 0
-        and step.get("publish_errors") == 0
-        and p99 is not None
-        and p99 < SLO_P99_MS
-        and (step.get("publish_rate_achieved") or 0) >= 0.98 * rate
-        and not step.get("subs_not_ready")
-        and ready.get("subs", 0) >= ready.get("of", 0)
-        and not step.get("disconnects")
-    )
-
-
-def sweep_from_steps(steps: Sequence[dict[str, Any]], label: str) -> dict[str, Any]:
-    """A sweep summary rebuilt from its step log (the sweep was stopped before the end)."""
-    # A step's rate comes from its label: a step that failed outright carries nothing else.
-    rates: dict[int, float] = {}
-    for step in steps:
-        prefix, _, rate = str(step.get("label", "")).rpartition("@")
-        with contextlib.suppress(ValueError):
-            if prefix == label:
-                rates[id(step)] = float(rate)
-    mine = [s for s in steps if id(s) in rates]
-    passed = [s for s in mine if step_passes(s, rates[id(s)])]
-    failed = [rates[id(s)] for s in mine if s not in passed]
-    best = max(passed, key=lambda s: rates[id(s)], default=None)
-    return {
-        "label": label,
-        "error": "the sweep did not finish: summary rebuilt from its steps",
-        "max_rate_pass": rates[id(best)] if best else None,
-        "first_rate_fail": min(failed, default=None),
-        "at_max_full": best,
-        "steps": [{"rate": rates[id(s)], "pass": s in passed, "reasons": []} for s in mine],
-    }
-
-
-def per_thousand(cpu_pct: Sequence[Any], deliveries_per_s: Any) -> float | None:
-    """CPU % (100 = one core) per 1,000 deliveries/s: what one delivery costs, comparable
-    across systems and rates."""
-    if not isinstance(deliveries_per_s, int | float) or deliveries_per_s <= 0:
-        return None
-    known = [v for v in cpu_pct if isinstance(v, int | float)]
-    return round(sum(known) / deliveries_per_s * 1000, 2) if known else None
-
-
-def summarize_saturation(line: dict[str, Any]) -> dict[str, Any]:
-    at = line.get("at_max_full") or {}
-    rate = line.get("max_rate_pass")
-    steps = line.get("steps") or []
-    first_fail = line.get("first_rate_fail")
-    fail_reasons = next((s.get("reasons") for s in steps if s.get("rate") == first_fail), None)
-    return {
-        "error": line.get("error"),
-        "max_rate_pass": rate,
-        "first_rate_fail": first_fail,
-        "first_fail_reasons": fail_reasons,
-        "nominal_deliveries_per_s": (
-            rate * SATURATION_SUBSCRIBERS // COURSES if isinstance(rate, int | float) else None
-        ),
-        "deliveries_per_s": at.get("delivered_per_s"),
-        "p50_ms": dig(at, "latency_ms", "p50"),
-        "p99_ms": dig(at, "latency_ms", "p99"),
-        "max_ms": dig(at, "latency_ms", "max"),
-        "lost": at.get("lost"),
-        "duplicates": at.get("duplicates"),
-        "out_of_order": at.get("out_of_order"),
-        "server_cpu_pct": _cpu(at, "server"),
-        "chat_cpu_pct": _cpu(at, "chat"),
-        "redis_cpu_pct": _cpu(at, "redis"),
-        "gateway_cpu_pct": _cpu(at, "gateway"),
-        "generator_cpu_pct": dig(at, "gen", "cpu_pct_total"),
-        "machine_busy_pct": dig(at, "cpu", "machine_busy_pct"),
-        "other_cpu_pct": dig(at, "cpu", "other_pct"),
-        "server_cpu_pct_per_1k_deliveries": per_thousand(
-            [_cpu(at, "server"), _cpu(at, "chat")], at.get("delivered_per_s")
-        ),
-        "generator_cpu_pct_per_1k_deliveries": per_thousand(
-            [dig(at, "gen", "cpu_pct_total")], at.get("delivered_per_s")
-        ),
-        "steps": len(steps),
-    }
-
-
-def summarize_memory(line: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "error": line.get("error"),
-        "conns": line.get("conns"),
-        "opened": line.get("opened"),
-        "open_failed": line.get("open_failed"),
-        "all_verified": line.get("all_verified"),
-        "disconnects": line.get("disconnects"),
-        "kb_per_conn": line.get("kb_per_conn"),
-        "kb_per_conn_2s_later": line.get("kb_per_conn_2s_later"),
-        "kb_per_conn_per_pid": line.get("kb_per_conn_per_pid"),
-    }
-
-
-SUMMARIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "latency": summarize_latency,
-    "saturation": summarize_saturation,
-    "memory": summarize_memory,
-}
-
-
-def combine_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One summary of several runs: the median of every number (and its [min, max] under
-    `range`), else the first run's value."""
-    combined: dict[str, Any] = {"runs": len(runs)}
-    ranges: dict[str, list[float]] = {}
-    for key in runs[0]:
-        values = [run.get(key) for run in runs]
-        numbers: list[float] = [v for v in values if _is_number(v)]
-        if len(runs) > 1 and numbers:
-            combined[key] = statistics.median(numbers)
-            ranges[key] = [min(numbers), max(numbers)]
-        else:
-            combined[key] = values[0]
-    if len(runs) > 1:
-        combined["range"] = ranges
-        combined["per_run"] = list(runs)
-    return combined
-
-
-def _is_number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def summarize_system(lines_by_kind: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    return {
-        kind: combine_runs([SUMMARIZERS[kind](line) for line in lines])
-        for kind, lines in lines_by_kind.items()
-        if lines
-    }
-
-
-def group_peer_lines(raw: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """run-peers.sh's raw lines by peer and scenario (labels `<scenario>:<peer>:<run>`)."""
-    grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for line in raw:
-        kind, _, rest = str(line.get("label", "")).partition(":")
-        peer = rest.partition(":")[0]
-        if kind in SUMMARIZERS and peer:
-            grouped.setdefault(peer, {}).setdefault(kind, []).append(line)
-    return grouped
-
-
-def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    systems: dict[str, Any] = {}
-    ours_lines: dict[str, list[dict[str, Any]]] = {}
-    for run in dig(results, "ours", "runs") or []:
-        for kind, scenario in (run.get("scenarios") or {}).items():
-            raw = scenario.get("raw")
-            if raw is None and kind == "saturation":
-                label = _label("saturation", run["run"])
-                raw = sweep_from_steps(scenario.get("steps") or [], label)
-            if raw is None:
-                raw = {"error": f"no result (exit {scenario.get('returncode')})"}
-            ours_lines.setdefault(kind, []).append(raw)
-    if ours_lines:
-        systems[OURS] = summarize_system(ours_lines)
-    peers = results.get("peers") or {}
-    for peer, lines_by_kind in group_peer_lines(peers.get("raw") or []).items():
-        systems[peer] = summarize_system(lines_by_kind)
-    return {
-        "systems": systems,
-        "targets": target_verdicts(systems),
-        "ours_through_gateway": bool(dig(results, "options", "gateway")),
-    }
-
-
-def target_verdicts(systems: dict[str, Any]) -> dict[str, Any]:
-    ours = systems.get(OURS) or {}
-    deliveries = dig(ours, "saturation", "deliveries_per_s")
-    p99 = dig(ours, "latency", "p99_ms")
-    kb = dig(ours, "memory", "kb_per_conn")
-    peer_p99 = {
-        name: dig(summary, "latency", "p99_ms")
-        for name, summary in systems.items()
-        if name != OURS and dig(summary, "latency", "p99_ms") is not None
-    }
-    return {
-        "deliveries_per_s_at_slo": {
-            "target": f"≥ {TARGET_DELIVERIES_PER_SECOND:,} deliveries/s with zero loss and "
-            f"p99 < {SLO_P99_MS:g} ms (S={SATURATION_SUBSCRIBERS}, C={COURSES})",
-            "ours": deliveries,
-            "met": None if deliveries is None else deliveries >= TARGET_DELIVERIES_PER_SECOND,
-        },
-        "latency_p99_vs_peers": {
-            "target": f"p99 at {LATENCY_RATE * LATENCY_SUBSCRIBERS // COURSES:,} deliveries/s "
-            "no worse than every peer's",
-            "ours": p99,
-            "peers": peer_p99,
-            "met": None if p99 is None or not peer_p99 else p99 <= min(peer_p99.values()),
-        },
-        "kb_per_idle_socket": {
-            "target": f"≤ {TARGET_KB_PER_IDLE_SOCKET:g} KB of RSS per idle subscribed socket "
-            f"({MEMORY_CONNECTIONS:,} sockets)",
-            "ours": kb,
-            "met": None if kb is None else kb <= TARGET_KB_PER_IDLE_SOCKET,
-        },
-    }
-
-
-# -- tables -------------------------------------------------------------------------------------
-
-
-def _n(value: Any, digits: int = 0) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | float):
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
-def _slash(*values: str) -> str:
-    return " / ".join(values)
-
-
-def _verdict(met: bool | None) -> str:
-    if met is None:
-        return "[dim]unknown[/dim]"
-    return "[green]met[/green]" if met else "[red]not met[/red]"
-
-
-def comparison_table(summary: dict[str, Any]) -> Table:
-    systems = summary["systems"]
-    names = [OURS, *[n for n in systems if n != OURS]]
-    targets = summary["targets"]
-    table = Table(
-        title="Chat fan-out, 2 server processes + Redis, everything on one 2-core machine "
-        "(harness gen.js / sweep.js / memprobe.js)",
-        title_justify="left",
-    )
-    table.add_column("measure")
-    for name in names:
-        ours = "ours, via Envoy" if summary.get("ours_through_gateway") else "ours"
-        table.add_column(f"{name} ({ours})" if name == OURS else name, justify="right")
-    table.add_column("target (ours)")
-
-    def row(label: str, render: Callable[[dict[str, Any]], str], target: str = "") -> None:
-        table.add_row(label, *[render(systems.get(n) or {}) for n in names], target)
-
-    def sat(key: str) -> Any:
-        return lambda s: dig(s, "saturation", key)
-
-    def spread(kind: str, key: str, digits: int = 0) -> Callable[[dict[str, Any]], str]:
-        """The median, and [min–max] over the runs when there are several."""
-
-        def render(s: dict[str, Any]) -> str:
-            low_high = dig(s, kind, "range", key)
-            median = _n(dig(s, kind, key), digits)
-            if not low_high or low_high[0] == low_high[1]:
-                return median
-            return f"{median} [{_n(low_high[0], digits)}–{_n(low_high[1], digits)}]"
-
-        return render
-
-    def lat(key: str) -> Any:
-        return lambda s: dig(s, "latency", key)
-
-    # The gateway's share, where ours ran behind it (the peers have none).
-    groups = ["server", "chat", "redis"]
-    if summary.get("ours_through_gateway"):
-        groups.append("gateway")
-    groups += ["generator", "other"]
-
-    def cpu_row(kind: str, of: Callable[[str], Any]) -> None:
-        row(
-            f"{kind}: CPU % {' / '.join(groups)}",
-            lambda s: _slash(*(format_pct(of(f"{group}_cpu_pct")(s)) for group in groups)),
-        )
-
-    row(
-        "saturation: max R passing, msgs/s (first failing R)",
-        lambda s: f"{spread('saturation', 'max_rate_pass')(s)} ({_n(sat('first_rate_fail')(s))})",
-    )
-    row(
-        f"saturation: deliveries/s at the SLO (loss 0, p99 < {SLO_P99_MS:g} ms)",
-        spread("saturation", "deliveries_per_s"),
-        f"≥ {TARGET_DELIVERIES_PER_SECOND:,}: "
-        + _verdict(targets["deliveries_per_s_at_slo"]["met"]),
-    )
-    row(
-        "saturation: p50 / p99 ms at that point",
-        lambda s: _slash(format_ms(sat("p50_ms")(s)), format_ms(sat("p99_ms")(s))),
-    )
-    cpu_row("saturation", sat)
-    row(
-        "saturation: CPU % per 1,000 deliveries/s, server (+ chat) / generator",
-        lambda s: _slash(
-            _n(sat("server_cpu_pct_per_1k_deliveries")(s), 2),
-            _n(sat("generator_cpu_pct_per_1k_deliveries")(s), 2),
-        ),
-    )
-    row(
-        "saturation: why the first failing step failed",
-        lambda s: "; ".join(sat("first_fail_reasons")(s) or []) or "—",
-    )
-    row(
-        f"latency (S={LATENCY_SUBSCRIBERS}, R={LATENCY_RATE}): deliveries/s "
-        f"(offered {LATENCY_RATE * LATENCY_SUBSCRIBERS // COURSES:,})",
-        lambda s: _n(lat("deliveries_per_s")(s)),
-    )
-    row(
-        "latency: p50 / p99 / max ms",
-        lambda s: _slash(
-            format_ms(lat("p50_ms")(s)),
-            spread("latency", "p99_ms", 1)(s),
-            format_ms(lat("max_ms")(s)),
-        ),
-        "p99 ≤ every peer's: " + _verdict(targets["latency_p99_vs_peers"]["met"]),
-    )
-    row(
-        "latency: lost / duplicates / out-of-order / disconnects",
-        lambda s: _slash(
-            _n(lat("lost")(s)),
-            _n(lat("duplicates")(s)),
-            _n(lat("out_of_order")(s)),
-            _n(lat("disconnects")(s)),
-        ),
-        "0 / 0 / 0 / 0",
-    )
-    cpu_row("latency", lat)
-    row(
-        f"memory: KB RSS per idle socket ({MEMORY_CONNECTIONS:,}; 2 s later)",
-        lambda s: (
-            f"{spread('memory', 'kb_per_conn', 1)(s)} "
-            f"({_n(dig(s, 'memory', 'kb_per_conn_2s_later'), 1)})"
-        ),
-        f"≤ {TARGET_KB_PER_IDLE_SOCKET:g}: " + _verdict(targets["kb_per_idle_socket"]["met"]),
-    )
-    row(
-        "memory: sockets opened / all verified / disconnects",
-        lambda s: _slash(
-            _n(dig(s, "memory", "opened")),
-            _n(dig(s, "memory", "all_verified")),
-            _n(dig(s, "memory", "disconnects")),
-        ),
-    )
-    table.caption = (
-        "With several runs: medians, and \\[min–max] where shown. "
-        "server = the WebSocket processes (ours: the 2 GraphQL processes; chat = our 2 gRPC "
-        "chat processes, which the peers do not have); redis = ours 6 cluster nodes, peers 1. "
-        "CPU % of one core; the machine has 200; other = machine busy minus everything "
-        "watched (kernel, and other work on the machine)."
-    )
-    return table
-
-
-def sweep_table(results: dict[str, Any]) -> Table:
-    """Every sweep step of every system: where each one stopped passing, and why."""
-    table = Table(title="Saturation sweep steps (S=1000, C=10)", title_justify="left")
-    for name in ("system", "R msgs/s", "pass", "deliveries/s", "p50 ms", "p99 ms", "lost"):
-        table.add_column(name, justify="left" if name in ("system", "pass") else "right")
-    table.add_column("CPU % server / chat / redis / gen / other", justify="right")
-    table.add_column("why it failed")
-    ours_steps: dict[str, dict[str, Any]] = {}
-    sweeps: list[tuple[str, dict[str, Any]]] = []
-    for run in dig(results, "ours", "runs") or []:
-        ours_sweep = dig(run, "scenarios", "saturation") or {}
-        ours_steps.update({str(s.get("label", "")): s for s in ours_sweep.get("steps") or []})
-        sweeps.append((f"{OURS} #{run['run']}", ours_sweep.get("raw") or {}))
-    sweeps += [
-        (f"{label.split(':')[1]} #{label.split(':')[2]}", line)
-        for line in dig(results, "peers", "raw") or []
-        if (label := str(line.get("label", ""))).startswith("saturation:") and label.count(":") == 2
-    ]
-    for system, sweep in sweeps:
-        for step in sweep.get("steps") or []:
-            full = ours_steps.get(f"{sweep.get('label')}@{step.get('rate')}", {})
-            table.add_row(
-                system,
-                _n(step.get("rate")),
-                "[green]pass[/green]" if step.get("pass") else "[red]fail[/red]",
-                _n(step.get("delivered_per_s")),
-                format_ms(step.get("p50")),
-                format_ms(step.get("p99")),
-                _n(step.get("lost")),
-                _slash(
-                    format_pct(step.get("server_cpu_pct")),
-                    format_pct(_cpu(full, "chat")),
-                    format_pct(step.get("redis_cpu_pct")),
-                    format_pct(step.get("gen_cpu_pct")),
-                    format_pct(step.get("other_pct")),
-                ),
-                "; ".join(step.get("reasons") or []),
-            )
-    return table
-
-
 # -- the run --------------------------------------------------------------------------------
 
 
 def run_fanout_bench(options: FanoutOptions, progress: Console, out: Console) -> Path:
     """Ours, then the peers; print the comparison; write the JSON. Returns its path."""
-    started = dt.datetime.now(dt.UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    results_dir = options.output_dir.resolve()
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"fanout-{stamp}.json"
+    results_file = ResultsFile.start("fanout", options.output_dir)
     node = require_node()
-    results: dict[str, Any] = {
-        "benchmark": "fanout",
-        "started_at": started.isoformat(),
-        "command": options.command_line,
-        "harness": {"path": str(options.harness), "sha256_16": file_digests(options.harness)},
-        "code": git_state(),
-        "machine": {
-            **machine_info(),
+    results = results_file.header(
+        command=options.command_line,
+        harness={"path": str(options.harness), "sha256_16": file_digests(options.harness)},
+        code=git_state(),
+        machine={
+            **machine_info("generator, servers and Redis share this machine"),
             "node": node,
             "redis": _tool_version(["redis-server", "--version"]),
-            "note": "generator, servers and Redis share this machine",
         },
-        "scenarios": {
+        scenarios={
             "latency": {
                 "subs": LATENCY_SUBSCRIBERS,
                 "courses": COURSES,
@@ -1329,15 +782,15 @@ def run_fanout_bench(options: FanoutOptions, progress: Console, out: Console) ->
             },
             "memory": {"conns": MEMORY_CONNECTIONS, "courses": COURSES},
         },
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-        "background_load": [],
-    }
+        options=options_record(options),
+        background_load=[],
+    )
     finished = False
     try:
         ensure_node_modules(options.harness, progress)
         results["background_load"].append(background_load(progress, "before our stack"))
         results["ours"] = {}
-        run_ours(results["ours"], options, stamp, progress)
+        run_ours(results["ours"], options, results_file, progress)
         if options.peers:
             results["background_load"].append(background_load(progress, "before the peers"))
             results["peers"] = {}
@@ -1348,9 +801,8 @@ def run_fanout_bench(options: FanoutOptions, progress: Console, out: Console) ->
         raise
     finally:
         with sigint_ignored():
-            results["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
-            results["summary"] = summarize(results)
-            path.write_text(json.dumps(results, indent=2) + "\n")
+            results["summary"] = summarize_fanout(results)
+            path = results_file.write(results)
             progress.print(f"results{'' if finished else ' (partial)'}: {path}")
     out.print(sweep_table(results))
     out.print(comparison_table(results["summary"]))
@@ -1362,48 +814,3 @@ def run_fanout_bench(options: FanoutOptions, progress: Console, out: Console) ->
             out.print(Text(f"  {line}"), highlight=False)
     out.print(f"results: {path}  (our stack's logs: {dig(results, 'ours', 'logs')})")
     return path
-
-
-# -- `python -m bench.fanout flush` (sweep.js runs it before every step) -------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.fanout",
-        description="helpers of `chatctl bench-fanout` that the harness's tools run",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    flush = commands.add_parser(
-        "flush",
-        help="FLUSHALL every primary of a local Redis Cluster, then print --watch as the last "
-        "line (sweep.js's --before-step passes it on to gen.js)",
-    )
-    flush.add_argument("--redis-port", type=int, required=True, help="any node of the cluster")
-    flush.add_argument("--watch", default="", help='e.g. "server=PID,PID;redis=PID"')
-    flush.add_argument(
-        "--quiet-below",
-        type=float,
-        default=0.0,
-        help="then wait until the machine is below this busy %% (100 = one core); 0: no wait",
-    )
-    flush.add_argument("--quiet-wait", type=float, default=QUIET_WAIT_STEP_SECONDS)
-    flush.add_argument("--record", type=Path, help="append what was done as a JSON line")
-    args = parser.parse_args(argv)
-    try:
-        primaries = flush_cluster(args.redis_port)
-    except (FanoutBenchError, OSError, subprocess.TimeoutExpired) as exc:
-        print(f"flush failed: {exc}", file=sys.stderr)
-        return 1
-    quiet = wait_until_quiet(args.quiet_below, args.quiet_wait)
-    print(f"flushed primaries {','.join(map(str, primaries))}; {quiet}", file=sys.stderr)
-    if args.record is not None:
-        line = {"ts": dt.datetime.now(dt.UTC).isoformat(), "flushed": primaries, **quiet}
-        with args.record.open("a") as record:
-            record.write(json.dumps(line) + "\n")
-    if args.watch:
-        print(args.watch, flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

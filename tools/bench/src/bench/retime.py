@@ -12,18 +12,15 @@ is checked afterwards. Results: `bench-results/retime-<UTC stamp>.json`.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from bench.chat import machine_info
+from bench.measure import machine_info
+from bench.report import ResultsFile, retime_table
+from bench.stats import RetimeStep
 from devstack.processes import free_ports
 from devstack.redis_cluster import RedisCluster
 from nextcampus_common.keys import CourseKeys
@@ -35,27 +32,6 @@ from nextcampus_policy.store import PolicyStore
 
 COURSE = "bench-retime"
 SEED_CHUNK = 2_000
-
-
-@dataclass(frozen=True)
-class RetimeStep:
-    batch_size: int
-    ttl_seconds: int
-    seconds: float
-    batches: int
-    retimed: int
-    removed: int
-    verified: int  # messages whose PTTL matched timestamp + TTL afterwards
-
-    @property
-    def messages_per_second(self) -> float:
-        return self.retimed / self.seconds if self.seconds else 0.0
-
-    @property
-    def milliseconds_per_batch(self) -> float:
-        """About how long each script holds the course's Redis node (sends to courses on
-        that node wait that long at most)."""
-        return 1000 * self.seconds / self.batches if self.batches else 0.0
 
 
 async def seed(redis: ClusterClient, messages: int, ttl_seconds: int) -> None:
@@ -151,33 +127,10 @@ async def run_steps(
     return steps
 
 
-def table(steps: list[RetimeStep], messages: int) -> Table:
-    out = Table(title=f"TTL change of one course with {messages:,} messages (6-node Redis Cluster)")
-    for column in (
-        "batch size",
-        "round trips",
-        "ms per round trip",
-        "seconds",
-        "messages/s",
-        "verified",
-    ):
-        out.add_column(column, justify="right")
-    for step in steps:
-        out.add_row(
-            f"{step.batch_size:,}",
-            f"{step.batches:,}",
-            f"{step.milliseconds_per_batch:.1f}",
-            f"{step.seconds:.2f}",
-            f"{step.messages_per_second:,.0f}",
-            f"{step.verified:,} / {step.retimed:,}",
-        )
-    return out
-
-
 def run_retime_bench(
     messages: int, batch_sizes: list[int], output_dir: Path, progress: Console, out: Console
 ) -> Path:
-    started = dt.datetime.now(dt.UTC)
+    results_file = ResultsFile.start("retime", output_dir)
     with tempfile.TemporaryDirectory(prefix="chatctl-bench-retime-") as root:
         cluster = RedisCluster(free_ports(6, with_bus=True), Path(root))
         progress.print("starting a 6-node Redis Cluster …")
@@ -186,23 +139,12 @@ def run_retime_bench(
             steps = asyncio.run(run_steps(cluster.nodes, messages, batch_sizes, progress))
         finally:
             cluster.stop()
-    out.print(table(steps, messages))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / f"retime-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    record: dict[str, Any] = {
-        "benchmark": "retime",
-        "started_at": started.isoformat(),
-        "messages": messages,
-        "machine": machine_info(),
-        "steps": [
-            {
-                **asdict(s),
-                "messages_per_second": s.messages_per_second,
-                "milliseconds_per_batch": s.milliseconds_per_batch,
-            }
-            for s in steps
-        ],
-    }
-    path.write_text(json.dumps(record, indent=2))
+    out.print(retime_table(steps, messages))
+    record = results_file.header(
+        messages=messages,
+        machine=machine_info("this process and six redis-servers share this machine"),
+        steps=[step.record() for step in steps],
+    )
+    path = results_file.write(record)
     progress.print(f"results: {path}")
     return path

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -272,6 +275,35 @@ def policy_delete(files: PolicyFileOption, redis: RedisOption = "127.0.0.1:7000"
     _policies(files, redis, delete=True)
 
 
+RESULTS_DIR = Path("bench-results")
+ResultsDirOption = Annotated[
+    Path, typer.Option(help="directory of the JSON results (bench-fanout: and our stack's logs)")
+]
+StackRootOption = Annotated[
+    Path | None, typer.Option(help="stack state and logs (default: a temp dir, removed)")
+]
+
+
+def _tables_console(width: int) -> Console:
+    """Where a benchmark prints its tables: the terminal, or piped output (make, CI logs)
+    at a width that fits them."""
+    return Console() if sys.stdout.isatty() else Console(width=width)
+
+
+@contextlib.contextmanager
+def _bench_failures(command: str, *failures: type[Exception]) -> Iterator[None]:
+    """A benchmark that could not run says why in one line (exit 1); Ctrl-C exits with 130
+    once the benchmark has stopped everything it started."""
+    try:
+        yield
+    except failures as exc:
+        console.print(f"[red]{command} failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; everything started was stopped[/yellow]")
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def bench(
     scenario: Annotated[str, typer.Option(help="comma-separated: sends, fanout")] = "sends,fanout",
@@ -301,21 +333,16 @@ def bench(
     profile: Annotated[
         bool, typer.Option(help="also run the top sends step under py-spy (flame graph)")
     ] = False,
-    output: Annotated[Path, typer.Option(help="directory of the JSON results")] = Path(
-        "bench-results"
-    ),
-    root: Annotated[
-        Path | None, typer.Option(help="stack state and logs (default: a temp dir, removed)")
-    ] = None,
+    output: ResultsDirOption = RESULTS_DIR,
+    root: StackRootOption = None,
 ) -> None:
     """Measure sends/s, send latency and fan-out deliveries/s of one chat process against a
     local Redis Cluster (load from separate processes); prints tables, writes JSON."""
     import shlex
-    import sys
 
     from bench.chat import BenchError, BenchOptions, parse_int_list, parse_scenarios, run_bench
 
-    try:
+    with _bench_failures("bench", BenchError, StackError):
         options = BenchOptions(
             scenarios=parse_scenarios(scenario),
             concurrencies=parse_int_list(concurrency),
@@ -335,15 +362,7 @@ def bench(
             root=root,
             command_line=shlex.join(sys.argv),
         )
-        # Piped output (make, CI logs) gets a width that fits the tables.
-        out = Console() if sys.stdout.isatty() else Console(width=160)
-        run_bench(options, progress=console, out=out)
-    except (BenchError, StackError) as exc:
-        console.print(f"[red]bench failed:[/red] {exc}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted; everything started was stopped[/yellow]")
-        raise typer.Exit(130) from None
+        run_bench(options, progress=console, out=_tables_console(160))
 
 
 @app.command("bench-retime")
@@ -352,13 +371,10 @@ def bench_retime(
     batch_sizes: Annotated[
         str, typer.Option(help="RETIME_BATCH_SIZE values to measure, comma-separated")
     ] = "100,500,2000",
-    output: Annotated[Path, typer.Option(help="directory of the JSON results")] = Path(
-        "bench-results"
-    ),
+    output: ResultsDirOption = RESULTS_DIR,
 ) -> None:
     """Time a CourseChatPolicy's TTL change on a course of many messages (the operator's
     re-timing through the course index), on a local Redis Cluster."""
-    import sys
 
     from bench.chat import BenchError, parse_int_list
     from bench.retime import run_retime_bench
@@ -368,9 +384,8 @@ def bench_retime(
     except BenchError as exc:
         console.print(f"[red]bench-retime:[/red] {exc}")
         raise typer.Exit(2) from None
-    out = Console() if sys.stdout.isatty() else Console(width=120)
     try:
-        run_retime_bench(messages, sizes, output, progress=console, out=out)
+        run_retime_bench(messages, sizes, output, progress=console, out=_tables_console(120))
     except (StackError, RuntimeError) as exc:
         console.print(f"[red]bench-retime failed:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -415,18 +430,13 @@ def bench_fanout(
             help="ours through the Envoy gateway, as deployed (the peers have no proxy in front)"
         ),
     ] = False,
-    output: Annotated[Path, typer.Option(help="directory of the JSON results and logs")] = Path(
-        "bench-results"
-    ),
-    root: Annotated[
-        Path | None, typer.Option(help="stack state and logs (default: a temp dir, removed)")
-    ] = None,
+    output: ResultsDirOption = RESULTS_DIR,
+    root: StackRootOption = None,
 ) -> None:
     """Fan-out of our GraphQL service next to the shared harness's peers (python-socketio,
     graphql-ws): latency at 4,000 deliveries/s, saturation at p99 < 100 ms with zero loss,
     KB per idle socket; one table against the targets, JSON in bench-results/."""
     import shlex
-    import sys
 
     from bench.fanout import (
         FanoutBenchError,
@@ -453,12 +463,39 @@ def bench_fanout(
         command_line=shlex.join(sys.argv),
         gateway=gateway,
     )
-    out = Console() if sys.stdout.isatty() else Console(width=200)
+    with _bench_failures("bench-fanout", FanoutBenchError, StackError):
+        run_fanout_bench(options, progress=console, out=_tables_console(200))
+
+
+# Not for people: the harness's sweep.js runs it before every step of `bench-fanout`'s
+# saturation sweep (bench.fanout.flush_command).
+@app.command("bench-fanout-flush", hidden=True)
+def bench_fanout_flush(
+    redis_port: Annotated[int, typer.Option(help="any node of the local Redis Cluster")],
+    watch: Annotated[
+        str, typer.Option(help='printed as the last line, e.g. "server=PID,PID;redis=PID"')
+    ] = "",
+    quiet_below: Annotated[
+        float,
+        typer.Option(help="then wait until the machine is below this busy % (of 200); 0: no wait"),
+    ] = 0.0,
+    quiet_wait: Annotated[
+        float | None, typer.Option(help="seconds to wait at most (default: bench-fanout's)")
+    ] = None,
+    record: Annotated[Path | None, typer.Option(help="append what was done as a JSON line")] = None,
+) -> None:
+    """FLUSHALL every primary of a local Redis Cluster, wait for a quiet machine, then print
+    --watch as the last line (sweep.js's --before-step passes it on to gen.js)."""
+    import subprocess
+
+    from bench.fanout import QUIET_WAIT_STEP_SECONDS, FanoutBenchError, before_step
+
+    wait_seconds = QUIET_WAIT_STEP_SECONDS if quiet_wait is None else quiet_wait
     try:
-        run_fanout_bench(options, progress=console, out=out)
-    except (FanoutBenchError, StackError) as exc:
-        console.print(f"[red]bench-fanout failed:[/red] {exc}")
+        done = before_step(redis_port, quiet_below, wait_seconds, record)
+    except (FanoutBenchError, StackError, OSError, subprocess.TimeoutExpired) as exc:
+        print(f"flush failed: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted; everything started was stopped[/yellow]")
-        raise typer.Exit(130) from None
+    print(done, file=sys.stderr)
+    if watch:
+        print(watch, flush=True)

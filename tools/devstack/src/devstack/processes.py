@@ -2,7 +2,8 @@
 use. Used by `chatctl up`, the test fixtures and the benchmarks (one copy of the process
 handling).
 
-Every process is started in its own session and stopped by its PID (SIGTERM, then SIGKILL).
+Every process is started in its own session and stopped by its PID (SIGTERM, then SIGKILL), or
+by its process group where what it started must stop with it.
 """
 
 from __future__ import annotations
@@ -125,17 +126,44 @@ def wait_for_port(
     raise StackError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, wait, then SIGKILL — by PID, never by name."""
-    if process.poll() is not None:
+def _group_alive(group_id: int) -> bool:
+    """Whether any process of the process group is left (zombies not yet reaped count)."""
+    try:
+        os.killpg(group_id, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process(
+    process: subprocess.Popen[Any], timeout: float = 10.0, *, group: bool = False
+) -> None:
+    """SIGTERM, wait, then SIGKILL — by PID, never by name. With `group`, the process group
+    the process leads (started with `start_new_session`), so that what a script started
+    does not outlive it, even once the script itself has exited; the group id is the
+    process's PID, so only what we started is signalled."""
+
+    def send(signal_number: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(process.pid, signal_number)
+            else:
+                process.send_signal(signal_number)
+
+    if process.poll() is not None and not (group and _group_alive(process.pid)):
         return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    send(signal.SIGTERM)
     try:
         process.wait(timeout)
+        while group and _group_alive(process.pid):
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(process.args, timeout)
+            time.sleep(0.05)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
+        send(signal.SIGKILL)
         process.wait(5)
 
 

@@ -27,6 +27,86 @@ def redis_server_binary() -> str:
     return path
 
 
+def redis_cli(port: int, *args: str, timeout: float = 10) -> str:
+    """The reply of `redis-cli -p <port> <args>` on loopback."""
+    result = subprocess.run(
+        ["redis-cli", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"redis-cli {' '.join(args)}: {result.stderr or result.stdout}")
+    return result.stdout
+
+
+# A primary that its peers think is down (`fail?`: one of them, `fail`: a majority) or whose
+# address is unknown serves nothing.
+NOT_SERVING = frozenset({"fail", "fail?", "noaddr"})
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """One node as a line of CLUSTER NODES describes it."""
+
+    port: int
+    flags: frozenset[str]
+    # Inclusive ranges of the slots it serves (slots being imported or migrated left out).
+    slots: tuple[tuple[int, int], ...]
+
+    @property
+    def is_primary(self) -> bool:
+        return "master" in self.flags
+
+    @property
+    def is_live_primary(self) -> bool:
+        """A primary serving slots that its peers do not think is down. (Just after a
+        cluster forms, a node made a replica can still show to others as a primary without
+        slots: it holds nothing.)"""
+        return self.is_primary and bool(self.slots) and not self.flags & NOT_SERVING
+
+    def serves(self, slot: int) -> bool:
+        return any(low <= slot <= high for low, high in self.slots)
+
+
+def parse_cluster_nodes(text: str) -> list[ClusterNode]:
+    """CLUSTER NODES' reply: `<id> <ip:port@bus[,hostname]> <flags> <primary> <ping> <pong>
+    <epoch> <link> <slot or range>…` per line."""
+    nodes = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        address = parts[1].split(",", 1)[0].split("@", 1)[0]
+        slots = []
+        for span in parts[8:]:
+            low, _, high = span.partition("-")
+            if low.isdigit() and (high or low).isdigit():  # not `[slot->-id]` (migrating)
+                slots.append((int(low), int(high or low)))
+        nodes.append(
+            ClusterNode(
+                port=int(address.rpartition(":")[2] or 0),
+                flags=frozenset(parts[2].split(",")),
+                slots=tuple(slots),
+            )
+        )
+    return nodes
+
+
+def cluster_nodes(port: int) -> list[ClusterNode]:
+    """The cluster as the node on `port` sees it."""
+    return parse_cluster_nodes(redis_cli(port, "cluster", "nodes"))
+
+
+def live_primaries(port: int) -> list[int]:
+    """Ports of the live primaries of the cluster the node on `port` belongs to."""
+    primaries = sorted(node.port for node in cluster_nodes(port) if node.is_live_primary)
+    if not primaries:
+        raise StackError(f"no live primary in the cluster of 127.0.0.1:{port}")
+    return primaries
+
+
 @dataclass
 class RedisCluster:
     """Six (or more) real `redis-server` processes formed into a cluster with one replica
@@ -106,16 +186,7 @@ class RedisCluster:
         return self.root / str(port) / "redis.log"
 
     def cli(self, port: int, *args: str, timeout: float = 10) -> str:
-        result = subprocess.run(
-            ["redis-cli", "-p", str(port), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise StackError(f"redis-cli {' '.join(args)}: {result.stderr or result.stdout}")
-        return result.stdout
+        return redis_cli(port, *args, timeout=timeout)
 
     def formed(self) -> bool:
         return all(
@@ -199,23 +270,17 @@ class RedisCluster:
         """The primary owning `key`'s slot, as the first live node sees the cluster."""
         asked = self.live_ports()[0]
         slot = int(self.cli(asked, "cluster", "keyslot", key).strip())
-        for line in self.cli(asked, "cluster", "nodes").splitlines():
-            parts = line.split()
-            if "master" not in parts[2] or "fail" in parts[2]:
-                continue
-            for span in parts[8:]:
-                low, _, high = span.partition("-")
-                if low.isdigit() and int(low) <= slot <= int(high or low):
-                    return int(parts[1].split(":")[1].split("@")[0])
+        for node in cluster_nodes(asked):
+            if node.is_live_primary and node.serves(slot):
+                return node.port
         raise StackError(f"no primary owns the slot of {key!r}")
 
     def owns_slots(self, port: int) -> bool:
         """Whether the other live nodes still list `port` as a primary with slots."""
         live = [p for p in self.live_ports() if p != port]
-        for line in self.cli(live[0], "cluster", "nodes").splitlines():
-            parts = line.split()
-            if f":{port}@" in parts[1]:
-                return "master" in parts[2] and len(parts) > 8
+        for node in cluster_nodes(live[0]):
+            if node.port == port:
+                return node.is_primary and bool(node.slots)
         return False
 
     def node_serving(self, port: int) -> bool:

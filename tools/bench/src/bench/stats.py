@@ -1,0 +1,465 @@
+"""The benchmarks' summarizers: plain functions from measured numbers to the numbers a
+report shows — percentiles, step summaries, the saturation sweep's verdicts, the targets,
+medians over runs, a profile's top frames. No processes, no clock, no I/O: unit-tested with
+made-up numbers (tests/test_stats.py)."""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import math
+import re
+import statistics
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeGuard
+
+# -- percentiles --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Latency:
+    count: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+
+    @classmethod
+    def of(cls, samples_seconds: Sequence[float]) -> Latency:
+        ordered = sorted(samples_seconds)
+        if not ordered:
+            return cls(0, None, None, None, None)
+
+        def rank(fraction: float) -> float:  # nearest rank
+            return round(ordered[max(1, math.ceil(fraction * len(ordered))) - 1] * 1000, 3)
+
+        return cls(
+            count=len(ordered),
+            p50_ms=rank(0.50),
+            p99_ms=rank(0.99),
+            max_ms=round(ordered[-1] * 1000, 3),
+            mean_ms=round(sum(ordered) / len(ordered) * 1000, 3),
+        )
+
+
+def samples(*blobs: bytes) -> array.array[float]:
+    """Seconds sent by client processes as `array('d')` bytes, merged."""
+    merged: array.array[float] = array.array("d")
+    for blob in blobs:
+        merged.frombytes(blob)
+    return merged
+
+
+# -- `chatctl bench`: sends -----------------------------------------------------------------------
+
+# The issue's target for one chat process on the 2-core bench machine.
+TARGET_SENDS_PER_SECOND = 5_000
+TARGET_P99_MS = 20.0
+
+
+@dataclass
+class SendStep:
+    concurrency: int
+    client_processes: int
+    duration_seconds: float
+    acknowledged: int
+    sends_per_second: float
+    latency: Latency
+    server_mean_ms: float | None
+    errors: dict[str, int]
+    cpu_percent: dict[str, float | None]
+    chat_threads_cpu_percent: dict[str, float] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sends_per_second"] = round(self.sends_per_second, 1)
+        return data
+
+
+def sends_target(steps: Sequence[SendStep]) -> dict[str, Any]:
+    """Whether a step met the target (rate and p99 together), and the fastest step within
+    the p99 target."""
+    within_p99 = [
+        s for s in steps if s.latency.p99_ms is not None and s.latency.p99_ms <= TARGET_P99_MS
+    ]
+    best = max(within_p99, key=lambda s: s.sends_per_second, default=None)
+    return {
+        "sends_per_second": TARGET_SENDS_PER_SECOND,
+        "p99_ms": TARGET_P99_MS,
+        "met": any(s.sends_per_second >= TARGET_SENDS_PER_SECOND for s in within_p99),
+        "best_within_p99": None
+        if best is None
+        else {"concurrency": best.concurrency, "sends_per_second": round(best.sends_per_second)},
+    }
+
+
+# -- `chatctl bench --profile`: py-spy's collapsed stacks ------------------------------------------
+
+PROFILE_TOP_FRAMES = 15
+FRAME = re.compile(r"^(?P<name>.*) \((?P<path>.*?)(?::(?P<line>\d+))?\)$")
+
+
+def read_folded(text: str) -> dict[tuple[str, ...], int]:
+    """py-spy's `--format raw` (collapsed stacks: `a;b;c count` per line)."""
+    stacks: Counter[tuple[str, ...]] = Counter()
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks[tuple(stack.split(";"))] += int(count)
+    return dict(stacks)
+
+
+def short_path(path: str) -> str:
+    for marker in ("site-packages/", "/src/", "/lib/python3."):
+        if marker in path:
+            rest = path.split(marker, 1)[1]
+            return rest.split("/", 1)[1] if marker == "/lib/python3." else rest
+    return path
+
+
+def function_of(frame: str) -> str:
+    """`name (path:line)` → `name (short path)`: a function, whatever line was running."""
+    match = FRAME.match(frame)
+    if match is None:
+        return frame
+    return f"{match['name']} ({short_path(match['path'])})"
+
+
+# Frames under which everything runs (interpreter start, the event loop, thread start):
+# left out of the "total" ranking, where they would only fill the top rows.
+SCAFFOLDING = re.compile(
+    r"^(_run_module_as_main|_run_code|<module>|main|run|Runner\.run|"
+    r"BaseEventLoop\.(run_forever|run_until_complete|_run_once)|"
+    r"Thread\.(_bootstrap|_bootstrap_inner)) "
+)
+
+
+def summarize_profile(stacks: dict[tuple[str, ...], int]) -> dict[str, Any]:
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for stack, count in stacks.items():
+        functions = [function_of(f) for f in stack]
+        own[functions[-1]] += count
+        for name in set(functions):
+            if not SCAFFOLDING.match(name):
+                total[name] += count
+    sampled = sum(stacks.values())
+
+    def top(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {"function": name, "samples": n, "percent": round(n / sampled * 100, 1)}
+            for name, n in counter.most_common(PROFILE_TOP_FRAMES)
+        ]
+
+    return {"samples": sampled, "top_own": top(own), "top_total": top(total)}
+
+
+# -- `chatctl bench-retime` -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetimeStep:
+    batch_size: int
+    ttl_seconds: int
+    seconds: float
+    batches: int
+    retimed: int
+    removed: int
+    verified: int  # messages whose PTTL matched timestamp + TTL afterwards
+
+    @property
+    def messages_per_second(self) -> float:
+        return self.retimed / self.seconds if self.seconds else 0.0
+
+    @property
+    def milliseconds_per_batch(self) -> float:
+        """About how long each script holds the course's Redis node (sends to courses on
+        that node wait that long at most)."""
+        return 1000 * self.seconds / self.batches if self.batches else 0.0
+
+    def record(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "messages_per_second": self.messages_per_second,
+            "milliseconds_per_batch": self.milliseconds_per_batch,
+        }
+
+
+# -- `chatctl bench-fanout`: the harness's tools' JSON lines -----------------------------------------
+
+# The harness README's scenarios, unchanged, so the numbers line up with the peers'.
+COURSES = 10
+LATENCY_SUBSCRIBERS = 200
+LATENCY_RATE = 200
+LATENCY_SECONDS = 20
+# Every message reaches the subscribers of its course.
+LATENCY_OFFERED_DELIVERIES_PER_SECOND = LATENCY_RATE * LATENCY_SUBSCRIBERS // COURSES
+SATURATION_SUBSCRIBERS = 1000
+SWEEP_STEP_SECONDS = 10
+SLO_P99_MS = 100.0
+SWEEP_PRECISION = 0.1
+MEMORY_CONNECTIONS = 2000
+
+# The issue's targets.
+TARGET_DELIVERIES_PER_SECOND = 75_000
+TARGET_KB_PER_IDLE_SOCKET = 30.0
+
+# Our system's name in the summaries and labels (the peers' come from run-peers.sh).
+OURS = "nextcampus"
+
+
+def run_label(kind: str, run: int) -> str:
+    """The label of our `run` of a scenario, as the peers' are: `<scenario>:<system>:<run>`."""
+    return f"{kind}:{OURS}:{run}"
+
+
+def dig(data: Any, *path: str) -> Any:
+    """`data[a][b]…`, or None where a level is missing or not a dict."""
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def cpu_of(line: Any, group: str) -> Any:
+    """CPU % of a watched group (`server`, `redis`, …) in a tool's JSON line."""
+    return dig(line, "cpu", group, "cpu_pct")
+
+
+def summarize_latency(line: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "error": line.get("error"),
+        "offered_deliveries_per_s": LATENCY_OFFERED_DELIVERIES_PER_SECOND,
+        "deliveries_per_s": line.get("delivered_per_s"),
+        "published": line.get("published"),
+        "publish_errors": line.get("publish_errors"),
+        "p50_ms": dig(line, "latency_ms", "p50"),
+        "p99_ms": dig(line, "latency_ms", "p99"),
+        "max_ms": dig(line, "latency_ms", "max"),
+        "publish_ack_p99_ms": dig(line, "publish_ack_ms", "p99"),
+        "lost": line.get("lost"),
+        "duplicates": line.get("duplicates"),
+        "out_of_order": line.get("out_of_order"),
+        "disconnects": line.get("disconnects"),
+        "subs_not_ready": line.get("subs_not_ready"),
+        "server_cpu_pct": cpu_of(line, "server"),
+        "chat_cpu_pct": cpu_of(line, "chat"),
+        "redis_cpu_pct": cpu_of(line, "redis"),
+        "gateway_cpu_pct": cpu_of(line, "gateway"),
+        "generator_cpu_pct": dig(line, "gen", "cpu_pct_total"),
+        "machine_busy_pct": dig(line, "cpu", "machine_busy_pct"),
+        "other_cpu_pct": dig(line, "cpu", "other_pct"),
+    }
+
+
+def step_passes(step: dict[str, Any], rate: float) -> bool:
+    """sweep.js's rule, for a sweep that did not get to print its summary."""
+    p99 = dig(step, "latency_ms", "p99")
+    ready = step.get("ready") or {}
+    return (
+        not step.get("error")
+        and step.get("lost") == 0
+        and step.get("publish_errors") == 0
+        and p99 is not None
+        and p99 < SLO_P99_MS
+        and (step.get("publish_rate_achieved") or 0) >= 0.98 * rate
+        and not step.get("subs_not_ready")
+        and ready.get("subs", 0) >= ready.get("of", 0)
+        and not step.get("disconnects")
+    )
+
+
+def sweep_from_steps(steps: Sequence[dict[str, Any]], label: str) -> dict[str, Any]:
+    """A sweep summary rebuilt from its step log (the sweep was stopped before the end)."""
+    # A step's rate comes from its label: a step that failed outright carries nothing else.
+    rates: dict[int, float] = {}
+    for step in steps:
+        prefix, _, rate = str(step.get("label", "")).rpartition("@")
+        with contextlib.suppress(ValueError):
+            if prefix == label:
+                rates[id(step)] = float(rate)
+    mine = [s for s in steps if id(s) in rates]
+    passed = [s for s in mine if step_passes(s, rates[id(s)])]
+    failed = [rates[id(s)] for s in mine if s not in passed]
+    best = max(passed, key=lambda s: rates[id(s)], default=None)
+    return {
+        "label": label,
+        "error": "the sweep did not finish: summary rebuilt from its steps",
+        "max_rate_pass": rates[id(best)] if best else None,
+        "first_rate_fail": min(failed, default=None),
+        "at_max_full": best,
+        "steps": [{"rate": rates[id(s)], "pass": s in passed, "reasons": []} for s in mine],
+    }
+
+
+def per_thousand(cpu_pct: Sequence[Any], deliveries_per_s: Any) -> float | None:
+    """CPU % (100 = one core) per 1,000 deliveries/s: what one delivery costs, comparable
+    across systems and rates."""
+    if not isinstance(deliveries_per_s, int | float) or deliveries_per_s <= 0:
+        return None
+    known = [v for v in cpu_pct if isinstance(v, int | float)]
+    return round(sum(known) / deliveries_per_s * 1000, 2) if known else None
+
+
+def summarize_saturation(line: dict[str, Any]) -> dict[str, Any]:
+    at = line.get("at_max_full") or {}
+    rate = line.get("max_rate_pass")
+    steps = line.get("steps") or []
+    first_fail = line.get("first_rate_fail")
+    fail_reasons = next((s.get("reasons") for s in steps if s.get("rate") == first_fail), None)
+    return {
+        "error": line.get("error"),
+        "max_rate_pass": rate,
+        "first_rate_fail": first_fail,
+        "first_fail_reasons": fail_reasons,
+        "nominal_deliveries_per_s": (
+            rate * SATURATION_SUBSCRIBERS // COURSES if isinstance(rate, int | float) else None
+        ),
+        "deliveries_per_s": at.get("delivered_per_s"),
+        "p50_ms": dig(at, "latency_ms", "p50"),
+        "p99_ms": dig(at, "latency_ms", "p99"),
+        "max_ms": dig(at, "latency_ms", "max"),
+        "lost": at.get("lost"),
+        "duplicates": at.get("duplicates"),
+        "out_of_order": at.get("out_of_order"),
+        "server_cpu_pct": cpu_of(at, "server"),
+        "chat_cpu_pct": cpu_of(at, "chat"),
+        "redis_cpu_pct": cpu_of(at, "redis"),
+        "gateway_cpu_pct": cpu_of(at, "gateway"),
+        "generator_cpu_pct": dig(at, "gen", "cpu_pct_total"),
+        "machine_busy_pct": dig(at, "cpu", "machine_busy_pct"),
+        "other_cpu_pct": dig(at, "cpu", "other_pct"),
+        "server_cpu_pct_per_1k_deliveries": per_thousand(
+            [cpu_of(at, "server"), cpu_of(at, "chat")], at.get("delivered_per_s")
+        ),
+        "generator_cpu_pct_per_1k_deliveries": per_thousand(
+            [dig(at, "gen", "cpu_pct_total")], at.get("delivered_per_s")
+        ),
+        "steps": len(steps),
+    }
+
+
+def summarize_memory(line: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "error": line.get("error"),
+        "conns": line.get("conns"),
+        "opened": line.get("opened"),
+        "open_failed": line.get("open_failed"),
+        "all_verified": line.get("all_verified"),
+        "disconnects": line.get("disconnects"),
+        "kb_per_conn": line.get("kb_per_conn"),
+        "kb_per_conn_2s_later": line.get("kb_per_conn_2s_later"),
+        "kb_per_conn_per_pid": line.get("kb_per_conn_per_pid"),
+    }
+
+
+SUMMARIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "latency": summarize_latency,
+    "saturation": summarize_saturation,
+    "memory": summarize_memory,
+}
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def combine_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One summary of several runs: the median of every number (and its [min, max] under
+    `range`), else the first run's value."""
+    combined: dict[str, Any] = {"runs": len(runs)}
+    ranges: dict[str, list[float]] = {}
+    for key in runs[0]:
+        values = [run.get(key) for run in runs]
+        numbers: list[float] = [v for v in values if _is_number(v)]
+        if len(runs) > 1 and numbers:
+            combined[key] = statistics.median(numbers)
+            ranges[key] = [min(numbers), max(numbers)]
+        else:
+            combined[key] = values[0]
+    if len(runs) > 1:
+        combined["range"] = ranges
+        combined["per_run"] = list(runs)
+    return combined
+
+
+def summarize_system(lines_by_kind: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return {
+        kind: combine_runs([SUMMARIZERS[kind](line) for line in lines])
+        for kind, lines in lines_by_kind.items()
+        if lines
+    }
+
+
+def group_peer_lines(raw: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """run-peers.sh's raw lines by peer and scenario (labels `<scenario>:<peer>:<run>`)."""
+    grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for line in raw:
+        kind, _, rest = str(line.get("label", "")).partition(":")
+        peer = rest.partition(":")[0]
+        if kind in SUMMARIZERS and peer:
+            grouped.setdefault(peer, {}).setdefault(kind, []).append(line)
+    return grouped
+
+
+def summarize_fanout(results: dict[str, Any]) -> dict[str, Any]:
+    """Every system's scenarios summarized (medians over runs) and our targets' verdicts,
+    from the results record of `chatctl bench-fanout`."""
+    systems: dict[str, Any] = {}
+    ours_lines: dict[str, list[dict[str, Any]]] = {}
+    for run in dig(results, "ours", "runs") or []:
+        for kind, scenario in (run.get("scenarios") or {}).items():
+            raw = scenario.get("raw")
+            if raw is None and kind == "saturation":
+                label = run_label("saturation", run["run"])
+                raw = sweep_from_steps(scenario.get("steps") or [], label)
+            if raw is None:
+                raw = {"error": f"no result (exit {scenario.get('returncode')})"}
+            ours_lines.setdefault(kind, []).append(raw)
+    if ours_lines:
+        systems[OURS] = summarize_system(ours_lines)
+    peers = results.get("peers") or {}
+    for peer, lines_by_kind in group_peer_lines(peers.get("raw") or []).items():
+        systems[peer] = summarize_system(lines_by_kind)
+    return {
+        "systems": systems,
+        "targets": fanout_targets(systems),
+        "ours_through_gateway": bool(dig(results, "options", "gateway")),
+    }
+
+
+def fanout_targets(systems: dict[str, Any]) -> dict[str, Any]:
+    """Our numbers against the issue's targets; `met` is None where a number is missing."""
+    ours = systems.get(OURS) or {}
+    deliveries = dig(ours, "saturation", "deliveries_per_s")
+    p99 = dig(ours, "latency", "p99_ms")
+    kb = dig(ours, "memory", "kb_per_conn")
+    peer_p99 = {
+        name: dig(summary, "latency", "p99_ms")
+        for name, summary in systems.items()
+        if name != OURS and dig(summary, "latency", "p99_ms") is not None
+    }
+    return {
+        "deliveries_per_s_at_slo": {
+            "target": f"≥ {TARGET_DELIVERIES_PER_SECOND:,} deliveries/s with zero loss and "
+            f"p99 < {SLO_P99_MS:g} ms (S={SATURATION_SUBSCRIBERS}, C={COURSES})",
+            "ours": deliveries,
+            "met": None if deliveries is None else deliveries >= TARGET_DELIVERIES_PER_SECOND,
+        },
+        "latency_p99_vs_peers": {
+            "target": f"p99 at {LATENCY_OFFERED_DELIVERIES_PER_SECOND:,} deliveries/s "
+            "no worse than every peer's",
+            "ours": p99,
+            "peers": peer_p99,
+            "met": None if p99 is None or not peer_p99 else p99 <= min(peer_p99.values()),
+        },
+        "kb_per_idle_socket": {
+            "target": f"≤ {TARGET_KB_PER_IDLE_SOCKET:g} KB of RSS per idle subscribed socket "
+            f"({MEMORY_CONNECTIONS:,} sockets)",
+            "ours": kb,
+            "met": None if kb is None else kb <= TARGET_KB_PER_IDLE_SOCKET,
+        },
+    }
