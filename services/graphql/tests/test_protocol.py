@@ -12,15 +12,8 @@ import aiohttp
 import pytest
 
 from nextcampus_graphql.connection import LEGACY_WS, TRANSPORT_WS
-from testing.plugin import (
-    WsSubscriber,
-    close_code,
-    next_json,
-    raw_socket,
-    ready,
-    start_graphql_server,
-    still_serving,
-)
+from testing.plugin import start_graphql_server
+from testing.ws import Subscriber, close_code, next_json, raw_socket, ready, still_serving
 
 ADDED = "subscription($c: ID!) { messageAdded(courseId: $c) { messageId content } }"
 
@@ -411,7 +404,7 @@ async def test_slow_consumer_is_cut_with_4008_while_a_fast_one_keeps_up(
     graphql_settings_factory, token, course_id
 ):
     server = await start_graphql_server(graphql_settings_factory(socket_buffer_bytes=65_536))
-    fast = await WsSubscriber(server.ws_url, token, course_id).start()
+    fast = await Subscriber.message_added(server.ws_url, token, course_id).start()
     connector = aiohttp.TCPConnector(socket_factory=lambda _addr: small_receive_buffer())
     send = "mutation($c: ID!, $t: String!) { sendMessage(courseId: $c, content: $t) { messageId } }"
     try:
@@ -466,7 +459,7 @@ async def test_graceful_shutdown_closes_sockets_with_1012(
     graphql_settings_factory, token, course_id
 ):
     server = await start_graphql_server(graphql_settings_factory())
-    subscriber = await WsSubscriber(server.ws_url, token, course_id).start()
+    subscriber = await Subscriber.message_added(server.ws_url, token, course_id).start()
     try:
         await server.runner.cleanup()
         await subscriber.ended(within=10)
@@ -484,7 +477,7 @@ async def test_keepalive_messages(graphql_settings_factory, token, protocol, kee
                 {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
             )
             assert await next_json(ws) == {"type": "connection_ack"}
-            seen = {(await next_json(ws))["type"] for _ in range(3)}
+            seen = {(await next_json(ws, keepalives=True))["type"] for _ in range(3)}
             assert seen == {keepalive}
     finally:
         await server.runner.cleanup()
