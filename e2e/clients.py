@@ -1,47 +1,36 @@
 """Clients of the gateway that behave like real ones, for the e2e suite.
 
 - `GraphqlHttp`: queries and mutations over HTTP POST with a Bearer token.
-- `ResumingSubscriber`: `messageAdded` over graphql-transport-ws that, whenever its socket
-  ends without it asking (1012, 1006, 4008, a reset, a refused connect…), reconnects with
-  backoff and resubscribes with `after` = the last id it received (DESIGN.md §3, hop 3).
+- `resuming_subscriber`: `messageAdded` over graphql-transport-ws (`testing.ws.Subscriber`)
+  that, whenever its socket ends without it asking, reconnects with backoff and resubscribes
+  with `after` = the last id it received (DESIGN.md §3, hop 3).
 - `ReliableSender`: sends with a fixed `clientMessageId` per message and retries every
   transient failure with that same id until the message is acknowledged.
 - `check_delivery`: the §3 invariant over what subscribers received.
 
 The clients record what happened and never repair it: a duplicate or a reordering shows in
-`ResumingSubscriber.received` exactly as the wire carried it.
+`Subscriber.received` exactly as the wire carried it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 import aiohttp
+
+from testing.ws import RETRYABLE_CODES, Resume, Subscriber
 
 SEND_MESSAGE = (
     "mutation Send($courseId: ID!, $content: String!, $clientMessageId: ID) {"
     " sendMessage(courseId: $courseId, content: $content, clientMessageId: $clientMessageId)"
     " { messageId content } }"
 )
-MESSAGE_ADDED = (
-    "subscription Added($courseId: ID!, $after: ID) {"
-    " messageAdded(courseId: $courseId, after: $after) { messageId content deleted } }"
-)
-# As the web page does: tombstones of deleted messages, and of messages a Redis failover
-# lost after subscribers had them (retracted).
-MESSAGE_DELETED = (
-    "subscription Deleted($courseId: ID!) { messageDeleted(courseId: $courseId) { messageId } }"
-)
-TRANSPORT_WS = "graphql-transport-ws"
-# Error codes after which the same request can succeed (the chat side was away).
-RETRYABLE_CODES = frozenset({"UNAVAILABLE", "INTERNAL"})
 # Gateway answers that mean "no upstream took the request": nothing ran, or it may have
 # run and its answer was lost; a retry with the same clientMessageId is safe either way.
 RETRYABLE_HTTP_STATUSES = frozenset({502, 503, 504})
@@ -223,191 +212,54 @@ class ReliableSender:
 # -- subscribing -----------------------------------------------------------------------------
 
 
-class SubscriberFailed(AssertionError):
-    """The subscriber gave up reconnecting, or the server refused the subscription."""
+def resuming_subscriber(
+    ws_url: str, token: str, course_id: str, *, after: int | None, name: str = "subscriber"
+) -> Subscriber:
+    """`messageAdded(courseId, after)` subscribed like a real client (DESIGN.md §3, hop 3):
+    whenever its socket ends without `close()` (1012, 1006, 4008, a reset, a refused
+    connect…) it reconnects with backoff and subscribes again with `after` = the last id it
+    received, and it hears of tombstones from messageDeleted on the same socket, as the web
+    page does."""
+    return Subscriber.message_added(
+        ws_url, token, course_id, after=after, resume=Resume(), with_deletions=True, name=name
+    )
 
 
-@dataclass
-class ResumingSubscriber:
-    """`messageAdded(courseId, after)` over graphql-transport-ws, resumed like a real client.
-
-    Whenever the socket ends without `close()` (a close code, a reset, a refused or failed
-    connect), it reconnects with exponential backoff and subscribes again with `after` = the
-    last id it received (or its initial `after`). It gives up once no connection has been
-    acknowledged for `give_up_after_seconds`. `received` is every (id, content) in arrival
-    order, duplicates included; `tombstones` the ids it was told are gone (messageAdded's
-    deleted ones on resume, and messageDeleted, subscribed on the same socket)."""
-
-    ws_url: str
-    token: str
-    course_id: str
-    after: int | None = None
-    name: str = "subscriber"
-    initial_backoff_seconds: float = 0.1
-    max_backoff_seconds: float = 2.0
-    give_up_after_seconds: float = 60.0
-    received: list[tuple[int, str]] = field(default_factory=list, init=False)
-    tombstones: set[int] = field(default_factory=set, init=False)
-    reconnects: int = field(default=0, init=False)  # sockets acknowledged after the first
-    endings: list[str] = field(default_factory=list, init=False)  # why each socket ended
-    close_codes: list[int] = field(default_factory=list, init=False)  # of ended sockets
-    failure: Exception | None = field(default=None, init=False)
-    _connected: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    _task: asyncio.Task[None] | None = field(default=None, init=False)
-    _session: aiohttp.ClientSession | None = field(default=None, init=False)
-
-    @property
-    def ids(self) -> list[int]:
-        return [message_id for message_id, _ in self.received]
-
-    def start(self) -> Self:
-        self._session = aiohttp.ClientSession()
-        self._task = asyncio.create_task(self._run(), name=self.name)
-        return self
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._session is not None:
-            await self._session.close()
-
-    async def connected(self, *, within: float) -> None:
-        """Wait until the first socket is acknowledged and the subscribe is sent."""
-        await self._wait(self._connected.is_set, within)
-
-    async def wait_until(self, condition: Callable[[Self], bool], *, within: float) -> None:
-        await self._wait(lambda: condition(self), within)
-
-    async def _wait(self, condition: Callable[[], bool], within: float) -> None:
-        async with asyncio.timeout(within):
-            while not condition():
-                if self.failure is not None:
-                    raise SubscriberFailed(f"{self.name}: {self.failure}") from self.failure
-                self._changed.clear()
-                await self._changed.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-
-    async def _run(self) -> None:
-        backoff = self.initial_backoff_seconds
-        outage_began = time.monotonic()
-        first = True
-        try:
-            while True:
-                try:
-                    acknowledged = await self._one_socket(first)
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    acknowledged = False
-                    self.endings.append(f"{type(exc).__name__}: {exc}"[:200])
-                if acknowledged:
-                    first = False
-                    backoff = self.initial_backoff_seconds
-                    outage_began = time.monotonic()
-                if time.monotonic() - outage_began > self.give_up_after_seconds:
-                    raise SubscriberFailed(
-                        f"{self.name} could not resume for {self.give_up_after_seconds:.0f} s; "
-                        f"last endings: {self.endings[-3:]}"
-                    )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff_seconds)
-        except Exception as exc:
-            self.failure = exc
-            self._notify()
-
-    async def _one_socket(self, first: bool) -> bool:
-        """Connect, subscribe, read until the socket ends; whether it was acknowledged."""
-        assert self._session is not None
-        async with self._session.ws_connect(
-            self.ws_url,
-            protocols=[TRANSPORT_WS],
-            heartbeat=10.0,
-            timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-        ) as ws:
-            await ws.send_json(
-                {"type": "connection_init", "payload": {"authorization": f"Bearer {self.token}"}}
-            )
-            acknowledged = False
-            async for frame in ws:
-                if frame.type is not aiohttp.WSMsgType.TEXT:
-                    continue
-                message = frame.json()
-                kind = message.get("type")
-                if kind == "connection_ack":
-                    acknowledged = True
-                    if not first:
-                        self.reconnects += 1
-                    last = self.received[-1][0] if self.received else self.after
-                    variables = {"courseId": self.course_id, "after": _id_arg(last)}
-                    for operation_id, query in (("1", MESSAGE_ADDED), ("2", MESSAGE_DELETED)):
-                        await ws.send_json(
-                            {
-                                "id": operation_id,
-                                "type": "subscribe",
-                                "payload": {"query": query, "variables": variables},
-                            }
-                        )
-                    self._connected.set()
-                    self._notify()
-                elif kind == "ping":
-                    await ws.send_json({"type": "pong"})
-                elif kind == "next":
-                    data = message["payload"]["data"]
-                    added = data.get("messageAdded")
-                    if added is None or added["deleted"]:
-                        self.tombstones.add(int((added or data["messageDeleted"])["messageId"]))
-                    else:
-                        self.received.append((int(added["messageId"]), added["content"]))
-                    self._notify()
-                elif kind == "error":
-                    codes = {e.get("extensions", {}).get("code") for e in message["payload"]}
-                    if not codes <= RETRYABLE_CODES:
-                        raise SubscriberFailed(f"subscription refused: {message['payload']}")
-                    self.endings.append(f"error {sorted(codes)}")
-                    return acknowledged  # resubscribe on a new socket, after backoff
-                elif kind == "complete":
-                    self.endings.append("complete")  # messageAdded never completes: resume
-                    return acknowledged
-            code = ws.close_code
-            self.endings.append(
-                f"close {code}" + (f": {ws.exception()!r}" if ws.exception() else "")
-            )
-            if code is not None:
-                self.close_codes.append(code)
-            return acknowledged
-
-
-def _id_arg(message_id: int | None) -> str | None:
-    return None if message_id is None else str(message_id)
-
-
-def start_subscribers(
+async def start_subscribers(
     ws_url: str,
     tokens: Sequence[str],
     course_id: str,
     *,
     after: int | None,
     count: int,
-) -> list[ResumingSubscriber]:
-    """`count` resuming subscribers of one course, their tokens taken round-robin."""
-    return [
-        ResumingSubscriber(ws_url, token, course_id, after=after, name=f"subscriber-{n}").start()
-        for n, token in zip(range(count), itertools.cycle(tokens), strict=False)
-    ]
+    within: float,
+) -> list[Subscriber]:
+    """`count` resuming subscribers of one course, their tokens taken round-robin, each
+    connected (within `within` seconds) and subscribed."""
+    subscribers: list[Subscriber] = []
+    try:
+        for n, token in zip(range(count), itertools.cycle(tokens), strict=False):
+            subscriber = resuming_subscriber(
+                ws_url, token, course_id, after=after, name=f"subscriber-{n}"
+            )
+            subscribers.append(await subscriber.start(within=within))
+    except BaseException:
+        await asyncio.gather(*(s.close() for s in subscribers))
+        raise
+    return subscribers
 
 
 async def wait_all_received(
-    subscribers: Iterable[ResumingSubscriber], message_ids: Iterable[int], *, within: float
+    subscribers: Iterable[Subscriber], message_ids: Iterable[int], *, within: float
 ) -> None:
     """Wait (bounded) until every subscriber has received every id of `message_ids`."""
     wanted = set(message_ids)
+
+    def has_all(subscriber: Subscriber) -> bool:
+        return wanted <= {message_id for message_id, _ in subscriber.received}
+
     async with asyncio.timeout(within):
-        await asyncio.gather(
-            *(s.wait_until(lambda s: wanted <= set(s.ids), within=within) for s in subscribers)
-        )
+        await asyncio.gather(*(s.wait_until(has_all, within=within) for s in subscribers))
 
 
 # -- the invariant ---------------------------------------------------------------------------
@@ -471,7 +323,7 @@ def _abbreviated(ids: Sequence[int], shown: int = 10) -> str:
 
 
 def check_delivery(
-    subscribers: Iterable[ResumingSubscriber],
+    subscribers: Iterable[Subscriber],
     acknowledged: Sequence[tuple[int, str]],
     *,
     sole_sender: bool = False,

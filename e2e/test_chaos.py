@@ -41,12 +41,12 @@ from devstack.topology import Topology
 from e2e.clients import (
     GraphqlHttp,
     ReliableSender,
-    ResumingSubscriber,
     check_delivery,
     start_subscribers,
     wait_all_received,
 )
 from nextcampus_common.keys import CourseKeys
+from testing.ws import Subscriber
 
 if TYPE_CHECKING:
     from e2e.conftest import Gateway
@@ -71,7 +71,7 @@ WITHIN_SECONDS = 30.0  # bound of every wait for a condition
 class BusyCourse:
     course_id: str
     sender: ReliableSender
-    subscribers: list[ResumingSubscriber]
+    subscribers: list[Subscriber]
     baseline: int  # the subscribers' first `after`: every later message must reach them
     traffic: asyncio.Task[None]
 
@@ -119,13 +119,16 @@ async def busy_course(gateway: Gateway, course_id: str | None = None) -> AsyncIt
     async with GraphqlHttp(gateway.graphql_url) as http:
         sender = ReliableSender(http, course_id, tokens, run_id=uuid.uuid4().hex[:8])
         baseline = await sender.send(0)
-        subscribers = start_subscribers(
-            gateway.ws_url, tokens, course_id, after=baseline, count=SUBSCRIBERS
+        subscribers = await start_subscribers(
+            gateway.ws_url,
+            tokens,
+            course_id,
+            after=baseline,
+            count=SUBSCRIBERS,
+            within=WITHIN_SECONDS,
         )
         traffic: asyncio.Task[None] | None = None
         try:
-            for subscriber in subscribers:
-                await subscriber.connected(within=WITHIN_SECONDS)
             traffic = asyncio.create_task(sender.run(MESSAGES, per_second=PER_SECOND, start=1))
             course = BusyCourse(course_id, sender, subscribers, baseline, traffic)
             # Every socket carries the live stream before anything is killed.

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +34,13 @@ from devstack.topology import Topology
 from nextcampus_common.auth import issue_token
 from nextcampus_common.chat_api import ChatApi
 from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
-from testing.plugin import Collector, WsSubscriber, established
+from nextcampus_graphql.connection import TRANSPORT_WS
+from testing.plugin import Collector, established
+from testing.ws import Subscriber, close_code, next_json, raw_socket, ready
 
 if TYPE_CHECKING:
     from e2e.conftest import Gateway
 
-TRANSPORT_WS = "graphql-transport-ws"
 MAX_FRAME_BYTES = 262_144  # the GraphQL pods' default max_frame_bytes and max_body_bytes
 
 SEND = """mutation($c: ID!, $text: String!) {
@@ -133,105 +134,6 @@ def ids_of(messages: list[dict[str, Any]]) -> list[int]:
     return [int(m["messageId"]) for m in messages]
 
 
-# --- raw WebSockets through the gateway ------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def raw_socket(gateway: Gateway, **kw: Any) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.ws_connect(gateway.ws_url, protocols=[TRANSPORT_WS], max_msg_size=0, **kw) as ws,
-    ):
-        yield ws
-
-
-async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
-    """The next protocol message (server pings are answered and skipped)."""
-    while True:
-        message = await ws.receive(timeout=20)
-        assert message.type is aiohttp.WSMsgType.TEXT, message
-        result: dict[str, Any] = message.json()
-        if result["type"] != "ping":
-            return result
-        await ws.send_json({"type": "pong"})
-
-
-async def close_code(ws: aiohttp.ClientWebSocketResponse) -> int | None:
-    """Read until the server closes the socket; its close code."""
-    while True:
-        message = await ws.receive(timeout=20)
-        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-            return ws.close_code
-
-
-async def ready(ws: aiohttp.ClientWebSocketResponse, token: str) -> None:
-    await ws.send_json({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-    assert await next_json(ws) == {"type": "connection_ack"}
-
-
-class Feed:
-    """One graphql-transport-ws subscription through the gateway, keeping every event."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, field: str) -> None:
-        self.ws, self.field = ws, field
-        self.events: list[dict[str, Any]] = []
-        self._changed = asyncio.Condition()
-        self._task = asyncio.create_task(self._read())
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def open(
-        cls, gateway: Gateway, token: str, document: str, variables: dict[str, Any]
-    ) -> AsyncIterator[Feed]:
-        async with raw_socket(gateway) as ws:
-            await ready(ws, token)
-            payload = {"query": document, "variables": variables}
-            await ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
-            field = document.split("{", 1)[1].split("(", 1)[0].strip()
-            feed = cls(ws, field)
-            try:
-                yield feed
-            finally:
-                await feed.close()
-
-    async def close(self) -> None:
-        """Stop reading (the socket stays as it is)."""
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                message = await next_json(self.ws)
-                assert message["type"] == "next", f"subscription failed: {message}"
-                async with self._changed:
-                    self.events.append(message["payload"]["data"][self.field])
-                    self._changed.notify_all()
-        finally:
-            async with self._changed:
-                self._changed.notify_all()
-
-    @property
-    def ids(self) -> list[int]:
-        return [int(event["messageId"]) for event in self.events]
-
-    async def has(self, message_id: int, within: float = 20) -> None:
-        async with asyncio.timeout(within), self._changed:
-            await self._changed.wait_for(lambda: message_id in self.ids or self._task.done())
-        if message_id not in self.ids:
-            self._task.result()  # the reader's failure, if it failed
-            raise AssertionError(f"the feed ended before {message_id} arrived")
-
-    async def until_live(self, probe: Callable[[], Awaitable[int]]) -> int:
-        """Probe until an event of a probe arrives: from here on nothing is missed."""
-        for _ in range(40):
-            probe_id = await probe()
-            with contextlib.suppress(TimeoutError):
-                await self.has(probe_id, within=0.5)
-                return probe_id
-        raise AssertionError("the subscription never went live")
-
-
 # --- behind the gateway (local topology only) ------------------------------------------
 
 
@@ -292,7 +194,7 @@ async def test_every_subscriber_gets_every_message_once_in_order(
     # Subscribers resume after an anchor: whatever is sent while they connect is replayed.
     anchor = await send_http(http, gateway, senders[0], course_id, "anchor")
     subscribers = [
-        WsSubscriber(gateway.ws_url, viewer, course_id, after=str(anchor)) for _ in range(8)
+        Subscriber.message_added(gateway.ws_url, viewer, course_id, after=anchor) for _ in range(8)
     ]
     try:
         await asyncio.gather(*(s.start() for s in subscribers))
@@ -377,7 +279,7 @@ async def test_delete_own_forbidden_and_moderated(
         data(*await graphql(http, gateway, DELETE, variables, token=prober))
         return probe_id
 
-    async with Feed.open(gateway, other_token, DELETED, {"c": course_id}) as deletions:
+    async with Subscriber(gateway.ws_url, other_token, DELETED, {"c": course_id}) as deletions:
         live = await deletions.until_live(probe)
         own = await send_http(http, gateway, author_token, course_id, "mine, to delete")
         kept = await send_http(http, gateway, author_token, course_id, "not yours")
@@ -402,7 +304,7 @@ async def test_delete_own_forbidden_and_moderated(
         )["deleteMessage"]
         assert moderated == {"messageId": str(theirs), "userId": other, "deleted": True}
 
-        await deletions.has(theirs)
+        await deletions.has_ids([theirs])
         after_probe = deletions.events[deletions.ids.index(live) + 1 :]
         assert after_probe == [
             {"messageId": str(own), "userId": author, "deleted": True},
@@ -476,7 +378,7 @@ async def test_bad_tokens_are_refused_at_the_edge(
         {"headers": {"Authorization": f"Bearer {token}"}},
     ):
         with pytest.raises(aiohttp.WSServerHandshakeError) as handshake:
-            async with raw_socket(gateway, **upgrade):
+            async with raw_socket(gateway.ws_url, **upgrade):
                 pass
         refused_by_envoy(handshake.value.status, handshake.value.headers or {})
 
@@ -496,9 +398,9 @@ async def test_missing_token_passes_the_edge_and_the_pod_refuses(
     assert error_code(body) == "UNAUTHENTICATED"
 
     # Browsers send the token in connection_init: without one the pod closes with 4403.
-    async with raw_socket(gateway) as ws:
+    async with raw_socket(gateway.ws_url) as ws:
         await ws.send_json({"type": "connection_init", "payload": {}})
-        assert await close_code(ws) == 4403
+        assert (await close_code(ws))[0] == 4403
 
 
 async def test_token_for_another_course_is_forbidden(
@@ -515,7 +417,7 @@ async def test_token_for_another_course_is_forbidden(
     status, body = await graphql(http, gateway, HISTORY, {"c": course_id}, token=token)
     assert error_code(body) == "FORBIDDEN"
 
-    async with raw_socket(gateway) as ws:
+    async with raw_socket(gateway.ws_url) as ws:
         await ready(ws, token)
         payload = {"query": ADDED, "variables": {"c": course_id}}
         await ws.send_json({"id": "other", "type": "subscribe", "payload": payload})
@@ -718,7 +620,7 @@ async def test_tokens_never_reach_the_access_log(
         gateway.graphql_url, json={"query": ME}, params={"access_token": token}
     ) as response:
         assert response.status == 200
-    async with raw_socket(gateway, params={"access_token": token}) as ws:
+    async with raw_socket(gateway.ws_url, params={"access_token": token}) as ws:
         await ready(ws, token)
     async with http.get(gateway.graphql_url, params={"access_token": refused}) as response:
         assert response.status == 401
@@ -772,11 +674,11 @@ async def test_bad_input_leaves_every_process_serving(
     }
     codes = {}
     for name, (init, frame, _) in frames.items():
-        async with raw_socket(gateway) as ws:
+        async with raw_socket(gateway.ws_url) as ws:
             if init:
                 await ready(ws, token)
             await ws.send_str(frame)
-            codes[name] = await close_code(ws)
+            codes[name], _ = await close_code(ws)
     # The pod closes with 1009 once the frame's header says it is too large, while the rest
     # of the frame (256 KiB) is still on its way: through the gateway the close can arrive
     # as a reset of the connection (1006). Either way that socket ends, and only that one.
@@ -796,7 +698,9 @@ async def test_bad_input_leaves_every_process_serving(
         assert_every_process_alive(gateway.topology)
     # And the chat still works end to end.
     anchor = await send_http(http, gateway, token, course_id, "still here?")
-    subscriber = await WsSubscriber(gateway.ws_url, token, course_id, after=str(anchor)).start()
+    subscriber = await Subscriber.message_added(
+        gateway.ws_url, token, course_id, after=anchor
+    ).start()
     try:
         after = await send_http(http, gateway, token, course_id, "yes")
         await subscriber.has_ids([after])
@@ -874,7 +778,7 @@ async def test_the_gateway_holds_more_sockets_than_envoys_default_limit(
     # A user of their own per socket, as that many browsers would be (a GraphQL pod holds at
     # most max_sockets_per_user sockets of one user).
     tokens = [gateway.token(new_user("crowd"), [course_id]) for _ in range(count)]
-    token = tokens[-1]
+    crowd, token = tokens[:-1], tokens[-1]
     topology = gateway.topology
     before = sum(await settled_graphql_connections(topology)) if topology else 0.0
     opened: list[aiohttp.ClientWebSocketResponse] = []
@@ -891,23 +795,15 @@ async def test_the_gateway_holds_more_sockets_than_envoys_default_limit(
     async with aiohttp.ClientSession(connector=connector) as session:
         try:
             async with asyncio.timeout(120):
-                await asyncio.gather(*(open_one(session, t) for t in tokens))
-            assert len(opened) == count
-            if topology is not None:
-                held = sum(await graphql_connections(topology)) - before
-                assert held >= count, f"GraphQL processes hold {held} of {count} sockets"
-
-            newest = opened[-1]
-            payload = {"query": ADDED, "variables": {"c": course_id}}
-            await newest.send_json({"id": "1", "type": "subscribe", "payload": payload})
-            feed = Feed(newest, "messageAdded")
-            try:
-                probe = await feed.until_live(
+                await asyncio.gather(*(open_one(session, t) for t in crowd))
+            # The newest socket, opened while all the others are held, subscribes.
+            async with Subscriber(gateway.ws_url, token, ADDED, {"c": course_id}) as newest:
+                if topology is not None:
+                    held = sum(await graphql_connections(topology)) - before
+                    assert held >= count, f"GraphQL processes hold {held} of {count} sockets"
+                await newest.until_live(
                     lambda: send_http(http, gateway, token, course_id, "to the crowd")
                 )
-                assert probe in feed.ids
-            finally:
-                await feed.close()
         finally:
             await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
 

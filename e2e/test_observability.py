@@ -37,7 +37,7 @@ from devstack.gateway import render_chart
 from devstack.processes import ManagedProcess, free_ports
 from devstack.scrape import fetch
 from devstack.topology import Topology
-from e2e.clients import GraphqlHttp, ResumingSubscriber
+from e2e.clients import GraphqlHttp, resuming_subscriber
 from testing.monitoring import chart_expressions, exported_names, metric_names
 
 if TYPE_CHECKING:
@@ -156,15 +156,13 @@ async def some_traffic(gateway: Gateway) -> None:
 
         # Subscribed after an anchor: nothing sent while it goes live is missed.
         anchor = await send("anchor")
-        subscriber = ResumingSubscriber(gateway.ws_url, token, course_id, after=anchor).start()
-        try:
-            await subscriber.connected(within=20)
+        async with resuming_subscriber(
+            gateway.ws_url, token, course_id, after=anchor
+        ) as subscriber:
             for n in range(5):
                 await send(f"hello {n}")
             await http.execute(SEND, {"c": course_id, "t": ""}, token=token)  # BAD_USER_INPUT
             await subscriber.wait_until(lambda s: len(s.received) >= 5, within=20)
-        finally:
-            await subscriber.close()
 
 
 async def test_every_metric_of_the_dashboards_and_alerts_is_exported(

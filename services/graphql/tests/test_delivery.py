@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 
 from devstack.scrape import scrape
-from testing.plugin import WsSubscriber, assert_chain
+from testing.plugin import assert_chain
+from testing.ws import Subscriber
 
 SEND = "mutation($c: ID!, $t: String!, $k: ID) { sendMessage(courseId: $c, content: $t, clientMessageId: $k) { messageId } }"
 
@@ -33,7 +34,7 @@ async def send(
     return int(body["data"]["sendMessage"]["messageId"])
 
 
-async def live(subscriber: WsSubscriber, http, url, token, course_id) -> int:
+async def live(subscriber: Subscriber, http, url, token, course_id) -> int:
     return await subscriber.until_live(lambda: send(http, url, token, course_id, "probe"))
 
 
@@ -44,7 +45,9 @@ async def test_subscribers_on_a_receive_in_order_once_what_b_accepts(
     a_ws = topology.graphql_urls[0].replace("http", "ws", 1)
     # 25 readers (one user may hold only max_sockets_per_user sockets on a process).
     subscribers = [
-        await WsSubscriber(a_ws, make_token(f"reader-{n}", [course_id]), course_id).start()
+        await Subscriber.message_added(
+            a_ws, make_token(f"reader-{n}", [course_id]), course_id
+        ).start()
         for n in range(25)
     ]
     try:
@@ -76,14 +79,16 @@ async def test_a_dropped_socket_resumes_with_after(topology, make_token, course_
     token = make_token("alice", [course_id])
     urls = topology.graphql_urls
     async with aiohttp.ClientSession() as http:
-        first = await WsSubscriber(urls[0].replace("http", "ws", 1), token, course_id).start()
+        first = await Subscriber.message_added(
+            urls[0].replace("http", "ws", 1), token, course_id
+        ).start()
         probe = await live(first, http, urls[1], token, course_id)
         before = [await send(http, urls[1], token, course_id, f"a{i}") for i in range(5)]
         await first.has_ids(before)
         await first.close()  # the socket drops
         missed = [await send(http, urls[1], token, course_id, f"b{i}") for i in range(5)]
-        resumed = await WsSubscriber(
-            urls[1].replace("http", "ws", 1), token, course_id, after=str(before[-1])
+        resumed = await Subscriber.message_added(
+            urls[1].replace("http", "ws", 1), token, course_id, after=before[-1]
         ).start()
         try:
             after = [await send(http, urls[0], token, course_id, f"c{i}") for i in range(5)]
@@ -99,7 +104,9 @@ async def test_a_dropped_socket_resumes_with_after(topology, make_token, course_
 async def test_kill_9_of_the_chat_process_under_a_subscription(topology, make_token, course_id):
     token = make_token("alice", [course_id])
     urls = topology.graphql_urls
-    subscriber = await WsSubscriber(urls[0].replace("http", "ws", 1), token, course_id).start()
+    subscriber = await Subscriber.message_added(
+        urls[0].replace("http", "ws", 1), token, course_id
+    ).start()
     try:
         async with aiohttp.ClientSession() as http:
             acked = [await live(subscriber, http, urls[1], token, course_id)]
@@ -140,7 +147,8 @@ async def test_the_upstream_stream_closes_with_its_last_subscriber(topology, mak
     url = topology.graphql_urls[0]
     metrics_url = topology.graphql_metrics_urls[0]
     subscribers = [
-        await WsSubscriber(url.replace("http", "ws", 1), token, course_id).start() for _ in range(3)
+        await Subscriber.message_added(url.replace("http", "ws", 1), token, course_id).start()
+        for _ in range(3)
     ]
     async with aiohttp.ClientSession() as http:
         for subscriber in subscribers:

@@ -21,7 +21,7 @@ from nextcampus_graphql.connection import LEGACY_WS, TRANSPORT_WS
 from nextcampus_graphql.errors import ApiError
 from nextcampus_graphql.limits import UserLimits
 from nextcampus_graphql.settings import GraphqlSettings
-from testing.plugin import close_code, next_json, raw_socket, ready, still_serving
+from testing.ws import close_code, next_json, raw_socket, ready, still_serving
 
 # The defaults these tests run with (checked against the settings class below).
 DEFAULTS = {

@@ -12,15 +12,8 @@ import aiohttp
 import pytest
 
 from nextcampus_graphql.connection import LEGACY_WS, TRANSPORT_WS
-from testing.plugin import (
-    WsSubscriber,
-    close_code,
-    next_json,
-    raw_socket,
-    ready,
-    start_graphql_server,
-    still_serving,
-)
+from testing.plugin import start_graphql_server
+from testing.ws import Subscriber, close_code, next_json, raw_socket, ready, still_serving
 
 ADDED = "subscription($c: ID!) { messageAdded(courseId: $c) { messageId content } }"
 
@@ -51,23 +44,30 @@ async def test_protocol_violations_close_with_their_code(graphql_server, token, 
     await still_serving(graphql_server.ws_url, token)
 
 
-async def test_second_init_and_duplicate_id(graphql_server, token, course_id):
-    async with raw_socket(graphql_server.ws_url) as ws:
-        await ready(ws, token)
-        await ws.send_json({"type": "connection_init", "payload": {}})
-        assert (await close_code(ws))[0] == 4429
-    async with raw_socket(graphql_server.ws_url) as ws:
+async def subscribed_twice(
+    url: str, token: str, course_id: str, operation_id: str
+) -> tuple[int | None, str]:
+    """Subscribe twice under one operation id: the close code and reason that follow."""
+    async with raw_socket(url) as ws:
         await ready(ws, token)
         subscribe = {
-            "id": "s1",
+            "id": operation_id,
             "type": "subscribe",
             "payload": {"query": ADDED, "variables": {"c": course_id}},
         }
         await ws.send_json(subscribe)
         await ws.send_json(subscribe)
-        code, reason = await close_code(ws)
-        assert code == 4409
-        assert "s1" in reason
+        return await close_code(ws)
+
+
+async def test_second_init_and_duplicate_id(graphql_server, token, course_id):
+    async with raw_socket(graphql_server.ws_url) as ws:
+        await ready(ws, token)
+        await ws.send_json({"type": "connection_init", "payload": {}})
+        assert (await close_code(ws))[0] == 4429
+    code, reason = await subscribed_twice(graphql_server.ws_url, token, course_id, "s1")
+    assert code == 4409
+    assert "s1" in reason
 
 
 async def test_a_long_close_reason_is_cut_on_a_character_boundary(graphql_server, token, course_id):
@@ -75,20 +75,11 @@ async def test_a_long_close_reason_is_cut_on_a_character_boundary(graphql_server
     close frame holds. Cut inside a character it would be invalid UTF-8, and the client would
     see 1007 instead of 4409."""
     emoji_id = "\N{GRINNING FACE}" * 40
-    async with raw_socket(graphql_server.ws_url) as ws:
-        await ready(ws, token)
-        subscribe = {
-            "id": emoji_id,
-            "type": "subscribe",
-            "payload": {"query": ADDED, "variables": {"c": course_id}},
-        }
-        await ws.send_json(subscribe)
-        await ws.send_json(subscribe)
-        code, reason = await close_code(ws)
-        assert code == 4409
-        assert reason.startswith("Subscriber for \N{GRINNING FACE}")
-        assert len(reason.encode()) <= 123
-        assert reason == ("Subscriber for " + emoji_id)[: len(reason)]  # whole characters
+    code, reason = await subscribed_twice(graphql_server.ws_url, token, course_id, emoji_id)
+    assert code == 4409
+    assert reason.startswith("Subscriber for \N{GRINNING FACE}")
+    assert len(reason.encode()) <= 123
+    assert reason == ("Subscriber for " + emoji_id)[: len(reason)]  # whole characters
 
 
 SPREAD = """subscription($c: ID!) { ...Added }
@@ -411,7 +402,7 @@ async def test_slow_consumer_is_cut_with_4008_while_a_fast_one_keeps_up(
     graphql_settings_factory, token, course_id
 ):
     server = await start_graphql_server(graphql_settings_factory(socket_buffer_bytes=65_536))
-    fast = await WsSubscriber(server.ws_url, token, course_id).start()
+    fast = await Subscriber.message_added(server.ws_url, token, course_id).start()
     connector = aiohttp.TCPConnector(socket_factory=lambda _addr: small_receive_buffer())
     send = "mutation($c: ID!, $t: String!) { sendMessage(courseId: $c, content: $t) { messageId } }"
     try:
@@ -466,7 +457,7 @@ async def test_graceful_shutdown_closes_sockets_with_1012(
     graphql_settings_factory, token, course_id
 ):
     server = await start_graphql_server(graphql_settings_factory())
-    subscriber = await WsSubscriber(server.ws_url, token, course_id).start()
+    subscriber = await Subscriber.message_added(server.ws_url, token, course_id).start()
     try:
         await server.runner.cleanup()
         await subscriber.ended(within=10)
@@ -484,7 +475,7 @@ async def test_keepalive_messages(graphql_settings_factory, token, protocol, kee
                 {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
             )
             assert await next_json(ws) == {"type": "connection_ack"}
-            seen = {(await next_json(ws))["type"] for _ in range(3)}
+            seen = {(await next_json(ws, keepalives=True))["type"] for _ in range(3)}
             assert seen == {keepalive}
     finally:
         await server.runner.cleanup()

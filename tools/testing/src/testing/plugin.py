@@ -4,14 +4,13 @@ servers and processes, tokens. Everything started here is stopped here, by PID."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import grpc
 import pytest
@@ -22,9 +21,6 @@ from devstack.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
 from nextcampus_common.chat_api import ChatClient, stream_live_after
 from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, SendMessageResponse
-
-if TYPE_CHECKING:
-    import aiohttp
 
 TokenFactory = Callable[..., str]
 
@@ -269,15 +265,6 @@ class Chained(Protocol):
     def deleted(self) -> bool: ...
 
 
-@dataclass(frozen=True)
-class Received:
-    """A messageAdded event as a WebSocket subscriber received it."""
-
-    message_id: str
-    previous_message_id: str
-    deleted: bool
-
-
 def assert_chain(messages: Sequence[Chained], after: int | None = None) -> None:
     """Added messages as a stream delivered them: in order, none twice, none missing — each
     names the one before it (previous_message_id), the first names `after` when given. A
@@ -371,104 +358,6 @@ async def graphql_server(
     server = await start_graphql_server(graphql_settings_factory())
     yield server
     await server.runner.cleanup()
-
-
-ADDED_DOCUMENT = (
-    "subscription($c: ID!, $after: ID) "
-    "{ messageAdded(courseId: $c, after: $after) "
-    "{ messageId previousMessageId content deleted } }"
-)
-
-
-class WsSubscriber:
-    """A raw graphql-transport-ws subscriber of messageAdded that keeps what arrives."""
-
-    def __init__(self, url: str, token: str, course_id: str, after: str | None = None) -> None:
-        self.url, self.token, self.course_id, self.after = url, token, course_id, after
-        self.ids: list[int] = []
-        self.messages: list[Received] = []
-        self.close_code: int | None = None
-        self._changed = asyncio.Condition()
-        self._session: Any = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> WsSubscriber:
-        import aiohttp
-
-        self._session = aiohttp.ClientSession()
-        ws = await self._session.ws_connect(self.url, protocols=["graphql-transport-ws"])
-        await ws.send_json(
-            {"type": "connection_init", "payload": {"authorization": f"Bearer {self.token}"}}
-        )
-        ack = await ws.receive_json(timeout=20)
-        assert ack == {"type": "connection_ack"}, ack
-        variables = {"c": self.course_id, "after": self.after}
-        await ws.send_json(
-            {
-                "id": "1",
-                "type": "subscribe",
-                "payload": {"query": ADDED_DOCUMENT, "variables": variables},
-            }
-        )
-        self._task = asyncio.create_task(self._read(ws))
-        return self
-
-    async def _read(self, ws: Any) -> None:
-        import aiohttp
-
-        try:
-            async for message in ws:
-                if message.type is not aiohttp.WSMsgType.TEXT:
-                    continue
-                data = message.json()
-                if data["type"] == "ping":
-                    await ws.send_json({"type": "pong"})
-                elif data["type"] == "next":
-                    added = data["payload"]["data"]["messageAdded"]
-                    async with self._changed:
-                        self.ids.append(int(added["messageId"]))
-                        self.messages.append(
-                            Received(
-                                added["messageId"],
-                                added["previousMessageId"] or "",
-                                added["deleted"],
-                            )
-                        )
-                        self._changed.notify_all()
-                elif data["type"] == "error":
-                    raise AssertionError(f"subscription failed: {data}")
-        finally:
-            self.close_code = ws.close_code
-            async with self._changed:
-                self._changed.notify_all()
-
-    async def has_ids(self, ids: list[int], within: float = 30) -> None:
-        wanted = set(ids)
-        assert self._task is not None
-        async with asyncio.timeout(within), self._changed:
-            await self._changed.wait_for(lambda: wanted <= set(self.ids) or self._task.done())  # type: ignore[union-attr]
-        assert wanted <= set(self.ids), f"socket ended ({self.close_code}) before all arrived"
-
-    async def ended(self, within: float = 30) -> None:
-        """Wait until the server closed the socket (close_code is then set)."""
-        assert self._task is not None
-        await asyncio.wait_for(asyncio.shield(self._task), within)
-
-    async def until_live(self, send_probe: Callable[[], Awaitable[int]]) -> int:
-        """Send probes until one arrives: the subscription is live. The probe's id."""
-        for _ in range(100):
-            probe = await send_probe()
-            with contextlib.suppress(TimeoutError):
-                await self.has_ids([probe], within=0.5)
-                return probe
-        raise AssertionError("the subscription never went live")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
 
 
 # -- signing keys and a JWKS URL -------------------------------------------------------------
@@ -647,61 +536,6 @@ def jwks_server(signing_key: SigningKey) -> Iterator[JwksServer]:
     server = JwksServer(jwks_of(signing_key))
     yield server
     server.close()
-
-
-# -- a raw GraphQL WebSocket, for protocol tests ---------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def raw_socket(
-    url: str, protocol: str | None = "graphql-transport-ws", **kw: Any
-) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    """An aiohttp WebSocket speaking `protocol` (None: no subprotocol), with no frame limit."""
-    import aiohttp
-
-    connector = kw.pop("connector", None)
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.ws_connect(
-            url, protocols=[protocol] if protocol else (), autoping=True, max_msg_size=0, **kw
-        ) as ws,
-    ):
-        yield ws
-
-
-async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
-    import aiohttp
-
-    message = await ws.receive(timeout=20)
-    assert message.type is aiohttp.WSMsgType.TEXT, message
-    result: dict[str, Any] = message.json()
-    return result
-
-
-async def close_code(ws: aiohttp.ClientWebSocketResponse) -> tuple[int | None, str]:
-    """Read until the server closes (within 30 s, whatever it sends meanwhile); its close
-    code and reason."""
-    import aiohttp
-
-    async with asyncio.timeout(30):
-        while True:
-            message = await ws.receive()
-            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-                return ws.close_code, str(message.extra or "")
-
-
-async def ready(ws: aiohttp.ClientWebSocketResponse, token: str) -> None:
-    """connection_init with `token`, and its connection_ack."""
-    await ws.send_json({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-    assert await next_json(ws) == {"type": "connection_ack"}
-
-
-async def still_serving(url: str, token: str) -> None:
-    """A new socket is acknowledged and answers a ping: the server is fine."""
-    async with raw_socket(url) as ws:
-        await ready(ws, token)
-        await ws.send_json({"type": "ping"})
-        assert await next_json(ws) == {"type": "pong"}
 
 
 # -- an emulated Kubernetes API ------------------------------------------------------------
