@@ -27,7 +27,8 @@ from redis.asyncio.client import PubSub
 
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.metrics import ChatMetrics
-from nextcampus_chat.store import Event, MessageStore, decode_event
+from nextcampus_chat.store import MessageStore
+from nextcampus_common.events import CourseEvent, decode_event
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.logs import get_logger
 from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
@@ -54,7 +55,7 @@ class Subscription:
         self.course_id = course_id
         self._max_events = max_events
         self._max_bytes = max_bytes
-        self._events: deque[Event] = deque()
+        self._events: deque[CourseEvent] = deque()
         self._bytes = 0
         self._wakeup = asyncio.Event()
         self.closed: ChatError | None = None
@@ -62,11 +63,14 @@ class Subscription:
         # later message reaches the queue. Set by the hub once the feed is ready.
         self.baseline: int | None = None
 
-    def push(self, event: Event) -> bool:
+    def push(self, event: CourseEvent) -> bool:
         """Queue an event; False (and the subscription closed) when the queue is full."""
         if self.closed is not None:
             return False
-        if len(self._events) >= self._max_events or self._bytes + event.size > self._max_bytes:
+        if (
+            len(self._events) >= self._max_events
+            or self._bytes + event.size_bytes > self._max_bytes
+        ):
             self.close(
                 ChatError(
                     Problem.SLOW_CONSUMER,
@@ -75,7 +79,7 @@ class Subscription:
             )
             return False
         self._events.append(event)
-        self._bytes += event.size
+        self._bytes += event.size_bytes
         self._wakeup.set()
         return True
 
@@ -86,14 +90,14 @@ class Subscription:
             self._bytes = 0
             self._wakeup.set()
 
-    async def get(self) -> Event:
+    async def get(self) -> CourseEvent:
         while not self._events:
             if self.closed is not None:
                 raise self.closed
             self._wakeup.clear()
             await self._wakeup.wait()
         event = self._events.popleft()
-        self._bytes -= event.size
+        self._bytes -= event.size_bytes
         return event
 
 
@@ -211,7 +215,7 @@ class FeedHub:
 
     # -- events ----------------------------------------------------------------------------
 
-    def _deliver(self, feed: CourseFeed, event: Event) -> None:
+    def _deliver(self, feed: CourseFeed, event: CourseEvent) -> None:
         delivered = 0
         for subscription in list(feed.subscriptions):
             if subscription.push(event):
@@ -224,7 +228,7 @@ class FeedHub:
                 feed.subscriptions.discard(subscription)
         self._metrics.deliveries.inc(delivered)
 
-    async def _on_event(self, feed: CourseFeed, event: Event) -> None:
+    async def _on_event(self, feed: CourseFeed, event: CourseEvent) -> None:
         sequence = event.sequence
         if event.message.deleted:
             if event.retracted:
@@ -293,7 +297,7 @@ class FeedHub:
                 self._metrics.gap_filled_messages.inc()
                 if not message.deleted:
                     feed.passed_on(message)
-                self._deliver(feed, Event.of(message))
+                self._deliver(feed, CourseEvent.from_message(message))
             if not page.has_more:
                 return
 
@@ -326,7 +330,7 @@ class FeedHub:
                 previous_message_id=str(survivor) if survivor else "",
             )
             feed.mark_retracted(int(message.message_id))
-            self._deliver(feed, Event.of(tombstone, retracted=True))
+            self._deliver(feed, CourseEvent.from_message(tombstone, retracted=True))
         self._metrics.retracted_messages.inc(len(lost))
         self._spawn(self._record_retraction(feed.course_id, survivor, lost))
 
