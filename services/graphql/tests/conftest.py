@@ -15,7 +15,15 @@ from gql import Client
 from gql.transport.aiohttp import AIOHTTPTransport
 from gql.transport.websockets import WebsocketsTransport
 
+from nextcampus_graphql.app import WIRING
 from nextcampus_graphql.connection import TRANSPORT_WS
+from nextcampus_graphql.wiring import Wiring
+
+
+@pytest.fixture
+def wiring(graphql_server: Any) -> Wiring:
+    """The in-process GraphQL server's wiring: its settings, metrics, limits, upstream hub."""
+    return graphql_server.app[WIRING]
 
 
 @pytest.fixture

@@ -165,7 +165,7 @@ async def test_the_110_aliased_pages_are_refused_before_they_run(
 
 
 async def test_a_response_past_max_response_bytes_is_not_sent(
-    graphql_server, token, course_id, client_for
+    graphql_server, wiring, token, course_id, client_for
 ):
     """Eight aliased pages of 200 messages of 3,000 characters: within the cost (8 × 601),
     4.8 MB of response — more than the 4 MiB cap."""
@@ -200,7 +200,7 @@ async def test_a_response_past_max_response_bytes_is_not_sent(
         await ws.send_json(subscribe("one", pages.split(" p1:")[0] + " }", c=course_id))
         message = await next_json(ws)
         assert len(message["payload"]["data"]["p0"]["messages"]) == 200
-    metrics = graphql_server.services.metrics
+    metrics = wiring.metrics
     assert metrics.limit_refusals.labels("max_response_bytes")._value.get() == 2
 
 
@@ -329,7 +329,7 @@ async def pong_next(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 
 async def test_subscriptions_per_user_are_bounded_across_sockets(
-    graphql_server, make_token, course_id
+    graphql_server, wiring, make_token, course_id
 ):
     alice = make_token("alice", [course_id])
     limit = DEFAULTS["max_subscriptions_per_user"]
@@ -357,9 +357,9 @@ async def test_subscriptions_per_user_are_bounded_across_sockets(
         await first.send_json({"id": "0", "type": "complete"})
         await second.send_json(subscribe("one-more", ADDED, c=course_id))
         await pong_next(second)
-        assert graphql_server.services.users.held("alice")[:2] == (2, limit)
+        assert wiring.users.held("alice")[:2] == (2, limit)
     # Closed sockets give everything back (the server notices them asynchronously).
-    users = graphql_server.services.users
+    users = wiring.users
     for _ in range(200):
         if not users.users():
             break

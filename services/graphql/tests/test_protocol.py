@@ -92,7 +92,7 @@ INLINE = """subscription($c: ID!) {
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
 @pytest.mark.parametrize("document", [SPREAD, INLINE], ids=["spread", "inline"])
 async def test_subscriptions_through_fragments_deliver_and_share_a_group(
-    graphql_server, make_token, course_id, protocol, document
+    graphql_server, wiring, make_token, course_id, protocol, document
 ):
     """Fragments at the root of a subscription are resolved as graphql-core's execution does;
     two such subscriptions in different courses still share their fan-out key."""
@@ -154,10 +154,10 @@ async def test_subscriptions_through_fragments_deliver_and_share_a_group(
                 "data": {"messageAdded": {"messageId": sent, "content": "through a fragment"}}
             },
         }
-        # One fan-out group in each course's feed, under one key.
-        feeds = graphql_server.services.hub.feeds
-        assert {course_id, other_course} <= set(feeds)
-        groups = [feeds[course].groups for course in (course_id, other_course)]
+        # One fan-out group in each course's upstream, under one key.
+        courses = wiring.upstream.courses
+        assert {course_id, other_course} <= set(courses)
+        groups = [courses[course].groups for course in (course_id, other_course)]
         assert len(groups[0]) == len(groups[1]) == 1
         assert groups[0].keys() == groups[1].keys()
 
@@ -222,10 +222,10 @@ async def test_no_subprotocol_is_refused(graphql_server):
         assert (await close_code(ws))[0] == 4406
 
 
-async def test_oversized_frame_closes_with_1009(graphql_server, token):
+async def test_oversized_frame_closes_with_1009(graphql_server, wiring, token):
     async with raw_socket(graphql_server.ws_url) as ws:
         await ready(ws, token)
-        too_large = graphql_server.services.settings.max_frame_bytes + 10
+        too_large = wiring.settings.max_frame_bytes + 10
         await ws.send_str('{"type": "ping", "payload": {"x": "' + "x" * too_large + '"}}')
         assert (await close_code(ws))[0] == 1009
     await still_serving(graphql_server.ws_url, token)
@@ -356,14 +356,14 @@ async def test_operations_per_socket_are_limited(graphql_settings_factory, token
         await server.runner.cleanup()
 
 
-async def test_http_guards(graphql_server, token, make_token):
+async def test_http_guards(graphql_server, wiring, token, make_token):
     url = graphql_server.url
     auth = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession() as http:
         async with http.post(url, data=b"{not json", headers=auth) as response:
             assert response.status == 400
             assert (await response.json())["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
-        too_large = graphql_server.services.settings.max_body_bytes + 10
+        too_large = wiring.settings.max_body_bytes + 10
         async with http.post(url, data=b"x" * too_large, headers=auth) as response:
             assert response.status == 413
         async with http.post(

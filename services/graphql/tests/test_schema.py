@@ -3,14 +3,16 @@ context that talks to a real chat server."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
-from graphql import parse, print_schema
+from graphql import build_ast_schema, parse, print_schema
 
 from nextcampus_common.auth import TokenVerifier
 from nextcampus_common.chat_api import ChatApi
 from nextcampus_graphql.context import RequestContext
 from nextcampus_graphql.operations import OperationFactory, run_operation
-from nextcampus_graphql.schema import build_schema
+from nextcampus_graphql.schema import build_schema, schema_sdl
 from nextcampus_graphql.settings import GraphqlSettings
 
 # DESIGN.md §2, field by field, and what was added since (previousMessageId: issue 11).
@@ -44,6 +46,20 @@ def test_the_schema_is_the_pinned_one():
         "after": "ID",
     }
     assert parse(sdl)  # printable and parseable
+
+
+SDL_FILE = Path(__file__).resolve().parents[1] / "schema.graphql"
+REGENERATE = ".venv/bin/python -m nextcampus_graphql.schema -o services/graphql/schema.graphql"
+
+
+def test_the_committed_sdl_file_is_the_schema():
+    """Clients generate code from services/graphql/schema.graphql, and reviews see API
+    changes in it: it must be what the server serves."""
+    assert SDL_FILE.is_file(), f"{SDL_FILE} is missing: create it with `{REGENERATE}`"
+    committed = SDL_FILE.read_text()
+    assert committed == schema_sdl(), f"{SDL_FILE} is stale: regenerate it with `{REGENERATE}`"
+    # What a code generator reads from the file is the schema the server executes.
+    assert print_schema(build_ast_schema(parse(committed))) == print_schema(build_schema())
 
 
 async def test_resolvers_run_without_a_web_server(chat_server, make_token, jwt_secret, course_id):

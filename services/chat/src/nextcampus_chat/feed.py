@@ -1,4 +1,5 @@
-"""Fan-out: ONE sharded Redis subscription per course per process, shared by every stream.
+"""Delivery of each course's events to its streams: ONE sharded Redis subscription per
+course per process (its plumbing is `pubsub.py`), shared by every stream of the course.
 
 Pub/sub is at-most-once, so each course remembers the last id it passed on, and every event
 and stored message names the id before it (`prev`):
@@ -19,23 +20,22 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio.client import PubSub
-
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.metrics import ChatMetrics
-from nextcampus_chat.store import Event, MessageStore, decode_event
+from nextcampus_chat.pubsub import REDIS_FAILURES, ShardedSubscriptions
+from nextcampus_chat.store import MessageStore
+from nextcampus_common.events import CourseEvent
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.logs import get_logger
 from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
-from nextcampus_common.redis_cluster import RETRYABLE_ERRORS, ClusterClient, RedisUnavailable
+from nextcampus_common.redis_cluster import ClusterClient
 
 log = get_logger(__name__)
 
-READER_ERRORS: tuple[type[Exception], ...] = (*RETRYABLE_ERRORS, RedisUnavailable)
 # Added messages each course remembers, to retract them should a failover lose them: more
 # than the writes a primary can take between its last replicated one and its death.
 RECENT_MESSAGES = 1000
@@ -43,30 +43,31 @@ RECENT_MESSAGES = 1000
 RETRACTED_IDS_KEPT = 10_000
 # How long a retraction keeps trying to be recorded while its shard has no replica.
 RETRACTION_RETRY_SECONDS = 120.0
-# How long closing a node's subscription waits for its reader at each step.
-READER_STOP_SECONDS = 1.0
 
 
-class Subscription:
+class StreamQueue:
     """One stream's queue of a course's events, bounded in events and in bytes."""
 
     def __init__(self, course_id: str, max_events: int, max_bytes: int) -> None:
         self.course_id = course_id
         self._max_events = max_events
         self._max_bytes = max_bytes
-        self._events: deque[Event] = deque()
+        self._events: deque[CourseEvent] = deque()
         self._bytes = 0
         self._wakeup = asyncio.Event()
         self.closed: ChatError | None = None
-        # The course's last sequence when this subscription joined the live feed: every
-        # later message reaches the queue. Set by the hub once the feed is ready.
+        # The course's last sequence when this queue joined the live feed: every later
+        # message reaches it. Set by the hub once the feed is ready.
         self.baseline: int | None = None
 
-    def push(self, event: Event) -> bool:
-        """Queue an event; False (and the subscription closed) when the queue is full."""
+    def push(self, event: CourseEvent) -> bool:
+        """Queue an event; False (and the queue closed) when it is full."""
         if self.closed is not None:
             return False
-        if len(self._events) >= self._max_events or self._bytes + event.size > self._max_bytes:
+        if (
+            len(self._events) >= self._max_events
+            or self._bytes + event.size_bytes > self._max_bytes
+        ):
             self.close(
                 ChatError(
                     Problem.SLOW_CONSUMER,
@@ -75,7 +76,7 @@ class Subscription:
             )
             return False
         self._events.append(event)
-        self._bytes += event.size
+        self._bytes += event.size_bytes
         self._wakeup.set()
         return True
 
@@ -86,24 +87,26 @@ class Subscription:
             self._bytes = 0
             self._wakeup.set()
 
-    async def get(self) -> Event:
+    async def get(self) -> CourseEvent:
         while not self._events:
             if self.closed is not None:
                 raise self.closed
             self._wakeup.clear()
             await self._wakeup.wait()
         event = self._events.popleft()
-        self._bytes -= event.size
+        self._bytes -= event.size_bytes
         return event
 
 
 @dataclass(eq=False)
 class CourseFeed:
+    """A course followed by this process: its streams' queues, and what delivery remembers."""
+
     course_id: str
-    subscriptions: set[Subscription] = field(default_factory=set)
+    queues: set[StreamQueue] = field(default_factory=set)
     last_sequence: int | None = None  # None until the first subscription confirmation
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    node_name: str | None = None
+    node_name: str | None = None  # the primary whose connection carries the channel
     # The newest added messages passed on, oldest first (what a rollback may retract).
     recent: OrderedDict[int, ChatMessage] = field(default_factory=OrderedDict)
     retracted: OrderedDict[int, None] = field(default_factory=OrderedDict)
@@ -124,20 +127,6 @@ class CourseFeed:
         return CourseKeys(self.course_id).events
 
 
-@dataclass(eq=False)
-class NodeSubscriber:
-    """The pub/sub connection to one primary, carrying the channels of its courses."""
-
-    name: str
-    pubsub: PubSub
-    courses: set[str] = field(default_factory=set)
-    reader: asyncio.Task[None] | None = None
-    # redis-py's PubSub opens its connection lazily on the first command: two concurrent
-    # first (un)subscribes would open two, and the channels of the one replaced would be
-    # silently lost. One command at a time per node.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
 class FeedHub:
     def __init__(
         self,
@@ -149,56 +138,53 @@ class FeedHub:
         queue_bytes: int,
         page_limit: int,
     ) -> None:
-        self._redis = redis
         self._store = store
         self._metrics = metrics
         self._queue_size = queue_size
         self._queue_bytes = queue_bytes
         self._page_limit = page_limit
         self._feeds: dict[str, CourseFeed] = {}
-        self._nodes: dict[str, NodeSubscriber] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # retractions being recorded
         self._closing = False
+        self._subscriptions = ShardedSubscriptions(redis, metrics, self)
 
     # -- streams ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, course_id: str) -> AsyncIterator[Subscription]:
-        """Join the course's live feed; the feed has its baseline when this yields."""
+    async def subscribe(self, course_id: str) -> AsyncIterator[StreamQueue]:
+        """Join the course's live feed; the queue has its baseline when this yields."""
         if self._closing:
             raise ChatError(Problem.SHUTTING_DOWN, "server is shutting down; retry elsewhere")
-        subscription = Subscription(course_id, self._queue_size, self._queue_bytes)
+        queue = StreamQueue(course_id, self._queue_size, self._queue_bytes)
         feed = self._feeds.get(course_id)
         if feed is None:
             feed = self._feeds[course_id] = CourseFeed(course_id)
             self._metrics.courses_subscribed.set(len(self._feeds))
-            self._spawn(self._attach_until_done([feed]))
-        feed.subscriptions.add(subscription)
+            self._subscriptions.attach_soon(feed)
+        feed.queues.add(queue)
         if feed.ready.is_set():
-            subscription.baseline = feed.last_sequence
+            queue.baseline = feed.last_sequence
         self._metrics.active_streams.inc()
         try:
             await feed.ready.wait()
-            if subscription.closed is not None:
-                raise subscription.closed
-            yield subscription
+            if queue.closed is not None:
+                raise queue.closed
+            yield queue
         finally:
             self._metrics.active_streams.dec()
-            feed.subscriptions.discard(subscription)
-            if not feed.subscriptions and self._feeds.get(course_id) is feed:
+            feed.queues.discard(queue)
+            if not feed.queues and self._feeds.get(course_id) is feed:
                 del self._feeds[course_id]
                 self._metrics.courses_subscribed.set(len(self._feeds))
-                # Not awaited: a cancelled stream (its client left) must not cut a Redis
-                # command in half and leave the shared connection in an unknown state.
-                self._spawn(self._detach(feed))
+                self._subscriptions.detach_soon(feed)
 
     async def close(self) -> None:
         """End every stream (they resume elsewhere) and drop the Redis subscriptions."""
         self._closing = True
         for feed in self._feeds.values():
             feed.ready.set()  # wake streams still waiting for their first subscription
-            for subscription in feed.subscriptions:
-                subscription.close(
+            for queue in feed.queues:
+                queue.close(
                     ChatError(
                         Problem.SHUTTING_DOWN,
                         "server is shutting down; resubscribe with after_message_id",
@@ -206,25 +192,27 @@ class FeedHub:
                 )
         for task in list(self._tasks):
             task.cancel()
-        for node in list(self._nodes.values()):
-            await self._close_node(node)
+        await self._subscriptions.close()
 
-    # -- events ----------------------------------------------------------------------------
+    # -- events: the ChannelListener of pubsub.py ------------------------------------------
 
-    def _deliver(self, feed: CourseFeed, event: Event) -> None:
+    def current(self, course_id: str) -> CourseFeed | None:
+        return self._feeds.get(course_id)
+
+    def wanted(self, feed: CourseFeed) -> bool:
+        return not self._closing and self._feeds.get(feed.course_id) is feed
+
+    def _deliver(self, feed: CourseFeed, event: CourseEvent) -> None:
         delivered = 0
-        for subscription in list(feed.subscriptions):
-            if subscription.push(event):
+        for queue in list(feed.queues):
+            if queue.push(event):
                 delivered += 1
-            elif (
-                subscription.closed is not None
-                and subscription.closed.problem is Problem.SLOW_CONSUMER
-            ):
+            elif queue.closed is not None and queue.closed.problem is Problem.SLOW_CONSUMER:
                 self._metrics.slow_consumers.inc()
-                feed.subscriptions.discard(subscription)
+                feed.queues.discard(queue)
         self._metrics.deliveries.inc(delivered)
 
-    async def _on_event(self, feed: CourseFeed, event: Event) -> None:
+    async def on_event(self, feed: CourseFeed, event: CourseEvent) -> None:
         sequence = event.sequence
         if event.message.deleted:
             if event.retracted:
@@ -251,13 +239,13 @@ class FeedHub:
         feed.passed_on(event.message)
         self._deliver(feed, event)
 
-    async def _on_subscribed(self, feed: CourseFeed) -> None:
+    async def on_subscribed(self, feed: CourseFeed) -> None:
         """A (re)subscription was confirmed: nothing published from now on is missed, so
         establish the baseline or read whatever was published while we were away."""
         if feed.last_sequence is None:
             feed.last_sequence = await self._store.last_sequence(feed.course_id)
-            for subscription in feed.subscriptions:
-                subscription.baseline = feed.last_sequence
+            for queue in feed.queues:
+                queue.baseline = feed.last_sequence
             feed.ready.set()
         else:
             await self._fill(feed, "resubscribe", before=None)
@@ -293,7 +281,7 @@ class FeedHub:
                 self._metrics.gap_filled_messages.inc()
                 if not message.deleted:
                     feed.passed_on(message)
-                self._deliver(feed, Event.of(message))
+                self._deliver(feed, CourseEvent.from_message(message))
             if not page.has_more:
                 return
 
@@ -326,7 +314,7 @@ class FeedHub:
                 previous_message_id=str(survivor) if survivor else "",
             )
             feed.mark_retracted(int(message.message_id))
-            self._deliver(feed, Event.of(tombstone, retracted=True))
+            self._deliver(feed, CourseEvent.from_message(tombstone, retracted=True))
         self._metrics.retracted_messages.inc(len(lost))
         self._spawn(self._record_retraction(feed.course_id, survivor, lost))
 
@@ -340,7 +328,7 @@ class FeedHub:
         while True:
             try:
                 _, collisions = await self._store.retract(course_id, survivor, lost)
-            except READER_ERRORS as exc:
+            except REDIS_FAILURES as exc:
                 self._metrics.redis_errors.labels(type(exc).__name__).inc()
                 if time.monotonic() + delay > deadline:
                     log.error(
@@ -362,145 +350,10 @@ class FeedHub:
                 )
             return
 
-    # -- Redis subscriptions ----------------------------------------------------------------
-
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _wanted(self, feed: CourseFeed) -> bool:
-        return not self._closing and self._feeds.get(feed.course_id) is feed
-
-    async def _attach(self, feed: CourseFeed) -> None:
-        node = self._redis.node_for(feed.channel)
-        subscriber = self._nodes.get(node.name)
-        if subscriber is None:
-            client = self._redis.new_node_client(node.host, int(node.port))
-            subscriber = NodeSubscriber(node.name, client.pubsub())
-            self._nodes[node.name] = subscriber
-        subscriber.courses.add(feed.course_id)
-        feed.node_name = node.name
-        try:
-            async with subscriber.lock:
-                await subscriber.pubsub.ssubscribe(feed.channel)
-        except BaseException:
-            subscriber.courses.discard(feed.course_id)
-            feed.node_name = None
-            raise
-        if subscriber.reader is None:
-            subscriber.reader = asyncio.create_task(self._read(subscriber))
-
-    async def _attach_until_done(self, feeds: list[CourseFeed]) -> None:
-        """Subscribe each feed on the primary that owns its slot, retrying (with a fresh slot
-        map) until it works or nobody wants the feed any more."""
-        delay = 0.05
-        pending = feeds
-        while True:
-            failed = []
-            for feed in pending:
-                if not self._wanted(feed):
-                    continue
-                try:
-                    await self._attach(feed)
-                except RETRYABLE_ERRORS as exc:
-                    self._metrics.redis_errors.labels(type(exc).__name__).inc()
-                    failed.append(feed)
-            if not failed:
-                return
-            pending = failed
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-            await self._redis.refresh_topology()
-
-    def _subscribed_again(self, feed: CourseFeed, subscriber: NodeSubscriber) -> bool:
-        """A new stream of the course re-created its feed on this connection meanwhile: the
-        old feed's detach must leave the channel alone."""
-        current = self._feeds.get(feed.course_id)
-        return current is not None and current is not feed and current.node_name == subscriber.name
-
-    async def _detach(self, feed: CourseFeed) -> None:
-        subscriber = self._nodes.get(feed.node_name or "")
-        if subscriber is None:
-            return
-        if self._subscribed_again(feed, subscriber):
-            return
-        subscriber.courses.discard(feed.course_id)
-        if not subscriber.courses:
-            await self._close_node(subscriber)
-            return
-        try:
-            async with subscriber.lock:
-                if self._subscribed_again(feed, subscriber):
-                    subscriber.courses.add(feed.course_id)
-                    return
-                await subscriber.pubsub.sunsubscribe(feed.channel)
-        except Exception as exc:
-            self._metrics.redis_errors.labels(type(exc).__name__).inc()
-            log.warning("unsubscribe failed; re-homing", node=subscriber.name, error=repr(exc))
-            await self._rehome(subscriber)
-
-    async def _close_node(self, subscriber: NodeSubscriber) -> None:
-        if self._nodes.get(subscriber.name) is subscriber:
-            del self._nodes[subscriber.name]
-        reader = subscriber.reader
-        if reader is asyncio.current_task():
-            reader = None
-        if reader is not None:
-            reader.cancel()
-            # redis-py's read can miss a cancellation (seen when another one raced it) and go
-            # on waiting for a message that may never come: closing the connection under it
-            # ends the read for sure, so a shutdown never hangs on a quiet channel.
-            await asyncio.wait({reader}, timeout=READER_STOP_SECONDS)
-        with contextlib.suppress(*RETRYABLE_ERRORS):
-            await subscriber.pubsub.aclose()  # type: ignore[no-untyped-call]
-        if reader is not None and not reader.done():
-            await asyncio.wait({reader}, timeout=READER_STOP_SECONDS)
-            if not reader.done():
-                log.error("a subscription reader did not stop", node=subscriber.name)
-
-    async def _read(self, subscriber: NodeSubscriber) -> None:
-        try:
-            async for message in subscriber.pubsub.listen():
-                kind = message["type"]
-                channel = message["channel"]
-                course_id = channel[len("course:{") : channel.index("}")]
-                feed = self._feeds.get(course_id)
-                if feed is None or feed.node_name != subscriber.name:
-                    continue
-                if kind == "smessage":
-                    await self._on_event(feed, decode_event(message["data"]))
-                elif kind == "ssubscribe":
-                    await self._on_subscribed(feed)
-                elif kind == "sunsubscribe":
-                    # Redis drops shard subscriptions of a slot that moved away: follow it.
-                    subscriber.courses.discard(course_id)
-                    feed.node_name = None
-                    self._spawn(self._attach_until_done([feed]))
-        except asyncio.CancelledError:
-            raise
-        except READER_ERRORS as exc:
-            self._metrics.redis_errors.labels(type(exc).__name__).inc()
-            log.warning("redis subscription lost; re-homing", node=subscriber.name, error=str(exc))
-        except Exception:
-            log.exception("subscription reader failed; re-homing", node=subscriber.name)
-        await self._rehome(subscriber)
-
-    async def _rehome(self, subscriber: NodeSubscriber) -> None:
-        """The connection is gone (or in an unknown state): close it and move its courses
-        to their owners now (each resubscription fills its gap from the index)."""
-        orphans = [
-            feed
-            for course_id in subscriber.courses
-            if (feed := self._feeds.get(course_id)) is not None
-            and feed.node_name == subscriber.name
-        ]
-        for feed in orphans:
-            feed.node_name = None
-        await self._close_node(subscriber)
-        if orphans and not self._closing:
-            await self._redis.refresh_topology()
-            self._spawn(self._attach_until_done(orphans))
 
 
 async def stream_messages(
@@ -519,9 +372,9 @@ async def stream_messages(
     `on_live(n)` runs once the stream is sure to carry every message after `n` (the client's
     `after`, or the course's newest message when it joined): a client whose stream breaks
     before any message arrives resumes from `n` without a gap."""
-    async with hub.subscribe(course_id) as subscription:
-        assert subscription.baseline is not None
-        last_sent = subscription.baseline
+    async with hub.subscribe(course_id) as queue:
+        assert queue.baseline is not None
+        last_sent = queue.baseline
         page = None
         retracted: set[int] = set()
         if after is not None:
@@ -542,7 +395,7 @@ async def stream_messages(
                 break
             page = await store.history(course_id, after=str(last_sent), limit=page_limit)
         while True:
-            event = await subscription.get()
+            event = await queue.get()
             message = event.message
             sequence = event.sequence
             if message.deleted:

@@ -6,8 +6,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import orjson
-
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_common import scripts
@@ -26,57 +24,6 @@ class SendResult:
 class Page:
     messages: list[ChatMessage]
     has_more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One message of a course's event channel: an added message or a tombstone."""
-
-    message: ChatMessage
-    # The id before it on the primary that wrote it (None: unknown, an event of an older
-    # version), and whether the tombstone retracts a message a failover lost.
-    prev: int | None = None
-    retracted: bool = False
-    # Roughly what the event costs a stream's queue (content dominates).
-    size: int = 0
-
-    @property
-    def sequence(self) -> int:
-        return int(self.message.message_id)
-
-    @classmethod
-    def of(cls, message: ChatMessage, *, retracted: bool = False) -> Event:
-        prev = message.previous_message_id
-        return cls(
-            message,
-            prev=int(prev) if prev else 0,
-            retracted=retracted,
-            size=EVENT_OVERHEAD_BYTES + len(message.content.encode()),
-        )
-
-
-# Per queued event beyond its content: the message object and its other fields.
-EVENT_OVERHEAD_BYTES = 256
-
-
-def decode_event(payload: str | bytes) -> Event:
-    raw = orjson.loads(payload)
-    prev = raw.get("p")
-    return Event(
-        ChatMessage(
-            course_id=raw["c"],
-            message_id=raw["i"],
-            user_id=raw["u"],
-            content=raw["b"],
-            timestamp=int(raw["t"]),
-            deleted=raw["k"] == "d",
-            client_message_id=raw["m"],
-            previous_message_id=prev or "",
-        ),
-        prev=None if prev is None else int(prev or 0),
-        retracted=bool(raw.get("r")),
-        size=EVENT_OVERHEAD_BYTES + len(raw["b"].encode()),
-    )
 
 
 def _message(course_id: str, message_id: str, fields: Sequence[str]) -> ChatMessage:

@@ -23,6 +23,11 @@ POLICY_OWNER_FIELD = "owner"
 POLICY_RETIME_PENDING_FIELD = "retime_pending"
 
 
+def course_id_of(key: str) -> str:
+    """The course of a key (or channel) named by `CourseKeys`: what its hash tag holds."""
+    return key[key.index("{") + 1 : key.index("}")]
+
+
 @dataclass(frozen=True, slots=True)
 class CourseKeys:
     course_id: str

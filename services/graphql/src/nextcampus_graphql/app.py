@@ -19,8 +19,7 @@ import orjson
 from aiohttp import web
 from graphql import OperationType
 
-from nextcampus_common.auth import AuthError, TokenVerifier, bearer_token
-from nextcampus_common.chat_api import ChatApi
+from nextcampus_common.auth import AuthError, bearer_token
 from nextcampus_common.logs import get_logger
 from nextcampus_common.metrics import serve_metrics
 from nextcampus_graphql.connection import (
@@ -32,22 +31,19 @@ from nextcampus_graphql.connection import (
 )
 from nextcampus_graphql.context import RequestContext
 from nextcampus_graphql.errors import Code
-from nextcampus_graphql.feeds import FeedHub
-from nextcampus_graphql.limits import UserLimits
 from nextcampus_graphql.metrics import GraphqlMetrics
-from nextcampus_graphql.operations import (
-    OperationError,
-    OperationFactory,
-    format_error,
-    run_operation,
-)
-from nextcampus_graphql.schema import build_schema
-from nextcampus_graphql.services import Services
+from nextcampus_graphql.operations import OperationError, format_error, run_operation
 from nextcampus_graphql.settings import GraphqlSettings
+from nextcampus_graphql.sockets import SocketRegistry
+from nextcampus_graphql.wiring import Wiring, wire
 
 log = get_logger(__name__)
 
-SERVICES = web.AppKey("services", Services)
+WIRING = web.AppKey("wiring", Wiring)
+SOCKETS = web.AppKey("sockets", SocketRegistry)
+# Transitional: the pytest plugin in tools/ reads the wiring under its old name (`services`)
+# until its restructure (issue 12) reads WIRING. Remove it then.
+SERVICES = WIRING
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -66,12 +62,12 @@ def request_token(request: web.Request) -> str | None:
 
 
 async def graphql_post(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    wiring = request.app[WIRING]
     token = request_token(request)
     identity = None
     if token is not None:
         try:
-            identity = await services.verifier.verify(token)
+            identity = await wiring.verifier.verify(token)
         except AuthError as exc:
             return _error_response(Code.UNAUTHENTICATED, str(exc), 401)
     try:
@@ -79,41 +75,39 @@ async def graphql_post(request: web.Request) -> web.Response:
     except orjson.JSONDecodeError:
         return _error_response(Code.BAD_USER_INPUT, "the body must be JSON", 400)
     try:
-        operation = services.operations.prepare(body)
+        operation = wiring.operations.prepare(body)
     except OperationError as exc:
         errors = [format_error(e) for e in exc.errors]
-        services.metrics.operations.labels("invalid", "error").inc()
-        services.metrics.count_refusals(errors)
+        wiring.metrics.operations.labels("invalid", "error").inc()
+        wiring.metrics.count_refusals(errors)
         return _json({"errors": errors}, 400)
     if operation.kind is OperationType.SUBSCRIPTION:
         return _error_response(
             Code.BAD_USER_INPUT, "subscriptions are served over WebSocket at /graphql", 400
         )
     context = RequestContext(
-        chat=services.chat,
+        chat=wiring.chat,
         identity=identity,
         token=token,
-        history_page_limit=services.settings.history_page_limit,
+        history_page_limit=wiring.settings.history_page_limit,
     )
     result = await run_operation(
-        services.schema,
+        wiring.schema,
         operation,
         context,
-        max_response_bytes=services.settings.max_response_bytes,
+        max_response_bytes=wiring.settings.max_response_bytes,
     )
-    services.metrics.operations.labels(
-        operation.kind.value, "error" if result.failed else "ok"
-    ).inc()
+    wiring.metrics.operations.labels(operation.kind.value, "error" if result.failed else "ok").inc()
     if result.refused_by is not None:
-        services.metrics.limit_refusals.labels(result.refused_by).inc()
+        wiring.metrics.limit_refusals.labels(result.refused_by).inc()
     return web.Response(body=result.payload, content_type="application/json")
 
 
 async def graphql_websocket(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
-    if not services.accepting:
+    wiring, sockets = request.app[WIRING], request.app[SOCKETS]
+    if not sockets.accepting:
         raise web.HTTPServiceUnavailable(text="shutting down")
-    settings = services.settings
+    settings = wiring.settings
     ws = web.WebSocketResponse(
         protocols=SUBPROTOCOLS,
         compress=False,  # frames are written pre-built to many sockets
@@ -130,16 +124,16 @@ async def graphql_websocket(request: web.Request) -> web.StreamResponse:
         ws=ws,
         transport=transport,
         protocol=ws.ws_protocol,
-        services=services,
+        wiring=wiring,
+        spawn=sockets.spawn,
         upgrade_token=request_token(request),
     )
-    gauge = services.metrics.connections.labels(ws.ws_protocol)
-    services.connections.add(connection)
+    gauge = wiring.metrics.connections.labels(ws.ws_protocol)
     gauge.inc()
     try:
-        await connection.serve()
+        with sockets.holding(connection):
+            await connection.serve()
     finally:
-        services.connections.discard(connection)
         gauge.dec()
     return ws
 
@@ -157,10 +151,9 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    if not services.accepting:
+    if not request.app[SOCKETS].accepting:
         return web.Response(status=503, text="shutting down")
-    if not await services.chat.ready():
+    if not await request.app[WIRING].chat.ready():
         return web.Response(status=503, text="no chat pod reachable")
     return web.Response(text="ready")
 
@@ -226,11 +219,10 @@ def static_handler(
     return handler
 
 
-async def _keepalive(services: Services) -> None:
+async def _keepalive(sockets: SocketRegistry, interval_seconds: float) -> None:
     while True:
-        await asyncio.sleep(services.settings.keepalive_seconds)
-        for connection in list(services.connections):
-            connection.keepalive()
+        await asyncio.sleep(interval_seconds)
+        sockets.keepalive()
 
 
 def create_app(
@@ -240,57 +232,22 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics = graphql_metrics or GraphqlMetrics()
-        schema = build_schema()
-        chat = ChatApi(
-            settings.chat_target,
-            deadline_seconds=settings.chat_deadline_seconds,
-            max_attempts=settings.chat_max_attempts,
-        )
-        services = Services(
-            settings=settings,
-            schema=schema,
-            operations=OperationFactory(
-                schema,
-                max_query_bytes=settings.max_query_bytes,
-                max_depth=settings.max_query_depth,
-                max_cost=settings.max_query_cost,
-                page_limit=settings.history_page_limit,
-            ),
-            verifier=TokenVerifier(settings),
-            chat=chat,
-            hub=FeedHub(
-                chat,
-                schema,
-                metrics,
-                history_page_limit=settings.history_page_limit,
-                live_timeout_seconds=settings.chat_deadline_seconds * 2,
-            ),
-            metrics=metrics,
-            users=UserLimits(
-                max_sockets=settings.max_sockets_per_user,
-                max_subscriptions=settings.max_subscriptions_per_user,
-                max_subscription_cost=settings.max_subscription_cost_per_user,
-            ),
-        )
-        app[SERVICES] = services
-        keepalive = asyncio.create_task(_keepalive(services))
+        wiring = app[WIRING] = wire(settings, metrics)
+        sockets = app[SOCKETS] = SocketRegistry()
+        keepalive = asyncio.create_task(_keepalive(sockets, settings.keepalive_seconds))
         serve_metrics(metrics.registry, settings.metrics_host, settings.metrics_port)
         yield
         keepalive.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keepalive
-        await services.hub.close()
-        await chat.close()
+        await wiring.close()
 
     async def on_shutdown(app: web.Application) -> None:
         """Not ready, no new sockets, every socket closed with 1012 so clients reconnect
         elsewhere and resume with `after`."""
-        services = app[SERVICES]
-        services.accepting = False
-        for connection in list(services.connections):
-            connection.close(CLOSE_SERVICE_RESTART, "service restart: reconnect and resume")
-        if services.background:
-            await asyncio.wait(list(services.background), timeout=settings.shutdown_grace_seconds)
+        sockets = app[SOCKETS]
+        sockets.close_all(CLOSE_SERVICE_RESTART, "service restart: reconnect and resume")
+        await sockets.wait_for_closes(settings.shutdown_grace_seconds)
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)

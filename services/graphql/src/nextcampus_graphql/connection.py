@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from asyncio import Transport
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -25,6 +27,7 @@ from nextcampus_common.logs import get_logger
 from nextcampus_graphql.context import RequestContext, message_id_arg
 from nextcampus_graphql.errors import ApiError, Code
 from nextcampus_graphql.fanout import Member, websocket_text_frame
+from nextcampus_graphql.limits import Release
 from nextcampus_graphql.operations import (
     Operation,
     OperationError,
@@ -32,13 +35,8 @@ from nextcampus_graphql.operations import (
     format_error,
     run_operation,
 )
-
-if TYPE_CHECKING:
-    from asyncio import Transport
-
-    from nextcampus_graphql.feeds import Subscription
-    from nextcampus_graphql.limits import Release
-    from nextcampus_graphql.services import Services
+from nextcampus_graphql.upstream import Joined
+from nextcampus_graphql.wiring import Wiring
 
 log = get_logger(__name__)
 
@@ -87,7 +85,7 @@ def token_from_payload(payload: dict[str, Any]) -> str | None:
 @dataclass(eq=False)
 class RunningOperation:
     task: asyncio.Task[None] | None = None
-    subscription: Subscription | None = None
+    joined: Joined | None = None  # a subscription's place in its course's fan-out
     done: bool = False
     # Gives back what the operation counts against (a query slot of the socket, a
     # subscription of the user); called once the operation is forgotten.
@@ -99,7 +97,10 @@ class Connection:
     ws: web.WebSocketResponse
     transport: Transport
     protocol: str
-    services: Services
+    wiring: Wiring
+    # Runs a coroutine past this socket's reader (the close handshake): the socket registry
+    # waits for them at shutdown.
+    spawn: Callable[[Coroutine[Any, Any, Any]], None]
     upgrade_token: str | None
     token: str = ""
     identity: Identity | None = None
@@ -122,8 +123,8 @@ class Connection:
     def write_frame(self, frame: bytes) -> None:
         if self.closing or self.transport.is_closing():
             return
-        if self.transport.get_write_buffer_size() > self.services.settings.socket_buffer_bytes:
-            self.services.metrics.slow_consumer_closes.inc()
+        if self.transport.get_write_buffer_size() > self.wiring.settings.socket_buffer_bytes:
+            self.wiring.metrics.slow_consumer_closes.inc()
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer: subscribe again with `after`")
             return
         self.transport.write(frame)
@@ -140,7 +141,7 @@ class Connection:
     def refuse(self, operation_id: str, error: ApiError) -> None:
         """An operation refused before it started (its id stays free)."""
         formatted = format_error(error)
-        self.services.metrics.count_refusals([formatted])
+        self.wiring.metrics.count_refusals([formatted])
         self.send_errors(operation_id, [formatted])
 
     def forget(self, operation_id: str) -> RunningOperation | None:
@@ -154,7 +155,7 @@ class Connection:
 
     def operation_failed(self, operation_id: str, errors: list[dict[str, Any]]) -> None:
         if self.forget(operation_id) is not None:
-            self.services.metrics.operations.labels("subscription", "error").inc()
+            self.wiring.metrics.operations.labels("subscription", "error").inc()
             self.send_errors(operation_id, errors)
 
     def close(self, code: int, reason: str) -> None:
@@ -162,12 +163,8 @@ class Connection:
         if self.closing:
             return
         self.closing = True
-        self.services.metrics.socket_closes.labels(str(code)).inc()
-        task = asyncio.get_running_loop().create_task(
-            self.ws.close(code=code, message=close_reason(reason))
-        )
-        self.services.background.add(task)
-        task.add_done_callback(self.services.background.discard)
+        self.wiring.metrics.socket_closes.labels(str(code)).inc()
+        self.spawn(self.ws.close(code=code, message=close_reason(reason)))
 
     def keepalive(self) -> None:
         if self.acknowledged:
@@ -179,7 +176,7 @@ class Connection:
         loop = asyncio.get_running_loop()
         self._timers.append(
             loop.call_later(
-                self.services.settings.connection_init_timeout_seconds, self._init_timed_out
+                self.wiring.settings.connection_init_timeout_seconds, self._init_timed_out
             )
         )
         try:
@@ -237,7 +234,7 @@ class Connection:
             return
         token = token_from_payload(payload or {}) or self.upgrade_token
         try:
-            identity = await self.services.verifier.verify(token)
+            identity = await self.wiring.verifier.verify(token)
         except AuthError as exc:
             if self.protocol == LEGACY_WS:
                 self.send({"type": "connection_error", "payload": {"message": str(exc)}})
@@ -262,10 +259,10 @@ class Connection:
         another pod)."""
         if self._ended:  # gone while its token was checked: nothing to count
             return False
-        release = self.services.users.open_socket(identity.user_id)
+        release = self.wiring.users.open_socket(identity.user_id)
         if release is None:
-            limit = self.services.users.max_sockets
-            self.services.metrics.limit_refusals.labels("max_sockets_per_user").inc()
+            limit = self.wiring.users.max_sockets
+            self.wiring.metrics.limit_refusals.labels("max_sockets_per_user").inc()
             reason = f"Too many sockets: user {identity.user_id} holds {limit} on this server"
             if self.protocol == LEGACY_WS:
                 self.send({"type": "connection_error", "payload": {"message": reason}})
@@ -298,7 +295,7 @@ class Connection:
         if operation_id in self.operations:
             self.close(CLOSE_DUPLICATE_ID, f"Subscriber for {operation_id[:40]} already exists")
             return
-        settings = self.services.settings
+        settings = self.wiring.settings
         limit = settings.max_operations_per_socket
         if len(self.operations) >= limit:
             error = ApiError(
@@ -309,18 +306,18 @@ class Connection:
             self.refuse(operation_id, error)
             return
         try:
-            operation = self.services.operations.prepare(payload)
+            operation = self.wiring.operations.prepare(payload)
         except OperationError as exc:
             errors = [format_error(e) for e in exc.errors]
-            self.services.metrics.operations.labels("invalid", "error").inc()
-            self.services.metrics.count_refusals(errors)
+            self.wiring.metrics.operations.labels("invalid", "error").inc()
+            self.wiring.metrics.count_refusals(errors)
             self.send_errors(operation_id, errors)
             return
         running = RunningOperation()
         if operation.kind is OperationType.SUBSCRIPTION:
             assert self.identity is not None  # acknowledged
             try:
-                running.release = self.services.users.add_subscription(
+                running.release = self.wiring.users.add_subscription(
                     self.identity.user_id, operation.fanout_key(), operation.cost
                 )
             except ApiError as exc:
@@ -381,8 +378,8 @@ class Connection:
         running = self.forget(operation_id)
         if running is None:
             return
-        if running.subscription is not None:
-            running.subscription.leave()
+        if running.joined is not None:
+            running.joined.leave()
         elif running.task is not None:
             running.task.cancel()
 
@@ -390,10 +387,10 @@ class Connection:
 
     def _context(self) -> RequestContext:
         return RequestContext(
-            chat=self.services.chat,
+            chat=self.wiring.chat,
             identity=self.identity,
             token=self.token,
-            history_page_limit=self.services.settings.history_page_limit,
+            history_page_limit=self.wiring.settings.history_page_limit,
         )
 
     def _complete(self, operation_id: str) -> None:
@@ -408,14 +405,14 @@ class Connection:
     async def _execute(
         self, operation_id: str, operation: Operation, running: RunningOperation
     ) -> None:
-        services = self.services
+        wiring = self.wiring
 
         async def run() -> OperationResult:
             return await run_operation(
-                services.schema,
+                wiring.schema,
                 operation,
                 self._context(),
-                max_response_bytes=services.settings.max_response_bytes,
+                max_response_bytes=wiring.settings.max_response_bytes,
             )
 
         if operation.kind is OperationType.MUTATION:
@@ -426,9 +423,9 @@ class Connection:
         else:
             result = await run()
         kind = operation.kind.value
-        services.metrics.operations.labels(kind, "error" if result.failed else "ok").inc()
+        wiring.metrics.operations.labels(kind, "error" if result.failed else "ok").inc()
         if result.refused_by is not None:
-            services.metrics.limit_refusals.labels(result.refused_by).inc()
+            wiring.metrics.limit_refusals.labels(result.refused_by).inc()
         if running.done:  # the client completed it meanwhile
             return
         self.forget(operation_id)
@@ -440,15 +437,15 @@ class Connection:
     async def _subscribe(
         self, operation_id: str, operation: Operation, running: RunningOperation
     ) -> None:
-        services = self.services
+        wiring = self.wiring
         try:
-            arguments = operation.root_arguments(services.schema)
+            arguments = operation.root_arguments(wiring.schema)
             course_id = arguments["course_id"]  # graphene names arguments in snake case
             token = self._context().member(course_id)
             assert token
             after = message_id_arg(arguments.get("after"), "after")
             member = Member(self, operation_id, self._next_prefix(operation_id))
-            subscription = await services.hub.join(operation, member, course_id, after)
+            joined = await wiring.upstream.join(operation, member, course_id, after)
         except OperationError as exc:
             self.operation_failed(operation_id, [format_error(e) for e in exc.errors])
             return
@@ -456,10 +453,10 @@ class Connection:
             self.operation_failed(operation_id, [format_error(exc)])
             return
         if running.done:  # completed (or the socket closed) while joining
-            subscription.leave()
+            joined.leave()
             return
-        running.subscription = subscription
-        services.metrics.operations.labels("subscription", "ok").inc()
+        running.joined = joined
+        wiring.metrics.operations.labels("subscription", "ok").inc()
 
 
 HANDLERS = {

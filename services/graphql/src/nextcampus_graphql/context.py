@@ -49,7 +49,7 @@ def message_id_arg(value: str | None, name: str) -> str | None:
         raise ApiError(Code.BAD_USER_INPUT, f"{name}: {exc}") from exc
 
 
-async def upstream(call: Awaitable[T]) -> T:
+async def call_chat(call: Awaitable[T]) -> T:
     """Await a chat call; its gRPC failure becomes a GraphQL error with a code."""
     try:
         return await call

@@ -23,6 +23,7 @@ from graphql import ExecutionResult, GraphQLSchema, execute
 from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
 from nextcampus_graphql.metrics import GraphqlMetrics
 from nextcampus_graphql.operations import Operation, format_result
+from nextcampus_graphql.schema.subscriptions import MESSAGE_ADDED, MESSAGE_DELETED
 
 OPCODE_TEXT = 0x1
 
@@ -62,6 +63,10 @@ class Member:
 
 
 class Group:
+    """The subscriptions of one course that share a fan-out key; the group's root field says
+    which events it takes: `messageAdded` every new message (a tombstone when it was deleted
+    before it came), `messageDeleted` every tombstone."""
+
     def __init__(
         self,
         key: tuple[str, str | None, bytes],
@@ -99,8 +104,15 @@ class Group:
         if not self.members:
             self._on_empty(self)
 
-    def publish(self, message: ChatMessage) -> None:
-        if not self.members:
+    def takes(self, message: ChatMessage, *, added: bool) -> bool:
+        """`added`: the message is new to the course's stream (not a later tombstone of one
+        it passed on before)."""
+        if self.field_name == MESSAGE_ADDED:
+            return added
+        return self.field_name == MESSAGE_DELETED and message.deleted
+
+    def publish(self, message: ChatMessage, *, added: bool) -> None:
+        if not self.members or not self.takes(message, added=added):
             return
         payload = self.render(message)
         frames: dict[bytes, bytes] = {}

@@ -20,6 +20,8 @@ if h[3] == '1' then
   return {'ok', h[1], h[2], cmid, '0', prev}
 end
 redis.call('HSET', KEYS[1], 'deleted', '1', 'content', '')
+-- The event's fields are documented in nextcampus_common/events.py, whose encode_event must
+-- build the same object (services/chat/tests/test_events.py compares them).
 redis.call('SPUBLISH', KEYS[2], cjson.encode({
   k = 'd', c = ARGV[3], i = ARGV[4], u = h[1], b = '', t = h[2], m = cmid, p = prev,
 }))

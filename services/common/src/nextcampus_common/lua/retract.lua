@@ -33,6 +33,8 @@ for i = 5, #ARGV, 4 do
     if redis.call('PEXPIRETIME', index_key) < expire_at then
       redis.call('PEXPIREAT', index_key, at)
     end
+    -- The event's fields are documented in nextcampus_common/events.py, whose encode_event must
+    -- build the same object (services/chat/tests/test_events.py compares them).
     redis.call('SPUBLISH', events_key, cjson.encode({
       k = 'd', c = course, i = id, u = user, b = '', t = timestamp, m = cmid, p = survivor,
       r = 1,

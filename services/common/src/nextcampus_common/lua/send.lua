@@ -91,6 +91,8 @@ if redis.call('PEXPIRETIME', index_key) < tonumber(expire_at) then
   redis.call('PEXPIREAT', index_key, expire_at)
 end
 redis.call('SET', client_key, id, 'PXAT', expire_at)
+-- The event's fields are documented in nextcampus_common/events.py, whose encode_event must
+-- build the same object (services/chat/tests/test_events.py compares them).
 redis.call('SPUBLISH', events_key, cjson.encode({
   k = 'a', c = ARGV[9], i = id, u = user, b = content, t = now, m = cmid, p = prev,
 }))

@@ -8,7 +8,7 @@ import graphene
 
 from nextcampus_common.ids import InvalidId, check_client_message_id
 from nextcampus_common.proto.chat.v1 import chat_pb2
-from nextcampus_graphql.context import RequestContext, message_id_arg, upstream
+from nextcampus_graphql.context import RequestContext, call_chat, message_id_arg
 from nextcampus_graphql.errors import ApiError, Code
 from nextcampus_graphql.schema.types import ChatMessage
 
@@ -45,7 +45,7 @@ class Mutation(graphene.ObjectType):
                 check_client_message_id(client_message_id)
             except InvalidId as exc:
                 raise ApiError(Code.BAD_USER_INPUT, f"clientMessageId: {exc}") from exc
-        response = await upstream(context.chat.send(token, course_id, content, client_message_id))
+        response = await call_chat(context.chat.send(token, course_id, content, client_message_id))
         return response.message
 
     @staticmethod
@@ -56,4 +56,4 @@ class Mutation(graphene.ObjectType):
         token = context.member(course_id)
         checked = message_id_arg(message_id, "messageId")
         assert checked is not None
-        return await upstream(context.chat.delete(token, course_id, checked))
+        return await call_chat(context.chat.delete(token, course_id, checked))

@@ -7,7 +7,7 @@ from typing import Any
 import graphene
 
 from nextcampus_common.proto.chat.v1 import chat_pb2
-from nextcampus_graphql.context import RequestContext, message_id_arg, upstream
+from nextcampus_graphql.context import RequestContext, call_chat, message_id_arg
 from nextcampus_graphql.errors import ApiError, Code
 from nextcampus_graphql.schema.types import ChatMessage, CoursePolicy, MessagePage, Viewer
 
@@ -45,7 +45,7 @@ class Query(graphene.ObjectType):
             raise ApiError(
                 Code.BAD_USER_INPUT, f"limit must be between 1 and {context.history_page_limit}"
             )
-        return await upstream(
+        return await call_chat(
             context.chat.history(
                 token,
                 course_id,
@@ -64,7 +64,7 @@ class Query(graphene.ObjectType):
         checked = message_id_arg(message_id, "messageId")
         assert checked is not None
         try:
-            return await upstream(context.chat.get(token, course_id, checked))
+            return await call_chat(context.chat.get(token, course_id, checked))
         except ApiError as exc:
             if exc.code is Code.NOT_FOUND:
                 return None
@@ -75,7 +75,7 @@ class Query(graphene.ObjectType):
         _root: Any, info: graphene.ResolveInfo, course_id: str
     ) -> chat_pb2.CoursePolicy:
         context: RequestContext = info.context
-        return await upstream(context.chat.policy(context.member(course_id), course_id))
+        return await call_chat(context.chat.policy(context.member(course_id), course_id))
 
     @staticmethod
     def resolve_me(_root: Any, info: graphene.ResolveInfo) -> dict[str, object]:

@@ -7,9 +7,12 @@ breaks — a chat pod restarting, a token expiring — reopens, round-robin on a
 with `after_message_id` = that id. Ids at or below it are dropped, so every subscriber sees
 each message once, in order. It closes when the last subscriber leaves.
 
-A subscription with `after` catches up on its own: it joins the feed (buffering), reads the
-history after `after` with its own token, drains the buffer dropping ids it already sent,
-and only then joins its fan-out group — in one step, so nothing falls between.
+A subscription with `after` catches up on its own: it joins the stream (buffering), reads
+the history after `after` with its own token, drains the buffer dropping ids it already
+sent, and only then joins its fan-out group — in one step, so nothing falls between.
+
+Every event goes to every fan-out group of the course, marked as added (a new id) or not (a
+live tombstone of an earlier message): each group takes the events its field stands for.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from nextcampus_graphql.errors import ApiError, Code, from_grpc
 from nextcampus_graphql.fanout import Group, Member
 from nextcampus_graphql.metrics import GraphqlMetrics
 from nextcampus_graphql.operations import Operation
-from nextcampus_graphql.schema.subscriptions import MESSAGE_ADDED, MESSAGE_DELETED
 
 log = get_logger(__name__)
 
@@ -52,13 +54,16 @@ class CatchUp:
     member: Member
     buffer: list[tuple[ChatMessage, bool]] = field(default_factory=list)
     # History can be ahead of the live stream: the subscription joins its group only once
-    # the feed has passed the last id it replayed, or that message would come twice.
+    # stream has passed the last id it replayed, or that message would come twice.
     until: int | None = None
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class CourseFeed:
-    def __init__(self, hub: FeedHub, course_id: str) -> None:
+class CourseUpstream:
+    """The upstream stream of one course and every local subscription of it: in fan-out
+    groups, catching up on history, or waiting for the stream to be live."""
+
+    def __init__(self, hub: UpstreamHub, course_id: str) -> None:
         self.hub = hub
         self.course_id = course_id
         self.groups: dict[tuple[str, str | None, bytes], Group] = {}
@@ -106,10 +111,7 @@ class CourseFeed:
             if catch_up.until is not None and self.last_id >= catch_up.until:
                 catch_up.caught_up.set()
         for group in list(self.groups.values()):
-            if (group.field_name == MESSAGE_ADDED and added) or (
-                group.field_name == MESSAGE_DELETED and message.deleted
-            ):
-                group.publish(message)
+            group.publish(message, added=added)
 
     async def run(self) -> None:
         metrics = self.hub.metrics
@@ -159,14 +161,14 @@ class CourseFeed:
         self.hub.drop(self)
 
 
-class Subscription:
+class Joined:
     """What a socket holds for one subscription operation: `leave()` ends it."""
 
     def __init__(self, leave: Callable[[], None]) -> None:
         self.leave = leave
 
 
-class FeedHub:
+class UpstreamHub:
     def __init__(
         self,
         chat: ChatApi,
@@ -181,36 +183,36 @@ class FeedHub:
         self.metrics = metrics
         self._page_limit = history_page_limit
         self._live_timeout = live_timeout_seconds
-        self.feeds: dict[str, CourseFeed] = {}
+        self.courses: dict[str, CourseUpstream] = {}
 
-    def _feed(self, course_id: str) -> CourseFeed:
-        feed = self.feeds.get(course_id)
-        if feed is None:
-            feed = self.feeds[course_id] = CourseFeed(self, course_id)
-        return feed
+    def _course(self, course_id: str) -> CourseUpstream:
+        course = self.courses.get(course_id)
+        if course is None:
+            course = self.courses[course_id] = CourseUpstream(self, course_id)
+        return course
 
-    def drop(self, feed: CourseFeed) -> None:
-        if self.feeds.get(feed.course_id) is feed:
-            del self.feeds[feed.course_id]
-        if feed.task is not None and feed.task is not asyncio.current_task():
-            feed.task.cancel()
+    def drop(self, course: CourseUpstream) -> None:
+        if self.courses.get(course.course_id) is course:
+            del self.courses[course.course_id]
+        if course.task is not None and course.task is not asyncio.current_task():
+            course.task.cancel()
 
-    def _leave_if_empty(self, feed: CourseFeed) -> None:
-        if feed.is_empty():
-            self.drop(feed)
+    def _leave_if_empty(self, course: CourseUpstream) -> None:
+        if course.is_empty():
+            self.drop(course)
 
-    def _group(self, feed: CourseFeed, operation: Operation) -> Group:
+    def _group(self, course: CourseUpstream, operation: Operation) -> Group:
         key = operation.fanout_key()
-        group = feed.groups.get(key)
+        group = course.groups.get(key)
         if group is None:
 
             def on_empty(empty: Group) -> None:
-                if feed.groups.get(empty.key) is empty:
-                    del feed.groups[empty.key]
-                self._leave_if_empty(feed)
+                if course.groups.get(empty.key) is empty:
+                    del course.groups[empty.key]
+                self._leave_if_empty(course)
 
             group = Group(key, operation, self.schema, self.metrics, on_empty)
-            feed.groups[key] = group
+            course.groups[key] = group
         return group
 
     async def join(
@@ -219,53 +221,59 @@ class FeedHub:
         member: Member,
         course_id: str,
         after: str | None,
-    ) -> Subscription:
+    ) -> Joined:
         """Add one subscription to its course's fan-out; with `after`, replay first."""
-        feed = self._feed(course_id)
-        feed.waiting.add(member)
-        if feed.task is None:
-            feed.task = asyncio.create_task(feed.run(), name=f"feed {course_id}")
+        course = self._course(course_id)
+        course.waiting.add(member)
+        if course.task is None:
+            course.task = asyncio.create_task(course.run(), name=f"upstream {course_id}")
         catch_up: CatchUp | None = None
         group: Group | None = None
         joined = False
         try:
             try:
-                await asyncio.wait_for(feed.live.wait(), self._live_timeout)
+                await asyncio.wait_for(course.live.wait(), self._live_timeout)
             except TimeoutError:
                 raise ApiError(Code.UNAVAILABLE, "the chat service is unreachable") from None
-            if self.feeds.get(course_id) is not feed:  # failed meanwhile
+            if self.courses.get(course_id) is not course:  # failed meanwhile
                 raise ApiError(Code.UNAVAILABLE, "the course stream ended; subscribe again")
-            group = self._group(feed, operation)
+            group = self._group(course, operation)
             if after is not None:
                 catch_up = CatchUp(member)
-                feed.catching_up.add(catch_up)
-                feed.waiting.discard(member)
-                await self._replay(feed, catch_up, group, int(after))
-                feed.catching_up.discard(catch_up)
-            feed.waiting.discard(member)
+                course.catching_up.add(catch_up)
+                course.waiting.discard(member)
+                await self._replay(course, catch_up, group, int(after))
+                course.catching_up.discard(catch_up)
+            course.waiting.discard(member)
             group.add(member)  # no await since the replay's last step: nothing falls between
             joined = True
         finally:
             if not joined:
-                feed.waiting.discard(member)
+                course.waiting.discard(member)
                 if catch_up is not None:
-                    feed.catching_up.discard(catch_up)
-                if group is not None and not group.members and feed.groups.get(group.key) is group:
-                    del feed.groups[group.key]
-                self._leave_if_empty(feed)
+                    course.catching_up.discard(catch_up)
+                if (
+                    group is not None
+                    and not group.members
+                    and course.groups.get(group.key) is group
+                ):
+                    del course.groups[group.key]
+                self._leave_if_empty(course)
 
         self.metrics.subscriptions.inc()
 
         def leave() -> None:
             assert group is not None
             self.metrics.subscriptions.dec()
-            group.remove(member)  # an empty group removes itself (and then an empty feed)
+            group.remove(
+                member
+            )  # an empty group removes itself (and then an empty course's stream)
 
-        return Subscription(leave)
+        return Joined(leave)
 
     async def _replay(
         self,
-        feed: CourseFeed,
+        course: CourseUpstream,
         catch_up: CatchUp,
         group: Group,
         after: int,
@@ -275,18 +283,18 @@ class FeedHub:
         def send(message: ChatMessage) -> None:
             member.sink.write_frame(member.frame(group.render(message)))
 
-        assert feed.last_id is not None
+        assert course.last_id is not None
         last_sent = after
-        # Join only once the feed has passed this id: what it dispatches from then on is new.
+        # Join only once the stream has passed this id: what it dispatches from then on is new.
         # A page that starts with tombstones at or below `after` retracts messages a Redis
-        # failover lost (`after` among them): they will never pass the feed, so wait only
+        # failover lost (`after` among them): they will never pass the stream, so wait only
         # for the newest message that survived (their previous id).
         wait_for = after
         token = catch_up.member.sink.token
         while True:
             try:
                 page = await self.chat.history(
-                    token, feed.course_id, after=str(last_sent), limit=self._page_limit
+                    token, course.course_id, after=str(last_sent), limit=self._page_limit
                 )
             except grpc.aio.AioRpcError as exc:
                 raise from_grpc(exc) from None
@@ -309,7 +317,7 @@ class FeedHub:
             return last_sent
 
         last_sent = drain(last_sent)
-        while feed.last_id < min(wait_for, last_sent):
+        while course.last_id < min(wait_for, last_sent):
             catch_up.until = min(wait_for, last_sent)
             catch_up.caught_up.clear()
             try:
@@ -319,8 +327,8 @@ class FeedHub:
             last_sent = drain(last_sent)
 
     async def close(self) -> None:
-        for feed in list(self.feeds.values()):
-            self.drop(feed)
-            if feed.task is not None:
+        for course in list(self.courses.values()):
+            self.drop(course)
+            if course.task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await feed.task
+                    await course.task

@@ -1,0 +1,115 @@
+"""The event format of a course's sharded pub/sub channel (`course:{c}:events`), in one place.
+
+Every change of a course is published there as one JSON object (README, "Data model"):
+
+    k  kind: "a" a message was added, "d" it is a tombstone (deleted, or retracted)
+    c  course id
+    i  message id (decimal string)
+    u  author's user id
+    b  content ("" in a tombstone)
+    t  timestamp, milliseconds since the epoch (decimal string)
+    m  client message id
+    p  the course's message id before it ("" for the first; absent in events of writers
+       older than `prev_id`, whose ids were contiguous)
+    r  1 when the tombstone retracts a message a Redis failover lost (absent otherwise)
+
+The Lua scripts publish it themselves (send.lua: "a"; delete.lua: "d"; retract.lua: "d"
+with r = 1), in the same round trip as the write; `encode_event` builds the same object in
+Python, for tests. The two encoders must match: services/chat/tests/test_events.py decodes
+what each script publishes on a real Redis Cluster and compares it with `encode_event`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal, NotRequired, TypedDict
+
+import orjson
+
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
+
+ADDED: Final = "a"
+DELETED: Final = "d"
+
+# Per event beyond its content: the message object and its other fields. What an event
+# costs a queue that holds it is this plus its content's bytes.
+EVENT_OVERHEAD_BYTES = 256
+
+
+class EventFields(TypedDict):
+    """The JSON object on the channel, field by field (see the module's docstring)."""
+
+    k: Literal["a", "d"]
+    c: str
+    i: str
+    u: str
+    b: str
+    t: str
+    m: str
+    p: NotRequired[str]
+    r: NotRequired[int]
+
+
+@dataclass(frozen=True, slots=True)
+class CourseEvent:
+    """One event of a course's channel: an added message or a tombstone."""
+
+    message: ChatMessage
+    # The id before it on the primary that wrote it (0: none; None: unknown, an event of an
+    # older writer), and whether the tombstone retracts a message a failover lost.
+    prev: int | None = None
+    retracted: bool = False
+    # Roughly the memory the event holds (content dominates): what it costs a queue.
+    size_bytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        size_bytes = EVENT_OVERHEAD_BYTES + len(self.message.content.encode())
+        object.__setattr__(self, "size_bytes", size_bytes)
+
+    @property
+    def sequence(self) -> int:
+        return int(self.message.message_id)
+
+    @classmethod
+    def from_message(cls, message: ChatMessage, *, retracted: bool = False) -> CourseEvent:
+        """The event of a stored message (read from the index instead of the channel)."""
+        prev = message.previous_message_id
+        return cls(message, prev=int(prev) if prev else 0, retracted=retracted)
+
+
+def decode_event(payload: str | bytes) -> CourseEvent:
+    raw: EventFields = orjson.loads(payload)
+    prev = raw.get("p")
+    return CourseEvent(
+        ChatMessage(
+            course_id=raw["c"],
+            message_id=raw["i"],
+            user_id=raw["u"],
+            content=raw["b"],
+            timestamp=int(raw["t"]),
+            deleted=raw["k"] == DELETED,
+            client_message_id=raw["m"],
+            previous_message_id=prev or "",
+        ),
+        prev=None if prev is None else int(prev or 0),
+        retracted=bool(raw.get("r")),
+    )
+
+
+def encode_event(event: CourseEvent) -> bytes:
+    """The JSON the Lua scripts publish for `event` (for tests: the scripts publish in Redis)."""
+    message = event.message
+    fields: EventFields = {
+        "k": DELETED if message.deleted else ADDED,
+        "c": message.course_id,
+        "i": message.message_id,
+        "u": message.user_id,
+        "b": message.content,
+        "t": str(message.timestamp),
+        "m": message.client_message_id,
+    }
+    if event.prev is not None:
+        fields["p"] = str(event.prev) if event.prev else ""
+    if event.retracted:
+        fields["r"] = 1
+    return orjson.dumps(fields)
