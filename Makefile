@@ -66,6 +66,10 @@ chart-check: deps ## the Helm chart: lint, render every ci/ value set, validate 
 chart-schema: deps ## regenerate the settings parts of the chart's values.schema.json from the settings classes
 	$(VENV_BIN)/python tools/gen_chart_schema.py
 
+.PHONY: graphql-schema
+graphql-schema: deps ## regenerate services/graphql/schema.graphql (the API as SDL) from the graphene schema
+	$(VENV_BIN)/python -m nextcampus_graphql.schema -o services/graphql/schema.graphql
+
 .PHONY: images
 images: ## build the chat, graphql and operator images (needs a Docker engine)
 	docker build -f images/chat/Dockerfile -t nextcampus/chat:dev .

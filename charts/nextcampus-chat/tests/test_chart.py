@@ -34,6 +34,7 @@ from devstack.binaries import helm_binary
 from devstack.gateway import hs256_jwks, validate_envoy_config
 from devstack.paths import chart
 from devstack.processes import ManagedProcess, free_ports, port_is_free
+from devstack.redis_cluster import form_cluster
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_graphql.settings import GraphqlSettings
 from nextcampus_policy.settings import PolicyOperatorSettings
@@ -658,21 +659,9 @@ def test_the_rendered_redis_cluster_refuses_clients_without_the_password(
         (job_container,) = pod_spec(job)["containers"]
         job_env = container_env(job_container, password, "setup")
         assert set(job_env) >= {"REDISCLI_AUTH"}
-        created = subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{port}" for port in ports),
-                "--cluster-replicas",
-                "1",
-                "--cluster-yes",
-            ],
-            env={**os.environ, "REDISCLI_AUTH": job_env["REDISCLI_AUTH"]},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        created = form_cluster(
+            [f"127.0.0.1:{port}" for port in ports],
+            env={"REDISCLI_AUTH": job_env["REDISCLI_AUTH"]},
         )
         assert created.returncode == 0, created.stdout + created.stderr
 

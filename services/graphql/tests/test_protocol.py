@@ -429,7 +429,7 @@ async def test_slow_consumer_is_cut_with_4008_while_a_fast_one_keeps_up(
                 await fast.until_live(probe)
             # The slow socket never reads: once its unsent bytes pass 64 KiB it is cut.
             async with aiohttp.ClientSession() as http:
-                while not server.services.metrics.slow_consumer_closes._value.get():
+                while not server.wiring.metrics.slow_consumer_closes._value.get():
                     assert len(sent) < 5000, "the slow socket was never cut off"
                     async with http.post(
                         server.url,
@@ -447,7 +447,7 @@ async def test_slow_consumer_is_cut_with_4008_while_a_fast_one_keeps_up(
             code, reason = await close_code(slow)
             assert code == 4008
             assert "after" in reason
-            assert server.services.metrics.slow_consumer_closes._value.get() == 1
+            assert server.wiring.metrics.slow_consumer_closes._value.get() == 1
     finally:
         await fast.close()
         await server.runner.cleanup()

@@ -49,7 +49,7 @@ def test_the_schema_is_the_pinned_one():
 
 
 SDL_FILE = Path(__file__).resolve().parents[1] / "schema.graphql"
-REGENERATE = ".venv/bin/python -m nextcampus_graphql.schema -o services/graphql/schema.graphql"
+REGENERATE = "make graphql-schema"
 
 
 def test_the_committed_sdl_file_is_the_schema():

@@ -41,9 +41,6 @@ log = get_logger(__name__)
 
 WIRING = web.AppKey("wiring", Wiring)
 SOCKETS = web.AppKey("sockets", SocketRegistry)
-# Transitional: the pytest plugin in tools/ reads the wiring under its old name (`services`)
-# until its restructure (issue 12) reads WIRING. Remove it then.
-SERVICES = WIRING
 
 
 def _json(body: object, status: int = 200) -> web.Response:

@@ -4,11 +4,13 @@ and parts of it killed or paused, as `make up` and the failover tests need."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +107,21 @@ def live_primaries(port: int) -> list[int]:
     if not primaries:
         raise StackError(f"no live primary in the cluster of 127.0.0.1:{port}")
     return primaries
+
+
+def form_cluster(
+    nodes: list[str], *, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`redis-cli --cluster create` of `nodes` (host:port) with one replica per primary, as
+    the local stack and the chart's setup Job form theirs (`env`: e.g. REDISCLI_AUTH)."""
+    return subprocess.run(
+        ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @dataclass
@@ -208,21 +225,9 @@ class RedisCluster:
         for port in self.ports:
             self.start_node(port)
         if not formed_before or self.known_nodes(self.ports[0]) < len(self.ports):
-            subprocess.run(
-                [
-                    "redis-cli",
-                    "--cluster",
-                    "create",
-                    *self.nodes,
-                    "--cluster-replicas",
-                    "1",
-                    "--cluster-yes",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            )
+            created = form_cluster(self.nodes)
+            if created.returncode != 0:
+                raise StackError(f"redis-cli --cluster create: {created.stdout}{created.stderr}")
         self.wait_healthy(timeout)
 
     def known_nodes(self, port: int) -> int:

@@ -309,10 +309,11 @@ class GraphqlServer:
         return self.url.replace("http://", "ws://", 1)
 
     @property
-    def services(self) -> Any:
-        from nextcampus_graphql.app import SERVICES
+    def wiring(self) -> Any:
+        """The server's fixed parts (settings, metrics, …): what a test looks into."""
+        from nextcampus_graphql.app import WIRING
 
-        return self.app[SERVICES]
+        return self.app[WIRING]
 
 
 @pytest.fixture
