@@ -62,14 +62,14 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+# `helm template` of the chart as release "nextcampus" in namespace "chat".
+TEMPLATE = ("template", "nextcampus", str(CHART), "--namespace", "chat")
+
+
 @cache
 def rendered(value_set: str, *extra: str) -> tuple[dict[str, Any], ...]:
     result = helm(
-        "template",
-        "nextcampus",
-        str(CHART),
-        "--namespace",
-        "chat",
+        *TEMPLATE,
         "-f",
         str(CHART / "ci" / f"{value_set}-values.yaml"),
         *extra,
@@ -463,11 +463,7 @@ async def test_the_generated_redis_password_is_kept_across_upgrades(kube: Any) -
 
     def render() -> str:
         result = helm(
-            "template",
-            "nextcampus",
-            str(CHART),
-            "--namespace",
-            "chat",
+            *TEMPLATE,
             "--dry-run=server",
             "--disable-openapi-validation",
             "--kubeconfig",
