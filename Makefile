@@ -46,7 +46,7 @@ e2e: deps ## only the end-to-end suite (through Envoy; E2E_GATEWAY_URL=… targe
 
 .PHONY: test
 test: deps lint typecheck ## run the whole suite (lint, types, generated-code staleness, tests)
-	$(VENV_BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(VENV_BIN)/pytest -n $(TEST_WORKERS) -m "not containers" $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: deps ## measure sends/s, latency, fan-out vs the peers, and a policy's TTL change of 100k messages
@@ -70,11 +70,28 @@ chart-schema: deps ## regenerate the settings parts of the chart's values.schema
 graphql-schema: deps ## regenerate services/graphql/schema.graphql (the API as SDL) from the graphene schema
 	$(VENV_BIN)/python -m nextcampus_graphql.schema -o services/graphql/schema.graphql
 
+.PHONY: images-deps
+images-deps: ## install podman and debootstrap (Debian packages) unless a Docker engine answers
+	@# netavark + aardvark-dns: the container topology's DNS names; runc: the runtime that
+	@# creates containers on a cgroup v1 host; debootstrap: the Debian base where the official
+	@# Python base cannot be pulled.
+	@if ! docker info >/dev/null 2>&1; then \
+	  missing="$$(command -v podman >/dev/null || echo podman) $$(command -v runc >/dev/null || echo runc) \
+	    $$(test -x /usr/lib/podman/netavark || echo netavark) $$(test -x /usr/lib/podman/aardvark-dns || echo aardvark-dns) \
+	    $$(command -v debootstrap >/dev/null || echo debootstrap)"; \
+	  if [ -n "$${missing// /}" ]; then \
+	    echo "installing" $$missing "(Debian packages) …"; \
+	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	    $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; fi
+
 .PHONY: images
-images: ## build the chat, graphql and operator images (needs a Docker engine)
-	docker build -f images/chat/Dockerfile -t nextcampus/chat:dev .
-	docker build -f images/graphql/Dockerfile -t nextcampus/graphql:dev .
-	docker build -f images/operator/Dockerfile -t nextcampus/policy-operator:dev .
+images: deps images-deps ## build the chat, graphql and operator images (docker or podman; IMAGES_ARGS="--stand-ins" adds Redis and Envoy)
+	$(VENV_BIN)/chatctl images $(IMAGES_ARGS)
+
+.PHONY: e2e-containers
+e2e-containers: deps images-deps ## build the images and run the e2e suite against the whole system as containers
+	NEXTCAMPUS_E2E_TOPOLOGY=containers $(VENV_BIN)/pytest images/tests/test_build.py e2e --ignore=e2e/kind $(PYTEST_ARGS)
 
 .PHONY: kind-e2e
 kind-e2e: deps ## the e2e suite on a kind cluster with the chart installed (skips where docker/kind are missing)

@@ -31,6 +31,8 @@ SEND_MESSAGE = (
     " sendMessage(courseId: $courseId, content: $content, clientMessageId: $clientMessageId)"
     " { messageId content } }"
 )
+COURSE_POLICY = "query($c: ID!) { coursePolicy(courseId: $c) { ttlSeconds maxLength readOnly } }"
+HISTORY = "query($c: ID!) { messages(courseId: $c) { messages { messageId content } } }"
 # Gateway answers that mean "no upstream took the request": nothing ran, or it may have
 # run and its answer was lost; a retry with the same clientMessageId is safe either way.
 RETRYABLE_HTTP_STATUSES = frozenset({502, 503, 504})

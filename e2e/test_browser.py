@@ -24,14 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from devstack.policies import PolicyDocument
-from devstack.policies import run as apply_policies
+from devstack.containers import ContainerTopology
 from devstack.topology import Topology
 from e2e.clients import GraphqlHttp
 from nextcampus_common.chat_api import ChatApi
 from nextcampus_common.keys import CourseKeys
-from nextcampus_policy.crd import problems
-from nextcampus_policy.spec import API_VERSION, KIND
 from testing.plugin import npm_ci, run_node
 
 if TYPE_CHECKING:
@@ -84,25 +81,6 @@ async def stored(gateway: Gateway, token: str, course_id: str) -> list[dict[str,
     data = await graphql_as(gateway, token, HISTORY, {"c": course_id, "limit": 200})
     messages: list[dict[str, Any]] = data["messages"]["messages"]
     return messages
-
-
-async def apply_policy(topology: Topology, course_id: str, **spec: Any) -> None:
-    """A CourseChatPolicy for the course on the local stack, checked against the CRD and
-    applied through the operator's reconcile code, as `chatctl policy apply` does (on a
-    cluster the operator applies it from `kubectl apply`)."""
-    assert topology.redis is not None
-    policy = PolicyDocument(
-        "test_browser",
-        {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": f"policy-{course_id}", "namespace": "courses"},
-            "spec": {"courseId": course_id, **spec},
-        },
-    )
-    assert problems(policy.body) == []
-    (outcome,) = await apply_policies([policy], topology.redis.nodes, delete=False)
-    assert outcome.ready, outcome
 
 
 async def run_script(script: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -214,8 +192,6 @@ async def test_two_users_chat_through_the_page(gateway: Gateway, browser_scripts
 async def test_history_moderation_rate_limit_and_expired_token(
     gateway: Gateway, browser_scripts: Path
 ) -> None:
-    # Local topology only: the course's policy is written to the stack's Redis.
-    topology = gateway.local()
     course_id = f"browser-{uuid.uuid4().hex[:8]}"
     seeded = HISTORY_PAGE_SIZE + 7
     # Seeded by several users, so none of them passes the default rate limit (10 per 10 s).
@@ -233,7 +209,7 @@ async def test_history_moderation_rate_limit_and_expired_token(
     # Three messages a day: nothing the page does is fast or slow enough to change whether
     # bob's fourth is refused (the bucket refills one message every 8 hours).
     budget = 3
-    await apply_policy(topology, course_id, rateLimit={"messages": budget, "perSeconds": 86_400})
+    await gateway.apply_policy(course_id, rateLimit={"messages": budget, "perSeconds": 86_400})
     bob = gateway.token("bob", [course_id])
     for name in ("moderator.png", "rate-limited.png", "signed-out.png"):
         (ARTIFACTS / name).unlink(missing_ok=True)
@@ -299,7 +275,7 @@ async def test_history_moderation_rate_limit_and_expired_token(
 
 
 async def test_page_goes_offline_and_resumes_after_every_graphql_process_died(
-    gateway: Gateway, stack: Topology, browser_scripts: Path
+    gateway: Gateway, stack: Topology | ContainerTopology, browser_scripts: Path
 ) -> None:
     course_id = f"browser-{uuid.uuid4().hex[:8]}"
     ada = gateway.token("ada", [course_id])
@@ -349,7 +325,7 @@ async def test_page_goes_offline_and_resumes_after_every_graphql_process_died(
 
 
 async def test_a_send_the_shard_cannot_confirm_is_retried_by_the_page_and_stored_once(
-    gateway: Gateway, stack: Topology, browser_scripts: Path
+    gateway: Gateway, stack: Topology | ContainerTopology, browser_scripts: Path
 ) -> None:
     """The course's Redis primary loses its replica (as it is after a failover, until the
     old primary rejoins): sends are not acknowledged. The page says so, keeps sending with
@@ -360,7 +336,7 @@ async def test_a_send_the_shard_cannot_confirm_is_retried_by_the_page_and_stored
     course_id = f"browser-{uuid.uuid4().hex[:8]}"
     ada = gateway.token("ada", [course_id])
     seeded = [await send_as(gateway, ada, course_id, "before")]
-    primary = redis.primary_port_for(CourseKeys(course_id).seq)
+    primary = redis.primary_for(CourseKeys(course_id).seq)
     env = {
         "BASE_URL": gateway.url,
         "TOKEN": ada,
@@ -369,7 +345,7 @@ async def test_a_send_the_shard_cannot_confirm_is_retried_by_the_page_and_stored
     }
     async with HandInHand.run(browser_scripts / "page_unconfirmed.mjs", env) as page:
         assert (await page.event("live"))["ids"] == seeded
-        (replica,) = redis.replica_ports_of(primary)
+        (replica,) = redis.replicas_of(primary)
         redis.kill_node(replica)
         await page.answer()
         retrying = await page.event("retrying")

@@ -1,5 +1,6 @@
-"""Chaos: a process of the local topology dies mid-traffic, and still no message is lost,
-none arrives twice, none out of order (DESIGN.md §3).
+"""Chaos: a process of the local topology, or a container of the container topology
+(`make e2e-containers`: `podman kill` for kill -9), dies mid-traffic, and still no message is
+lost, none arrives twice, none out of order (DESIGN.md §3).
 
 Each test drives one busy course through the gateway: 16 resuming subscribers (the gateway
 spreads them over both GraphQL processes) and a sender of 300 messages at 50/s, each with a
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from devstack.containers import ContainerTopology
 from devstack.scrape import scrape
 from devstack.topology import Topology
 from e2e.clients import (
@@ -144,7 +146,7 @@ async def busy_course(gateway: Gateway, course_id: str | None = None) -> AsyncIt
             await asyncio.gather(*(s.close() for s in subscribers))
 
 
-def upstream_reconnects(topology: Topology) -> float:
+def upstream_reconnects(topology: Topology | ContainerTopology) -> float:
     """GraphQL upstream streams reopened, over every GraphQL process."""
     return sum(
         value
@@ -158,14 +160,11 @@ def upstream_reconnects(topology: Topology) -> float:
 
 
 async def test_kill_9_of_the_chat_process_holding_the_upstream_streams(
-    gateway: Gateway, stack: Topology
+    gateway: Gateway, stack: Topology | ContainerTopology
 ) -> None:
     async with busy_course(gateway) as course:
         await course.reached(FAULT_AT)
-        streams = [
-            scrape(f"http://127.0.0.1:{port}/metrics")["nextcampus_chat_active_streams"]
-            for port in stack.chat_metrics_ports
-        ]
+        streams = [scrape(url)["nextcampus_chat_active_streams"] for url in stack.chat_metrics_urls]
         victim = streams.index(max(streams))
         reopened_before = upstream_reconnects(stack)
         stack.chats[victim].kill()
@@ -175,7 +174,9 @@ async def test_kill_9_of_the_chat_process_holding_the_upstream_streams(
         assert upstream_reconnects(stack) > reopened_before, "no upstream stream was cut"
 
 
-async def test_kill_9_of_a_graphql_process(gateway: Gateway, stack: Topology) -> None:
+async def test_kill_9_of_a_graphql_process(
+    gateway: Gateway, stack: Topology | ContainerTopology
+) -> None:
     async with busy_course(gateway) as course:
         await course.reached(FAULT_AT)
         held = [
@@ -190,25 +191,27 @@ async def test_kill_9_of_a_graphql_process(gateway: Gateway, stack: Topology) ->
         assert resumed, f"no subscriber reconnected although graphql-{victim} held {held}"
 
 
-async def test_kill_9_of_the_redis_primary_of_the_course(gateway: Gateway, stack: Topology) -> None:
+async def test_kill_9_of_the_redis_primary_of_the_course(
+    gateway: Gateway, stack: Topology | ContainerTopology
+) -> None:
     redis = stack.redis
     assert redis is not None
     course_id = new_course_id()
     seq_key = CourseKeys(course_id).seq
     async with busy_course(gateway, course_id) as course:
         await course.reached(FAULT_AT)
-        victim = redis.primary_port_for(seq_key)
+        victim = redis.primary_for(seq_key)
         redis.kill_node(victim)
         await asyncio.to_thread(redis.restart_replaced_node, victim)
         await course.reached(SECOND_STEP_AT)
         await course.finish()
-        assert redis.primary_port_for(seq_key) != victim
+        assert redis.primary_for(seq_key) != victim
         await asyncio.to_thread(redis.wait_healthy)
         assert "role:slave" in redis.cli(victim, "info", "replication")
 
 
 async def test_rolling_graceful_restart_of_the_graphql_processes(
-    gateway: Gateway, stack: Topology
+    gateway: Gateway, stack: Topology | ContainerTopology
 ) -> None:
     assert stack.gateway is not None
     async with busy_course(gateway) as course:

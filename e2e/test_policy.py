@@ -19,7 +19,7 @@ import redis
 import yaml
 
 from devstack.topology import Topology
-from e2e.clients import GraphqlHttp
+from e2e.clients import COURSE_POLICY, HISTORY, GraphqlHttp
 from nextcampus_common.keys import CourseKeys
 
 if TYPE_CHECKING:
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 SEND = """mutation($c: ID!, $text: String!) {
   sendMessage(courseId: $c, content: $text) { messageId }
 }"""
-POLICY = "query($c: ID!) { coursePolicy(courseId: $c) { ttlSeconds maxLength readOnly } }"
-HISTORY = "query($c: ID!) { messages(courseId: $c) { messages { messageId content } } }"
 DAY = 86_400
 
 
@@ -90,7 +88,7 @@ async def test_a_policy_applied_with_chatctl_changes_what_the_gateway_accepts(
             return await http.execute(SEND, {"c": course_id, "text": text}, token=token)
 
         async def effective() -> dict[str, Any]:
-            response = await http.execute(POLICY, {"c": course_id}, token=token)
+            response = await http.execute(COURSE_POLICY, {"c": course_id}, token=token)
             assert response.data is not None, response.describe()
             policy: dict[str, Any] = response.data["coursePolicy"]
             return policy

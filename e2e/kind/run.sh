@@ -29,7 +29,7 @@ readonly IMAGE_TAG="${IMAGE_TAG:-e2e}"
 readonly GATEWAY_SERVICE="${GATEWAY_SERVICE:-svc/${RELEASE}-nextcampus-chat-gateway}"
 readonly GATEWAY_PORT=8080
 readonly PYTHON="$ROOT/.venv/bin/python"
-# images/<directory>/Dockerfile : the repository the values file names.
+# image name (chatctl images --only) : the repository the values file names.
 IMAGES=(
   "chat:nextcampus/chat"
   "graphql:nextcampus/graphql"
@@ -169,13 +169,13 @@ wait_for_port_forward() {
 }
 
 build_images() {
-  local entry directory repository
+  local entry
+  local only=()
   for entry in "${IMAGES[@]}"; do
-    directory="${entry%%:*}"
-    repository="${entry#*:}"
-    log "docker build $repository:$IMAGE_TAG (images/$directory/Dockerfile)"
-    docker build -f "images/$directory/Dockerfile" -t "$repository:$IMAGE_TAG" .
+    only+=(--only "${entry%%:*}")
   done
+  log "chatctl images --engine docker --tag $IMAGE_TAG (images/Dockerfile)"
+  "$ROOT/.venv/bin/chatctl" images --engine docker --tag "$IMAGE_TAG" "${only[@]}"
 }
 
 load_images() {

@@ -19,6 +19,7 @@ import yaml
 
 from devstack.binaries import helm_binary
 from testing.images import (
+    DOCKERFILE,
     E2E_VALUE_KEYS,
     IMAGE_VALUE_KEYS,
     IMAGES,
@@ -53,8 +54,9 @@ def test_skaffold_builds_the_three_dockerfiles_from_the_root() -> None:
         artifact = artifacts[image.repository]
         assert artifact.get("context", ".") == "."
         dockerfile = REPO / artifact["docker"]["dockerfile"]
-        assert dockerfile == image.dockerfile
-        assert dockerfile.is_file()
+        assert dockerfile == DOCKERFILE
+        # The build arguments `make images` gives the same image.
+        assert artifact["docker"]["buildArgs"] == image.service.build_args()
 
 
 def test_skaffold_installs_the_chart_with_every_image_from_its_build() -> None:
@@ -188,7 +190,7 @@ def test_chart_renders_the_e2e_values_with_the_loaded_images() -> None:
 def test_run_sh_images_match_the_values_and_skaffold() -> None:
     script = RUN_SH.read_text()
     mapping = dict(re.findall(r'^\s+"(\w+):(nextcampus/[\w-]+)"$', script, flags=re.MULTILINE))
-    assert mapping == {image.directory: image.repository for image in IMAGES}
+    assert mapping == {image.name: image.repository for image in IMAGES}
 
 
 # --- e2e/kind/run.sh ---------------------------------------------------------------------------

@@ -1,15 +1,19 @@
 """The container images, checked offline with the real tools that run here (no Docker
 engine):
 
-- each Dockerfile read instruction by instruction (multi-stage, pinned slim Python, non-root
-  numeric user, locked install without dev dependencies, entry module, ports, labels);
+- `images/Dockerfile` read instruction by instruction with each image's build arguments
+  (multi-stage, pinned slim Python by default and replaceable, non-root numeric user, locked
+  install without dev dependencies, entry point, ports, labels);
 - the lock exported for each image's package (the real uv) holds its runtime dependencies and
   nothing of the dev group or the CLI, and exactly the workspace members whose sources the
-  Dockerfile copies;
+  Dockerfile copies for it;
 - the builder stage performed without Docker: the files its COPY lines take from the build
   context (after .dockerignore) laid out as Docker would, its very `uv sync` lines run, the
   sources deleted, and the entry module imported with the venv that is left, which is all
   the runtime stage copies.
+
+The images themselves are built and run by `images/tests/test_build.py` where podman or
+docker can build (marker `containers`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from pathlib import Path
 import pytest
 
 from testing.images import (
-    ENTRYPOINT_PYTHON,
+    DOCKERFILE,
+    ENTRYPOINT,
     IMAGE_IDS,
     IMAGES,
     NOT_IN_IMAGES,
@@ -39,7 +44,6 @@ from testing.images import (
     Stage,
     builder_and_runtime,
     normalize,
-    parse_dockerfile,
     pinned_uv_version,
     uv_sync_commands,
 )
@@ -74,9 +78,13 @@ def uv_version(uv: list[str]) -> str:
 
 @pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
 def test_dockerfile_is_multi_stage_on_one_pinned_slim_python(image: Image) -> None:
-    stages = parse_dockerfile(image.dockerfile)
+    stages = image.stages()
     builder, runtime = builder_and_runtime(image)
     assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?", runtime.base), runtime.base
+    # A site that mirrors or builds its own base passes it in; every stage takes it.
+    froms = re.findall(r"^FROM (\S+)", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    assert len(froms) == len(stages)
+    assert set(froms) == {"${PYTHON_IMAGE}"}, froms
     # The venv's interpreter is the base image's: the runtime stage must be the same image.
     assert {stage.base for stage in stages} == {runtime.base}
     flags, sources, destination = runtime.copies()[0]
@@ -126,7 +134,9 @@ def test_runtime_stage_environment_ports_entrypoint_and_labels(image: Image) -> 
     assert builder.env()["UV_COMPILE_BYTECODE"] == "1"
     exposed = {int(port.split("/")[0]) for a in runtime.all("EXPOSE") for port in a.split()}
     assert exposed == image.ports
-    assert json.loads(runtime.last("ENTRYPOINT")) == [ENTRYPOINT_PYTHON, "-m", image.module]
+    assert json.loads(runtime.last("ENTRYPOINT")) == [ENTRYPOINT]
+    # The entry point is the package's console script, linked in the builder.
+    assert ["ln", "-s", image.package, ENTRYPOINT] in builder.run_commands()
     labels = runtime.labels()
     assert labels["org.opencontainers.image.title"] == image.package
     for key in ("description", "version", "revision", "base.name"):
@@ -136,6 +146,11 @@ def test_runtime_stage_environment_ports_entrypoint_and_labels(image: Image) -> 
 
 @pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
 def test_entrypoint_module_imports_in_the_workspace_venv(image: Image) -> None:
+    source = REPO / image.service.source
+    with (source / "pyproject.toml").open("rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    # The console script named as the package is what the image's entry point links to.
+    assert scripts[image.package] == f"{image.module}.__main__:main"
     result = subprocess.run(
         [sys.executable, "-c", f"import {image.module}.__main__"],
         capture_output=True,
@@ -297,6 +312,9 @@ def lay_out_build(stage: Stage, root: Path, rules: list[tuple[bool, re.Pattern[s
     return workdir
 
 
+BUILDER_STEPS_BESIDE_UV = frozenset({"[", "export", "python3", "/opt/uv/bin/pip", "ln"})
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
 def test_builder_stage_installs_without_docker(image: Image, uv: list[str], tmp_path: Path) -> None:
@@ -308,14 +326,19 @@ def test_builder_stage_installs_without_docker(image: Image, uv: list[str], tmp_
     workdir = lay_out_build(builder, root, dockerignore_rules())
     venv = root / VENV_PATH.lstrip("/")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
-    env |= builder.env()
+    # PATH names the image's uv; this uv is the same version (checked above).
+    env |= {key: value for key, value in builder.env().items() if key != "PATH"}
     env["UV_PROJECT_ENVIRONMENT"] = str(venv)
     # The interpreter the workspace venv runs on (3.11, as in the image).
     env["UV_PYTHON"] = getattr(sys, "_base_executable", sys.executable)
     for words in builder.run_commands():
-        if words[:2] == ["pip", "install"]:
-            continue  # the uv pinned there is this uv (checked above)
-        assert words[0] == "uv", f"a builder step this test does not know: {shlex.join(words)}"
+        if words[0] != "uv":
+            # Installing the pinned uv (this uv, checked above), the CA secret's export, and
+            # the entry point's link (checked above): nothing the venv depends on.
+            assert words[0] in BUILDER_STEPS_BESIDE_UV, (
+                f"a builder step this test does not know: {shlex.join(words)}"
+            )
+            continue
         result = subprocess.run(
             [*uv, *words[1:]],
             cwd=root / workdir.lstrip("/"),
@@ -354,5 +377,6 @@ def test_builder_stage_installs_without_docker(image: Image, uv: list[str], tmp_
     assert image.runtime_dependencies <= installed
     assert not installed & NOT_IN_IMAGES, installed & NOT_IN_IMAGES
     assert not any(venv.glob("lib/python*/site-packages/*.pth")), "an editable install"
+    assert (venv / "bin" / image.package).is_file(), "no console script for the entry point"
     package_dir = next(venv.glob(f"lib/python*/site-packages/{image.module}"))
     assert any(package_dir.glob("__pycache__/*.pyc")), "bytecode not compiled in the builder"

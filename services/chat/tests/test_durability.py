@@ -53,7 +53,7 @@ async def send_until_acknowledged(
 def primary_of(cluster: RedisCluster, course_id: str) -> int | None:
     """The port of the primary owning the course's slot (None while nobody does)."""
     try:
-        return cluster.primary_port_for(CourseKeys(course_id).seq)
+        return cluster.primary_for(CourseKeys(course_id).seq)
     except StackError:
         return None
 

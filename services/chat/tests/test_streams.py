@@ -75,7 +75,7 @@ async def test_streams_of_one_course_share_one_redis_subscription(
         assert chat_server.metrics.courses_subscribed._value.get() == 1
         assert chat_server.metrics.active_streams._value.get() == 20
         channel = CourseKeys(course_id).events
-        port = redis_cluster.primary_port_for(channel)
+        port = redis_cluster.primary_for(channel)
         counts = redis.Redis(port=port, decode_responses=True).execute_command(
             "PUBSUB", "SHARDNUMSUB", channel
         )
@@ -91,7 +91,7 @@ async def test_lost_pubsub_connection_loses_no_message(client_for, course_id, re
     collector = Collector(alice.subscribe(course_id))
     try:
         probe = await established(collector, lambda: alice.send(course_id, "probe"))
-        port = redis_cluster.primary_port_for(CourseKeys(course_id).events)
+        port = redis_cluster.primary_for(CourseKeys(course_id).events)
         node = redis.Redis(port=port)
         sent = []
         for round_ in range(5):
@@ -139,7 +139,7 @@ async def test_failover_of_the_course_primary_loses_no_acknowledged_message(
                 acked.append(int(response.message.message_id))
                 return
 
-        victim = own_redis_cluster.primary_port_for(CourseKeys(course_id).seq)
+        victim = own_redis_cluster.primary_for(CourseKeys(course_id).seq)
         rejoined = None
         for n in range(300):
             if n == 100:

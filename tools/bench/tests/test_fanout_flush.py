@@ -23,7 +23,7 @@ def test_before_each_sweep_step_every_primary_is_flushed_and_the_watch_spec_prin
 ):
     cluster = own_redis_cluster
     for key in KEYS:
-        cluster.cli(cluster.primary_port_for(key), "set", key, "1")
+        cluster.cli(cluster.primary_for(key), "set", key, "1")
     primaries = live_primaries(cluster.ports[0])
     assert len(primaries) == 3
     record = tmp_path / "between-steps.jsonl"

@@ -22,7 +22,7 @@ def test_persist_keeps_the_cluster_and_its_data_across_restarts(tmp_path: Path):
     first = RedisCluster(ports, tmp_path, persist=True)
     try:
         first.start()
-        owner = first.primary_port_for("course:{persist}:seq")
+        owner = first.primary_for("course:{persist}:seq")
         assert first.cli(owner, "incrby", "course:{persist}:seq", "41").strip() == "41"
     finally:
         first.stop()  # SIGTERM: Redis fsyncs its AOF before it exits
@@ -30,7 +30,7 @@ def test_persist_keeps_the_cluster_and_its_data_across_restarts(tmp_path: Path):
     again = RedisCluster(ports, tmp_path, persist=True)
     try:
         again.start()
-        owner = again.primary_port_for("course:{persist}:seq")
+        owner = again.primary_for("course:{persist}:seq")
         assert again.cli(owner, "incr", "course:{persist}:seq").strip() == "42"
         assert again.known_nodes(ports[0]) == 6
     finally:
@@ -45,7 +45,7 @@ def test_without_persist_every_start_is_a_fresh_cluster(tmp_path: Path):
         cluster = RedisCluster(ports, tmp_path, persist=False)
         try:
             cluster.start()
-            owner = cluster.primary_port_for("course:{fresh}:seq")
+            owner = cluster.primary_for("course:{fresh}:seq")
             assert cluster.cli(owner, "incr", "course:{fresh}:seq").strip() == "1"
         finally:
             cluster.stop()

@@ -43,3 +43,13 @@ def test_only_primaries_serving_slots_and_not_failing_count_as_live():
 def test_an_empty_or_garbled_reply_lists_no_node():
     assert parse_cluster_nodes("") == []
     assert parse_cluster_nodes("ERR This instance has cluster support disabled\n") == []
+
+
+def test_cluster_nodes_tells_ids_primaries_and_announced_hostnames():
+    """The container topology knows its nodes by the names they announce (all on port
+    6379), and a replica by the id of its primary."""
+    nodes = {node.port: node for node in parse_cluster_nodes(REPLY)}
+    assert nodes[7001].hostname == "node-1"
+    assert nodes[7000].hostname == ""
+    assert nodes[7003].primary_id == nodes[7000].id == "e7d1"
+    assert nodes[7000].primary_id == "-"

@@ -95,7 +95,7 @@ def test_a_crash_looping_process_is_restarted_later_each_time_until_it_stays_up(
 
 def test_a_killed_redis_primary_comes_back_as_a_replica(own_redis_cluster: RedisCluster):
     cluster = own_redis_cluster
-    primary = cluster.primary_port_for("course:{supervised}:seq")
+    primary = cluster.primary_for("course:{supervised}:seq")
     # On the replica before the kill (WAIT on the connection that wrote it): what the test
     # reads back later is the replica's copy.
     with redis.Redis(port=primary) as client:
@@ -117,6 +117,6 @@ def test_a_killed_redis_primary_comes_back_as_a_replica(own_redis_cluster: Redis
     )
     assert "role:slave" in cluster.cli(primary, "info", "replication")
     cluster.wait_healthy()
-    owner = cluster.primary_port_for("course:{supervised}:seq")
+    owner = cluster.primary_for("course:{supervised}:seq")
     assert owner != primary
     assert cluster.cli(owner, "get", "course:{supervised}:seq").strip() == "7"

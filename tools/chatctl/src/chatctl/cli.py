@@ -14,7 +14,9 @@ from typing import Annotated
 import grpc
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from devstack.images import DEFAULT_TAG, SERVICE_IMAGES, STAND_IN_NAMES, build_all, find_engine
 from devstack.processes import StackError
 from devstack.supervisor import Supervisor, units_of
 from devstack.topology import DEV_JWT_SECRET, Topology
@@ -219,6 +221,58 @@ def up(
         console.print("stopping …")
         stack.stop()
         console.print("stopped")
+
+
+@app.command()
+def images(
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only", help="image to build (repeatable): chat, graphql, operator, redis, envoy"
+        ),
+    ] = None,
+    stand_ins: Annotated[
+        bool,
+        typer.Option(
+            help="also the Redis and Envoy test stand-ins (the chart keeps the official ones)"
+        ),
+    ] = False,
+    tag: Annotated[str, typer.Option(help="tag of every image built")] = DEFAULT_TAG,
+    no_cache: Annotated[bool, typer.Option(help="build every layer again (a cold build)")] = False,
+    engine_name: Annotated[
+        str | None,
+        typer.Option(
+            "--engine", help="docker or podman (default: docker if its engine answers, else podman)"
+        ),
+    ] = None,
+    state: Annotated[Path, typer.Option(help="podman's containers.conf for this machine")] = Path(
+        ".local/containers"
+    ),
+) -> None:
+    """Build the chat, graphql and operator images from images/Dockerfile with podman or
+    docker. Where the official Python base cannot be pulled, a base is built from Debian's
+    packages first (once, then reused); the machine's CA bundle goes in as a build secret."""
+    names = only or [image.name for image in SERVICE_IMAGES] + (
+        list(STAND_IN_NAMES) if stand_ins else []
+    )
+    try:
+        engine = find_engine(state.resolve(), engine_name)
+        built = build_all(
+            engine,
+            names,
+            tag=tag,
+            no_cache=no_cache,
+            say=lambda line: console.print(line, highlight=False),
+        )
+    except StackError as exc:
+        console.print(f"[red]could not build the images:[/red] {exc}")
+        raise typer.Exit(1) from None
+    table = Table(title=f"images ({engine.name})")
+    for column in ("image", "size MB", "build s"):
+        table.add_column(column, justify="left" if column == "image" else "right")
+    for result in built:
+        table.add_row(result.reference, f"{result.size_bytes / 1e6:.0f}", f"{result.seconds:.1f}")
+    Console().print(table)
 
 
 policy_app = typer.Typer(

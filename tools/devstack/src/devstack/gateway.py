@@ -37,15 +37,27 @@ def hs256_jwks(secret: str) -> dict[str, Any]:
 def render_chart(
     values: Mapping[str, Any],
     *,
-    show_only: str,
+    show_only: str | None = None,
     chart: Path | None = None,
     release: str = "local",
+    namespace: str = "default",
 ) -> list[dict[str, Any]]:
-    """`helm template` of one chart template with `values` (the checkout's chart unless
-    `chart` says otherwise); the rendered objects."""
+    """`helm template` of the chart with `values` (the checkout's chart unless `chart` says
+    otherwise; one template of it with `show_only`); the rendered objects."""
     folder = chart or paths.chart()
+    only = ["--show-only", show_only] if show_only else []
     result = subprocess.run(
-        [helm_binary(), "template", release, str(folder), "--show-only", show_only, "-f", "-"],
+        [
+            helm_binary(),
+            "template",
+            release,
+            str(folder),
+            "--namespace",
+            namespace,
+            *only,
+            "-f",
+            "-",
+        ],
         # JSON is YAML: helm reads the values from stdin.
         input=json.dumps(values),
         capture_output=True,
@@ -54,7 +66,7 @@ def render_chart(
         check=False,
     )
     if result.returncode != 0:
-        raise StackError(f"helm template {show_only} failed:\n{result.stderr.strip()}")
+        raise StackError(f"helm template {show_only or ''} failed:\n{result.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 

@@ -126,15 +126,24 @@ def wait_for_port(
     raise StackError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
-def _group_alive(group_id: int) -> bool:
-    """Whether any process of the process group is left (zombies not yet reaped count)."""
+def _found(send_signal: Callable[[int, int], None], target: int) -> bool:
+    """Whether signal 0 to `target` finds a process (one we may not signal counts)."""
     try:
-        os.killpg(group_id, 0)
+        send_signal(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
     return True
+
+
+def _group_alive(group_id: int) -> bool:
+    """Whether any process of the process group is left (zombies not yet reaped count)."""
+    return _found(os.killpg, group_id)
+
+
+def pid_alive(pid: int) -> bool:
+    return _found(os.kill, pid)
 
 
 def stop_process(

@@ -10,9 +10,11 @@ import shutil
 import signal
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from devstack.processes import (
     StackError,
@@ -52,7 +54,10 @@ NOT_SERVING = frozenset({"fail", "fail?", "noaddr"})
 class ClusterNode:
     """One node as a line of CLUSTER NODES describes it."""
 
+    id: str
+    primary_id: str  # of a replica's primary; "-" for a primary
     port: int
+    hostname: str  # announced (cluster-announce-hostname), else ""
     flags: frozenset[str]
     # Inclusive ranges of the slots it serves (slots being imported or migrated left out).
     slots: tuple[tuple[int, int], ...]
@@ -80,7 +85,8 @@ def parse_cluster_nodes(text: str) -> list[ClusterNode]:
         parts = line.split()
         if len(parts) < 8:
             continue
-        address = parts[1].split(",", 1)[0].split("@", 1)[0]
+        endpoint, _, hostname = parts[1].partition(",")
+        address = endpoint.split("@", 1)[0]
         slots = []
         for span in parts[8:]:
             low, _, high = span.partition("-")
@@ -88,7 +94,10 @@ def parse_cluster_nodes(text: str) -> list[ClusterNode]:
                 slots.append((int(low), int(high or low)))
         nodes.append(
             ClusterNode(
+                id=parts[0],
+                primary_id=parts[3],
                 port=int(address.rpartition(":")[2] or 0),
+                hostname=hostname,
                 flags=frozenset(parts[2].split(",")),
                 slots=tuple(slots),
             )
@@ -124,8 +133,132 @@ def form_cluster(
     )
 
 
+N = TypeVar("N")
+
+
+class ClusterOperations(ABC, Generic[N]):
+    """What the tests and the stacks do with a Redis Cluster, whatever runs its nodes: each
+    node is a member (a port of a local process, a container's pod name), reached with
+    redis-cli."""
+
+    min_replicas_to_write: int
+
+    @property
+    @abstractmethod
+    def members(self) -> list[N]: ...
+
+    @abstractmethod
+    def cli(self, node: N, *args: str, timeout: float = 10) -> str: ...
+
+    @abstractmethod
+    def live_nodes(self) -> list[N]: ...
+
+    @abstractmethod
+    def member_of(self, node: ClusterNode) -> N:
+        """The member a line of CLUSTER NODES describes."""
+
+    @abstractmethod
+    def start_node(self, node: N) -> None: ...
+
+    @abstractmethod
+    def kill_node(self, node: N) -> None:
+        """The node's process killed (SIGKILL), as a crash would."""
+
+    @abstractmethod
+    def dead_nodes(self) -> list[N]: ...
+
+    def formed(self) -> bool:
+        return all("cluster_state:ok" in self.cli(n, "cluster", "info") for n in self.live_nodes())
+
+    def known_nodes(self, node: N) -> int:
+        for line in self.cli(node, "cluster", "info").splitlines():
+            name, _, value = line.strip().partition(":")
+            if name == "cluster_known_nodes":
+                return int(value)
+        raise StackError(f"no cluster_known_nodes in CLUSTER INFO of {node}")
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Every live node says the cluster is ok and every primary has its replica."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(StackError, subprocess.TimeoutExpired):
+                if self.formed() and self._replicas_synced():
+                    return
+            time.sleep(0.1)
+        raise StackError(f"Redis Cluster of {self.members} not healthy after {timeout:.0f} s")
+
+    def _replicas_synced(self) -> bool:
+        """The cluster has its shape: one replica per primary (half the nodes are replicas:
+        `--cluster create` makes them a moment after the slots are agreed), every replica
+        streams from its primary, and every primary counts enough of them in sync to take
+        writes (min-replicas-to-write counts a replica only once the primary has its first
+        acknowledgement, a moment after the replica says it is up)."""
+        replicas = 0
+        for node in self.live_nodes():
+            info = self.cli(node, "info", "replication")
+            if "role:slave" in info:
+                if "master_link_status:up" not in info:
+                    return False
+                replicas += 1
+                continue
+            good = re.search(r"min_slaves_good_slaves:(\d+)", info)
+            if "connected_slaves:0" in info or (
+                good is not None and int(good.group(1)) < self.min_replicas_to_write
+            ):
+                return False
+        return replicas == len(self.members) // 2
+
+    def cluster_nodes(self, node: N) -> list[ClusterNode]:
+        """The cluster as `node` sees it."""
+        return parse_cluster_nodes(self.cli(node, "cluster", "nodes"))
+
+    def primary_for(self, key: str) -> N:
+        """The primary owning `key`'s slot, as the first live node sees the cluster."""
+        asked = self.live_nodes()[0]
+        slot = int(self.cli(asked, "cluster", "keyslot", key).strip())
+        for node in self.cluster_nodes(asked):
+            if node.is_live_primary and node.serves(slot):
+                return self.member_of(node)
+        raise StackError(f"no primary owns the slot of {key!r}")
+
+    def replicas_of(self, member: N) -> list[N]:
+        """The replicas the cluster assigns to the primary `member` (alive or not)."""
+        nodes = self.cluster_nodes(self.live_nodes()[0])
+        (primary,) = [node for node in nodes if self.member_of(node) == member]
+        return [self.member_of(node) for node in nodes if node.primary_id == primary.id]
+
+    def owns_slots(self, member: N) -> bool:
+        """Whether the other live nodes still list `member` as a primary with slots."""
+        live = [n for n in self.live_nodes() if n != member]
+        for node in self.cluster_nodes(live[0]):
+            if self.member_of(node) == member:
+                return node.is_primary and bool(node.slots)
+        return False
+
+    def node_serving(self, node: N) -> bool:
+        """`node` is back in the cluster: it answers, sees the cluster ok and, as
+        a replica, is in sync with its primary (a look, no wait)."""
+        try:
+            if "cluster_state:ok" not in self.cli(node, "cluster", "info", timeout=2):
+                return False
+            replication = self.cli(node, "info", "replication", timeout=2)
+        except (StackError, subprocess.TimeoutExpired):
+            return False
+        return "role:slave" not in replication or "master_link_status:up" in replication
+
+    def restart_replaced_node(self, node: N, timeout: float = 30.0) -> None:
+        """Start a killed node once its replica has taken its slots: started earlier, an empty
+        node (no AOF) would come back as the primary and its replica would copy nothing."""
+        deadline = time.monotonic() + timeout
+        while self.owns_slots(node):
+            if time.monotonic() > deadline:
+                raise StackError(f"no replica took over the slots of Redis node {node}")
+            time.sleep(0.1)
+        self.start_node(node)
+
+
 @dataclass
-class RedisCluster:
+class RedisCluster(ClusterOperations[int]):
     """Six (or more) real `redis-server` processes formed into a cluster with one replica
     per primary, on loopback."""
 
@@ -202,15 +335,18 @@ class RedisCluster:
     def log_path(self, port: int) -> Path:
         return self.root / str(port) / "redis.log"
 
-    def cli(self, port: int, *args: str, timeout: float = 10) -> str:
-        return redis_cli(port, *args, timeout=timeout)
+    @property
+    def members(self) -> list[int]:
+        return self.ports
 
-    def formed(self) -> bool:
-        return all(
-            "cluster_state:ok" in self.cli(p, "cluster", "info")
-            for p in self.ports
-            if p in self.processes and self.processes[p].poll() is None
-        )
+    def cli(self, node: int, *args: str, timeout: float = 10) -> str:
+        return redis_cli(node, *args, timeout=timeout)
+
+    def live_nodes(self) -> list[int]:
+        return [p for p in self.ports if p in self.processes and self.processes[p].poll() is None]
+
+    def member_of(self, node: ClusterNode) -> int:
+        return node.port
 
     def start(self, timeout: float = 30.0) -> None:
         # Redis writes its nodes file as soon as it starts: look before starting, so that only
@@ -229,85 +365,6 @@ class RedisCluster:
             if created.returncode != 0:
                 raise StackError(f"redis-cli --cluster create: {created.stdout}{created.stderr}")
         self.wait_healthy(timeout)
-
-    def known_nodes(self, port: int) -> int:
-        for line in self.cli(port, "cluster", "info").splitlines():
-            name, _, value = line.strip().partition(":")
-            if name == "cluster_known_nodes":
-                return int(value)
-        raise StackError(f"no cluster_known_nodes in CLUSTER INFO of :{port}")
-
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        """Every live node says the cluster is ok and every primary has its replica."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(StackError, subprocess.TimeoutExpired):
-                if self.formed() and self._replicas_synced():
-                    return
-            time.sleep(0.1)
-        raise StackError(f"Redis Cluster on {self.nodes_csv} not healthy after {timeout:.0f} s")
-
-    def _replicas_synced(self) -> bool:
-        """The cluster has its shape: one replica per primary (half the nodes are replicas:
-        `--cluster create` makes them a moment after the slots are agreed), every replica
-        streams from its primary, and every primary counts enough of them in sync to take
-        writes (min-replicas-to-write counts a replica only once the primary has its first
-        acknowledgement, a moment after the replica says it is up)."""
-        replicas = 0
-        for port in self.live_ports():
-            info = self.cli(port, "info", "replication")
-            if "role:slave" in info:
-                if "master_link_status:up" not in info:
-                    return False
-                replicas += 1
-                continue
-            good = re.search(r"min_slaves_good_slaves:(\d+)", info)
-            if "connected_slaves:0" in info or (
-                good is not None and int(good.group(1)) < self.min_replicas_to_write
-            ):
-                return False
-        return replicas == len(self.ports) // 2
-
-    def live_ports(self) -> list[int]:
-        return [p for p in self.ports if p in self.processes and self.processes[p].poll() is None]
-
-    def primary_port_for(self, key: str) -> int:
-        """The primary owning `key`'s slot, as the first live node sees the cluster."""
-        asked = self.live_ports()[0]
-        slot = int(self.cli(asked, "cluster", "keyslot", key).strip())
-        for node in cluster_nodes(asked):
-            if node.is_live_primary and node.serves(slot):
-                return node.port
-        raise StackError(f"no primary owns the slot of {key!r}")
-
-    def owns_slots(self, port: int) -> bool:
-        """Whether the other live nodes still list `port` as a primary with slots."""
-        live = [p for p in self.live_ports() if p != port]
-        for node in cluster_nodes(live[0]):
-            if node.port == port:
-                return node.is_primary and bool(node.slots)
-        return False
-
-    def node_serving(self, port: int) -> bool:
-        """The node of `port` is back in the cluster: it answers, sees the cluster ok and, as
-        a replica, is in sync with its primary (a look, no wait)."""
-        try:
-            if "cluster_state:ok" not in self.cli(port, "cluster", "info", timeout=2):
-                return False
-            replication = self.cli(port, "info", "replication", timeout=2)
-        except (StackError, subprocess.TimeoutExpired):
-            return False
-        return "role:slave" not in replication or "master_link_status:up" in replication
-
-    def restart_replaced_node(self, port: int, timeout: float = 30.0) -> None:
-        """Start a killed node once its replica has taken its slots: started earlier, an empty
-        node (no AOF) would come back as the primary and its replica would copy nothing."""
-        deadline = time.monotonic() + timeout
-        while self.owns_slots(port):
-            if time.monotonic() > deadline:
-                raise StackError(f"no replica took over the slots of Redis node {port}")
-            time.sleep(0.1)
-        self.start_node(port)
 
     def dead_nodes(self) -> list[int]:
         return [port for port, process in self.processes.items() if process.poll() is not None]

@@ -113,6 +113,10 @@ class Topology:
         return [f"http://127.0.0.1:{p}/graphql" for p in self.graphql_ports]
 
     @property
+    def chat_metrics_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}/metrics" for port in self.chat_metrics_ports]
+
+    @property
     def graphql_metrics_urls(self) -> list[str]:
         """Each GraphQL process's /metrics (its own port: the API port does not serve it)."""
         return [f"http://127.0.0.1:{p}/metrics" for p in self.graphql_metrics_ports]

@@ -10,14 +10,17 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack.images import DOCKERFILE as DOCKERFILE_IN_REPOSITORY
+from devstack.images import SERVICE_IMAGES, ServiceImage
 from devstack.paths import repository
 
 REPO = repository()
+DOCKERFILE = REPO / DOCKERFILE_IN_REPOSITORY
+ENTRYPOINT = "/app/.venv/bin/nextcampus-service"
 RUN_SH = REPO / "e2e" / "kind" / "run.sh"
 VALUES_E2E = REPO / "e2e" / "kind" / "values-e2e.yaml"
 SKAFFOLD = REPO / "skaffold.yaml"
 VENV_PATH = "/app/.venv"
-ENTRYPOINT_PYTHON = f"{VENV_PATH}/bin/python"
 
 # Dev-group and CLI-only distributions: none belongs in a service image.
 NOT_IN_IMAGES = frozenset(
@@ -72,12 +75,8 @@ E2E_VALUE_KEYS = frozenset(
 
 @dataclass(frozen=True)
 class Image:
-    directory: str  # images/<directory>/Dockerfile
-    chart_key: str  # <chart_key>.image.repository in the chart's values
-    repository: str
-    package: str  # the workspace member `uv sync --package` installs
-    module: str  # python -m <module>
-    ports: frozenset[int]
+    service: ServiceImage  # what the build is given (devstack.images)
+    module: str  # the package's entry module (its console script runs <module>.__main__)
     runtime_dependencies: frozenset[str]
     # Workspace members the image installs: their src trees are all it may copy.
     members: frozenset[str]
@@ -85,48 +84,60 @@ class Image:
     resources: tuple[tuple[str, str], ...]
 
     @property
-    def dockerfile(self) -> Path:
-        return REPO / "images" / self.directory / "Dockerfile"
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def chart_key(self) -> str:  # <chart_key>.image.repository in the chart's values
+        return self.service.name
+
+    @property
+    def repository(self) -> str:
+        return self.service.repository
+
+    @property
+    def package(self) -> str:
+        return self.service.package
+
+    @property
+    def ports(self) -> frozenset[int]:
+        return frozenset(self.service.ports)
+
+    def stages(self) -> list[Stage]:
+        return parse_dockerfile(DOCKERFILE, self.service.build_args())
 
 
+_FACTS = {
+    "chat": (
+        "nextcampus_chat",
+        {"grpcio", "grpcio-health-checking", "grpcio-reflection", "redis", "pydantic-settings"},
+        {"services/common", "services/chat"},
+        (("nextcampus_common", "lua/send.lua"),),
+    ),
+    "graphql": (
+        "nextcampus_graphql",
+        {"aiohttp", "graphene", "graphql-core", "grpcio", "uvloop"},
+        {"services/common", "services/graphql"},
+        (("nextcampus_common", "lua/send.lua"), ("nextcampus_graphql", "web/index.html")),
+    ),
+    "operator": (
+        "nextcampus_policy",
+        {"kopf", "pyyaml", "redis", "prometheus-client"},
+        {"services/common", "operators/policy"},
+        (("nextcampus_common", "lua/retime.lua"),),
+    ),
+}
 IMAGES = [
     Image(
-        directory="chat",
-        chart_key="chat",
-        repository="nextcampus/chat",
-        package="nextcampus-chat",
-        module="nextcampus_chat",
-        ports=frozenset({50051, 9100}),
-        runtime_dependencies=frozenset(
-            {"grpcio", "grpcio-health-checking", "grpcio-reflection", "redis", "pydantic-settings"}
-        ),
-        members=frozenset({"services/common", "services/chat"}),
-        resources=(("nextcampus_common", "lua/send.lua"),),
-    ),
-    Image(
-        directory="graphql",
-        chart_key="graphql",
-        repository="nextcampus/graphql",
-        package="nextcampus-graphql",
-        module="nextcampus_graphql",
-        ports=frozenset({8081}),
-        runtime_dependencies=frozenset({"aiohttp", "graphene", "graphql-core", "grpcio", "uvloop"}),
-        members=frozenset({"services/common", "services/graphql"}),
-        resources=(("nextcampus_common", "lua/send.lua"), ("nextcampus_graphql", "web/index.html")),
-    ),
-    Image(
-        directory="operator",
-        chart_key="operator",
-        repository="nextcampus/policy-operator",
-        package="nextcampus-policy-operator",
-        module="nextcampus_policy",
-        ports=frozenset({9100, 8080}),
-        runtime_dependencies=frozenset({"kopf", "pyyaml", "redis", "prometheus-client"}),
-        members=frozenset({"services/common", "operators/policy"}),
-        resources=(("nextcampus_common", "lua/retime.lua"),),
-    ),
+        service=service,
+        module=_FACTS[service.name][0],
+        runtime_dependencies=frozenset(_FACTS[service.name][1]),
+        members=frozenset(_FACTS[service.name][2]),
+        resources=_FACTS[service.name][3],
+    )
+    for service in SERVICE_IMAGES
 ]
-IMAGE_IDS = [image.directory for image in IMAGES]
+IMAGE_IDS = [image.name for image in IMAGES]
 
 
 def normalize(name: str) -> str:
@@ -180,14 +191,42 @@ class Stage:
         return result
 
     def run_commands(self) -> list[list[str]]:
-        """Each RUN as words, its --mount flags dropped."""
-        return [
-            [w for w in shlex.split(arguments) if not w.startswith("--mount=")]
-            for arguments in self.all("RUN")
-        ]
+        """The simple commands of every RUN, in order, as words: split at `;`, `&&`, `||`,
+        their --mount flags dropped, and shell keywords (if/then/else/fi) taken off."""
+        commands: list[list[str]] = []
+        for arguments in self.all("RUN"):
+            lexer = shlex.shlex(arguments, posix=True, punctuation_chars=";&|")
+            lexer.whitespace_split = True
+            current: list[str] = []
+            for word in [*lexer, ";"]:
+                if word in (";", "&&", "||"):
+                    if current:
+                        commands.append(current)
+                    current = []
+                elif not (word.startswith("--mount=") or (not current and word in SHELL_KEYWORDS)):
+                    current.append(word)
+        return commands
 
 
-def parse_dockerfile(path: Path) -> list[Stage]:
+SHELL_KEYWORDS = frozenset({"if", "then", "else", "fi"})
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _substitute(text: str, scope: dict[str, str]) -> str:
+    """${NAME} and $NAME of the ARGs in scope replaced as the builder does; anything else
+    (ENV's own variables, the shell's) left as it is."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return scope.get(name, match.group(0))
+
+    return _VARIABLE.sub(value, text)
+
+
+def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> list[Stage]:
+    """The stages of a Dockerfile as a build with these --build-arg values sees them: global
+    ARGs (before the first FROM) in FROM lines, each stage's own ARGs in its instructions."""
+    given = build_args or {}
     lines: list[str] = []
     pending = ""
     for raw in path.read_text().splitlines():
@@ -201,22 +240,36 @@ def parse_dockerfile(path: Path) -> list[Stage]:
         pending = ""
     assert not pending, f"{path}: the last instruction ends in a continuation"
     stages: list[Stage] = []
+    global_args: dict[str, str] = {}
+    scope: dict[str, str] = {}
     for line in lines:
         keyword, _, arguments = line.partition(" ")
         keyword, arguments = keyword.upper(), arguments.strip()
+        if keyword == "ARG":
+            name, has_default, default = arguments.partition("=")
+            if not stages:
+                global_args[name] = given.get(name, default)
+            elif name in given or has_default:
+                scope[name] = given.get(name, _substitute(default, scope))
+            elif name in global_args:
+                scope[name] = global_args[name]
+            continue
         if keyword == "FROM":
-            words = [w for w in arguments.split() if not w.startswith("--")]
-            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(words[0], name))
+            words = [
+                _substitute(w, global_args) for w in arguments.split() if not w.startswith("--")
+            ]
+            stage_name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(words[0], stage_name))
+            scope = {}
         else:
             assert stages, f"{path}: {keyword} before the first FROM"
-            stages[-1].instructions.append(Instruction(keyword, arguments))
+            stages[-1].instructions.append(Instruction(keyword, _substitute(arguments, scope)))
     return stages
 
 
 def builder_and_runtime(image: Image) -> tuple[Stage, Stage]:
-    stages = parse_dockerfile(image.dockerfile)
-    assert len(stages) >= 2, f"{image.dockerfile}: not multi-stage"
+    stages = image.stages()
+    assert len(stages) >= 2, f"{DOCKERFILE}: not multi-stage"
     runtime = stages[-1]
     copies = runtime.copies()
     assert len(copies) == 1, f"the runtime stage copies one thing, the venv: {copies}"
@@ -232,7 +285,7 @@ def uv_sync_commands(stage: Stage) -> list[list[str]]:
 
 def pinned_uv_version(stage: Stage) -> str:
     for words in stage.run_commands():
-        if words[:2] == ["pip", "install"]:
+        if Path(words[0]).name == "pip" and words[1:2] == ["install"]:
             pins = [w for w in words if w.startswith("uv==")]
             assert pins, f"uv installed without a pinned version: {words}"
             return pins[0].removeprefix("uv==")

@@ -4,8 +4,10 @@ servers and processes, tokens. Everything started here is stopped here, by PID."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -584,48 +586,86 @@ def _api_server_class() -> Any:
     return ApiServer
 
 
+def _register_policies(api: Any) -> None:
+    """The core API, the CourseChatPolicy resource (from the CRD file itself) and the
+    namespace `courses`, as a cluster with the chart installed serves them."""
+    import kmock
+
+    from nextcampus_policy.crd import crd as read_crd
+
+    api.resources.load_bundled()
+    crd = read_crd()
+    names = crd["spec"]["names"]
+    (version,) = crd["spec"]["versions"]
+    api.resources[POLICY_RESOURCE] = kmock.ResourceInfo(
+        kind=names["kind"],
+        singular=names["singular"],
+        namespaced=crd["spec"]["scope"] == "Namespaced",
+        shortnames=set(names["shortNames"]),
+        subresources=set(version["subresources"]),
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+    )
+    for namespace in (KUBE_NAMESPACE, "default"):
+        api.objects["v1/namespaces", None, namespace] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "uid": f"namespace-uid-{namespace}"},
+        }
+
+
+def kubeconfig_for(server: str) -> str:
+    import yaml
+
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "kmock",
+            "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+            "users": [{"name": "kmock", "user": {}}],
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def emulated_api(host: str = "127.0.0.1") -> AsyncIterator[Any]:
+    """kmock serving the policies' API on `host` (a free port) until the block ends."""
+    import kmock
+
+    async with _api_server_class()() as api, kmock.Server(api, host=host):
+        _register_policies(api)
+        yield api
+
+
+class ApiInThread:
+    """The emulated API on an event loop of its own thread: for a fixture that outlives the
+    tests' loops (a whole topology's operator talks to it), and for their calls into it."""
+
+    def __init__(self, host: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._context = emulated_api(host)
+        self.api = self.call(self._context.__aenter__())
+
+    def call(self, coroutine: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call(self._context.__aexit__(None, None, None))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
 @pytest.fixture
 async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
     """kmock — an emulated Kubernetes API, since no API server runs here — serving the core
     API, the CourseChatPolicy resource (registered from the CRD file itself) and the
     namespace `courses`; KUBECONFIG points at it, as a kubeconfig would at a cluster."""
-    import kmock
-    import yaml
-
-    from nextcampus_policy.crd import crd as read_crd
-
-    async with _api_server_class()() as api, kmock.Server(api):
-        api.resources.load_bundled()
-        crd = read_crd()
-        names = crd["spec"]["names"]
-        (version,) = crd["spec"]["versions"]
-        api.resources[POLICY_RESOURCE] = kmock.ResourceInfo(
-            kind=names["kind"],
-            singular=names["singular"],
-            namespaced=crd["spec"]["scope"] == "Namespaced",
-            shortnames=set(names["shortNames"]),
-            subresources=set(version["subresources"]),
-            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-        )
-        api.objects["v1/namespaces", None, KUBE_NAMESPACE] = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": KUBE_NAMESPACE, "uid": "namespace-uid"},
-        }
+    async with emulated_api() as api:
         config = tmp_path / "kubeconfig"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "kmock",
-                    "clusters": [{"name": "kmock", "cluster": {"server": str(api.url)}}],
-                    "contexts": [
-                        {"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}
-                    ],
-                    "users": [{"name": "kmock", "user": {}}],
-                }
-            )
-        )
+        config.write_text(kubeconfig_for(str(api.url)))
         monkeypatch.setenv("KUBECONFIG", str(config))
         yield api
