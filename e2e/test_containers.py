@@ -25,6 +25,7 @@ import pytest
 
 from devstack.containers import ContainerTopology
 from e2e.clients import COURSE_POLICY, HISTORY, SEND_MESSAGE, GraphqlHttp, ReliableSender
+from testing.ws import RETRYABLE_CODES
 
 if TYPE_CHECKING:
     from e2e.conftest import Gateway
@@ -75,7 +76,15 @@ def test_every_container_runs_as_the_chart_runs_it(containers: ContainerTopology
 
 
 async def history(http: GraphqlHttp, token: str, course_id: str) -> list[tuple[int, str]]:
-    response = await http.execute(HISTORY, {"c": course_id}, token=token)
+    """The course's history, read again while it is UNAVAILABLE (as a client retries): just
+    after the cluster came back, a chat pod's Redis connections may still be re-made."""
+    deadline = asyncio.get_running_loop().time() + WITHIN_SECONDS
+    while True:
+        response = await http.execute(HISTORY, {"c": course_id}, token=token)
+        if response.data is not None or not response.codes <= RETRYABLE_CODES:
+            break
+        assert asyncio.get_running_loop().time() < deadline, response.describe()
+        await asyncio.sleep(0.5)
     assert response.data is not None, response.describe()
     return [(int(m["messageId"]), m["content"]) for m in response.data["messages"]["messages"]]
 
