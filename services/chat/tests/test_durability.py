@@ -21,7 +21,11 @@ from devstack.redis_cluster import RedisCluster
 from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
-from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, SendMessageResponse
+from nextcampus_common.proto.chat.v1.chat_pb2 import (
+    ChatMessage,
+    CourseEventKind,
+    SendMessageResponse,
+)
 from testing.plugin import Collector, assert_chain, established
 
 WITHIN_SECONDS = 60.0
@@ -135,6 +139,17 @@ async def test_a_send_no_replica_confirms_is_refused_and_a_failover_never_reuses
             (m3.message_id, False, "M3"),
             (retried.message.message_id, False, "M2"),
         ]
+        # The event log: M2's addition was lost with the failover (the retraction is
+        # recorded when a process notices, after M3 perhaps), the sends after it are there.
+        log = [(e.kind, e.message.message_id) for e in (await client.events(course_id)).events]
+        assert log[0] == (CourseEventKind.MESSAGE_ADDED, str(m1))
+        assert sorted(log[1:]) == sorted(
+            [
+                (CourseEventKind.MESSAGE_RETRACTED, m2.message_id),
+                (CourseEventKind.MESSAGE_ADDED, m3.message_id),
+                (CourseEventKind.MESSAGE_ADDED, retried.message.message_id),
+            ]
+        )
         resumed = Collector(client.subscribe(course_id, m2.message_id))
         try:
             await resumed.has_ids([int(retried.message.message_id)])

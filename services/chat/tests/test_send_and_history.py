@@ -53,6 +53,7 @@ async def test_stored_hash_is_the_seed_model_with_the_policy_ttl(
                 keys.events,
                 keys.client("alice", message.client_message_id),
                 keys.rate("alice"),
+                keys.log,
             )
         }
         assert len(slots) == 1

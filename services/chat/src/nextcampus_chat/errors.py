@@ -15,6 +15,8 @@ class Problem(enum.Enum):
     UNAVAILABLE = "unavailable"
     SLOW_CONSUMER = "slow_consumer"
     SHUTTING_DOWN = "shutting_down"
+    # A cursor older than what the course's event log keeps: reload the history.
+    CURSOR_EXPIRED = "cursor_expired"
 
 
 class ChatError(Exception):

@@ -23,6 +23,7 @@ from nextcampus_common.ids import (
     InvalidId,
     check_client_message_id,
     check_course_id,
+    check_event_cursor,
     check_message_id,
 )
 from nextcampus_common.metadata import (
@@ -47,6 +48,7 @@ STATUS_OF: dict[Problem, grpc.StatusCode] = {
     # A stream that ended on our side: the client resumes with after_message_id.
     Problem.SLOW_CONSUMER: grpc.StatusCode.UNAVAILABLE,
     Problem.SHUTTING_DOWN: grpc.StatusCode.UNAVAILABLE,
+    Problem.CURSOR_EXPIRED: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 Request = TypeVar("Request")
@@ -160,6 +162,15 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             )
         return identity
 
+    def _page_limit(self, requested: int) -> int:
+        limit = requested or DEFAULT_PAGE_LIMIT
+        if not 1 <= limit <= self._settings.history_page_limit:
+            raise ChatError(
+                Problem.INVALID_ARGUMENT,
+                f"limit must be between 1 and {self._settings.history_page_limit}",
+            )
+        return limit
+
     @staticmethod
     def _optional_message_id(value: str) -> str | None:
         return check_message_id(value) if value else None
@@ -225,19 +236,16 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListMessagesResponse:
         await self._member(context, request.course_id)
-        limit = request.limit or DEFAULT_PAGE_LIMIT
-        if not 1 <= limit <= self._settings.history_page_limit:
-            raise ChatError(
-                Problem.INVALID_ARGUMENT,
-                f"limit must be between 1 and {self._settings.history_page_limit}",
-            )
+        limit = self._page_limit(request.limit)
         page = await self._store.history(
             request.course_id,
             after=self._optional_message_id(request.after_message_id),
             before=self._optional_message_id(request.before_message_id),
             limit=limit,
         )
-        return chat_pb2.ListMessagesResponse(messages=page.messages, has_more=page.has_more)
+        return chat_pb2.ListMessagesResponse(
+            messages=page.messages, has_more=page.has_more, event_cursor=page.event_cursor
+        )
 
     @_unary
     async def GetMessage(
@@ -265,6 +273,16 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     ) -> chat_pb2.CoursePolicy:
         await self._member(context, request.course_id)
         return await self._store.policy(request.course_id)
+
+    @_unary
+    async def ListEvents(
+        self, request: chat_pb2.ListEventsRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ListEventsResponse:
+        await self._member(context, request.course_id)
+        limit = self._page_limit(request.limit)
+        after = check_event_cursor(request.after) if request.after else None
+        page = await self._store.events(request.course_id, after=after, limit=limit)
+        return chat_pb2.ListEventsResponse(events=page.events, has_more=page.has_more)
 
     # -- streaming -------------------------------------------------------------------------
 

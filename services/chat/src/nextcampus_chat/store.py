@@ -10,7 +10,12 @@ from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_common import scripts
 from nextcampus_common.keys import MESSAGE_FIELDS, POLICY_FIELDS, CourseKeys
-from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, CoursePolicy
+from nextcampus_common.proto.chat.v1.chat_pb2 import (
+    ChatMessage,
+    CourseEvent,
+    CourseEventKind,
+    CoursePolicy,
+)
 from nextcampus_common.redis_cluster import ClusterClient
 
 
@@ -24,6 +29,22 @@ class SendResult:
 class Page:
     messages: list[ChatMessage]
     has_more: bool
+    # The newest cursor of the course's event log when the page was read ("": none yet).
+    event_cursor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[CourseEvent]
+    has_more: bool
+
+
+# The log's kinds (send.lua 'a', delete.lua 'd', retract.lua 'r').
+EVENT_KINDS = {
+    "a": CourseEventKind.MESSAGE_ADDED,
+    "d": CourseEventKind.MESSAGE_DELETED,
+    "r": CourseEventKind.MESSAGE_RETRACTED,
+}
 
 
 def _message(course_id: str, message_id: str, fields: Sequence[str]) -> ChatMessage:
@@ -69,6 +90,7 @@ class MessageStore:
                 keys.events,
                 keys.client(user_id, client_message_id),
                 keys.rate(user_id),
+                keys.log,
             ],
             [
                 keys.message_prefix,
@@ -114,7 +136,7 @@ class MessageStore:
         keys = CourseKeys(course_id)
         reply = await self._redis.script(
             scripts.HISTORY,
-            [keys.messages, keys.seq],
+            [keys.messages, keys.seq, keys.log],
             [
                 keys.message_prefix,
                 after or "",
@@ -129,13 +151,46 @@ class MessageStore:
                 Problem.INVALID_ARGUMENT,
                 f"after_message_id {after} is ahead of the newest message of {course_id}",
             )
-        has_more, flat = reply[0] == 1, reply[1:]
+        has_more, event_cursor, flat = reply[0] == 1, reply[1], reply[2:]
         width = 1 + len(MESSAGE_FIELDS)
         messages = [
             _message(course_id, flat[i], flat[i + 1 : i + width])
             for i in range(0, len(flat), width)
         ]
-        return Page(messages, has_more)
+        return Page(messages, has_more, event_cursor)
+
+    async def events(self, course_id: str, *, after: str | None, limit: int) -> EventPage:
+        """The course's changes after a cursor, each with its message as it is now."""
+        keys = CourseKeys(course_id)
+        reply = await self._redis.script(
+            scripts.EVENTS,
+            [keys.log],
+            [keys.message_prefix, after or "", limit, self._settings.history_page_bytes],
+            replicated=False,
+        )
+        if reply[0] == "ahead":
+            raise ChatError(
+                Problem.INVALID_ARGUMENT, f"event cursor {after} is ahead of {course_id}'s log"
+            )
+        if reply[0] == "stale":
+            raise ChatError(
+                Problem.CURSOR_EXPIRED,
+                f"event cursor {after} is older than what {course_id}'s event log keeps (as "
+                f"long as its messages); reload the history (ListMessages) and continue after "
+                f"its event_cursor",
+            )
+        has_more, flat = reply[0] == 1, reply[1:]
+        width = 4 + len(MESSAGE_FIELDS)
+        events = [
+            CourseEvent(
+                cursor=flat[i],
+                kind=EVENT_KINDS[flat[i + 1]],
+                actor_user_id=flat[i + 3],
+                message=_message(course_id, flat[i + 2], flat[i + 4 : i + width]),
+            )
+            for i in range(0, len(flat), width)
+        ]
+        return EventPage(events, has_more)
 
     async def get(self, course_id: str, message_id: str) -> ChatMessage:
         keys = CourseKeys(course_id)
@@ -157,7 +212,7 @@ class MessageStore:
         keys = CourseKeys(course_id)
         reply = await self._redis.script(
             scripts.DELETE,
-            [keys.message(message_id), keys.events],
+            [keys.message(message_id), keys.events, keys.log],
             [user_id, "1" if moderator else "0", course_id, message_id],
             replicated=True,
         )
@@ -195,7 +250,7 @@ class MessageStore:
             ]
         reply = await self._redis.script(
             scripts.RETRACT,
-            [keys.messages, keys.events, keys.policy, keys.seq],
+            [keys.messages, keys.events, keys.policy, keys.seq, keys.log],
             args,
             replicated=True,
         )

@@ -145,6 +145,15 @@ class ChatApi:
         )
         return message
 
+    async def events(
+        self, token: str, course_id: str, *, after: str | None = None, limit: int = 0
+    ) -> chat_pb2.ListEventsResponse:
+        request = chat_pb2.ListEventsRequest(course_id=course_id, after=after or "", limit=limit)
+        response: chat_pb2.ListEventsResponse = await self._stub.ListEvents(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return response
+
     async def policy(self, token: str, course_id: str) -> chat_pb2.CoursePolicy:
         request = chat_pb2.GetCoursePolicyRequest(course_id=course_id)
         policy: chat_pb2.CoursePolicy = await self._stub.GetCoursePolicy(
@@ -208,6 +217,11 @@ class ChatClient:
         return await self.api.history(
             self.token, course_id, before=before or None, after=after or None, limit=limit
         )
+
+    async def events(
+        self, course_id: str, *, after: str = "", limit: int = 0
+    ) -> chat_pb2.ListEventsResponse:
+        return await self.api.events(self.token, course_id, after=after or None, limit=limit)
 
     async def get(self, course_id: str, message_id: str) -> chat_pb2.ChatMessage:
         return await self.api.get(self.token, course_id, message_id)

@@ -10,6 +10,8 @@ USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # message ids are the decimal per-course sequence; 19 digits is int64's range.
 MESSAGE_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+# event cursors are Redis stream ids: milliseconds and a sequence number.
+EVENT_CURSOR = re.compile(r"^[0-9]{1,15}-[0-9]{1,19}$")
 
 
 class InvalidId(ValueError):
@@ -37,3 +39,7 @@ def check_client_message_id(value: object) -> str:
 
 def check_message_id(value: object) -> str:
     return _check(value, MESSAGE_ID, "message id", "a positive decimal number of up to 19 digits")
+
+
+def check_event_cursor(value: object) -> str:
+    return _check(value, EVENT_CURSOR, "event cursor", "as a ListEvents response gave it")

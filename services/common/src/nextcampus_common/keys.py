@@ -63,6 +63,11 @@ class CourseKeys:
         return f"{self.prefix}events"
 
     @property
+    def log(self) -> str:
+        """The course's event log (a stream): one entry per change, its id the cursor."""
+        return f"{self.prefix}log"
+
+    @property
     def client_prefix(self) -> str:
         return f"{self.prefix}client:"
 

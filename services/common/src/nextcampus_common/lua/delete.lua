@@ -1,6 +1,6 @@
 -- Delete a message: its author, or a moderator of the course. The hash stays as a tombstone
 -- (content cleared, deleted=1) until it expires, and subscribers get the tombstone.
--- KEYS: 1 message key, 2 events channel
+-- KEYS: 1 message key, 2 events channel, 3 event log
 -- ARGV: 1 caller user id, 2 '1' when the caller moderates the course, 3 course id, 4 message id
 -- Returns {'not_found'} | {'forbidden'}
 --       | {'ok', user_id, timestamp_ms, client_message_id, changed, prev_id}
@@ -20,6 +20,13 @@ if h[3] == '1' then
   return {'ok', h[1], h[2], cmid, '0', prev}
 end
 redis.call('HSET', KEYS[1], 'deleted', '1', 'content', '')
+-- The course's event log (the caller is the actor: the author or a moderator). It lives as
+-- long as the message it names.
+redis.call('XADD', KEYS[3], '*', 'k', 'd', 'i', ARGV[4], 'u', ARGV[1])
+local expire_at = redis.call('PEXPIRETIME', KEYS[1])
+if expire_at > 0 and redis.call('PEXPIRETIME', KEYS[3]) < expire_at then
+  redis.call('PEXPIREAT', KEYS[3], expire_at)
+end
 -- The event's fields are documented in nextcampus_common/events.py, whose encode_event must
 -- build the same object (services/chat/tests/test_events.py compares them).
 redis.call('SPUBLISH', KEYS[2], cjson.encode({

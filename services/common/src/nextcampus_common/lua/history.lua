@@ -10,11 +10,16 @@
 -- made up for it. Either way their prev_id is the newest message that survived before
 -- them: the reader resumes after that one.
 --
--- KEYS: 1 index, 2 seq
+-- With the page, the newest cursor of the course's event log (send.lua) as it is now: the
+-- reader continues with ListEvents after it and misses no change (read in this script, so
+-- nothing can come between the page and the cursor).
+--
+-- KEYS: 1 index, 2 seq, 3 event log
 -- ARGV: 1 message key prefix, 2 after id or '', 3 before id or '', 4 limit, 5 max bytes
--- Returns {has_more, id, user_id, content, timestamp, deleted, client_message_id, prev_id,
--- id, ...}, or {'ahead', newest id} when `after` is past the clock.
-local index_key, seq_key, prefix = KEYS[1], KEYS[2], ARGV[1]
+-- Returns {has_more, event cursor or '', id, user_id, content, timestamp, deleted,
+-- client_message_id, prev_id, id, ...}, or {'ahead', newest id} when `after` is past the
+-- clock.
+local index_key, seq_key, log_key, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local forward = ARGV[2] ~= ''
 local low = forward and ('(' .. ARGV[2]) or '-inf'
 local high = ARGV[3] ~= '' and ('(' .. ARGV[3]) or '+inf'
@@ -28,7 +33,7 @@ local function record(id, h)
   return {id, h[1], h[2], h[3], h[4] or '0', h[5] or '', h[6] or ''}
 end
 
-local out = {0}
+local out = {0, ''}
 if forward then
   local after = ARGV[2]
   local h = redis.call('HMGET', prefix .. after, 'user_id', 'retracted')
@@ -97,6 +102,8 @@ while found <= limit do
 end
 
 out[1] = has_more
+local newest_event = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)
+if newest_event[1] then out[2] = newest_event[1][1] end
 local first, last, step = 1, found, 1
 if not forward then first, last, step = found, 1, -1 end
 for i = first, last, step do

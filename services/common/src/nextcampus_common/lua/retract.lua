@@ -4,11 +4,11 @@
 -- (history.lua). Written by the first chat process that notices; the others find it there.
 -- The sequence moves past the retracted ids, so no later message can take one of them.
 --
--- KEYS: 1 index, 2 events channel, 3 policy, 4 seq
+-- KEYS: 1 index, 2 events channel, 3 policy, 4 seq, 5 event log
 -- ARGV: 1 message key prefix, 2 course id, 3 default ttl seconds, 4 the newest id that
 --       survived, then per message: id, user id, timestamp ms, client message id
 -- Returns {retracted here, id of a live message found under a lost id, ...}
-local index_key, events_key, policy_key, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local index_key, events_key, policy_key, seq_key, log_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, course, survivor = ARGV[1], ARGV[2], ARGV[4]
 local ttl = tonumber(redis.call('HGET', policy_key, 'ttl_seconds')) or tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -32,6 +32,11 @@ for i = 5, #ARGV, 4 do
     redis.call('ZADD', index_key, id, id)
     if redis.call('PEXPIRETIME', index_key) < expire_at then
       redis.call('PEXPIREAT', index_key, at)
+    end
+    -- In the course's event log too: a reader that saw the message learns it is gone.
+    redis.call('XADD', log_key, '*', 'k', 'r', 'i', id, 'u', user)
+    if redis.call('PEXPIRETIME', log_key) < expire_at then
+      redis.call('PEXPIREAT', log_key, at)
     end
     -- The event's fields are documented in nextcampus_common/events.py, whose encode_event must
     -- build the same object (services/chat/tests/test_events.py compares them).

@@ -10,7 +10,7 @@
 -- carries the id before it (`prev_id`, `p`), so consumers find gaps without contiguous ids.
 --
 -- KEYS: 1 policy, 2 seq (the newest id), 3 index, 4 events channel, 5 client idempotency
---       key, 6 rate key
+--       key, 6 rate key, 7 event log
 -- ARGV: 1 message key prefix, 2 user id, 3 content, 4 client message id,
 --       5 default ttl seconds, 6 default max length, 7 default rate messages,
 --       8 default rate seconds, 9 course id
@@ -18,8 +18,8 @@
 --   {'ok', id, timestamp_ms, prev_id}
 --   {'dup', id, user_id, content, timestamp_ms, deleted, prev_id}
 --   {'read_only'} | {'too_long', max_length} | {'rate_limited', retry_after_ms}
-local policy_key, seq_key, index_key, events_key, client_key, rate_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local policy_key, seq_key, index_key, events_key, client_key, rate_key, log_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local prefix, user, content, cmid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local existing = redis.call('GET', client_key)
@@ -91,6 +91,12 @@ if redis.call('PEXPIRETIME', index_key) < tonumber(expire_at) then
   redis.call('PEXPIREAT', index_key, expire_at)
 end
 redis.call('SET', client_key, id, 'PXAT', expire_at)
+-- The course's event log: this change, and nothing older than what the TTL keeps.
+redis.call('XADD', log_key, '*', 'k', 'a', 'i', id, 'u', user)
+redis.call('XTRIM', log_key, 'MINID', string.format('%.0f', now_ms - ttl * 1000))
+if redis.call('PEXPIRETIME', log_key) < tonumber(expire_at) then
+  redis.call('PEXPIREAT', log_key, expire_at)
+end
 -- The event's fields are documented in nextcampus_common/events.py, whose encode_event must
 -- build the same object (services/chat/tests/test_events.py compares them).
 redis.call('SPUBLISH', events_key, cjson.encode({

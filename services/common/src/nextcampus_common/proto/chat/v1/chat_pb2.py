@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*nextcampus_common/proto/chat/v1/chat.proto\x12\x07\x63hat.v1\"\xb2\x01\n\x0b\x43hatMessage\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x11\n\ttimestamp\x18\x05 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\x12\x19\n\x11\x63lient_message_id\x18\x07 \x01(\t\x12\x1b\n\x13previous_message_id\x18\x08 \x01(\t\"S\n\x12SendMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x19\n\x11\x63lient_message_id\x18\x03 \x01(\t\"O\n\x13SendMessageResponse\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.chat.v1.ChatMessage\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"G\n\x18SubscribeMessagesRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x18\n\x10\x61\x66ter_message_id\x18\x02 \x01(\t\"l\n\x13ListMessagesRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x19\n\x11\x62\x65\x66ore_message_id\x18\x02 \x01(\t\x12\x18\n\x10\x61\x66ter_message_id\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"P\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.chat.v1.ChatMessage\x12\x10\n\x08has_more\x18\x02 \x01(\x08\":\n\x11GetMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"=\n\x14\x44\x65leteMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"+\n\x16GetCoursePolicyRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\"\x96\x01\n\x0c\x43oursePolicy\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x12\n\nmax_length\x18\x03 \x01(\x05\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x1b\n\x13rate_limit_messages\x18\x05 \x01(\x05\x12\x1a\n\x12rate_limit_seconds\x18\x06 \x01(\x05\x32\xc5\x03\n\x0b\x43hatService\x12H\n\x0bSendMessage\x12\x1b.chat.v1.SendMessageRequest\x1a\x1c.chat.v1.SendMessageResponse\x12N\n\x11SubscribeMessages\x12!.chat.v1.SubscribeMessagesRequest\x1a\x14.chat.v1.ChatMessage0\x01\x12K\n\x0cListMessages\x12\x1c.chat.v1.ListMessagesRequest\x1a\x1d.chat.v1.ListMessagesResponse\x12>\n\nGetMessage\x12\x1a.chat.v1.GetMessageRequest\x1a\x14.chat.v1.ChatMessage\x12\x44\n\rDeleteMessage\x12\x1d.chat.v1.DeleteMessageRequest\x1a\x14.chat.v1.ChatMessage\x12I\n\x0fGetCoursePolicy\x12\x1f.chat.v1.GetCoursePolicyRequest\x1a\x15.chat.v1.CoursePolicyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*nextcampus_common/proto/chat/v1/chat.proto\x12\x07\x63hat.v1\"\xb2\x01\n\x0b\x43hatMessage\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x11\n\ttimestamp\x18\x05 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\x12\x19\n\x11\x63lient_message_id\x18\x07 \x01(\t\x12\x1b\n\x13previous_message_id\x18\x08 \x01(\t\"S\n\x12SendMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x19\n\x11\x63lient_message_id\x18\x03 \x01(\t\"O\n\x13SendMessageResponse\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.chat.v1.ChatMessage\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"G\n\x18SubscribeMessagesRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x18\n\x10\x61\x66ter_message_id\x18\x02 \x01(\t\"l\n\x13ListMessagesRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x19\n\x11\x62\x65\x66ore_message_id\x18\x02 \x01(\t\x12\x18\n\x10\x61\x66ter_message_id\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"f\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.chat.v1.ChatMessage\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x12\x14\n\x0c\x65vent_cursor\x18\x03 \x01(\t\":\n\x11GetMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"=\n\x14\x44\x65leteMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"+\n\x16GetCoursePolicyRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\"\x96\x01\n\x0c\x43oursePolicy\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x12\n\nmax_length\x18\x03 \x01(\x05\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x1b\n\x13rate_limit_messages\x18\x05 \x01(\x05\x12\x1a\n\x12rate_limit_seconds\x18\x06 \x01(\x05\"\x83\x01\n\x0b\x43ourseEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.chat.v1.CourseEventKind\x12\x15\n\ractor_user_id\x18\x03 \x01(\t\x12%\n\x07message\x18\x04 \x01(\x0b\x32\x14.chat.v1.ChatMessage\"D\n\x11ListEventsRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"L\n\x12ListEventsResponse\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.chat.v1.CourseEvent\x12\x10\n\x08has_more\x18\x02 \x01(\x08*s\n\x0f\x43ourseEventKind\x12!\n\x1d\x43OURSE_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rMESSAGE_ADDED\x10\x01\x12\x13\n\x0fMESSAGE_DELETED\x10\x02\x12\x15\n\x11MESSAGE_RETRACTED\x10\x03\x32\x8c\x04\n\x0b\x43hatService\x12H\n\x0bSendMessage\x12\x1b.chat.v1.SendMessageRequest\x1a\x1c.chat.v1.SendMessageResponse\x12N\n\x11SubscribeMessages\x12!.chat.v1.SubscribeMessagesRequest\x1a\x14.chat.v1.ChatMessage0\x01\x12K\n\x0cListMessages\x12\x1c.chat.v1.ListMessagesRequest\x1a\x1d.chat.v1.ListMessagesResponse\x12>\n\nGetMessage\x12\x1a.chat.v1.GetMessageRequest\x1a\x14.chat.v1.ChatMessage\x12\x44\n\rDeleteMessage\x12\x1d.chat.v1.DeleteMessageRequest\x1a\x14.chat.v1.ChatMessage\x12I\n\x0fGetCoursePolicy\x12\x1f.chat.v1.GetCoursePolicyRequest\x1a\x15.chat.v1.CoursePolicy\x12\x45\n\nListEvents\x12\x1a.chat.v1.ListEventsRequest\x1a\x1b.chat.v1.ListEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nextcampus_common.proto.chat.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_COURSEEVENTKIND']._serialized_start=1292
+  _globals['_COURSEEVENTKIND']._serialized_end=1407
   _globals['_CHATMESSAGE']._serialized_start=56
   _globals['_CHATMESSAGE']._serialized_end=234
   _globals['_SENDMESSAGEREQUEST']._serialized_start=236
@@ -42,15 +44,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMESSAGESREQUEST']._serialized_start=475
   _globals['_LISTMESSAGESREQUEST']._serialized_end=583
   _globals['_LISTMESSAGESRESPONSE']._serialized_start=585
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=665
-  _globals['_GETMESSAGEREQUEST']._serialized_start=667
-  _globals['_GETMESSAGEREQUEST']._serialized_end=725
-  _globals['_DELETEMESSAGEREQUEST']._serialized_start=727
-  _globals['_DELETEMESSAGEREQUEST']._serialized_end=788
-  _globals['_GETCOURSEPOLICYREQUEST']._serialized_start=790
-  _globals['_GETCOURSEPOLICYREQUEST']._serialized_end=833
-  _globals['_COURSEPOLICY']._serialized_start=836
-  _globals['_COURSEPOLICY']._serialized_end=986
-  _globals['_CHATSERVICE']._serialized_start=989
-  _globals['_CHATSERVICE']._serialized_end=1442
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=687
+  _globals['_GETMESSAGEREQUEST']._serialized_start=689
+  _globals['_GETMESSAGEREQUEST']._serialized_end=747
+  _globals['_DELETEMESSAGEREQUEST']._serialized_start=749
+  _globals['_DELETEMESSAGEREQUEST']._serialized_end=810
+  _globals['_GETCOURSEPOLICYREQUEST']._serialized_start=812
+  _globals['_GETCOURSEPOLICYREQUEST']._serialized_end=855
+  _globals['_COURSEPOLICY']._serialized_start=858
+  _globals['_COURSEPOLICY']._serialized_end=1008
+  _globals['_COURSEEVENT']._serialized_start=1011
+  _globals['_COURSEEVENT']._serialized_end=1142
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1144
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1212
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1214
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1290
+  _globals['_CHATSERVICE']._serialized_start=1410
+  _globals['_CHATSERVICE']._serialized_end=1934
 # @@protoc_insertion_point(module_scope)

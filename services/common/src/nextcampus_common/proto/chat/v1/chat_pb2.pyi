@@ -12,6 +12,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -22,6 +23,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CourseEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CourseEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CourseEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COURSE_EVENT_KIND_UNSPECIFIED: _CourseEventKind.ValueType  # 0
+    MESSAGE_ADDED: _CourseEventKind.ValueType  # 1
+    MESSAGE_DELETED: _CourseEventKind.ValueType  # 2
+    """by its author or a moderator"""
+    MESSAGE_RETRACTED: _CourseEventKind.ValueType  # 3
+    """lost in a Redis failover after it was seen (never acknowledged)"""
+
+class CourseEventKind(_CourseEventKind, metaclass=_CourseEventKindEnumTypeWrapper):
+    """What one change of a course was."""
+
+COURSE_EVENT_KIND_UNSPECIFIED: CourseEventKind.ValueType  # 0
+MESSAGE_ADDED: CourseEventKind.ValueType  # 1
+MESSAGE_DELETED: CourseEventKind.ValueType  # 2
+"""by its author or a moderator"""
+MESSAGE_RETRACTED: CourseEventKind.ValueType  # 3
+"""lost in a Redis failover after it was seen (never acknowledged)"""
+Global___CourseEventKind: _TypeAlias = CourseEventKind  # noqa: Y015
 
 @_typing.final
 class ChatMessage(_message.Message):
@@ -189,8 +214,13 @@ class ListMessagesResponse(_message.Message):
 
     MESSAGES_FIELD_NUMBER: _builtins.int
     HAS_MORE_FIELD_NUMBER: _builtins.int
+    EVENT_CURSOR_FIELD_NUMBER: _builtins.int
     has_more: _builtins.bool
     """more messages exist beyond this page in the paging direction"""
+    event_cursor: _builtins.str
+    """The newest cursor of the course's event log when this page was read ("" before the
+    course's first change): ListEvents after it brings every change since, deletions too.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
         """Oldest to newest. A page after a message that a Redis failover lost starts with the
@@ -203,10 +233,11 @@ class ListMessagesResponse(_message.Message):
         *,
         messages: _abc.Iterable[Global___ChatMessage] | None = ...,
         has_more: _builtins.bool = ...,
+        event_cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "messages", b"messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_cursor", b"event_cursor", "has_more", b"has_more", "messages", b"messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -314,3 +345,96 @@ class CoursePolicy(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CoursePolicy: _TypeAlias = CoursePolicy  # noqa: Y015
+
+@_typing.final
+class CourseEvent(_message.Message):
+    """One change of a course, from the course's event log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ACTOR_USER_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Resume with it (ListEventsRequest.after): every later change, once, in order. Opaque;
+    cursors increase within a course.
+    """
+    kind: Global___CourseEventKind.ValueType
+    actor_user_id: _builtins.str
+    """who made the change (the author, or the moderator who deleted)"""
+    @_builtins.property
+    def message(self) -> Global___ChatMessage:
+        """the message as it is now (a tombstone once deleted)"""
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        kind: Global___CourseEventKind.ValueType = ...,
+        actor_user_id: _builtins.str = ...,
+        message: Global___ChatMessage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_user_id", b"actor_user_id", "cursor", b"cursor", "kind", b"kind", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CourseEvent: _TypeAlias = CourseEvent  # noqa: Y015
+
+@_typing.final
+class ListEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    after: _builtins.str
+    """Exclusive; empty: from the oldest change the log keeps. A cursor older than what the log
+    keeps (it keeps as long as the course's TTL keeps messages) is refused with
+    FAILED_PRECONDITION: reload the history (ListMessages) and start from its newest cursor.
+    """
+    limit: _builtins.int
+    """1..200; 0 means the default (50)"""
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        after: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "course_id", b"course_id", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsRequest: _TypeAlias = ListEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    has_more: _builtins.bool
+    """more changes after the last one of this page"""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___CourseEvent]:
+        """oldest to newest"""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___CourseEvent] | None = ...,
+        has_more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "has_more", b"has_more"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015

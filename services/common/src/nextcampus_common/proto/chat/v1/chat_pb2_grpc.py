@@ -66,6 +66,11 @@ class ChatServiceStub:
                 request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetCoursePolicyRequest.SerializeToString,
                 response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.CoursePolicy.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/chat.v1.ChatService/ListEvents',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -111,6 +116,14 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """Every change of a course since a cursor (added, deleted, retracted), each with its
+        message as it is now: what a client missed while it was away, deletions included.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +156,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.GetCoursePolicy,
                     request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetCoursePolicyRequest.FromString,
                     response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.CoursePolicy.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListEventsRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +327,33 @@ class ChatService:
             '/chat.v1.ChatService/GetCoursePolicy',
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetCoursePolicyRequest.SerializeToString,
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.CoursePolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/ListEvents',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListEventsRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

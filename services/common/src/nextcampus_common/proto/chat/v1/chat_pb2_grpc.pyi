@@ -48,6 +48,10 @@ class ChatServiceStub:
     DeleteMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.DeleteMessageRequest, _chat_pb2.ChatMessage]
     GetCoursePolicy: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetCoursePolicyRequest, _chat_pb2.CoursePolicy]
     """Added for GraphQL's coursePolicy query: the defaults live in the chat service only."""
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListEventsRequest, _chat_pb2.ListEventsResponse]
+    """Every change of a course since a cursor (added, deleted, retracted), each with its
+    message as it is now: what a client missed while it was away, deletions included.
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -64,6 +68,10 @@ class ChatServiceAsyncStub(ChatServiceStub):
     DeleteMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.DeleteMessageRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
     GetCoursePolicy: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetCoursePolicyRequest, _chat_pb2.CoursePolicy]  # type: ignore[assignment]
     """Added for GraphQL's coursePolicy query: the defaults live in the chat service only."""
+    ListEvents: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListEventsRequest, _chat_pb2.ListEventsResponse]  # type: ignore[assignment]
+    """Every change of a course since a cursor (added, deleted, retracted), each with its
+    message as it is now: what a client missed while it was away, deletions included.
+    """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """The caller's identity is the JWT in the `authorization: Bearer …` metadata, never a
@@ -113,5 +121,15 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.CoursePolicy, _abc.Awaitable[_chat_pb2.CoursePolicy]]:
         """Added for GraphQL's coursePolicy query: the defaults live in the chat service only."""
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _chat_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ListEventsResponse, _abc.Awaitable[_chat_pb2.ListEventsResponse]]:
+        """Every change of a course since a cursor (added, deleted, retracted), each with its
+        message as it is now: what a client missed while it was away, deletions included.
+        """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,76 @@
+-- A page of the course's event log after a cursor, each event with its message as it is now
+-- (README, "Data model"). Entries whose message expired are skipped: expiry is not a change.
+--
+-- A cursor older than what the log still keeps (entries after it were trimmed with the
+-- TTL) cannot be answered exactly: {'stale', oldest cursor kept}. A cursor past the clock
+-- was never handed out: {'ahead'}. A cursor past the log's newest entry but not past the
+-- clock (the newest entries were lost in a failover) gets what comes after it.
+--
+-- KEYS: 1 event log
+-- ARGV: 1 message key prefix, 2 cursor or '' (from the start), 3 limit, 4 max bytes of
+--       content in a page past its first event
+-- Returns {has_more, cursor, kind, message id, actor, user_id, content, timestamp, deleted,
+--          client_message_id, prev_id, cursor, ...} | {'stale', oldest} | {'ahead'}
+local log_key, prefix, after, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local max_bytes = tonumber(ARGV[4])
+-- Cursors of different Redis nodes' clocks: allow for their difference (as history.lua).
+local CLOCK_SLACK_MS = 60000
+
+local function millis(cursor)
+  return tonumber(string.match(cursor, '^(%d+)'))
+end
+
+if after ~= '' then
+  local t = redis.call('TIME')
+  if millis(after) > tonumber(t[1]) * 1000 + CLOCK_SLACK_MS then
+    return {'ahead'}
+  end
+end
+if redis.call('EXISTS', log_key) == 0 then
+  return {0}
+end
+if after ~= '' then
+  -- Entries leave only by trimming, oldest first: once any left, a cursor before the oldest
+  -- kept may have missed some. (A cursor at exactly the newest trimmed entry is refused too:
+  -- reloading is harmless.)
+  local info = redis.call('XINFO', 'STREAM', log_key)
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  local first = fields['first-entry'] and fields['first-entry'][1]
+  if first and tonumber(fields['entries-added']) > tonumber(fields['length']) then
+    local a_ms, a_seq = string.match(after, '^(%d+)-(%d+)$')
+    local f_ms, f_seq = string.match(first, '^(%d+)-(%d+)$')
+    a_ms, a_seq, f_ms, f_seq = tonumber(a_ms), tonumber(a_seq), tonumber(f_ms), tonumber(f_seq)
+    if a_ms < f_ms or (a_ms == f_ms and a_seq < f_seq) then
+      return {'stale', first}
+    end
+  end
+end
+
+local start = after ~= '' and ('(' .. after) or '-'
+local entries = redis.call('XRANGE', log_key, start, '+', 'COUNT', limit + 1)
+local out = {0}
+local count, bytes = 0, 0
+for _, entry in ipairs(entries) do
+  if count == limit then
+    out[1] = 1
+    break
+  end
+  local fields = {}
+  for i = 1, #entry[2], 2 do fields[entry[2][i]] = entry[2][i + 1] end
+  local h = redis.call('HMGET', prefix .. fields.i,
+    'user_id', 'content', 'timestamp', 'deleted', 'client_message_id', 'prev_id')
+  if h[1] then
+    bytes = bytes + #h[2]
+    if count > 0 and bytes > max_bytes then
+      out[1] = 1
+      break
+    end
+    count = count + 1
+    for _, value in ipairs({entry[1], fields.k, fields.i, fields.u, h[1], h[2], h[3],
+        h[4] or '0', h[5] or '', h[6] or ''}) do
+      out[#out + 1] = value
+    end
+  end
+end
+return out
