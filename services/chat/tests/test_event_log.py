@@ -12,7 +12,9 @@ import grpc
 import pytest
 
 from nextcampus_common.keys import CourseKeys
+from nextcampus_common.metadata import STREAM_AFTER_CURSOR
 from nextcampus_common.proto.chat.v1.chat_pb2 import CourseEvent, CourseEventKind
+from testing.plugin import Collector
 
 ADDED, DELETED = CourseEventKind.MESSAGE_ADDED, CourseEventKind.MESSAGE_DELETED
 
@@ -144,3 +146,97 @@ async def test_another_courses_log_is_not_readable(client_for, course_id):
     with pytest.raises(grpc.aio.AioRpcError) as bad_limit:
         await alice.events(course_id, limit=100_000)
     assert bad_limit.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- SubscribeEvents: the log, then live ---------------------------------------------------
+
+
+def kinds_and_ids(events: Any) -> list[tuple[int, str]]:
+    return [(e.kind, e.message.message_id) for e in events]
+
+
+async def test_a_stream_from_now_carries_every_later_change_once_in_order(client_for, course_id):
+    alice = client_for("alice", [course_id])
+    before = (await alice.send(course_id, "before the stream")).message
+    stream = Collector(alice.subscribe_events(course_id))
+    try:
+        # Live once the stream says from which cursor on (the newest change: the send before).
+        live = dict(await stream.call.initial_metadata())
+        assert live[STREAM_AFTER_CURSOR] == (await alice.events(course_id)).events[-1].cursor
+        # Live only: nothing from before, then each change as it happens.
+        first = (await alice.send(course_id, "first")).message
+        await stream.wait_for(lambda c: len(c.messages) >= 1)
+        await alice.delete(course_id, before.message_id)
+        second = (await alice.send(course_id, "second")).message
+        await stream.wait_for(lambda c: len(c.messages) >= 3)
+        assert kinds_and_ids(stream.messages) == [
+            (ADDED, first.message_id),
+            (DELETED, before.message_id),
+            (ADDED, second.message_id),
+        ]
+        assert stream.messages[1].actor_user_id == "alice"
+        # The same as the log says, cursor for cursor.
+        logged = (await alice.events(course_id, after=stream.messages[0].cursor)).events
+        assert [e.cursor for e in logged] == [e.cursor for e in stream.messages[1:]]
+    finally:
+        await stream.close()
+
+
+async def test_a_resumed_stream_gets_what_it_missed_then_goes_live(client_for, course_id):
+    """Resumed after a cursor while sends go on: the changes it missed (a delete among
+    them), then the live ones, none twice, none missing, in the log's order."""
+    alice = client_for("alice", [course_id])
+    sent = [(await alice.send(course_id, f"m{i}")).message for i in range(5)]
+    cursor = (await alice.events(course_id)).events[1].cursor  # after m1's addition
+    await alice.delete(course_id, sent[0].message_id)
+    stream = Collector(alice.subscribe_events(course_id, after=cursor))
+    try:
+        more = [(await alice.send(course_id, f"n{i}")).message for i in range(5)]
+        await stream.wait_for(lambda c: len(c.messages) >= 9)
+        expected = (await alice.events(course_id, after=cursor, limit=50)).events
+        assert [e.cursor for e in stream.messages] == [e.cursor for e in expected]
+        assert kinds_and_ids(stream.messages) == [
+            *[(ADDED, m.message_id) for m in sent[2:]],
+            (DELETED, sent[0].message_id),
+            *[(ADDED, m.message_id) for m in more],
+        ]
+    finally:
+        await stream.close()
+
+
+async def test_a_change_whose_publication_was_lost_still_reaches_the_stream(
+    client_for, course_id, cluster_client
+):
+    """Pub/sub only says when to look: a log entry that no publication announced (as when a
+    pub/sub message is dropped) reaches a quiet course's stream too."""
+    alice = client_for("alice", [course_id])
+    message = (await alice.send(course_id, "quiet course")).message
+    stream = Collector(alice.subscribe_events(course_id))
+    try:
+        await stream.call.initial_metadata()  # live
+        keys = CourseKeys(course_id)
+        # The delete as delete.lua makes it, minus its SPUBLISH.
+        cluster_client.hset(keys.message(message.message_id), mapping={"deleted": 1, "content": ""})
+        cluster_client.xadd(keys.log, {"k": "d", "i": message.message_id, "u": "alice"})
+        await stream.wait_for(lambda c: len(c.messages) >= 1)
+        assert kinds_and_ids(stream.messages) == [(DELETED, message.message_id)]
+    finally:
+        await stream.close()
+
+
+async def test_a_stream_after_a_cursor_the_log_no_longer_keeps_is_refused(
+    client_for, course_id, cluster_client
+):
+    keys = CourseKeys(course_id)
+    cluster_client.hset(keys.policy, "ttl_seconds", 60)
+    old_ms = int(time.time() * 1000) - 120_000
+    cluster_client.xadd(keys.log, {"k": "a", "i": "1", "u": "ghost"}, id=f"{old_ms}-0")
+    alice = client_for("alice", [course_id])
+    await alice.send(course_id, "trims the old entry")
+    stream = Collector(alice.subscribe_events(course_id, after=f"{old_ms - 1}-0"))
+    try:
+        await stream.wait_for(lambda c: c.error is not None)
+        assert stream.error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "reload the history" in stream.error.details()
+    finally:
+        await stream.close()

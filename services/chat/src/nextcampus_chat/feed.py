@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.metrics import ChatMetrics
@@ -31,6 +31,7 @@ from nextcampus_chat.store import MessageStore
 from nextcampus_common.events import CourseEvent
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.logs import get_logger
+from nextcampus_common.proto.chat.v1 import chat_pb2
 from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
 from nextcampus_common.redis_cluster import ClusterClient
 
@@ -45,14 +46,22 @@ RETRACTED_IDS_KEPT = 10_000
 RETRACTION_RETRY_SECONDS = 120.0
 
 
-class StreamQueue:
+class Sized(Protocol):
+    @property
+    def size_bytes(self) -> int: ...
+
+
+Item = TypeVar("Item", bound=Sized)
+
+
+class StreamQueue(Generic[Item]):
     """One stream's queue of a course's events, bounded in events and in bytes."""
 
     def __init__(self, course_id: str, max_events: int, max_bytes: int) -> None:
         self.course_id = course_id
         self._max_events = max_events
         self._max_bytes = max_bytes
-        self._events: deque[CourseEvent] = deque()
+        self._events: deque[Item] = deque()
         self._bytes = 0
         self._wakeup = asyncio.Event()
         self.closed: ChatError | None = None
@@ -60,7 +69,7 @@ class StreamQueue:
         # message reaches it. Set by the hub once the feed is ready.
         self.baseline: int | None = None
 
-    def push(self, event: CourseEvent) -> bool:
+    def push(self, event: Item) -> bool:
         """Queue an event; False (and the queue closed) when it is full."""
         if self.closed is not None:
             return False
@@ -87,7 +96,7 @@ class StreamQueue:
             self._bytes = 0
             self._wakeup.set()
 
-    async def get(self) -> CourseEvent:
+    async def get(self) -> Item:
         while not self._events:
             if self.closed is not None:
                 raise self.closed
@@ -97,13 +106,18 @@ class StreamQueue:
         self._bytes -= event.size_bytes
         return event
 
+    def discard_pending(self) -> None:
+        """Drop what is queued (a reader that only needs to know that something came)."""
+        self._events.clear()
+        self._bytes = 0
+
 
 @dataclass(eq=False)
 class CourseFeed:
     """A course followed by this process: its streams' queues, and what delivery remembers."""
 
     course_id: str
-    queues: set[StreamQueue] = field(default_factory=set)
+    queues: set[StreamQueue[CourseEvent]] = field(default_factory=set)
     last_sequence: int | None = None  # None until the first subscription confirmation
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     node_name: str | None = None  # the primary whose connection carries the channel
@@ -145,17 +159,20 @@ class FeedHub:
         self._page_limit = page_limit
         self._feeds: dict[str, CourseFeed] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # retractions being recorded
+        self._tails: dict[str, CourseLogTail] = {}
         self._closing = False
         self._subscriptions = ShardedSubscriptions(redis, metrics, self)
 
     # -- streams ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, course_id: str) -> AsyncIterator[StreamQueue]:
+    async def subscribe(self, course_id: str) -> AsyncIterator[StreamQueue[CourseEvent]]:
         """Join the course's live feed; the queue has its baseline when this yields."""
         if self._closing:
             raise ChatError(Problem.SHUTTING_DOWN, "server is shutting down; retry elsewhere")
-        queue = StreamQueue(course_id, self._queue_size, self._queue_bytes)
+        queue: StreamQueue[CourseEvent] = StreamQueue(
+            course_id, self._queue_size, self._queue_bytes
+        )
         feed = self._feeds.get(course_id)
         if feed is None:
             feed = self._feeds[course_id] = CourseFeed(course_id)
@@ -178,9 +195,38 @@ class FeedHub:
                 self._metrics.courses_subscribed.set(len(self._feeds))
                 self._subscriptions.detach_soon(feed)
 
+    @contextlib.asynccontextmanager
+    async def follow_log(self, course_id: str) -> AsyncIterator[tuple[StreamQueue[LogEntry], str]]:
+        """Join the course's log tail (one per course per process, shared by every event
+        stream of the course): the queue gets every entry of the course's event log after
+        the cursor yielded with it ("" when the log was empty)."""
+        if self._closing:
+            raise ChatError(Problem.SHUTTING_DOWN, "server is shutting down; retry elsewhere")
+        tail = self._tails.get(course_id)
+        if tail is None:
+            tail = self._tails[course_id] = CourseLogTail(self, course_id)
+            tail.task = asyncio.create_task(tail.run())
+        queue: StreamQueue[LogEntry] = StreamQueue(course_id, self._queue_size, self._queue_bytes)
+        tail.queues.add(queue)
+        self._metrics.active_streams.inc()
+        try:
+            await tail.ready.wait()
+            if queue.closed is not None:
+                raise queue.closed
+            yield queue, tail.cursor or ""
+        finally:
+            self._metrics.active_streams.dec()
+            tail.queues.discard(queue)
+            if not tail.queues and self._tails.get(course_id) is tail:
+                del self._tails[course_id]
+                if tail.task is not None:
+                    tail.task.cancel()
+
     async def close(self) -> None:
         """End every stream (they resume elsewhere) and drop the Redis subscriptions."""
         self._closing = True
+        for tail in self._tails.values():
+            tail.close(ChatError(Problem.SHUTTING_DOWN, "server is shutting down; resume"))
         for feed in self._feeds.values():
             feed.ready.set()  # wake streams still waiting for their first subscription
             for queue in feed.queues:
@@ -406,3 +452,122 @@ async def stream_messages(
             else:
                 last_sent = sequence
             yield message
+
+
+# How long a log tail waits for a wake-up before it reads the log anyway: a change whose
+# publication was lost (pub/sub is at-most-once) reaches its streams within this.
+LOG_IDLE_READ_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """An event of the log, queued for a stream (its size bounds the queue)."""
+
+    event: chat_pb2.CourseEvent
+    size_bytes: int
+
+
+def cursor_key(cursor: str) -> tuple[int, int]:
+    """Cursors (stream ids, `ms-seq`) in the log's order."""
+    milliseconds, _, sequence = cursor.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+@dataclass(eq=False)
+class CourseLogTail:
+    """Follows one course's event log for this process: reads it after its cursor whenever
+    the course's live feed says something happened (its own subscription of the hub), and at
+    least every LOG_IDLE_READ_SECONDS, and passes each entry to every stream of the course.
+    The log is the record; the feed only says when to look, so nothing it drops is lost."""
+
+    hub: FeedHub
+    course_id: str
+    queues: set[StreamQueue[LogEntry]] = field(default_factory=set)
+    cursor: str | None = None  # the newest entry passed on; None until started
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        store = self.hub._store
+        delay = 0.2
+        while True:
+            try:
+                async with self.hub.subscribe(self.course_id) as wake:
+                    if self.cursor is None:
+                        self.cursor = await store.newest_event_cursor(self.course_id)
+                        self.ready.set()
+                    while True:
+                        await self._read()
+                        delay = 0.2
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(LOG_IDLE_READ_SECONDS):
+                                await wake.get()
+                        wake.discard_pending()
+            except ChatError as exc:
+                if exc.problem is not Problem.SLOW_CONSUMER:  # fell behind: look again
+                    self.close(exc)
+                    return
+            except REDIS_FAILURES as exc:
+                self.hub._metrics.redis_errors.labels(type(exc).__name__).inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _read(self) -> None:
+        store = self.hub._store
+        while True:
+            page = await store.events(
+                self.course_id, after=self.cursor or None, limit=self.hub._page_limit
+            )
+            for event in page.events:
+                entry = LogEntry(event, event.ByteSize())
+                for queue in list(self.queues):
+                    if not queue.push(entry) and queue.closed is not None:
+                        if queue.closed.problem is Problem.SLOW_CONSUMER:
+                            self.hub._metrics.slow_consumers.inc()
+                        self.queues.discard(queue)
+                self.hub._metrics.deliveries.inc(len(self.queues))
+                self.cursor = event.cursor
+            if not page.has_more:
+                return
+
+    def close(self, error: ChatError) -> None:
+        self.ready.set()
+        for queue in self.queues:
+            queue.close(error)
+
+
+async def stream_events(
+    hub: FeedHub,
+    store: MessageStore,
+    course_id: str,
+    after: str | None,
+    *,
+    page_limit: int,
+    on_live: Callable[[str], Awaitable[None]] | None = None,
+) -> AsyncIterator[chat_pb2.CourseEvent]:
+    """A course's changes for one stream: the log after `after` (None: from now on), then
+    live — each once, in order. Joins the log tail first, reads the log after `after`, then
+    passes on what the tail brings past the last cursor sent. `on_live(cursor)` runs once the
+    stream is sure to carry every change after `cursor`."""
+    async with hub.follow_log(course_id) as (queue, joined_at):
+        last = joined_at
+        if on_live is not None and after is None:
+            await on_live(joined_at)
+        if after is not None:
+            last = after
+            while True:
+                # Before going live: a stale or bad cursor is refused here (events.lua).
+                page = await store.events(course_id, after=last, limit=page_limit)
+                if on_live is not None and last == after:
+                    await on_live(after)
+                for event in page.events:
+                    last = event.cursor
+                    yield event
+                if not page.has_more:
+                    break
+        while True:
+            entry = await queue.get()
+            if last and cursor_key(entry.event.cursor) <= cursor_key(last):
+                continue
+            last = entry.event.cursor
+            yield entry.event

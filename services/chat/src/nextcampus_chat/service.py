@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from nextcampus_chat.errors import ChatError, Problem
-from nextcampus_chat.feed import FeedHub, stream_messages
+from nextcampus_chat.feed import FeedHub, stream_events, stream_messages
 from nextcampus_chat.metrics import ChatMetrics
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_chat.store import MessageStore
@@ -29,6 +29,7 @@ from nextcampus_common.ids import (
 from nextcampus_common.metadata import (
     AUTHORIZATION,
     RETRY_AFTER_MS,
+    STREAM_AFTER_CURSOR,
     STREAM_AFTER_MESSAGE_ID,
     metadata_value,
 )
@@ -53,6 +54,7 @@ STATUS_OF: dict[Problem, grpc.StatusCode] = {
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
+Item = TypeVar("Item")
 
 
 def _invalid(exc: InvalidId) -> ChatError:
@@ -289,12 +291,11 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def SubscribeMessages(
         self, request: chat_pb2.SubscribeMessagesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatMessage]:
-        code = "OK"
-        try:
-            request = _parsed(request)
-            identity = await self._member(context, request.course_id)
+        async def messages(
+            request: chat_pb2.SubscribeMessagesRequest,
+        ) -> AsyncIterator[chat_pb2.ChatMessage]:
             after = self._optional_message_id(request.after_message_id)
-            messages = stream_messages(
+            async for message in stream_messages(
                 self._hub,
                 self._store,
                 request.course_id,
@@ -303,18 +304,57 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 on_live=lambda last: context.send_initial_metadata(
                     ((STREAM_AFTER_MESSAGE_ID, str(last)),)
                 ),
-            )
-            # The stream ends when its token expires, on a quiet course too: the client
-            # resumes with a new token and after_message_id.
+            ):
+                yield message
+
+        async for message in self._stream("SubscribeMessages", request, context, messages):
+            yield message
+
+    async def SubscribeEvents(
+        self, request: chat_pb2.SubscribeEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.CourseEvent]:
+        async def events(
+            request: chat_pb2.SubscribeEventsRequest,
+        ) -> AsyncIterator[chat_pb2.CourseEvent]:
+            after = check_event_cursor(request.after) if request.after else None
+            async for event in stream_events(
+                self._hub,
+                self._store,
+                request.course_id,
+                after,
+                page_limit=self._settings.history_page_limit,
+                on_live=lambda cursor: context.send_initial_metadata(
+                    ((STREAM_AFTER_CURSOR, cursor),)
+                ),
+            ):
+                yield event
+
+        async for event in self._stream("SubscribeEvents", request, context, events):
+            yield event
+
+    async def _stream(
+        self,
+        name: str,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        items: Callable[[Any], AsyncIterator[Item]],
+    ) -> AsyncIterator[Item]:
+        """A course's stream for a member: ended when the token expires (on a quiet course
+        too: the client resumes with a new token), errors reported as gRPC statuses."""
+        code = "OK"
+        try:
+            request = _parsed(request)
+            identity = await self._member(context, request.course_id)
+            stream = items(request)
             loop = asyncio.get_running_loop()
             expires = loop.time() + identity.expires_at - time.time()
             while True:
-                # The deadline covers the wait for the next message only, never the yield:
+                # The deadline covers the wait for the next item only, never the yield:
                 # grpc writes the message in this task, and must not be cancelled.
                 deadline = asyncio.timeout_at(expires)
                 try:
                     async with deadline:
-                        message = await anext(messages)
+                        item = await anext(stream)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
@@ -323,7 +363,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     raise ChatError(
                         Problem.UNAUTHENTICATED, "token expired: resume with a new token"
                     ) from None
-                yield message
+                yield item
         except Exception as exc:
             error = _as_chat_error(exc)
             if error is None:
@@ -332,4 +372,4 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             code = STATUS_OF[error.problem].name
             await _abort(context, error)
         finally:
-            self._metrics.requests.labels("SubscribeMessages", code).inc()
+            self._metrics.requests.labels(name, code).inc()

@@ -192,6 +192,12 @@ class MessageStore:
         ]
         return EventPage(events, has_more)
 
+    async def newest_event_cursor(self, course_id: str) -> str:
+        """The cursor of the course's newest change ("" when its log is empty)."""
+        key = CourseKeys(course_id).log
+        newest = await self._redis.command(key, "XREVRANGE", key, "+", "-", "COUNT", 1)
+        return str(newest[0][0]) if newest else ""
+
     async def get(self, course_id: str, message_id: str) -> ChatMessage:
         keys = CourseKeys(course_id)
         key = keys.message(message_id)

@@ -169,6 +169,12 @@ class ChatApi:
         )
         return self._stub.SubscribeMessages(request, metadata=self._metadata(token))
 
+    def subscribe_events(
+        self, token: str, course_id: str, after: str | None = None
+    ) -> grpc.aio.UnaryStreamCall:
+        request = chat_pb2.SubscribeEventsRequest(course_id=course_id, after=after or "")
+        return self._stub.SubscribeEvents(request, metadata=self._metadata(token))
+
 
 class ChatClient:
     """ChatService as one user sees it: ChatApi with a token bound to every call (the CLI,
@@ -234,6 +240,9 @@ class ChatClient:
 
     def subscribe(self, course_id: str, after: str = "") -> grpc.aio.UnaryStreamCall:
         return self.api.subscribe(self.token, course_id, after or None)
+
+    def subscribe_events(self, course_id: str, after: str = "") -> grpc.aio.UnaryStreamCall:
+        return self.api.subscribe_events(self.token, course_id, after or None)
 
     async def messages(
         self, course_id: str, after: str = ""

@@ -13,6 +13,9 @@ RETRY_AFTER_MS = "retry-after-ms"
 # every message after this id, so a client whose stream breaks before its first message
 # resumes from it with after_message_id and misses nothing.
 STREAM_AFTER_MESSAGE_ID = "stream-after-message-id"
+# SubscribeEvents' initial metadata, once the stream is live: it carries every change after
+# this cursor ("": after none, the log was empty), so a client resumes from it.
+STREAM_AFTER_CURSOR = "stream-after-cursor"
 
 
 def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:

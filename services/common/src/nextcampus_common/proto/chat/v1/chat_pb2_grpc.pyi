@@ -52,6 +52,11 @@ class ChatServiceStub:
     """Every change of a course since a cursor (added, deleted, retracted), each with its
     message as it is now: what a client missed while it was away, deletions included.
     """
+    SubscribeEvents: _grpc.UnaryStreamMultiCallable[_chat_pb2.SubscribeEventsRequest, _chat_pb2.CourseEvent]
+    """Server streaming: the changes after a cursor, then live, each once and in order. Ends
+    with UNAVAILABLE (shutdown, too far behind) or UNAUTHENTICATED (token expired): resume
+    with the last cursor seen.
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -71,6 +76,11 @@ class ChatServiceAsyncStub(ChatServiceStub):
     ListEvents: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListEventsRequest, _chat_pb2.ListEventsResponse]  # type: ignore[assignment]
     """Every change of a course since a cursor (added, deleted, retracted), each with its
     message as it is now: what a client missed while it was away, deletions included.
+    """
+    SubscribeEvents: _aio.UnaryStreamMultiCallable[_chat_pb2.SubscribeEventsRequest, _chat_pb2.CourseEvent]  # type: ignore[assignment]
+    """Server streaming: the changes after a cursor, then live, each once and in order. Ends
+    with UNAVAILABLE (shutdown, too far behind) or UNAUTHENTICATED (token expired): resume
+    with the last cursor seen.
     """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -130,6 +140,17 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_chat_pb2.ListEventsResponse, _abc.Awaitable[_chat_pb2.ListEventsResponse]]:
         """Every change of a course since a cursor (added, deleted, retracted), each with its
         message as it is now: what a client missed while it was away, deletions included.
+        """
+
+    @_abc_1.abstractmethod
+    def SubscribeEvents(
+        self,
+        request: _chat_pb2.SubscribeEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.CourseEvent], _abc.AsyncIterator[_chat_pb2.CourseEvent]]:
+        """Server streaming: the changes after a cursor, then live, each once and in order. Ends
+        with UNAVAILABLE (shutdown, too far behind) or UNAUTHENTICATED (token expired): resume
+        with the last cursor seen.
         """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
