@@ -18,13 +18,12 @@ API (kmock, plain HTTP) through a kubeconfig.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import socket
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -677,13 +676,3 @@ def gateway_address(engine: Engine, network: str) -> str:
     of the test process, such as the emulated Kubernetes API."""
     (inspected,) = json.loads(engine.run("network", "inspect", network).stdout)
     return str(inspected["subnets"][0]["gateway"])
-
-
-@contextlib.contextmanager
-def topology(engine: Engine, root: Path, **kwargs: Any) -> Iterator[ContainerTopology]:
-    stack = ContainerTopology(engine, root, **kwargs)
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
