@@ -54,6 +54,18 @@ class Sized(Protocol):
 Item = TypeVar("Item", bound=Sized)
 
 
+def deliver(queues: set[StreamQueue[Item]], item: Item, metrics: ChatMetrics) -> None:
+    """`item` to every queue; a queue that fell too far behind is cut off and dropped."""
+    delivered = 0
+    for queue in list(queues):
+        if queue.push(item):
+            delivered += 1
+        elif queue.closed is not None and queue.closed.problem is Problem.SLOW_CONSUMER:
+            metrics.slow_consumers.inc()
+            queues.discard(queue)
+    metrics.deliveries.inc(delivered)
+
+
 class StreamQueue(Generic[Item]):
     """One stream's queue of a course's events, bounded in events and in bytes."""
 
@@ -204,7 +216,9 @@ class FeedHub:
             raise ChatError(Problem.SHUTTING_DOWN, "server is shutting down; retry elsewhere")
         tail = self._tails.get(course_id)
         if tail is None:
-            tail = self._tails[course_id] = CourseLogTail(self, course_id)
+            tail = self._tails[course_id] = CourseLogTail(
+                self, self._store, self._metrics, self._page_limit, course_id
+            )
             tail.task = asyncio.create_task(tail.run())
         queue: StreamQueue[LogEntry] = StreamQueue(course_id, self._queue_size, self._queue_bytes)
         tail.queues.add(queue)
@@ -249,14 +263,7 @@ class FeedHub:
         return not self._closing and self._feeds.get(feed.course_id) is feed
 
     def _deliver(self, feed: CourseFeed, event: CourseEvent) -> None:
-        delivered = 0
-        for queue in list(feed.queues):
-            if queue.push(event):
-                delivered += 1
-            elif queue.closed is not None and queue.closed.problem is Problem.SLOW_CONSUMER:
-                self._metrics.slow_consumers.inc()
-                feed.queues.discard(queue)
-        self._metrics.deliveries.inc(delivered)
+        deliver(feed.queues, event, self._metrics)
 
     async def on_event(self, feed: CourseFeed, event: CourseEvent) -> None:
         sequence = event.sequence
@@ -480,7 +487,10 @@ class CourseLogTail:
     least every LOG_IDLE_READ_SECONDS, and passes each entry to every stream of the course.
     The log is the record; the feed only says when to look, so nothing it drops is lost."""
 
-    hub: FeedHub
+    hub: FeedHub  # whose live feed of the course wakes the tail
+    store: MessageStore
+    metrics: ChatMetrics
+    page_limit: int
     course_id: str
     queues: set[StreamQueue[LogEntry]] = field(default_factory=set)
     cursor: str | None = None  # the newest entry passed on; None until started
@@ -488,13 +498,12 @@ class CourseLogTail:
     task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        store = self.hub._store
         delay = 0.2
         while True:
             try:
                 async with self.hub.subscribe(self.course_id) as wake:
                     if self.cursor is None:
-                        self.cursor = await store.newest_event_cursor(self.course_id)
+                        self.cursor = await self.store.newest_event_cursor(self.course_id)
                         self.ready.set()
                     while True:
                         await self._read()
@@ -508,24 +517,17 @@ class CourseLogTail:
                     self.close(exc)
                     return
             except REDIS_FAILURES as exc:
-                self.hub._metrics.redis_errors.labels(type(exc).__name__).inc()
+                self.metrics.redis_errors.labels(type(exc).__name__).inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     async def _read(self) -> None:
-        store = self.hub._store
         while True:
-            page = await store.events(
-                self.course_id, after=self.cursor or None, limit=self.hub._page_limit
+            page = await self.store.events(
+                self.course_id, after=self.cursor or None, limit=self.page_limit
             )
             for event in page.events:
-                entry = LogEntry(event, event.ByteSize())
-                for queue in list(self.queues):
-                    if not queue.push(entry) and queue.closed is not None:
-                        if queue.closed.problem is Problem.SLOW_CONSUMER:
-                            self.hub._metrics.slow_consumers.inc()
-                        self.queues.discard(queue)
-                self.hub._metrics.deliveries.inc(len(self.queues))
+                deliver(self.queues, LogEntry(event, event.ByteSize()), self.metrics)
                 self.cursor = event.cursor
             if not page.has_more:
                 return

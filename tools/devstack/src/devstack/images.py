@@ -252,35 +252,24 @@ def build_debian_base(engine: Engine, reference: str, packages: Sequence[str], s
             for path in (rootfs / leftover).glob("*"):
                 if path.is_file():
                     path.unlink()
-        tar = subprocess.run(
-            ["tar", "-C", str(rootfs), "-c", "."], capture_output=True, timeout=300, check=True
+        # One layer, from a tarball on disk (podman and docker both import a file).
+        tarball = Path(scratch) / "rootfs.tar"
+        subprocess.run(
+            ["tar", "-C", str(rootfs), "-cf", str(tarball), "."], timeout=300, check=True
         )
-        _import(engine, tar.stdout, reference)
-        seconds = time.monotonic() - started
-    say(f"  {reference}: built in {seconds:.0f} s")
-    return Built(reference, seconds, engine.image_size(reference))
-
-
-def _import(engine: Engine, tarball: bytes, reference: str) -> None:
-    result = subprocess.run(
-        [
-            engine.program,
+        engine.run(
             "import",
             "--change",
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "--change",
             'CMD ["/bin/bash"]',
-            "-",
+            str(tarball),
             reference,
-        ],
-        input=tarball,
-        env={**os.environ, **engine.env},
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise StackError(f"{engine.name} import failed: {result.stderr.decode()[-2000:]}")
+            timeout=300,
+        )
+        seconds = time.monotonic() - started
+    say(f"  {reference}: built in {seconds:.0f} s")
+    return Built(reference, seconds, engine.image_size(reference))
 
 
 def python_base(engine: Engine, say: Say) -> tuple[str, Built | None]:

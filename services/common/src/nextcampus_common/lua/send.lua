@@ -92,8 +92,8 @@ if redis.call('PEXPIRETIME', index_key) < tonumber(expire_at) then
 end
 redis.call('SET', client_key, id, 'PXAT', expire_at)
 -- The course's event log: this change, and nothing older than what the TTL keeps.
-redis.call('XADD', log_key, '*', 'k', 'a', 'i', id, 'u', user)
-redis.call('XTRIM', log_key, 'MINID', string.format('%.0f', now_ms - ttl * 1000))
+redis.call('XADD', log_key, 'MINID', string.format('%.0f', now_ms - ttl * 1000), '*',
+  'k', 'a', 'i', id, 'u', user)
 if redis.call('PEXPIRETIME', log_key) < tonumber(expire_at) then
   redis.call('PEXPIREAT', log_key, expire_at)
 end
