@@ -24,43 +24,65 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*nextcampus_common/proto/chat/v1/chat.proto\x12\x07\x63hat.v1\"\xb2\x01\n\x0b\x43hatMessage\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x11\n\ttimestamp\x18\x05 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\x12\x19\n\x11\x63lient_message_id\x18\x07 \x01(\t\x12\x1b\n\x13previous_message_id\x18\x08 \x01(\t\"S\n\x12SendMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x19\n\x11\x63lient_message_id\x18\x03 \x01(\t\"O\n\x13SendMessageResponse\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.chat.v1.ChatMessage\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"G\n\x18SubscribeMessagesRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x18\n\x10\x61\x66ter_message_id\x18\x02 \x01(\t\"l\n\x13ListMessagesRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x19\n\x11\x62\x65\x66ore_message_id\x18\x02 \x01(\t\x12\x18\n\x10\x61\x66ter_message_id\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"f\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.chat.v1.ChatMessage\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x12\x14\n\x0c\x65vent_cursor\x18\x03 \x01(\t\":\n\x11GetMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"=\n\x14\x44\x65leteMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"+\n\x16GetCoursePolicyRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\"\x96\x01\n\x0c\x43oursePolicy\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x12\n\nmax_length\x18\x03 \x01(\x05\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x1b\n\x13rate_limit_messages\x18\x05 \x01(\x05\x12\x1a\n\x12rate_limit_seconds\x18\x06 \x01(\x05\"\x83\x01\n\x0b\x43ourseEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.chat.v1.CourseEventKind\x12\x15\n\ractor_user_id\x18\x03 \x01(\t\x12%\n\x07message\x18\x04 \x01(\x0b\x32\x14.chat.v1.ChatMessage\"D\n\x11ListEventsRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"L\n\x12ListEventsResponse\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.chat.v1.CourseEvent\x12\x10\n\x08has_more\x18\x02 \x01(\x08\":\n\x16SubscribeEventsRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t*s\n\x0f\x43ourseEventKind\x12!\n\x1d\x43OURSE_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rMESSAGE_ADDED\x10\x01\x12\x13\n\x0fMESSAGE_DELETED\x10\x02\x12\x15\n\x11MESSAGE_RETRACTED\x10\x03\x32\xd8\x04\n\x0b\x43hatService\x12H\n\x0bSendMessage\x12\x1b.chat.v1.SendMessageRequest\x1a\x1c.chat.v1.SendMessageResponse\x12N\n\x11SubscribeMessages\x12!.chat.v1.SubscribeMessagesRequest\x1a\x14.chat.v1.ChatMessage0\x01\x12K\n\x0cListMessages\x12\x1c.chat.v1.ListMessagesRequest\x1a\x1d.chat.v1.ListMessagesResponse\x12>\n\nGetMessage\x12\x1a.chat.v1.GetMessageRequest\x1a\x14.chat.v1.ChatMessage\x12\x44\n\rDeleteMessage\x12\x1d.chat.v1.DeleteMessageRequest\x1a\x14.chat.v1.ChatMessage\x12I\n\x0fGetCoursePolicy\x12\x1f.chat.v1.GetCoursePolicyRequest\x1a\x15.chat.v1.CoursePolicy\x12\x45\n\nListEvents\x12\x1a.chat.v1.ListEventsRequest\x1a\x1b.chat.v1.ListEventsResponse\x12J\n\x0fSubscribeEvents\x12\x1f.chat.v1.SubscribeEventsRequest\x1a\x14.chat.v1.CourseEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*nextcampus_common/proto/chat/v1/chat.proto\x12\x07\x63hat.v1\"\xe0\x02\n\x0b\x43hatMessage\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x11\n\ttimestamp\x18\x05 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\x12\x19\n\x11\x63lient_message_id\x18\x07 \x01(\t\x12\x1b\n\x13previous_message_id\x18\x08 \x01(\t\x12\x1b\n\x13reply_to_message_id\x18\t \x01(\t\x12\x11\n\tedited_at\x18\n \x01(\x03\x12\x13\n\x0breply_count\x18\x0b \x01(\x05\x12\x15\n\rlast_reply_at\x18\x0c \x01(\x03\x12\x17\n\x0fparticipant_ids\x18\r \x03(\t\x12$\n\treactions\x18\x0e \x03(\x0b\x32\x11.chat.v1.Reaction\x12\x11\n\tpinned_at\x18\x0f \x01(\x03\"?\n\x08Reaction\x12\r\n\x05\x65moji\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x15\n\rreacted_by_me\x18\x03 \x01(\x08\"p\n\x12SendMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x19\n\x11\x63lient_message_id\x18\x03 \x01(\t\x12\x1b\n\x13reply_to_message_id\x18\x04 \x01(\t\"O\n\x13SendMessageResponse\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.chat.v1.ChatMessage\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"G\n\x18SubscribeMessagesRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x18\n\x10\x61\x66ter_message_id\x18\x02 \x01(\t\"l\n\x13ListMessagesRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x19\n\x11\x62\x65\x66ore_message_id\x18\x02 \x01(\t\x12\x18\n\x10\x61\x66ter_message_id\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"f\n\x14ListMessagesResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.chat.v1.ChatMessage\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x12\x14\n\x0c\x65vent_cursor\x18\x03 \x01(\t\":\n\x11GetMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"Y\n\x14\x44\x65leteMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x1a\n\x12\x63lient_mutation_id\x18\x03 \x01(\t\"h\n\x12\x45\x64itMessageRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x1a\n\x12\x63lient_mutation_id\x18\x04 \x01(\t\">\n\x15GetEditHistoryRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"5\n\x0eMessageVersion\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x12\n\nwritten_at\x18\x02 \x01(\x03\"8\n\x0b\x45\x64itHistory\x12)\n\x08versions\x18\x01 \x03(\x0b\x32\x17.chat.v1.MessageVersion\"c\n\x0fReactionRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\r\n\x05\x65moji\x18\x03 \x01(\t\x12\x1a\n\x12\x63lient_mutation_id\x18\x04 \x01(\t\"O\n\nPinRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x1a\n\x12\x63lient_mutation_id\x18\x03 \x01(\t\"&\n\x11ListPinnedRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\"<\n\x12ListPinnedResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.chat.v1.ChatMessage\"\x82\x01\n\x10GetThreadRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x17\n\x0froot_message_id\x18\x02 \x01(\t\x12\x19\n\x11\x62\x65\x66ore_message_id\x18\x03 \x01(\t\x12\x18\n\x10\x61\x66ter_message_id\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\"i\n\nThreadPage\x12\"\n\x04root\x18\x01 \x01(\x0b\x32\x14.chat.v1.ChatMessage\x12%\n\x07replies\x18\x02 \x03(\x0b\x32\x14.chat.v1.ChatMessage\x12\x10\n\x08has_more\x18\x03 \x01(\x08\"+\n\x16GetCoursePolicyRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\"\xb3\x01\n\x0c\x43oursePolicy\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x12\n\nmax_length\x18\x03 \x01(\x05\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x1b\n\x13rate_limit_messages\x18\x05 \x01(\x05\x12\x1a\n\x12rate_limit_seconds\x18\x06 \x01(\x05\x12\x1b\n\x13\x65\x64it_window_seconds\x18\x07 \x01(\x05\"\xb6\x01\n\x0b\x43ourseEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.chat.v1.CourseEventKind\x12\x15\n\ractor_user_id\x18\x03 \x01(\t\x12%\n\x07message\x18\x04 \x01(\x0b\x32\x14.chat.v1.ChatMessage\x12\r\n\x05\x65moji\x18\x05 \x01(\t\x12\"\n\x04root\x18\x06 \x01(\x0b\x32\x14.chat.v1.ChatMessage\"D\n\x11ListEventsRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"L\n\x12ListEventsResponse\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.chat.v1.CourseEvent\x12\x10\n\x08has_more\x18\x02 \x01(\x08\":\n\x16SubscribeEventsRequest\x12\x11\n\tcourse_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t*\xdb\x01\n\x0f\x43ourseEventKind\x12!\n\x1d\x43OURSE_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rMESSAGE_ADDED\x10\x01\x12\x13\n\x0fMESSAGE_DELETED\x10\x02\x12\x15\n\x11MESSAGE_RETRACTED\x10\x03\x12\x12\n\x0eMESSAGE_EDITED\x10\x04\x12\x12\n\x0eREACTION_ADDED\x10\x05\x12\x14\n\x10REACTION_REMOVED\x10\x06\x12\x12\n\x0eMESSAGE_PINNED\x10\x07\x12\x14\n\x10MESSAGE_UNPINNED\x10\x08\x32\xdb\x08\n\x0b\x43hatService\x12H\n\x0bSendMessage\x12\x1b.chat.v1.SendMessageRequest\x1a\x1c.chat.v1.SendMessageResponse\x12N\n\x11SubscribeMessages\x12!.chat.v1.SubscribeMessagesRequest\x1a\x14.chat.v1.ChatMessage0\x01\x12K\n\x0cListMessages\x12\x1c.chat.v1.ListMessagesRequest\x1a\x1d.chat.v1.ListMessagesResponse\x12>\n\nGetMessage\x12\x1a.chat.v1.GetMessageRequest\x1a\x14.chat.v1.ChatMessage\x12\x44\n\rDeleteMessage\x12\x1d.chat.v1.DeleteMessageRequest\x1a\x14.chat.v1.ChatMessage\x12I\n\x0fGetCoursePolicy\x12\x1f.chat.v1.GetCoursePolicyRequest\x1a\x15.chat.v1.CoursePolicy\x12\x45\n\nListEvents\x12\x1a.chat.v1.ListEventsRequest\x1a\x1b.chat.v1.ListEventsResponse\x12J\n\x0fSubscribeEvents\x12\x1f.chat.v1.SubscribeEventsRequest\x1a\x14.chat.v1.CourseEvent0\x01\x12@\n\x0b\x45\x64itMessage\x12\x1b.chat.v1.EditMessageRequest\x1a\x14.chat.v1.ChatMessage\x12\x46\n\x0eGetEditHistory\x12\x1e.chat.v1.GetEditHistoryRequest\x1a\x14.chat.v1.EditHistory\x12=\n\x0b\x41\x64\x64Reaction\x12\x18.chat.v1.ReactionRequest\x1a\x14.chat.v1.ChatMessage\x12@\n\x0eRemoveReaction\x12\x18.chat.v1.ReactionRequest\x1a\x14.chat.v1.ChatMessage\x12\x37\n\nPinMessage\x12\x13.chat.v1.PinRequest\x1a\x14.chat.v1.ChatMessage\x12\x39\n\x0cUnpinMessage\x12\x13.chat.v1.PinRequest\x1a\x14.chat.v1.ChatMessage\x12\x45\n\nListPinned\x12\x1a.chat.v1.ListPinnedRequest\x1a\x1b.chat.v1.ListPinnedResponse\x12;\n\tGetThread\x12\x19.chat.v1.GetThreadRequest\x1a\x13.chat.v1.ThreadPageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nextcampus_common.proto.chat.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COURSEEVENTKIND']._serialized_start=1352
-  _globals['_COURSEEVENTKIND']._serialized_end=1467
+  _globals['_COURSEEVENTKIND']._serialized_start=2536
+  _globals['_COURSEEVENTKIND']._serialized_end=2755
   _globals['_CHATMESSAGE']._serialized_start=56
-  _globals['_CHATMESSAGE']._serialized_end=234
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=236
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=319
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=321
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=400
-  _globals['_SUBSCRIBEMESSAGESREQUEST']._serialized_start=402
-  _globals['_SUBSCRIBEMESSAGESREQUEST']._serialized_end=473
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=475
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=583
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=585
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=687
-  _globals['_GETMESSAGEREQUEST']._serialized_start=689
-  _globals['_GETMESSAGEREQUEST']._serialized_end=747
-  _globals['_DELETEMESSAGEREQUEST']._serialized_start=749
-  _globals['_DELETEMESSAGEREQUEST']._serialized_end=810
-  _globals['_GETCOURSEPOLICYREQUEST']._serialized_start=812
-  _globals['_GETCOURSEPOLICYREQUEST']._serialized_end=855
-  _globals['_COURSEPOLICY']._serialized_start=858
-  _globals['_COURSEPOLICY']._serialized_end=1008
-  _globals['_COURSEEVENT']._serialized_start=1011
-  _globals['_COURSEEVENT']._serialized_end=1142
-  _globals['_LISTEVENTSREQUEST']._serialized_start=1144
-  _globals['_LISTEVENTSREQUEST']._serialized_end=1212
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=1214
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=1290
-  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_start=1292
-  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_end=1350
-  _globals['_CHATSERVICE']._serialized_start=1470
-  _globals['_CHATSERVICE']._serialized_end=2070
+  _globals['_CHATMESSAGE']._serialized_end=408
+  _globals['_REACTION']._serialized_start=410
+  _globals['_REACTION']._serialized_end=473
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=475
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=587
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=589
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=668
+  _globals['_SUBSCRIBEMESSAGESREQUEST']._serialized_start=670
+  _globals['_SUBSCRIBEMESSAGESREQUEST']._serialized_end=741
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=743
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=851
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=853
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=955
+  _globals['_GETMESSAGEREQUEST']._serialized_start=957
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1015
+  _globals['_DELETEMESSAGEREQUEST']._serialized_start=1017
+  _globals['_DELETEMESSAGEREQUEST']._serialized_end=1106
+  _globals['_EDITMESSAGEREQUEST']._serialized_start=1108
+  _globals['_EDITMESSAGEREQUEST']._serialized_end=1212
+  _globals['_GETEDITHISTORYREQUEST']._serialized_start=1214
+  _globals['_GETEDITHISTORYREQUEST']._serialized_end=1276
+  _globals['_MESSAGEVERSION']._serialized_start=1278
+  _globals['_MESSAGEVERSION']._serialized_end=1331
+  _globals['_EDITHISTORY']._serialized_start=1333
+  _globals['_EDITHISTORY']._serialized_end=1389
+  _globals['_REACTIONREQUEST']._serialized_start=1391
+  _globals['_REACTIONREQUEST']._serialized_end=1490
+  _globals['_PINREQUEST']._serialized_start=1492
+  _globals['_PINREQUEST']._serialized_end=1571
+  _globals['_LISTPINNEDREQUEST']._serialized_start=1573
+  _globals['_LISTPINNEDREQUEST']._serialized_end=1611
+  _globals['_LISTPINNEDRESPONSE']._serialized_start=1613
+  _globals['_LISTPINNEDRESPONSE']._serialized_end=1673
+  _globals['_GETTHREADREQUEST']._serialized_start=1676
+  _globals['_GETTHREADREQUEST']._serialized_end=1806
+  _globals['_THREADPAGE']._serialized_start=1808
+  _globals['_THREADPAGE']._serialized_end=1913
+  _globals['_GETCOURSEPOLICYREQUEST']._serialized_start=1915
+  _globals['_GETCOURSEPOLICYREQUEST']._serialized_end=1958
+  _globals['_COURSEPOLICY']._serialized_start=1961
+  _globals['_COURSEPOLICY']._serialized_end=2140
+  _globals['_COURSEEVENT']._serialized_start=2143
+  _globals['_COURSEEVENT']._serialized_end=2325
+  _globals['_LISTEVENTSREQUEST']._serialized_start=2327
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2395
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2397
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2473
+  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_start=2475
+  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_end=2533
+  _globals['_CHATSERVICE']._serialized_start=2758
+  _globals['_CHATSERVICE']._serialized_end=3873
 # @@protoc_insertion_point(module_scope)

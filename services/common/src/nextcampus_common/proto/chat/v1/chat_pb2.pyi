@@ -36,6 +36,12 @@ class _CourseEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cours
     """by its author or a moderator"""
     MESSAGE_RETRACTED: _CourseEventKind.ValueType  # 3
     """lost in a Redis failover after it was seen (never acknowledged)"""
+    MESSAGE_EDITED: _CourseEventKind.ValueType  # 4
+    REACTION_ADDED: _CourseEventKind.ValueType  # 5
+    """emoji and actor say which"""
+    REACTION_REMOVED: _CourseEventKind.ValueType  # 6
+    MESSAGE_PINNED: _CourseEventKind.ValueType  # 7
+    MESSAGE_UNPINNED: _CourseEventKind.ValueType  # 8
 
 class CourseEventKind(_CourseEventKind, metaclass=_CourseEventKindEnumTypeWrapper):
     """What one change of a course was."""
@@ -46,6 +52,12 @@ MESSAGE_DELETED: CourseEventKind.ValueType  # 2
 """by its author or a moderator"""
 MESSAGE_RETRACTED: CourseEventKind.ValueType  # 3
 """lost in a Redis failover after it was seen (never acknowledged)"""
+MESSAGE_EDITED: CourseEventKind.ValueType  # 4
+REACTION_ADDED: CourseEventKind.ValueType  # 5
+"""emoji and actor say which"""
+REACTION_REMOVED: CourseEventKind.ValueType  # 6
+MESSAGE_PINNED: CourseEventKind.ValueType  # 7
+MESSAGE_UNPINNED: CourseEventKind.ValueType  # 8
 Global___CourseEventKind: _TypeAlias = CourseEventKind  # noqa: Y015
 
 @_typing.final
@@ -66,6 +78,13 @@ class ChatMessage(_message.Message):
     DELETED_FIELD_NUMBER: _builtins.int
     CLIENT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     PREVIOUS_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    REPLY_TO_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EDITED_AT_FIELD_NUMBER: _builtins.int
+    REPLY_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_REPLY_AT_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_IDS_FIELD_NUMBER: _builtins.int
+    REACTIONS_FIELD_NUMBER: _builtins.int
+    PINNED_AT_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     user_id: _builtins.str
     message_id: _builtins.str
@@ -80,6 +99,25 @@ class ChatMessage(_message.Message):
     """The id of the course's message before this one ("" for the first). A tombstone of a
     message lost in a Redis failover (retracted) carries the newest message that survived.
     """
+    reply_to_message_id: _builtins.str
+    """Conversations (README, "Data model"). The root of the thread this message replies to
+    ("" when it is not a reply; a reply to a reply belongs to the same root).
+    """
+    edited_at: _builtins.int
+    """ms; 0 when never edited"""
+    reply_count: _builtins.int
+    """On a thread's root: its replies (deleted ones included), the newest reply's time (ms)
+    and up to 5 of the users who replied, the most recent first.
+    """
+    last_reply_at: _builtins.int
+    pinned_at: _builtins.int
+    """ms; 0 when not pinned. A pinned message does not expire."""
+    @_builtins.property
+    def participant_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def reactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reaction]:
+        """Each distinct emoji on the message, in the order it was first used (at most 20)."""
+
     def __init__(
         self,
         *,
@@ -91,14 +129,50 @@ class ChatMessage(_message.Message):
         deleted: _builtins.bool = ...,
         client_message_id: _builtins.str = ...,
         previous_message_id: _builtins.str = ...,
+        reply_to_message_id: _builtins.str = ...,
+        edited_at: _builtins.int = ...,
+        reply_count: _builtins.int = ...,
+        last_reply_at: _builtins.int = ...,
+        participant_ids: _abc.Iterable[_builtins.str] | None = ...,
+        reactions: _abc.Iterable[Global___Reaction] | None = ...,
+        pinned_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "deleted", b"deleted", "message_id", b"message_id", "previous_message_id", b"previous_message_id", "timestamp", b"timestamp", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "deleted", b"deleted", "edited_at", b"edited_at", "last_reply_at", b"last_reply_at", "message_id", b"message_id", "participant_ids", b"participant_ids", "pinned_at", b"pinned_at", "previous_message_id", b"previous_message_id", "reactions", b"reactions", "reply_count", b"reply_count", "reply_to_message_id", b"reply_to_message_id", "timestamp", b"timestamp", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
+class Reaction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMOJI_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    REACTED_BY_ME_FIELD_NUMBER: _builtins.int
+    emoji: _builtins.str
+    count: _builtins.int
+    reacted_by_me: _builtins.bool
+    """Whether the caller is among them: set in unary answers to the caller (ListMessages,
+    GetMessage, GetThread, ListPinned and the mutations), never in streams, whose bytes are
+    the same for every subscriber.
+    """
+    def __init__(
+        self,
+        *,
+        emoji: _builtins.str = ...,
+        count: _builtins.int = ...,
+        reacted_by_me: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "emoji", b"emoji", "reacted_by_me", b"reacted_by_me"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reaction: _TypeAlias = Reaction  # noqa: Y015
 
 @_typing.final
 class SendMessageRequest(_message.Message):
@@ -107,22 +181,26 @@ class SendMessageRequest(_message.Message):
     COURSE_ID_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     CLIENT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    REPLY_TO_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     content: _builtins.str
     client_message_id: _builtins.str
     """Optional. A retried send with the same id returns the original message with
     duplicate=true instead of storing it twice.
     """
+    reply_to_message_id: _builtins.str
+    """Optional: reply in the thread of this message of the same course."""
     def __init__(
         self,
         *,
         course_id: _builtins.str = ...,
         content: _builtins.str = ...,
         client_message_id: _builtins.str = ...,
+        reply_to_message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "reply_to_message_id", b"reply_to_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -271,6 +349,66 @@ class DeleteMessageRequest(_message.Message):
 
     COURSE_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_MUTATION_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    message_id: _builtins.str
+    client_mutation_id: _builtins.str
+    """Optional on every change after a send: a retry with the same id is not applied twice
+    (it answers the message as it is now). Kept for a day.
+    """
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        client_mutation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_mutation_id", b"client_mutation_id", "course_id", b"course_id", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMessageRequest: _TypeAlias = DeleteMessageRequest  # noqa: Y015
+
+@_typing.final
+class EditMessageRequest(_message.Message):
+    """The author only, within the course policy's edit_window_seconds; the same content rules
+    as a send.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    CLIENT_MUTATION_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    message_id: _builtins.str
+    content: _builtins.str
+    client_mutation_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        content: _builtins.str = ...,
+        client_mutation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_mutation_id", b"client_mutation_id", "content", b"content", "course_id", b"course_id", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditMessageRequest: _TypeAlias = EditMessageRequest  # noqa: Y015
+
+@_typing.final
+class GetEditHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     message_id: _builtins.str
     def __init__(
@@ -285,7 +423,220 @@ class DeleteMessageRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DeleteMessageRequest: _TypeAlias = DeleteMessageRequest  # noqa: Y015
+Global___GetEditHistoryRequest: _TypeAlias = GetEditHistoryRequest  # noqa: Y015
+
+@_typing.final
+class MessageVersion(_message.Message):
+    """One earlier content of an edited message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_FIELD_NUMBER: _builtins.int
+    WRITTEN_AT_FIELD_NUMBER: _builtins.int
+    content: _builtins.str
+    written_at: _builtins.int
+    """ms: when this content was sent or last edited to"""
+    def __init__(
+        self,
+        *,
+        content: _builtins.str = ...,
+        written_at: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "written_at", b"written_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageVersion: _TypeAlias = MessageVersion  # noqa: Y015
+
+@_typing.final
+class EditHistory(_message.Message):
+    """Previous versions, oldest first (the current one is the message itself): for its author
+    and the course's moderators only. Kept as long as the message.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageVersion]: ...
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[Global___MessageVersion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditHistory: _TypeAlias = EditHistory  # noqa: Y015
+
+@_typing.final
+class ReactionRequest(_message.Message):
+    """Add or remove the caller's reaction (one per user per emoji; a single emoji)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    CLIENT_MUTATION_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    message_id: _builtins.str
+    emoji: _builtins.str
+    client_mutation_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        emoji: _builtins.str = ...,
+        client_mutation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_mutation_id", b"client_mutation_id", "course_id", b"course_id", "emoji", b"emoji", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReactionRequest: _TypeAlias = ReactionRequest  # noqa: Y015
+
+@_typing.final
+class PinRequest(_message.Message):
+    """Moderators only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_MUTATION_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    message_id: _builtins.str
+    client_mutation_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        client_mutation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_mutation_id", b"client_mutation_id", "course_id", b"course_id", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PinRequest: _TypeAlias = PinRequest  # noqa: Y015
+
+@_typing.final
+class ListPinnedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPinnedRequest: _TypeAlias = ListPinnedRequest  # noqa: Y015
+
+@_typing.final
+class ListPinnedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """the most recently pinned first"""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPinnedResponse: _TypeAlias = ListPinnedResponse  # noqa: Y015
+
+@_typing.final
+class GetThreadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    ROOT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    BEFORE_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    root_message_id: _builtins.str
+    """a reply's id answers its root's thread"""
+    before_message_id: _builtins.str
+    """optional, exclusive"""
+    after_message_id: _builtins.str
+    """optional, exclusive"""
+    limit: _builtins.int
+    """1..200; 0 means the default (50)"""
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        root_message_id: _builtins.str = ...,
+        before_message_id: _builtins.str = ...,
+        after_message_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_message_id", b"after_message_id", "before_message_id", b"before_message_id", "course_id", b"course_id", "limit", b"limit", "root_message_id", b"root_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetThreadRequest: _TypeAlias = GetThreadRequest  # noqa: Y015
+
+@_typing.final
+class ThreadPage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOT_FIELD_NUMBER: _builtins.int
+    REPLIES_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    has_more: _builtins.bool
+    @_builtins.property
+    def root(self) -> Global___ChatMessage:
+        """a tombstone when deleted: its thread stays readable"""
+
+    @_builtins.property
+    def replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """oldest to newest"""
+
+    def __init__(
+        self,
+        *,
+        root: Global___ChatMessage | None = ...,
+        replies: _abc.Iterable[Global___ChatMessage] | None = ...,
+        has_more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["root", b"root"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "replies", b"replies", "root", b"root"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThreadPage: _TypeAlias = ThreadPage  # noqa: Y015
 
 @_typing.final
 class GetCoursePolicyRequest(_message.Message):
@@ -320,6 +671,7 @@ class CoursePolicy(_message.Message):
     READ_ONLY_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_MESSAGES_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_SECONDS_FIELD_NUMBER: _builtins.int
+    EDIT_WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     ttl_seconds: _builtins.int
     max_length: _builtins.int
@@ -328,6 +680,8 @@ class CoursePolicy(_message.Message):
     rate_limit_messages: _builtins.int
     """per user, per rate_limit_seconds; 0: no limit"""
     rate_limit_seconds: _builtins.int
+    edit_window_seconds: _builtins.int
+    """how long after a send its author may edit it; 0: never"""
     def __init__(
         self,
         *,
@@ -337,10 +691,11 @@ class CoursePolicy(_message.Message):
         read_only: _builtins.bool = ...,
         rate_limit_messages: _builtins.int = ...,
         rate_limit_seconds: _builtins.int = ...,
+        edit_window_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "max_length", b"max_length", "rate_limit_messages", b"rate_limit_messages", "rate_limit_seconds", b"rate_limit_seconds", "read_only", b"read_only", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "edit_window_seconds", b"edit_window_seconds", "max_length", b"max_length", "rate_limit_messages", b"rate_limit_messages", "rate_limit_seconds", b"rate_limit_seconds", "read_only", b"read_only", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -356,6 +711,8 @@ class CourseEvent(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     ACTOR_USER_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    ROOT_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """Resume with it (ListEventsRequest.after): every later change, once, in order. Opaque;
     cursors increase within a course.
@@ -363,9 +720,15 @@ class CourseEvent(_message.Message):
     kind: Global___CourseEventKind.ValueType
     actor_user_id: _builtins.str
     """who made the change (the author, or the moderator who deleted)"""
+    emoji: _builtins.str
+    """REACTION_ADDED / REACTION_REMOVED: which one"""
     @_builtins.property
     def message(self) -> Global___ChatMessage:
         """the message as it is now (a tombstone once deleted)"""
+
+    @_builtins.property
+    def root(self) -> Global___ChatMessage:
+        """MESSAGE_ADDED of a reply: its thread's root as it is now (reply_count and all)."""
 
     def __init__(
         self,
@@ -374,10 +737,12 @@ class CourseEvent(_message.Message):
         kind: Global___CourseEventKind.ValueType = ...,
         actor_user_id: _builtins.str = ...,
         message: Global___ChatMessage | None = ...,
+        emoji: _builtins.str = ...,
+        root: Global___ChatMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "root", b"root"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_user_id", b"actor_user_id", "cursor", b"cursor", "kind", b"kind", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_user_id", b"actor_user_id", "cursor", b"cursor", "emoji", b"emoji", "kind", b"kind", "message", b"message", "root", b"root"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

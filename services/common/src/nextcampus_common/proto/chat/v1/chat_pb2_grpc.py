@@ -76,6 +76,46 @@ class ChatServiceStub:
                 request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SubscribeEventsRequest.SerializeToString,
                 response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.CourseEvent.FromString,
                 _registered_method=True)
+        self.EditMessage = channel.unary_unary(
+                '/chat.v1.ChatService/EditMessage',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.EditMessageRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+                _registered_method=True)
+        self.GetEditHistory = channel.unary_unary(
+                '/chat.v1.ChatService/GetEditHistory',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetEditHistoryRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.EditHistory.FromString,
+                _registered_method=True)
+        self.AddReaction = channel.unary_unary(
+                '/chat.v1.ChatService/AddReaction',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ReactionRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+                _registered_method=True)
+        self.RemoveReaction = channel.unary_unary(
+                '/chat.v1.ChatService/RemoveReaction',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ReactionRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+                _registered_method=True)
+        self.PinMessage = channel.unary_unary(
+                '/chat.v1.ChatService/PinMessage',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PinRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+                _registered_method=True)
+        self.UnpinMessage = channel.unary_unary(
+                '/chat.v1.ChatService/UnpinMessage',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PinRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+                _registered_method=True)
+        self.ListPinned = channel.unary_unary(
+                '/chat.v1.ChatService/ListPinned',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListPinnedRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListPinnedResponse.FromString,
+                _registered_method=True)
+        self.GetThread = channel.unary_unary(
+                '/chat.v1.ChatService/GetThread',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetThreadRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ThreadPage.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -138,6 +178,55 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EditMessage(self, request, context):
+        """Conversations: each change is one event of the course's log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEditHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddReaction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveReaction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PinMessage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpinMessage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPinned(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetThread(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +269,46 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.SubscribeEvents,
                     request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SubscribeEventsRequest.FromString,
                     response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.CourseEvent.SerializeToString,
+            ),
+            'EditMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.EditMessage,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.EditMessageRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            ),
+            'GetEditHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEditHistory,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetEditHistoryRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.EditHistory.SerializeToString,
+            ),
+            'AddReaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddReaction,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ReactionRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            ),
+            'RemoveReaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveReaction,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ReactionRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            ),
+            'PinMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinMessage,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PinRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            ),
+            'UnpinMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpinMessage,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PinRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            ),
+            'ListPinned': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPinned,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListPinnedRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListPinnedResponse.SerializeToString,
+            ),
+            'GetThread': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetThread,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetThreadRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ThreadPage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +529,222 @@ class ChatService:
             '/chat.v1.ChatService/SubscribeEvents',
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SubscribeEventsRequest.SerializeToString,
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.CourseEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/EditMessage',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.EditMessageRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEditHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/GetEditHistory',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetEditHistoryRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.EditHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddReaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/AddReaction',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ReactionRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveReaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/RemoveReaction',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ReactionRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PinMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/PinMessage',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PinRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpinMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/UnpinMessage',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PinRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPinned(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/ListPinned',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListPinnedRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListPinnedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetThread(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/GetThread',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetThreadRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ThreadPage.FromString,
             options,
             channel_credentials,
             insecure,

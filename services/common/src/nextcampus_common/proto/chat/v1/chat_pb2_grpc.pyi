@@ -57,6 +57,15 @@ class ChatServiceStub:
     with UNAVAILABLE (shutdown, too far behind) or UNAUTHENTICATED (token expired): resume
     with the last cursor seen.
     """
+    EditMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.EditMessageRequest, _chat_pb2.ChatMessage]
+    """Conversations: each change is one event of the course's log."""
+    GetEditHistory: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetEditHistoryRequest, _chat_pb2.EditHistory]
+    AddReaction: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ReactionRequest, _chat_pb2.ChatMessage]
+    RemoveReaction: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ReactionRequest, _chat_pb2.ChatMessage]
+    PinMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.PinRequest, _chat_pb2.ChatMessage]
+    UnpinMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.PinRequest, _chat_pb2.ChatMessage]
+    ListPinned: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListPinnedRequest, _chat_pb2.ListPinnedResponse]
+    GetThread: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetThreadRequest, _chat_pb2.ThreadPage]
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -82,6 +91,15 @@ class ChatServiceAsyncStub(ChatServiceStub):
     with UNAVAILABLE (shutdown, too far behind) or UNAUTHENTICATED (token expired): resume
     with the last cursor seen.
     """
+    EditMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.EditMessageRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
+    """Conversations: each change is one event of the course's log."""
+    GetEditHistory: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetEditHistoryRequest, _chat_pb2.EditHistory]  # type: ignore[assignment]
+    AddReaction: _aio.UnaryUnaryMultiCallable[_chat_pb2.ReactionRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
+    RemoveReaction: _aio.UnaryUnaryMultiCallable[_chat_pb2.ReactionRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
+    PinMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.PinRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
+    UnpinMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.PinRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
+    ListPinned: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListPinnedRequest, _chat_pb2.ListPinnedResponse]  # type: ignore[assignment]
+    GetThread: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetThreadRequest, _chat_pb2.ThreadPage]  # type: ignore[assignment]
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """The caller's identity is the JWT in the `authorization: Bearer …` metadata, never a
@@ -152,5 +170,62 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         with UNAVAILABLE (shutdown, too far behind) or UNAUTHENTICATED (token expired): resume
         with the last cursor seen.
         """
+
+    @_abc_1.abstractmethod
+    def EditMessage(
+        self,
+        request: _chat_pb2.EditMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]:
+        """Conversations: each change is one event of the course's log."""
+
+    @_abc_1.abstractmethod
+    def GetEditHistory(
+        self,
+        request: _chat_pb2.GetEditHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.EditHistory, _abc.Awaitable[_chat_pb2.EditHistory]]: ...
+
+    @_abc_1.abstractmethod
+    def AddReaction(
+        self,
+        request: _chat_pb2.ReactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveReaction(
+        self,
+        request: _chat_pb2.ReactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def PinMessage(
+        self,
+        request: _chat_pb2.PinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def UnpinMessage(
+        self,
+        request: _chat_pb2.PinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPinned(
+        self,
+        request: _chat_pb2.ListPinnedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ListPinnedResponse, _abc.Awaitable[_chat_pb2.ListPinnedResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetThread(
+        self,
+        request: _chat_pb2.GetThreadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ThreadPage, _abc.Awaitable[_chat_pb2.ThreadPage]]: ...
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
