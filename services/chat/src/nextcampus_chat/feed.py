@@ -29,6 +29,7 @@ from nextcampus_chat.metrics import ChatMetrics
 from nextcampus_chat.pubsub import REDIS_FAILURES, ShardedSubscriptions
 from nextcampus_chat.store import MessageStore
 from nextcampus_common.events import CourseEvent
+from nextcampus_common.ids import event_cursor_key
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.logs import get_logger
 from nextcampus_common.proto.chat.v1 import chat_pb2
@@ -474,12 +475,6 @@ class LogEntry:
     size_bytes: int
 
 
-def cursor_key(cursor: str) -> tuple[int, int]:
-    """Cursors (stream ids, `ms-seq`) in the log's order."""
-    milliseconds, _, sequence = cursor.partition("-")
-    return int(milliseconds), int(sequence or 0)
-
-
 @dataclass(eq=False)
 class CourseLogTail:
     """Follows one course's event log for this process: reads it after its cursor whenever
@@ -569,7 +564,7 @@ async def stream_events(
                     break
         while True:
             entry = await queue.get()
-            if last and cursor_key(entry.event.cursor) <= cursor_key(last):
+            if last and event_cursor_key(entry.event.cursor) <= event_cursor_key(last):
                 continue
             last = entry.event.cursor
             yield entry.event

@@ -1,7 +1,8 @@
 """The one gRPC client of ChatService (GraphQL pods, chatctl, tests): round-robin over every
-pod the target resolves to, deadlines, and gRPC's own retries of UNAVAILABLE (sends always
-carry a client message id, so a retried send is never stored twice). The caller's token
-goes with each call: one channel serves many users."""
+pod the target resolves to, deadlines, and gRPC's own retries of UNAVAILABLE (every change
+carries a client id — a send its client message id, the others a client mutation id — so a
+retried change is never applied twice). The caller's token goes with each call: one channel
+serves many users."""
 
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ def service_config(max_attempts: int) -> str:
             else [],
         }
     )
+
+
+def client_id(given: str | None) -> str:
+    """The caller's idempotency key of a change, or a fresh one: our own retries (and the
+    client's) must not apply a change twice."""
+    return given or f"auto-{uuid.uuid4().hex}"
 
 
 async def stream_live_after(call: grpc.aio.UnaryStreamCall) -> int:
@@ -98,13 +105,14 @@ class ChatApi:
         content: str,
         client_message_id: str | None = None,
         *,
+        reply_to: str | None = None,
         deadline_seconds: float | None = None,
     ) -> chat_pb2.SendMessageResponse:
         request = chat_pb2.SendMessageRequest(
             course_id=course_id,
             content=content,
-            # Our own retries (and the client's) must not store the message twice.
-            client_message_id=client_message_id or f"auto-{uuid.uuid4().hex}",
+            client_message_id=client_id(client_message_id),
+            reply_to_message_id=reply_to or "",
         )
         response: chat_pb2.SendMessageResponse = await self._stub.SendMessage(
             request, metadata=self._metadata(token), timeout=deadline_seconds or self._deadline
@@ -138,12 +146,141 @@ class ChatApi:
         )
         return message
 
-    async def delete(self, token: str, course_id: str, message_id: str) -> chat_pb2.ChatMessage:
-        request = chat_pb2.DeleteMessageRequest(course_id=course_id, message_id=message_id)
+    async def delete(
+        self, token: str, course_id: str, message_id: str, client_mutation_id: str | None = None
+    ) -> chat_pb2.ChatMessage:
+        request = chat_pb2.DeleteMessageRequest(
+            course_id=course_id,
+            message_id=message_id,
+            client_mutation_id=client_id(client_mutation_id),
+        )
         message: chat_pb2.ChatMessage = await self._stub.DeleteMessage(
             request, metadata=self._metadata(token), timeout=self._deadline
         )
         return message
+
+    # -- conversations: edits, reactions, pins, threads ------------------------------------
+
+    async def edit(
+        self,
+        token: str,
+        course_id: str,
+        message_id: str,
+        content: str,
+        client_mutation_id: str | None = None,
+    ) -> chat_pb2.ChatMessage:
+        request = chat_pb2.EditMessageRequest(
+            course_id=course_id,
+            message_id=message_id,
+            content=content,
+            client_mutation_id=client_id(client_mutation_id),
+        )
+        message: chat_pb2.ChatMessage = await self._stub.EditMessage(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return message
+
+    async def edit_history(
+        self, token: str, course_id: str, message_id: str
+    ) -> chat_pb2.EditHistory:
+        request = chat_pb2.GetEditHistoryRequest(course_id=course_id, message_id=message_id)
+        history: chat_pb2.EditHistory = await self._stub.GetEditHistory(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return history
+
+    def _reaction(
+        self, course_id: str, message_id: str, emoji: str, client_mutation_id: str | None
+    ) -> chat_pb2.ReactionRequest:
+        return chat_pb2.ReactionRequest(
+            course_id=course_id,
+            message_id=message_id,
+            emoji=emoji,
+            client_mutation_id=client_id(client_mutation_id),
+        )
+
+    async def add_reaction(
+        self,
+        token: str,
+        course_id: str,
+        message_id: str,
+        emoji: str,
+        client_mutation_id: str | None = None,
+    ) -> chat_pb2.ChatMessage:
+        request = self._reaction(course_id, message_id, emoji, client_mutation_id)
+        message: chat_pb2.ChatMessage = await self._stub.AddReaction(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return message
+
+    async def remove_reaction(
+        self,
+        token: str,
+        course_id: str,
+        message_id: str,
+        emoji: str,
+        client_mutation_id: str | None = None,
+    ) -> chat_pb2.ChatMessage:
+        request = self._reaction(course_id, message_id, emoji, client_mutation_id)
+        message: chat_pb2.ChatMessage = await self._stub.RemoveReaction(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return message
+
+    async def pin(
+        self, token: str, course_id: str, message_id: str, client_mutation_id: str | None = None
+    ) -> chat_pb2.ChatMessage:
+        request = chat_pb2.PinRequest(
+            course_id=course_id,
+            message_id=message_id,
+            client_mutation_id=client_id(client_mutation_id),
+        )
+        message: chat_pb2.ChatMessage = await self._stub.PinMessage(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return message
+
+    async def unpin(
+        self, token: str, course_id: str, message_id: str, client_mutation_id: str | None = None
+    ) -> chat_pb2.ChatMessage:
+        request = chat_pb2.PinRequest(
+            course_id=course_id,
+            message_id=message_id,
+            client_mutation_id=client_id(client_mutation_id),
+        )
+        message: chat_pb2.ChatMessage = await self._stub.UnpinMessage(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return message
+
+    async def pinned(self, token: str, course_id: str) -> chat_pb2.ListPinnedResponse:
+        request = chat_pb2.ListPinnedRequest(course_id=course_id)
+        response: chat_pb2.ListPinnedResponse = await self._stub.ListPinned(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return response
+
+    async def thread(
+        self,
+        token: str,
+        course_id: str,
+        root_message_id: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int,
+    ) -> chat_pb2.ThreadPage:
+        request = chat_pb2.GetThreadRequest(
+            course_id=course_id,
+            root_message_id=root_message_id,
+            before_message_id=before or "",
+            after_message_id=after or "",
+            limit=limit,
+        )
+        page: chat_pb2.ThreadPage = await self._stub.GetThread(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return page
 
     async def events(
         self, token: str, course_id: str, *, after: str | None = None, limit: int = 0

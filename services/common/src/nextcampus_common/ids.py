@@ -12,6 +12,9 @@ CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MESSAGE_ID = re.compile(r"^[1-9][0-9]{0,18}$")
 # event cursors are Redis stream ids: milliseconds and a sequence number.
 EVENT_CURSOR = re.compile(r"^[0-9]{1,15}-[0-9]{1,19}$")
+# A cursor before every change of a course: ListEvents and SubscribeEvents after it start at
+# the oldest change the log keeps (SubscribeEvents after "" would start live, later).
+LOG_START_CURSOR = "0-0"
 
 
 class InvalidId(ValueError):
@@ -43,3 +46,9 @@ def check_message_id(value: object) -> str:
 
 def check_event_cursor(value: object) -> str:
     return _check(value, EVENT_CURSOR, "event cursor", "as a ListEvents response gave it")
+
+
+def event_cursor_key(cursor: str) -> tuple[int, int]:
+    """A well-formed cursor (or "", before every change) in the log's order."""
+    milliseconds, _, sequence = cursor.partition("-")
+    return int(milliseconds or 0), int(sequence or 0)
