@@ -15,18 +15,28 @@ from nextcampus_graphql.operations import OperationFactory, run_operation
 from nextcampus_graphql.schema import build_schema, schema_sdl
 from nextcampus_graphql.settings import GraphqlSettings
 
-# DESIGN.md §2, field by field, and what was added since (previousMessageId: issue 11).
+# DESIGN.md §2, field by field, and what was added since (previousMessageId: issue 11;
+# conversations: replies, edits, reactions, pins and the event log, all additions).
 PINNED = [
     "type ChatMessage {\n  courseId: ID!\n  messageId: ID!\n  userId: ID!\n  content: String!\n  timestamp: DateTime!\n  deleted: Boolean!\n",
-    "  previousMessageId: ID\n}",
-    "type MessagePage {\n  messages: [ChatMessage!]!\n  hasMore: Boolean!\n}",
+    "  previousMessageId: ID\n",
     "messages(courseId: ID!, before: ID, after: ID, limit: Int = 50): MessagePage!",
     "message(courseId: ID!, messageId: ID!): ChatMessage",
     "coursePolicy(courseId: ID!): CoursePolicy!",
     "me: Viewer!",
-    "deleteMessage(courseId: ID!, messageId: ID!): ChatMessage!",
     "messageDeleted(courseId: ID!): ChatMessage!",
+    "type MessagePage {\n  messages: [ChatMessage!]!\n  hasMore: Boolean!\n",
+    "  eventCursor: String\n}",
+    "interface CourseEvent {",
+    "): CourseEvent!",
+    "type Reaction {\n  emoji: String!\n  count: Int!\n",
+    "  editWindowSeconds: Int!\n",
 ]
+
+
+def arguments(schema, root: str, field: str) -> dict[str, str]:
+    fields = getattr(schema, f"{root}_type").fields
+    return {name: str(arg.type) for name, arg in fields[field].args.items()}
 
 
 def test_the_schema_is_the_pinned_one():
@@ -34,16 +44,32 @@ def test_the_schema_is_the_pinned_one():
     for piece in PINNED:
         assert piece in sdl
     schema = build_schema()
-    send = schema.mutation_type.fields["sendMessage"]  # type: ignore[union-attr]
-    assert {name: str(arg.type) for name, arg in send.args.items()} == {
+    # The pinned arguments first, then optional ones: every older request stays valid.
+    assert arguments(schema, "mutation", "sendMessage") == {
         "courseId": "ID!",
         "content": "String!",
         "clientMessageId": "ID",
+        "replyTo": "ID",
     }
-    added = schema.subscription_type.fields["messageAdded"]  # type: ignore[union-attr]
-    assert {name: str(arg.type) for name, arg in added.args.items()} == {
+    assert arguments(schema, "mutation", "deleteMessage") == {
         "courseId": "ID!",
-        "after": "ID",
+        "messageId": "ID!",
+        "clientMutationId": "ID",
+    }
+    assert arguments(schema, "subscription", "messageAdded") == {"courseId": "ID!", "after": "ID"}
+    assert arguments(schema, "subscription", "courseEvents") == {
+        "courseId": "ID!",
+        "after": "String",
+    }
+    kinds = {t.name for t in schema.get_possible_types(schema.get_type("CourseEvent"))}
+    assert kinds == {
+        "MessageAddedEvent",
+        "MessageEditedEvent",
+        "MessageDeletedEvent",
+        "ReactionAddedEvent",
+        "ReactionRemovedEvent",
+        "MessagePinnedEvent",
+        "MessageUnpinnedEvent",
     }
     assert parse(sdl)  # printable and parseable
 

@@ -12,7 +12,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from nextcampus_common.metadata import AUTHORIZATION, STREAM_AFTER_MESSAGE_ID, metadata_value
+from nextcampus_common.metadata import (
+    AUTHORIZATION,
+    STREAM_AFTER_CURSOR,
+    STREAM_AFTER_MESSAGE_ID,
+    metadata_value,
+)
 from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 
 # The largest gRPC message either side sends, set on both ends rather than left to gRPC's
@@ -46,12 +51,26 @@ def client_id(given: str | None) -> str:
     return given or f"auto-{uuid.uuid4().hex}"
 
 
+async def _live_header(call: grpc.aio.UnaryStreamCall, key: str) -> str:
+    """The header a stream sends once it is live. A stream refused before that (a bad or
+    stale cursor, a course the caller is not in) raises its status, as reading it would."""
+    value = metadata_value(await call.initial_metadata(), key)
+    if value is None:
+        async for _ in call:  # ended without the header: its error, if it has one
+            break
+        raise RuntimeError(f"the chat service sent no {key} header")
+    return value
+
+
 async def stream_live_after(call: grpc.aio.UnaryStreamCall) -> int:
     """Wait until a SubscribeMessages stream is live; the id it carries every message after."""
-    value = metadata_value(await call.initial_metadata(), STREAM_AFTER_MESSAGE_ID)
-    if value is None:
-        raise RuntimeError(f"the chat service sent no {STREAM_AFTER_MESSAGE_ID} header")
-    return int(value)
+    return int(await _live_header(call, STREAM_AFTER_MESSAGE_ID))
+
+
+async def stream_live_cursor(call: grpc.aio.UnaryStreamCall) -> str:
+    """Wait until a SubscribeEvents stream is live; the cursor it carries every change after
+    ("": every change, the log was empty)."""
+    return await _live_header(call, STREAM_AFTER_CURSOR)
 
 
 class ChatApi:

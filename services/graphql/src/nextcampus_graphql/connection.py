@@ -24,7 +24,7 @@ from graphql import OperationType
 
 from nextcampus_common.auth import AuthError, Identity, bearer_token
 from nextcampus_common.logs import get_logger
-from nextcampus_graphql.context import RequestContext, message_id_arg
+from nextcampus_graphql.context import RequestContext, event_cursor_arg, message_id_arg
 from nextcampus_graphql.errors import ApiError, Code
 from nextcampus_graphql.fanout import Member, websocket_text_frame
 from nextcampus_graphql.limits import Release
@@ -35,6 +35,7 @@ from nextcampus_graphql.operations import (
     format_error,
     run_operation,
 )
+from nextcampus_graphql.schema.subscriptions import COURSE_EVENTS
 from nextcampus_graphql.upstream import Joined
 from nextcampus_graphql.wiring import Wiring
 
@@ -443,7 +444,12 @@ class Connection:
             course_id = arguments["course_id"]  # graphene names arguments in snake case
             token = self._context().member(course_id)
             assert token
-            after = message_id_arg(arguments.get("after"), "after")
+            # `after` is an event cursor for courseEvents, a message id for messageAdded.
+            after = (
+                event_cursor_arg(arguments.get("after"), "after")
+                if operation.root_field.name.value == COURSE_EVENTS
+                else message_id_arg(arguments.get("after"), "after")
+            )
             member = Member(self, operation_id, self._next_prefix(operation_id))
             joined = await wiring.upstream.join(operation, member, course_id, after)
         except OperationError as exc:

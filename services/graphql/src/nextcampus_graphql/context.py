@@ -10,7 +10,13 @@ import grpc
 
 from nextcampus_common.auth import Identity
 from nextcampus_common.chat_api import ChatApi
-from nextcampus_common.ids import InvalidId, check_course_id, check_message_id
+from nextcampus_common.ids import (
+    InvalidId,
+    check_client_message_id,
+    check_course_id,
+    check_event_cursor,
+    check_message_id,
+)
 from nextcampus_graphql.errors import ApiError, Code, from_grpc
 
 T = TypeVar("T")
@@ -45,6 +51,31 @@ def message_id_arg(value: str | None, name: str) -> str | None:
         return None
     try:
         return check_message_id(str(value))
+    except InvalidId as exc:
+        raise ApiError(Code.BAD_USER_INPUT, f"{name}: {exc}") from exc
+
+
+def required_message_id(value: str, name: str) -> str:
+    checked = message_id_arg(value, name)
+    assert checked is not None
+    return checked
+
+
+def client_id_arg(value: str | None, name: str) -> str | None:
+    """A client's idempotency key of a change (`clientMessageId`, `clientMutationId`)."""
+    if value is None:
+        return None
+    try:
+        return check_client_message_id(str(value))
+    except InvalidId as exc:
+        raise ApiError(Code.BAD_USER_INPUT, f"{name}: {exc}") from exc
+
+
+def event_cursor_arg(value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_event_cursor(value)
     except InvalidId as exc:
         raise ApiError(Code.BAD_USER_INPUT, f"{name}: {exc}") from exc
 

@@ -6,6 +6,8 @@ limit: the number of fields execution would resolve, a page's fields once per me
   again), fields repeated under one response name once (execution merges them), fragments and
   inline fragments as if written out, a field left out by `@skip`/`@include` not at all.
   Fields are collected exactly as graphql-core's execution collects them.
+- A field that declares a cost in its extensions (`COST_EXTENSION`: its resolver makes a round
+  trip of its own to the chat service, as `ChatMessage.editHistory`) costs that instead of 1.
 - The selection of a field with a `limit` argument (`messages(limit)`, a page of history)
   costs `limit` times over: the limit clamped to 1…history page limit (a larger one is
   refused by the resolver before any work), its schema default (50) when absent.
@@ -38,6 +40,8 @@ from graphql.execution.collect_fields import collect_fields, collect_sub_fields
 from graphql.execution.values import get_argument_values
 
 PAGE_SIZE_ARGUMENT = "limit"
+# A field's own cost, in its `extensions` (the schema sets it), when it is more than 1.
+COST_EXTENSION = "cost"
 META_FIELDS = {
     "__schema": SchemaMetaFieldDef,
     "__type": TypeMetaFieldDef,
@@ -69,7 +73,8 @@ class _Costing:
             if definition is None:  # validation reports it
                 total += 1
                 continue
-            total += 1 + self.page_size(nodes[0], definition) * self.selection(
+            own = (definition.extensions or {}).get(COST_EXTENSION, 1)
+            total += own + self.page_size(nodes[0], definition) * self.selection(
                 get_named_type(definition.type), nodes
             )
         return total

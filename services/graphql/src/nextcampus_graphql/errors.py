@@ -19,6 +19,9 @@ class Code(enum.StrEnum):
     READ_ONLY = "READ_ONLY"
     UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
+    # An event cursor older than what the course's event log keeps: reload the history
+    # (`messages`) and subscribe again after its `eventCursor`.
+    CURSOR_EXPIRED = "CURSOR_EXPIRED"
 
 
 CODE_OF_STATUS: dict[grpc.StatusCode, Code] = {
@@ -42,6 +45,12 @@ class ApiError(GraphQLError):
         self.code = code
 
 
+CURSOR_EXPIRED_MESSAGE = (
+    "the cursor is older than what the course's event log keeps: reload the history "
+    "(query `messages`) and subscribe again with `after` = its `eventCursor`"
+)
+
+
 def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     code = CODE_OF_STATUS.get(exc.code(), Code.INTERNAL)
     extensions: dict[str, object] = {}
@@ -56,3 +65,11 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     if code is Code.INTERNAL:
         message = "internal error in the chat service"
     return ApiError(code, message, **extensions)
+
+
+def from_grpc_events(exc: grpc.aio.AioRpcError) -> ApiError:
+    """A failure of a call on the course's event log (ListEvents, SubscribeEvents after a
+    cursor): there FAILED_PRECONDITION means the cursor expired, not a read-only course."""
+    if exc.code() is grpc.StatusCode.FAILED_PRECONDITION:
+        return ApiError(Code.CURSOR_EXPIRED, CURSOR_EXPIRED_MESSAGE)
+    return from_grpc(exc)

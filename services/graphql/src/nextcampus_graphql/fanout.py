@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+from google.protobuf.message import Message
 from graphql import ExecutionResult, GraphQLSchema, execute
 
-from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
 from nextcampus_graphql.metrics import GraphqlMetrics
 from nextcampus_graphql.operations import Operation, format_result
-from nextcampus_graphql.schema.subscriptions import MESSAGE_ADDED, MESSAGE_DELETED
 
 OPCODE_TEXT = 0x1
 
@@ -63,9 +62,8 @@ class Member:
 
 
 class Group:
-    """The subscriptions of one course that share a fan-out key; the group's root field says
-    which events it takes: `messageAdded` every new message (a tombstone when it was deleted
-    before it came), `messageDeleted` every tombstone."""
+    """The subscriptions of one course that share a fan-out key. Its root field (`field_name`)
+    says which events it takes; the course's upstream stream picks them (upstream.py)."""
 
     def __init__(
         self,
@@ -83,13 +81,14 @@ class Group:
         self._on_empty = on_empty
         self.members: dict[Member, None] = {}  # insertion-ordered set
 
-    def render(self, message: ChatMessage) -> bytes:
-        """The `payload` of a next/data message for this event, serialized once."""
+    def render(self, event: Message) -> bytes:
+        """The `payload` of a next/data message for this event (a ChatMessage, or a
+        CourseEvent), serialized once. No context: nothing in it may depend on a viewer."""
         operation = self._operation
         result = execute(
             self._schema,
             operation.document.node,
-            root_value=message,
+            root_value=event,
             variable_values=operation.variables,
             operation_name=operation.name,
         )
@@ -104,17 +103,12 @@ class Group:
         if not self.members:
             self._on_empty(self)
 
-    def takes(self, message: ChatMessage, *, added: bool) -> bool:
-        """`added`: the message is new to the course's stream (not a later tombstone of one
-        it passed on before)."""
-        if self.field_name == MESSAGE_ADDED:
-            return added
-        return self.field_name == MESSAGE_DELETED and message.deleted
-
-    def publish(self, message: ChatMessage, *, added: bool) -> None:
-        if not self.members or not self.takes(message, added=added):
+    def publish(self, event: Message, *, occurred_at_ms: int) -> None:
+        """Render `event` once and write it to every member; `occurred_at_ms`: when the change
+        was stored (the delivery latency's start)."""
+        if not self.members:
             return
-        payload = self.render(message)
+        payload = self.render(event)
         frames: dict[bytes, bytes] = {}
         # A write can close a slow socket, which leaves its group: iterate over a copy.
         for member in list(self.members):
@@ -125,4 +119,4 @@ class Group:
         metrics = self._metrics
         metrics.deliveries.inc(len(self.members))
         metrics.fanout_group_size.observe(len(self.members))
-        metrics.delivery_latency.observe(max(0.0, time.time() - message.timestamp / 1000))
+        metrics.delivery_latency.observe(max(0.0, time.time() - occurred_at_ms / 1000))

@@ -64,9 +64,15 @@ class GraphqlMetrics:
             "SubscribeMessages streams to chat (one per course)",
             registry=r,
         )
+        self.upstream_event_streams = Gauge(
+            _name("upstream_event_streams"),
+            "SubscribeEvents streams to chat (one per course with courseEvents subscribers)",
+            registry=r,
+        )
         self.upstream_reconnects = Counter(
             _name("upstream_reconnects"),
-            "upstream streams reopened with after_message_id, by the status that ended them",
+            "upstream streams (both kinds) reopened after the last message id or event cursor "
+            "they passed on, by the status that ended them",
             ["code"],
             registry=r,
         )

@@ -1,18 +1,25 @@
-"""ONE upstream `SubscribeMessages` stream per course per process, shared by every local
-subscription of the course (DESIGN.md §3, hop 2).
+"""ONE upstream stream per course and kind per process, shared by every local subscription
+of the course (DESIGN.md §3, hop 2):
 
-The stream is opened on first use with the token of a current subscriber (any member of a
-course may read it; chat checks), remembers the last message id it passed on, and when it
-breaks — a chat pod restarting, a token expiring — reopens, round-robin on another pod,
-with `after_message_id` = that id. Ids at or below it are dropped, so every subscriber sees
-each message once, in order. It closes when the last subscriber leaves.
+- `MessageUpstream`: `SubscribeMessages`, for `messageAdded` and `messageDeleted`;
+- `EventUpstream`: `SubscribeEvents`, the course's event log (every change), for
+  `courseEvents`.
+
+A stream is opened on first use with the token of a current subscriber (any member of a
+course may read it; chat checks) and remembers its position: the last message id, or event
+cursor, it passed on. When it breaks — a chat pod restarting, a token expiring — it reopens,
+round-robin on another pod, after that position; what comes again at or below it is
+dropped, so every subscriber sees each event once, in order. It closes when the last
+subscriber leaves.
 
 A subscription with `after` catches up on its own: it joins the stream (buffering), reads
-the history after `after` with its own token, drains the buffer dropping ids it already
-sent, and only then joins its fan-out group — in one step, so nothing falls between.
+what came after `after` with its own token (ListMessages, ListEvents), drains the buffer
+dropping what it already sent, and only then joins its fan-out group — in one step, so
+nothing falls between.
 
-Every event goes to every fan-out group of the course, marked as added (a new id) or not (a
-live tombstone of an earlier message): each group takes the events its field stands for.
+Messages go to every fan-out group of the course marked as added (a new id) or not (a live
+tombstone of an earlier message): `messageAdded` takes the added ones, `messageDeleted` the
+tombstones. Every `courseEvents` group takes every event.
 """
 
 from __future__ import annotations
@@ -20,19 +27,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
 
 import grpc
 from graphql import GraphQLSchema
+from prometheus_client import Gauge
 
-from nextcampus_common.chat_api import ChatApi, stream_live_after
+from nextcampus_common.chat_api import ChatApi, stream_live_after, stream_live_cursor
+from nextcampus_common.ids import LOG_START_CURSOR, event_cursor_key
 from nextcampus_common.logs import get_logger
-from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
-from nextcampus_graphql.errors import ApiError, Code, from_grpc
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, CourseEvent
+from nextcampus_graphql.errors import ApiError, Code, from_grpc, from_grpc_events
 from nextcampus_graphql.fanout import Group, Member
 from nextcampus_graphql.metrics import GraphqlMetrics
-from nextcampus_graphql.operations import Operation
+from nextcampus_graphql.operations import FanoutKey, Operation
+from nextcampus_graphql.schema.events import TYPE_OF_KIND
+from nextcampus_graphql.schema.subscriptions import COURSE_EVENTS, MESSAGE_ADDED, MESSAGE_DELETED
 
 log = get_logger(__name__)
 
@@ -46,32 +59,65 @@ RETRYABLE = {
     grpc.StatusCode.UNAUTHENTICATED,  # the token expired: the next one is another's
 }
 
+Item = TypeVar("Item")  # what a catch-up buffers
+# Where a stream is in its course's order: a message id, or an event cursor's key.
+Position = TypeVar("Position", int, tuple[int, int])
+
 
 @dataclass(eq=False)
-class CatchUp:
-    """Events that arrive while one subscription replays history."""
+class CatchUp(Generic[Item, Position]):
+    """Events that arrive while one subscription replays what it missed."""
 
     member: Member
-    buffer: list[tuple[ChatMessage, bool]] = field(default_factory=list)
-    # History can be ahead of the live stream: the subscription joins its group only once
-    # stream has passed the last id it replayed, or that message would come twice.
-    until: int | None = None
+    buffer: list[Item] = field(default_factory=list)
+    # What it replayed can be ahead of the live stream: the subscription joins its group only
+    # once the stream has passed the last position it replayed, or that event would come
+    # twice.
+    until: Position | None = None
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class CourseUpstream:
+class CourseUpstream(ABC, Generic[Item, Position]):
     """The upstream stream of one course and every local subscription of it: in fan-out
-    groups, catching up on history, or waiting for the stream to be live."""
+    groups, catching up, or waiting for the stream to be live."""
+
+    rpc: ClassVar[str]
 
     def __init__(self, hub: UpstreamHub, course_id: str) -> None:
         self.hub = hub
         self.course_id = course_id
-        self.groups: dict[tuple[str, str | None, bytes], Group] = {}
-        self.catching_up: set[CatchUp] = set()
+        self.groups: dict[FanoutKey, Group] = {}
+        self.catching_up: set[CatchUp[Item, Position]] = set()
         self.waiting: set[Member] = set()  # joined, waiting for the stream to be live
-        self.last_id: int | None = None
+        self.position: Position | None = None  # the last one passed on
         self.live = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+
+    # -- what a kind of stream does its own way --------------------------------------------
+
+    @abstractmethod
+    def open(self, token: str) -> grpc.aio.UnaryStreamCall:
+        """The stream: after `position` once there is one, else live only."""
+
+    @abstractmethod
+    async def went_live(self, call: grpc.aio.UnaryStreamCall) -> Position:
+        """Wait until `call` is live: the position it carries everything after."""
+
+    @abstractmethod
+    def dispatch(self, item: Any) -> None:
+        """Pass one item of the stream on: to the catch-ups' buffers and the groups."""
+
+    @abstractmethod
+    def error(self, exc: grpc.aio.AioRpcError) -> ApiError:
+        """The GraphQL error of a call of this kind."""
+
+    @abstractmethod
+    async def replay(self, catch_up: CatchUp[Item, Position], group: Group, after: str) -> None:
+        """Send one subscription what came after `after`, until it can join `group` live."""
+
+    @abstractmethod
+    def streams_gauge(self) -> Gauge:
+        """The metric that counts streams of this kind."""
 
     # -- members ---------------------------------------------------------------------------
 
@@ -96,26 +142,28 @@ class CourseUpstream:
 
     # -- events ----------------------------------------------------------------------------
 
-    def dispatch(self, message: ChatMessage) -> None:
-        message_id = int(message.message_id)
-        if self.last_id is None or message_id > self.last_id:
-            # A new id: an added message (one deleted meanwhile arrives as its tombstone).
-            self.last_id = message_id
-            added = True
-        elif message.deleted:
-            added = False  # a live tombstone of an earlier message
-        else:
-            return  # replayed after a reopen: already passed on
+    def _buffer(self, item: Item) -> None:
+        """Keep `item` for every catch-up, and wake those the stream has now caught up with."""
+        assert self.position is not None
         for catch_up in self.catching_up:
-            catch_up.buffer.append((message, added))
-            if catch_up.until is not None and self.last_id >= catch_up.until:
+            catch_up.buffer.append(item)
+            if catch_up.until is not None and self.position >= catch_up.until:
                 catch_up.caught_up.set()
-        for group in list(self.groups.values()):
-            group.publish(message, added=added)
+
+    async def _until_passed(self, catch_up: CatchUp[Item, Position], position: Position) -> None:
+        """Wait (bounded) until the stream has passed `position`; the caller drains the
+        buffer then."""
+        catch_up.until = position
+        catch_up.caught_up.clear()
+        try:
+            await asyncio.wait_for(catch_up.caught_up.wait(), self.hub.live_timeout_seconds)
+        except TimeoutError:
+            raise ApiError(Code.UNAVAILABLE, "the course stream fell behind") from None
 
     async def run(self) -> None:
         metrics = self.hub.metrics
-        metrics.upstream_streams.inc()
+        gauge = self.streams_gauge()
+        gauge.inc()
         backoff = 0.05
         try:
             while not self.is_empty():
@@ -123,32 +171,34 @@ class CourseUpstream:
                 if token is None:
                     await asyncio.sleep(0.1)
                     continue
-                after = str(self.last_id) if self.last_id is not None else None
-                call = self.hub.chat.subscribe(token, self.course_id, after)
+                call = self.open(token)
                 try:
-                    live_after = await stream_live_after(call)
-                    if self.last_id is None:
-                        self.last_id = live_after
+                    live_after = await self.went_live(call)
+                    if self.position is None:
+                        self.position = live_after
                     self.live.set()
                     backoff = 0.05
-                    async for message in call:
-                        self.dispatch(message)
+                    async for item in call:
+                        self.dispatch(item)
                     code = grpc.StatusCode.OK  # chat never ends a stream on its own
                 except grpc.aio.AioRpcError as exc:
                     code = exc.code()
                     if code not in RETRYABLE:
-                        self.fail(from_grpc(exc))
+                        self.fail(self.error(exc))
                         return
                 finally:
                     call.cancel()
                 metrics.upstream_reconnects.labels(code.name).inc()
                 log.info(
-                    "upstream stream ended; reopening", course_id=self.course_id, code=code.name
+                    "upstream stream ended; reopening",
+                    rpc=self.rpc,
+                    course_id=self.course_id,
+                    code=code.name,
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
         finally:
-            metrics.upstream_streams.dec()
+            gauge.dec()
 
     def fail(self, error: ApiError) -> None:
         """The course cannot be streamed (chat refused it): end every subscription of it."""
@@ -159,6 +209,183 @@ class CourseUpstream:
         self.catching_up.clear()
         self.waiting.clear()
         self.hub.drop(self)
+
+
+def _takes(group: Group, message: ChatMessage, *, added: bool) -> bool:
+    """`added`: the message is new to the course's stream (not a later tombstone of one it
+    passed on before). `messageAdded` takes every new message (a tombstone when it was
+    deleted before it came), `messageDeleted` every tombstone."""
+    if group.field_name == MESSAGE_ADDED:
+        return added
+    return group.field_name == MESSAGE_DELETED and message.deleted
+
+
+class MessageUpstream(CourseUpstream[tuple[ChatMessage, bool], int]):
+    """`SubscribeMessages` of one course: new messages and tombstones, by message id."""
+
+    rpc = "SubscribeMessages"
+
+    def streams_gauge(self) -> Gauge:
+        return self.hub.metrics.upstream_streams
+
+    def open(self, token: str) -> grpc.aio.UnaryStreamCall:
+        after = str(self.position) if self.position is not None else None
+        return self.hub.chat.subscribe(token, self.course_id, after)
+
+    async def went_live(self, call: grpc.aio.UnaryStreamCall) -> int:
+        return await stream_live_after(call)
+
+    def error(self, exc: grpc.aio.AioRpcError) -> ApiError:
+        return from_grpc(exc)
+
+    def dispatch(self, item: Any) -> None:
+        message: ChatMessage = item
+        message_id = int(message.message_id)
+        if self.position is None or message_id > self.position:
+            # A new id: an added message (one deleted meanwhile arrives as its tombstone).
+            self.position = message_id
+            added = True
+        elif message.deleted:
+            added = False  # a live tombstone of an earlier message
+        else:
+            return  # replayed after a reopen: already passed on
+        self._buffer((message, added))
+        for group in list(self.groups.values()):
+            if group.members and _takes(group, message, added=added):
+                group.publish(message, occurred_at_ms=message.timestamp)
+
+    async def replay(
+        self, catch_up: CatchUp[tuple[ChatMessage, bool], int], group: Group, after: str
+    ) -> None:
+        member = catch_up.member
+
+        def send(message: ChatMessage) -> None:
+            member.sink.write_frame(member.frame(group.render(message)))
+
+        assert self.position is not None
+        last_sent = int(after)
+        # Join only once the stream has passed this id: what it dispatches from then on is new.
+        # A page that starts with tombstones at or below `after` retracts messages a Redis
+        # failover lost (`after` among them): they will never pass the stream, so wait only
+        # for the newest message that survived (their previous id).
+        wait_for = last_sent
+        token = member.sink.token
+        while True:
+            try:
+                page = await self.hub.chat.history(
+                    token, self.course_id, after=str(last_sent), limit=self.hub.page_limit
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise from_grpc(exc) from None
+            for message in page.messages:
+                send(message)
+                message_id = int(message.message_id)
+                if message_id <= last_sent:
+                    wait_for = min(wait_for, int(message.previous_message_id or 0))
+                else:
+                    last_sent = wait_for = message_id
+            if not page.has_more:
+                break
+
+        def drain(last_sent: int) -> int:
+            buffered, catch_up.buffer = catch_up.buffer, []
+            for message, added in buffered:
+                if added and int(message.message_id) > last_sent:
+                    send(message)
+                    last_sent = int(message.message_id)
+            return last_sent
+
+        last_sent = drain(last_sent)
+        while self.position < min(wait_for, last_sent):
+            await self._until_passed(catch_up, min(wait_for, last_sent))
+            last_sent = drain(last_sent)
+
+
+def _known(event: CourseEvent) -> bool:
+    """Whether the schema has a type for the event's kind: a newer chat service may log kinds
+    this process does not know yet (a rolling update); those are skipped, logged."""
+    if event.kind in TYPE_OF_KIND:
+        return True
+    log.warning("course event of an unknown kind skipped", kind=event.kind, cursor=event.cursor)
+    return False
+
+
+class EventUpstream(CourseUpstream[CourseEvent, tuple[int, int]]):
+    """`SubscribeEvents` of one course: every change of its event log, by cursor."""
+
+    rpc = "SubscribeEvents"
+
+    def __init__(self, hub: UpstreamHub, course_id: str) -> None:
+        super().__init__(hub, course_id)
+        self.cursor: str | None = None  # the last cursor passed on ("": none, the log was empty)
+
+    def streams_gauge(self) -> Gauge:
+        return self.hub.metrics.upstream_event_streams
+
+    def open(self, token: str) -> grpc.aio.UnaryStreamCall:
+        # Reopened after an empty log: from its start, since "" would mean live only.
+        after = None if self.cursor is None else self.cursor or LOG_START_CURSOR
+        return self.hub.chat.subscribe_events(token, self.course_id, after)
+
+    async def went_live(self, call: grpc.aio.UnaryStreamCall) -> tuple[int, int]:
+        cursor = await stream_live_cursor(call)
+        if self.cursor is None:
+            self.cursor = cursor
+        return event_cursor_key(cursor)
+
+    def error(self, exc: grpc.aio.AioRpcError) -> ApiError:
+        return from_grpc_events(exc)
+
+    def dispatch(self, item: Any) -> None:
+        event: CourseEvent = item
+        position = event_cursor_key(event.cursor)
+        if self.position is not None and position <= self.position:
+            return  # again after a reopen: already passed on
+        self.position, self.cursor = position, event.cursor
+        if not _known(event):
+            return
+        self._buffer(event)
+        for group in list(self.groups.values()):
+            group.publish(event, occurred_at_ms=position[0])  # the log's clock at the change
+
+    async def replay(
+        self, catch_up: CatchUp[CourseEvent, tuple[int, int]], group: Group, after: str
+    ) -> None:
+        member = catch_up.member
+
+        def send(event: CourseEvent) -> None:
+            member.sink.write_frame(member.frame(group.render(event)))
+
+        cursor = after
+        token = member.sink.token
+        while True:
+            try:
+                page = await self.hub.chat.events(
+                    token, self.course_id, after=cursor, limit=self.hub.page_limit
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise from_grpc_events(exc) from None
+            for event in page.events:
+                cursor = event.cursor
+                if _known(event):
+                    send(event)
+            if not page.has_more:
+                break
+
+        def drain(last_sent: tuple[int, int]) -> tuple[int, int]:
+            buffered, catch_up.buffer = catch_up.buffer, []
+            for event in buffered:
+                position = event_cursor_key(event.cursor)
+                if position > last_sent:
+                    send(event)
+                    last_sent = position
+            return last_sent
+
+        last_sent = drain(event_cursor_key(cursor))
+        assert self.position is not None
+        while self.position < last_sent:
+            await self._until_passed(catch_up, last_sent)
+            last_sent = drain(last_sent)
 
 
 class Joined:
@@ -181,27 +408,42 @@ class UpstreamHub:
         self.chat = chat
         self.schema = schema
         self.metrics = metrics
-        self._page_limit = history_page_limit
-        self._live_timeout = live_timeout_seconds
-        self.courses: dict[str, CourseUpstream] = {}
+        self.page_limit = history_page_limit
+        self.live_timeout_seconds = live_timeout_seconds
+        # (rpc, course id) → its stream
+        self.streams: dict[tuple[str, str], CourseUpstream[Any, Any]] = {}
 
-    def _course(self, course_id: str) -> CourseUpstream:
-        course = self.courses.get(course_id)
+    @property
+    def courses(self) -> dict[str, CourseUpstream[Any, Any]]:
+        """The courses' SubscribeMessages streams, by course id."""
+        return {c: s for (rpc, c), s in self.streams.items() if rpc == MessageUpstream.rpc}
+
+    @property
+    def course_logs(self) -> dict[str, CourseUpstream[Any, Any]]:
+        """The courses' SubscribeEvents streams, by course id."""
+        return {c: s for (rpc, c), s in self.streams.items() if rpc == EventUpstream.rpc}
+
+    def _course(
+        self, kind: type[CourseUpstream[Any, Any]], course_id: str
+    ) -> CourseUpstream[Any, Any]:
+        key = (kind.rpc, course_id)
+        course = self.streams.get(key)
         if course is None:
-            course = self.courses[course_id] = CourseUpstream(self, course_id)
+            course = self.streams[key] = kind(self, course_id)
         return course
 
-    def drop(self, course: CourseUpstream) -> None:
-        if self.courses.get(course.course_id) is course:
-            del self.courses[course.course_id]
+    def drop(self, course: CourseUpstream[Any, Any]) -> None:
+        key = (course.rpc, course.course_id)
+        if self.streams.get(key) is course:
+            del self.streams[key]
         if course.task is not None and course.task is not asyncio.current_task():
             course.task.cancel()
 
-    def _leave_if_empty(self, course: CourseUpstream) -> None:
+    def _leave_if_empty(self, course: CourseUpstream[Any, Any]) -> None:
         if course.is_empty():
             self.drop(course)
 
-    def _group(self, course: CourseUpstream, operation: Operation) -> Group:
+    def _group(self, course: CourseUpstream[Any, Any], operation: Operation) -> Group:
         key = operation.fanout_key()
         group = course.groups.get(key)
         if group is None:
@@ -222,27 +464,33 @@ class UpstreamHub:
         course_id: str,
         after: str | None,
     ) -> Joined:
-        """Add one subscription to its course's fan-out; with `after`, replay first."""
-        course = self._course(course_id)
+        """Add one subscription to its course's fan-out; with `after` (a message id, or for
+        `courseEvents` an event cursor), replay first."""
+        kind = (
+            EventUpstream if operation.root_field.name.value == COURSE_EVENTS else MessageUpstream
+        )
+        course = self._course(kind, course_id)
         course.waiting.add(member)
         if course.task is None:
-            course.task = asyncio.create_task(course.run(), name=f"upstream {course_id}")
-        catch_up: CatchUp | None = None
+            course.task = asyncio.create_task(
+                course.run(), name=f"upstream {course.rpc} {course_id}"
+            )
+        catch_up: CatchUp[Any, Any] | None = None
         group: Group | None = None
         joined = False
         try:
             try:
-                await asyncio.wait_for(course.live.wait(), self._live_timeout)
+                await asyncio.wait_for(course.live.wait(), self.live_timeout_seconds)
             except TimeoutError:
                 raise ApiError(Code.UNAVAILABLE, "the chat service is unreachable") from None
-            if self.courses.get(course_id) is not course:  # failed meanwhile
+            if self.streams.get((course.rpc, course_id)) is not course:  # failed meanwhile
                 raise ApiError(Code.UNAVAILABLE, "the course stream ended; subscribe again")
             group = self._group(course, operation)
             if after is not None:
                 catch_up = CatchUp(member)
                 course.catching_up.add(catch_up)
                 course.waiting.discard(member)
-                await self._replay(course, catch_up, group, int(after))
+                await course.replay(catch_up, group, after)
                 course.catching_up.discard(catch_up)
             course.waiting.discard(member)
             group.add(member)  # no await since the replay's last step: nothing falls between
@@ -271,63 +519,8 @@ class UpstreamHub:
 
         return Joined(leave)
 
-    async def _replay(
-        self,
-        course: CourseUpstream,
-        catch_up: CatchUp,
-        group: Group,
-        after: int,
-    ) -> None:
-        member = catch_up.member
-
-        def send(message: ChatMessage) -> None:
-            member.sink.write_frame(member.frame(group.render(message)))
-
-        assert course.last_id is not None
-        last_sent = after
-        # Join only once the stream has passed this id: what it dispatches from then on is new.
-        # A page that starts with tombstones at or below `after` retracts messages a Redis
-        # failover lost (`after` among them): they will never pass the stream, so wait only
-        # for the newest message that survived (their previous id).
-        wait_for = after
-        token = catch_up.member.sink.token
-        while True:
-            try:
-                page = await self.chat.history(
-                    token, course.course_id, after=str(last_sent), limit=self._page_limit
-                )
-            except grpc.aio.AioRpcError as exc:
-                raise from_grpc(exc) from None
-            for message in page.messages:
-                send(message)
-                message_id = int(message.message_id)
-                if message_id <= last_sent:
-                    wait_for = min(wait_for, int(message.previous_message_id or 0))
-                else:
-                    last_sent = wait_for = message_id
-            if not page.has_more:
-                break
-
-        def drain(last_sent: int) -> int:
-            buffered, catch_up.buffer = catch_up.buffer, []
-            for message, added in buffered:
-                if added and int(message.message_id) > last_sent:
-                    send(message)
-                    last_sent = int(message.message_id)
-            return last_sent
-
-        last_sent = drain(last_sent)
-        while course.last_id < min(wait_for, last_sent):
-            catch_up.until = min(wait_for, last_sent)
-            catch_up.caught_up.clear()
-            try:
-                await asyncio.wait_for(catch_up.caught_up.wait(), self._live_timeout)
-            except TimeoutError:
-                raise ApiError(Code.UNAVAILABLE, "the course stream fell behind") from None
-            last_sent = drain(last_sent)
-
     async def close(self) -> None:
-        for course in list(self.courses.values()):
+        for course in list(self.streams.values()):
             self.drop(course)
             if course.task is not None:
                 with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,6 @@
-"""Mutation: send (idempotent with clientMessageId) and delete."""
+"""Mutation: send (idempotent with clientMessageId, optionally a reply in a thread), delete,
+edit, react and pin (each idempotent with clientMutationId). Each answers the message as it
+is after the change; the chat service decides who may change what (author, moderators)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,35 @@ from typing import Any
 
 import graphene
 
-from nextcampus_common.ids import InvalidId, check_client_message_id
 from nextcampus_common.proto.chat.v1 import chat_pb2
-from nextcampus_graphql.context import RequestContext, call_chat, message_id_arg
-from nextcampus_graphql.errors import ApiError, Code
+from nextcampus_graphql.context import (
+    RequestContext,
+    call_chat,
+    client_id_arg,
+    message_id_arg,
+    required_message_id,
+)
 from nextcampus_graphql.schema.types import ChatMessage
+
+
+def _change(description: str, **arguments: graphene.Argument) -> graphene.Field:
+    """A mutation of one message: it answers the message as it is after the change. Its
+    arguments in this order: the message, what changes, the client's id."""
+    return graphene.Field(
+        ChatMessage,
+        required=True,
+        # `args` keeps this order (keyword arguments are ordered by when they were created).
+        args={
+            "course_id": graphene.Argument(graphene.ID, required=True),
+            "message_id": graphene.Argument(graphene.ID, required=True),
+            **arguments,
+            "client_mutation_id": graphene.Argument(
+                graphene.ID,
+                description="retrying with the same id applies the change once (kept for a day)",
+            ),
+        },
+        description=description,
+    )
 
 
 class Mutation(graphene.ObjectType):
@@ -22,13 +48,25 @@ class Mutation(graphene.ObjectType):
         client_message_id=graphene.ID(
             description="retrying with the same id returns the first message, never a copy"
         ),
+        reply_to=graphene.ID(
+            description="reply in the thread of this message (a reply's id: its root's thread)"
+        ),
     )
-    delete_message = graphene.Field(
-        ChatMessage,
-        required=True,
-        course_id=graphene.ID(required=True),
-        message_id=graphene.ID(required=True),
+    delete_message = _change("by its author or a moderator of the course: it becomes a tombstone")
+    edit_message = _change(
+        "by its author, within the course policy's `editWindowSeconds` of the send; the "
+        "earlier content goes to `editHistory`",
+        content=graphene.Argument(graphene.String, required=True),
     )
+    add_reaction = _change(
+        "the viewer's reaction (one per user and emoji)",
+        emoji=graphene.Argument(graphene.String, required=True),
+    )
+    remove_reaction = _change(
+        "take the viewer's reaction back", emoji=graphene.Argument(graphene.String, required=True)
+    )
+    pin_message = _change("by a moderator of the course; a pinned message does not expire")
+    unpin_message = _change("by a moderator of the course")
 
     @staticmethod
     async def resolve_send_message(
@@ -37,23 +75,137 @@ class Mutation(graphene.ObjectType):
         course_id: str,
         content: str,
         client_message_id: str | None = None,
+        reply_to: str | None = None,
     ) -> chat_pb2.ChatMessage:
         context: RequestContext = info.context
         token = context.member(course_id)
-        if client_message_id is not None:
-            try:
-                check_client_message_id(client_message_id)
-            except InvalidId as exc:
-                raise ApiError(Code.BAD_USER_INPUT, f"clientMessageId: {exc}") from exc
-        response = await call_chat(context.chat.send(token, course_id, content, client_message_id))
+        response = await call_chat(
+            context.chat.send(
+                token,
+                course_id,
+                content,
+                client_id_arg(client_message_id, "clientMessageId"),
+                reply_to=message_id_arg(reply_to, "replyTo"),
+            )
+        )
         return response.message
 
     @staticmethod
     async def resolve_delete_message(
-        _root: Any, info: graphene.ResolveInfo, course_id: str, message_id: str
+        _root: Any,
+        info: graphene.ResolveInfo,
+        course_id: str,
+        message_id: str,
+        client_mutation_id: str | None = None,
     ) -> chat_pb2.ChatMessage:
         context: RequestContext = info.context
         token = context.member(course_id)
-        checked = message_id_arg(message_id, "messageId")
-        assert checked is not None
-        return await call_chat(context.chat.delete(token, course_id, checked))
+        return await call_chat(
+            context.chat.delete(
+                token,
+                course_id,
+                required_message_id(message_id, "messageId"),
+                client_id_arg(client_mutation_id, "clientMutationId"),
+            )
+        )
+
+    @staticmethod
+    async def resolve_edit_message(
+        _root: Any,
+        info: graphene.ResolveInfo,
+        course_id: str,
+        message_id: str,
+        content: str,
+        client_mutation_id: str | None = None,
+    ) -> chat_pb2.ChatMessage:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        return await call_chat(
+            context.chat.edit(
+                token,
+                course_id,
+                required_message_id(message_id, "messageId"),
+                content,
+                client_id_arg(client_mutation_id, "clientMutationId"),
+            )
+        )
+
+    @staticmethod
+    async def resolve_add_reaction(
+        _root: Any,
+        info: graphene.ResolveInfo,
+        course_id: str,
+        message_id: str,
+        emoji: str,
+        client_mutation_id: str | None = None,
+    ) -> chat_pb2.ChatMessage:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        return await call_chat(
+            context.chat.add_reaction(
+                token,
+                course_id,
+                required_message_id(message_id, "messageId"),
+                emoji,
+                client_id_arg(client_mutation_id, "clientMutationId"),
+            )
+        )
+
+    @staticmethod
+    async def resolve_remove_reaction(
+        _root: Any,
+        info: graphene.ResolveInfo,
+        course_id: str,
+        message_id: str,
+        emoji: str,
+        client_mutation_id: str | None = None,
+    ) -> chat_pb2.ChatMessage:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        return await call_chat(
+            context.chat.remove_reaction(
+                token,
+                course_id,
+                required_message_id(message_id, "messageId"),
+                emoji,
+                client_id_arg(client_mutation_id, "clientMutationId"),
+            )
+        )
+
+    @staticmethod
+    async def resolve_pin_message(
+        _root: Any,
+        info: graphene.ResolveInfo,
+        course_id: str,
+        message_id: str,
+        client_mutation_id: str | None = None,
+    ) -> chat_pb2.ChatMessage:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        return await call_chat(
+            context.chat.pin(
+                token,
+                course_id,
+                required_message_id(message_id, "messageId"),
+                client_id_arg(client_mutation_id, "clientMutationId"),
+            )
+        )
+
+    @staticmethod
+    async def resolve_unpin_message(
+        _root: Any,
+        info: graphene.ResolveInfo,
+        course_id: str,
+        message_id: str,
+        client_mutation_id: str | None = None,
+    ) -> chat_pb2.ChatMessage:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        return await call_chat(
+            context.chat.unpin(
+                token,
+                course_id,
+                required_message_id(message_id, "messageId"),
+                client_id_arg(client_mutation_id, "clientMutationId"),
+            )
+        )

@@ -1,4 +1,5 @@
-"""Query: history pages, one message, the course policy, the viewer."""
+"""Query: history pages, one message, threads, pinned messages, the course policy, the
+viewer."""
 
 from __future__ import annotations
 
@@ -7,9 +8,27 @@ from typing import Any
 import graphene
 
 from nextcampus_common.proto.chat.v1 import chat_pb2
-from nextcampus_graphql.context import RequestContext, call_chat, message_id_arg
+from nextcampus_graphql.context import (
+    RequestContext,
+    call_chat,
+    message_id_arg,
+    required_message_id,
+)
 from nextcampus_graphql.errors import ApiError, Code
-from nextcampus_graphql.schema.types import ChatMessage, CoursePolicy, MessagePage, Viewer
+from nextcampus_graphql.schema.types import (
+    ChatMessage,
+    CoursePolicy,
+    MessagePage,
+    ThreadPage,
+    Viewer,
+)
+
+
+def _check_limit(context: RequestContext, limit: int) -> None:
+    if not 1 <= limit <= context.history_page_limit:
+        raise ApiError(
+            Code.BAD_USER_INPUT, f"limit must be between 1 and {context.history_page_limit}"
+        )
 
 
 class Query(graphene.ObjectType):
@@ -24,6 +43,22 @@ class Query(graphene.ObjectType):
     )
     message = graphene.Field(
         ChatMessage, course_id=graphene.ID(required=True), message_id=graphene.ID(required=True)
+    )
+    thread = graphene.Field(
+        ThreadPage,
+        required=True,
+        course_id=graphene.ID(required=True),
+        root_id=graphene.ID(required=True, description="a reply's id answers its root's thread"),
+        before=graphene.ID(),
+        after=graphene.ID(),
+        limit=graphene.Int(default_value=50),
+        description="a thread's root and a page of its replies, oldest to newest",
+    )
+    pinned_messages = graphene.List(
+        graphene.NonNull(ChatMessage),
+        required=True,
+        course_id=graphene.ID(required=True),
+        description="the course's pinned messages, the most recently pinned first",
     )
     course_policy = graphene.Field(
         CoursePolicy, required=True, course_id=graphene.ID(required=True)
@@ -41,10 +76,7 @@ class Query(graphene.ObjectType):
     ) -> chat_pb2.ListMessagesResponse:
         context: RequestContext = info.context
         token = context.member(course_id)
-        if not 1 <= limit <= context.history_page_limit:
-            raise ApiError(
-                Code.BAD_USER_INPUT, f"limit must be between 1 and {context.history_page_limit}"
-            )
+        _check_limit(context, limit)
         return await call_chat(
             context.chat.history(
                 token,
@@ -61,14 +93,46 @@ class Query(graphene.ObjectType):
     ) -> chat_pb2.ChatMessage | None:
         context: RequestContext = info.context
         token = context.member(course_id)
-        checked = message_id_arg(message_id, "messageId")
-        assert checked is not None
+        checked = required_message_id(message_id, "messageId")
         try:
             return await call_chat(context.chat.get(token, course_id, checked))
         except ApiError as exc:
             if exc.code is Code.NOT_FOUND:
                 return None
             raise
+
+    @staticmethod
+    async def resolve_thread(
+        _root: Any,
+        info: graphene.ResolveInfo,
+        course_id: str,
+        root_id: str,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> chat_pb2.ThreadPage:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        _check_limit(context, limit)
+        return await call_chat(
+            context.chat.thread(
+                token,
+                course_id,
+                required_message_id(root_id, "rootId"),
+                before=message_id_arg(before, "before"),
+                after=message_id_arg(after, "after"),
+                limit=limit,
+            )
+        )
+
+    @staticmethod
+    async def resolve_pinned_messages(
+        _root: Any, info: graphene.ResolveInfo, course_id: str
+    ) -> list[chat_pb2.ChatMessage]:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        response = await call_chat(context.chat.pinned(token, course_id))
+        return list(response.messages)
 
     @staticmethod
     async def resolve_course_policy(

@@ -1,6 +1,6 @@
 """Subscription fields. Their events come from the fan-out engine (`fanout.py`), which
 executes each subscription document once per event for every socket that shares it; here
-an event (a ChatMessage) is simply the field's value."""
+an event (a ChatMessage, or for `courseEvents` a CourseEvent) is simply the field's value."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from typing import Any
 
 import graphene
 
-from nextcampus_common.proto.chat.v1 import chat_pb2
+from nextcampus_graphql.schema.events import CourseEvent
 from nextcampus_graphql.schema.types import ChatMessage
 
 MESSAGE_ADDED = "messageAdded"
 MESSAGE_DELETED = "messageDeleted"
+COURSE_EVENTS = "courseEvents"
 
 
-def _event(root: chat_pb2.ChatMessage, _info: Any, **_args: Any) -> chat_pb2.ChatMessage:
+def _event(root: Any, _info: Any, **_args: Any) -> Any:
     return root
 
 
@@ -34,4 +35,17 @@ class Subscription(graphene.ObjectType):
         course_id=graphene.ID(required=True),
         resolver=_event,
         description="tombstones of messages deleted from now on",
+    )
+    course_events = graphene.Field(
+        CourseEvent,
+        required=True,
+        course_id=graphene.ID(required=True),
+        after=graphene.String(
+            description="an event's `cursor`, or a history page's `eventCursor`: every change "
+            "after it first, then live (null: live only). A cursor older than the course's "
+            "event log keeps ends the subscription with CURSOR_EXPIRED: reload the history"
+        ),
+        resolver=_event,
+        description="every change of the course once, in order: messages added, edited, "
+        "deleted, reactions, pins (fragments on the event types select what each carries)",
     )

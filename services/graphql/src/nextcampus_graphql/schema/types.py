@@ -1,13 +1,52 @@
-"""The object types of DESIGN.md §2, resolved from the chat service's protobuf messages."""
+"""The object types of DESIGN.md §2 and of conversations, resolved from the chat service's
+protobuf messages."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
 import graphene
 
+from nextcampus_common.ids import LOG_START_CURSOR
 from nextcampus_common.proto.chat.v1 import chat_pb2
+from nextcampus_graphql.context import RequestContext, call_chat
+from nextcampus_graphql.errors import ApiError, Code
+
+# What a field costs beyond 1 when its resolver makes a round trip of its own to the chat
+# service: per message it resolves on (cost.py reads it from the field's extensions).
+EDIT_HISTORY_COST = 25
+
+
+def _time(milliseconds: int) -> datetime | None:
+    """A protobuf time in ms (0: not set) as a DateTime."""
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC) if milliseconds else None
+
+
+class Reaction(graphene.ObjectType):
+    """One emoji on a message: how many users reacted with it."""
+
+    emoji = graphene.String(required=True)
+    count = graphene.Int(required=True)
+    reacted_by_me = graphene.Boolean(
+        required=True,
+        description="whether the viewer is among them: set in queries and mutations, always "
+        "false in subscriptions (their payload is the same for every subscriber)",
+    )
+
+
+class MessageVersion(graphene.ObjectType):
+    """An earlier content of an edited message."""
+
+    content = graphene.String(required=True)
+    written_at = graphene.DateTime(
+        required=True, description="when this content was sent or last edited to"
+    )
+
+    @staticmethod
+    def resolve_written_at(version: chat_pb2.MessageVersion, _info: Any) -> datetime:
+        return datetime.fromtimestamp(version.written_at / 1000, tz=UTC)
 
 
 class ChatMessage(graphene.ObjectType):
@@ -22,6 +61,31 @@ class ChatMessage(graphene.ObjectType):
         "this chain is a message you missed; a deleted message whose id you resumed after "
         "was lost in a failover and this is the newest one that survived"
     )
+    reply_to = graphene.ID(
+        description="the root of the thread this message replies to (null: not a reply)"
+    )
+    edited_at = graphene.DateTime(description="when it was last edited (null: never)")
+    reply_count = graphene.Int(
+        required=True, description="on a thread's root: its replies, deleted ones included"
+    )
+    last_reply_at = graphene.DateTime(description="on a thread's root: its newest reply's time")
+    participants = graphene.List(
+        graphene.NonNull(graphene.ID),
+        required=True,
+        description="on a thread's root: up to 5 users who replied, the most recent first",
+    )
+    reactions = graphene.List(
+        graphene.NonNull(Reaction),
+        required=True,
+        description="each distinct emoji, in the order it was first used",
+    )
+    pinned_at = graphene.DateTime(description="when it was pinned (null: not pinned)")
+    edit_history = graphene.List(
+        graphene.NonNull(MessageVersion),
+        description="earlier contents, oldest first (the current one is `content`): for the "
+        "author and the course's moderators only (FORBIDDEN for others); in queries and "
+        "mutations only, each one a round trip to the chat service",
+    )
 
     @staticmethod
     def resolve_timestamp(message: chat_pb2.ChatMessage, _info: Any) -> datetime:
@@ -31,9 +95,70 @@ class ChatMessage(graphene.ObjectType):
     def resolve_previous_message_id(message: chat_pb2.ChatMessage, _info: Any) -> str | None:
         return message.previous_message_id or None
 
+    @staticmethod
+    def resolve_reply_to(message: chat_pb2.ChatMessage, _info: Any) -> str | None:
+        return message.reply_to_message_id or None
+
+    @staticmethod
+    def resolve_edited_at(message: chat_pb2.ChatMessage, _info: Any) -> datetime | None:
+        return _time(message.edited_at)
+
+    @staticmethod
+    def resolve_last_reply_at(message: chat_pb2.ChatMessage, _info: Any) -> datetime | None:
+        return _time(message.last_reply_at)
+
+    @staticmethod
+    def resolve_participants(message: chat_pb2.ChatMessage, _info: Any) -> list[str]:
+        return list(message.participant_ids)
+
+    @staticmethod
+    def resolve_pinned_at(message: chat_pb2.ChatMessage, _info: Any) -> datetime | None:
+        return _time(message.pinned_at)
+
+    @staticmethod
+    def resolve_edit_history(
+        message: chat_pb2.ChatMessage, info: graphene.ResolveInfo
+    ) -> Awaitable[list[chat_pb2.MessageVersion]]:
+        context: RequestContext | None = info.context
+        if context is None:
+            # A subscription's payload is rendered once for all its subscribers, without a
+            # viewer (fanout.py): who may read the history is a question per viewer.
+            raise ApiError(
+                Code.BAD_USER_INPUT,
+                "editHistory is not available in subscriptions: query the message for it",
+            )
+        token = context.member(message.course_id)
+
+        async def versions() -> list[chat_pb2.MessageVersion]:
+            history = await call_chat(
+                context.chat.edit_history(token, message.course_id, message.message_id)
+            )
+            return list(history.versions)
+
+        return versions()
+
 
 class MessagePage(graphene.ObjectType):
     messages = graphene.List(graphene.NonNull(ChatMessage), required=True)
+    has_more = graphene.Boolean(required=True)
+    event_cursor = graphene.String(
+        description="the course's newest change when this page was read: subscribe "
+        "`courseEvents(after: eventCursor)` to get every change since, none missed"
+    )
+
+    @staticmethod
+    def resolve_event_cursor(page: chat_pb2.ListMessagesResponse, _info: Any) -> str:
+        # "" before the course's first change: then every change is one since.
+        return page.event_cursor or LOG_START_CURSOR
+
+
+class ThreadPage(graphene.ObjectType):
+    root = graphene.Field(
+        ChatMessage, required=True, description="a tombstone when deleted: its thread stays"
+    )
+    replies = graphene.List(
+        graphene.NonNull(ChatMessage), required=True, description="oldest to newest"
+    )
     has_more = graphene.Boolean(required=True)
 
 
@@ -46,6 +171,9 @@ class CoursePolicy(graphene.ObjectType):
     read_only = graphene.Boolean(required=True)
     rate_limit_messages = graphene.Int(required=True, description="per user; 0: no limit")
     rate_limit_seconds = graphene.Int(required=True)
+    edit_window_seconds = graphene.Int(
+        required=True, description="how long after a send its author may edit it; 0: never"
+    )
 
 
 class Viewer(graphene.ObjectType):

@@ -1,0 +1,111 @@
+"""`CourseEvent`: one change of a course from its event log (chat's CourseEvent), one object
+type per kind, so that clients select what each kind carries with fragments and tell them
+apart by `__typename`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import graphene
+
+from nextcampus_common.proto.chat.v1 import chat_pb2
+from nextcampus_graphql.schema.types import ChatMessage
+
+Kind = chat_pb2.CourseEventKind
+
+
+class CourseEvent(graphene.Interface):
+    """One change of a course, in the order of the course's event log."""
+
+    cursor = graphene.String(
+        required=True,
+        description="subscribe `courseEvents(after: cursor)` to get every later change once, "
+        "in order; opaque",
+    )
+    actor_id = graphene.ID(
+        required=True,
+        description="who made the change (the author, or the moderator who deleted or pinned)",
+    )
+    message = graphene.Field(
+        ChatMessage,
+        required=True,
+        description="the message as it is now (a tombstone once deleted)",
+    )
+
+    @classmethod
+    def resolve_type(cls, event: chat_pb2.CourseEvent, _info: Any) -> type[graphene.ObjectType]:
+        return TYPE_OF_KIND[event.kind]
+
+    @staticmethod
+    def resolve_actor_id(event: chat_pb2.CourseEvent, _info: Any) -> str:
+        return event.actor_user_id
+
+
+class MessageAddedEvent(graphene.ObjectType):
+    class Meta:
+        interfaces = (CourseEvent,)
+
+    root = graphene.Field(
+        ChatMessage, description="for a reply: its thread's root as it is now (replyCount and all)"
+    )
+
+    @staticmethod
+    def resolve_root(event: chat_pb2.CourseEvent, _info: Any) -> chat_pb2.ChatMessage | None:
+        return event.root if event.HasField("root") else None
+
+
+class MessageEditedEvent(graphene.ObjectType):
+    class Meta:
+        interfaces = (CourseEvent,)
+
+
+class MessageDeletedEvent(graphene.ObjectType):
+    class Meta:
+        interfaces = (CourseEvent,)
+
+    retracted = graphene.Boolean(
+        required=True,
+        description="true when no one deleted it: a Redis failover lost the message after it "
+        "was seen (it was never acknowledged to its sender)",
+    )
+
+    @staticmethod
+    def resolve_retracted(event: chat_pb2.CourseEvent, _info: Any) -> bool:
+        return event.kind == Kind.MESSAGE_RETRACTED
+
+
+class ReactionAddedEvent(graphene.ObjectType):
+    class Meta:
+        interfaces = (CourseEvent,)
+
+    emoji = graphene.String(required=True)
+
+
+class ReactionRemovedEvent(graphene.ObjectType):
+    class Meta:
+        interfaces = (CourseEvent,)
+
+    emoji = graphene.String(required=True)
+
+
+class MessagePinnedEvent(graphene.ObjectType):
+    class Meta:
+        interfaces = (CourseEvent,)
+
+
+class MessageUnpinnedEvent(graphene.ObjectType):
+    class Meta:
+        interfaces = (CourseEvent,)
+
+
+TYPE_OF_KIND: dict[int, type[graphene.ObjectType]] = {
+    Kind.MESSAGE_ADDED: MessageAddedEvent,
+    Kind.MESSAGE_EDITED: MessageEditedEvent,
+    Kind.MESSAGE_DELETED: MessageDeletedEvent,
+    Kind.MESSAGE_RETRACTED: MessageDeletedEvent,
+    Kind.REACTION_ADDED: ReactionAddedEvent,
+    Kind.REACTION_REMOVED: ReactionRemovedEvent,
+    Kind.MESSAGE_PINNED: MessagePinnedEvent,
+    Kind.MESSAGE_UNPINNED: MessageUnpinnedEvent,
+}
+EVENT_TYPES = tuple(dict.fromkeys(TYPE_OF_KIND.values()))
