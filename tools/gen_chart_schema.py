@@ -41,6 +41,7 @@ _COMMON_MANAGED = {
     "default_max_length",
     "default_rate_limit_messages",
     "default_rate_limit_seconds",
+    "default_edit_window_seconds",
     "shutdown_grace_seconds",
 }
 SERVICES: dict[str, tuple[type[BaseSettings], set[str]]] = {

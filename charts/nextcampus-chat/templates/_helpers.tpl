@@ -177,6 +177,7 @@ default_ttl_seconds: {{ .Values.policyDefaults.ttlSeconds }}
 default_max_length: {{ .Values.policyDefaults.maxLength }}
 default_rate_limit_messages: {{ .Values.policyDefaults.rateLimitMessages }}
 default_rate_limit_seconds: {{ .Values.policyDefaults.rateLimitSeconds }}
+default_edit_window_seconds: {{ .Values.policyDefaults.editWindowSeconds }}
 {{- end -}}
 
 {{/* Fails the render when a pod's grace period cannot hold its preStop and shutdown. */}}

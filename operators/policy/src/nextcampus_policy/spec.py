@@ -64,6 +64,9 @@ class PolicySpec(BaseModel):
     max_message_length: int | None = Field(default=None, alias="maxMessageLength", ge=1, le=16_000)
     read_only: bool = Field(default=False, alias="readOnly")
     rate_limit: RateLimit | None = Field(default=None, alias="rateLimit")
+    edit_window_seconds: int | None = Field(
+        default=None, alias="editWindowSeconds", ge=0, le=31_536_000
+    )
 
     def ttl_seconds(self, defaults: PolicyDefaultSettings) -> int:
         return self.message_ttl_seconds or defaults.default_ttl_seconds
@@ -79,6 +82,8 @@ class PolicySpec(BaseModel):
         if self.rate_limit is not None:
             fields["rate_limit_messages"] = str(self.rate_limit.messages)
             fields["rate_limit_seconds"] = str(self.rate_limit.per_seconds)
+        if self.edit_window_seconds is not None:
+            fields["edit_window_seconds"] = str(self.edit_window_seconds)
         return fields
 
     def describe(self, defaults: PolicyDefaultSettings) -> str:
@@ -92,9 +97,15 @@ class PolicySpec(BaseModel):
         if limit is not None and limit.messages == 0:
             rate = "off"
         length = self.max_message_length or defaults.default_max_length
+        window = (
+            self.edit_window_seconds
+            if self.edit_window_seconds is not None
+            else defaults.default_edit_window_seconds
+        )
+        edits = f"edits for {window} s" if window else "no edits"
         return (
             f"TTL {self.ttl_seconds(defaults)} s, max length {length}, "
-            f"read-only {'yes' if self.read_only else 'no'}, rate limit {rate}"
+            f"read-only {'yes' if self.read_only else 'no'}, rate limit {rate}, {edits}"
         )
 
 

@@ -71,9 +71,9 @@ class PolicyStore:
         while True:
             batch_retimed, batch_removed, last, done = await self._redis.script(
                 scripts.RETIME,
-                [keys.messages],
+                [keys.messages, keys.pins],
                 [
-                    keys.message_prefix,
+                    keys.prefix,
                     keys.client_prefix,
                     ttl_seconds * 1000,
                     after,

@@ -17,6 +17,9 @@ class Problem(enum.Enum):
     SHUTTING_DOWN = "shutting_down"
     # A cursor older than what the course's event log keeps: reload the history.
     CURSOR_EXPIRED = "cursor_expired"
+    # The message's state or the course's rules do not allow it now (deleted, edit window
+    # closed, too many reactions or pins).
+    FAILED_PRECONDITION = "failed_precondition"
 
 
 class ChatError(Exception):

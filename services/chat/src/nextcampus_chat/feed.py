@@ -28,7 +28,7 @@ from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.metrics import ChatMetrics
 from nextcampus_chat.pubsub import REDIS_FAILURES, ShardedSubscriptions
 from nextcampus_chat.store import MessageStore
-from nextcampus_common.events import CourseEvent
+from nextcampus_common.events import ChangeNotice, CourseEvent
 from nextcampus_common.ids import event_cursor_key
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.logs import get_logger
@@ -131,12 +131,17 @@ class CourseFeed:
 
     course_id: str
     queues: set[StreamQueue[CourseEvent]] = field(default_factory=set)
+    # Queues that want to know of every change (the log tails): its events and its notices.
+    watchers: set[StreamQueue[CourseEvent | ChangeNotice]] = field(default_factory=set)
     last_sequence: int | None = None  # None until the first subscription confirmation
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     node_name: str | None = None  # the primary whose connection carries the channel
     # The newest added messages passed on, oldest first (what a rollback may retract).
     recent: OrderedDict[int, ChatMessage] = field(default_factory=OrderedDict)
     retracted: OrderedDict[int, None] = field(default_factory=OrderedDict)
+
+    def all_queues(self) -> list[StreamQueue[Any]]:
+        return [*self.queues, *self.watchers]
 
     def passed_on(self, message: ChatMessage) -> None:
         self.recent[int(message.message_id)] = message
@@ -181,17 +186,37 @@ class FeedHub:
     @contextlib.asynccontextmanager
     async def subscribe(self, course_id: str) -> AsyncIterator[StreamQueue[CourseEvent]]:
         """Join the course's live feed; the queue has its baseline when this yields."""
-        if self._closing:
-            raise ChatError(Problem.SHUTTING_DOWN, "server is shutting down; retry elsewhere")
         queue: StreamQueue[CourseEvent] = StreamQueue(
             course_id, self._queue_size, self._queue_bytes
         )
+        async with self._joined(course_id, queue, lambda feed: feed.queues):
+            yield queue
+
+    @contextlib.asynccontextmanager
+    async def watch(self, course_id: str) -> AsyncIterator[StreamQueue[CourseEvent | ChangeNotice]]:
+        """Join the course's live feed to hear of every change: its events, and a notice of
+        each other change (edits, reactions, pins) that only its event log describes."""
+        queue: StreamQueue[CourseEvent | ChangeNotice] = StreamQueue(
+            course_id, self._queue_size, self._queue_bytes
+        )
+        async with self._joined(course_id, queue, lambda feed: feed.watchers):
+            yield queue
+
+    @contextlib.asynccontextmanager
+    async def _joined(
+        self,
+        course_id: str,
+        queue: StreamQueue[Item],
+        queues_of: Callable[[CourseFeed], set[StreamQueue[Item]]],
+    ) -> AsyncIterator[None]:
+        if self._closing:
+            raise ChatError(Problem.SHUTTING_DOWN, "server is shutting down; retry elsewhere")
         feed = self._feeds.get(course_id)
         if feed is None:
             feed = self._feeds[course_id] = CourseFeed(course_id)
             self._metrics.courses_subscribed.set(len(self._feeds))
             self._subscriptions.attach_soon(feed)
-        feed.queues.add(queue)
+        queues_of(feed).add(queue)
         if feed.ready.is_set():
             queue.baseline = feed.last_sequence
         self._metrics.active_streams.inc()
@@ -199,11 +224,11 @@ class FeedHub:
             await feed.ready.wait()
             if queue.closed is not None:
                 raise queue.closed
-            yield queue
+            yield
         finally:
             self._metrics.active_streams.dec()
-            feed.queues.discard(queue)
-            if not feed.queues and self._feeds.get(course_id) is feed:
+            queues_of(feed).discard(queue)
+            if not (feed.queues or feed.watchers) and self._feeds.get(course_id) is feed:
                 del self._feeds[course_id]
                 self._metrics.courses_subscribed.set(len(self._feeds))
                 self._subscriptions.detach_soon(feed)
@@ -244,7 +269,7 @@ class FeedHub:
             tail.close(ChatError(Problem.SHUTTING_DOWN, "server is shutting down; resume"))
         for feed in self._feeds.values():
             feed.ready.set()  # wake streams still waiting for their first subscription
-            for queue in feed.queues:
+            for queue in feed.all_queues():
                 queue.close(
                     ChatError(
                         Problem.SHUTTING_DOWN,
@@ -265,6 +290,10 @@ class FeedHub:
 
     def _deliver(self, feed: CourseFeed, event: CourseEvent) -> None:
         deliver(feed.queues, event, self._metrics)
+        deliver(feed.watchers, event, self._metrics)
+
+    def on_notice(self, feed: CourseFeed, notice: ChangeNotice) -> None:
+        deliver(feed.watchers, notice, self._metrics)
 
     async def on_event(self, feed: CourseFeed, event: CourseEvent) -> None:
         sequence = event.sequence
@@ -298,7 +327,7 @@ class FeedHub:
         establish the baseline or read whatever was published while we were away."""
         if feed.last_sequence is None:
             feed.last_sequence = await self._store.last_sequence(feed.course_id)
-            for queue in feed.queues:
+            for queue in feed.all_queues():
                 queue.baseline = feed.last_sequence
             feed.ready.set()
         else:
@@ -496,7 +525,7 @@ class CourseLogTail:
         delay = 0.2
         while True:
             try:
-                async with self.hub.subscribe(self.course_id) as wake:
+                async with self.hub.watch(self.course_id) as wake:
                     if self.cursor is None:
                         self.cursor = await self.store.newest_event_cursor(self.course_id)
                         self.ready.set()

@@ -20,7 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from redis.asyncio.client import PubSub
 
 from nextcampus_chat.metrics import ChatMetrics
-from nextcampus_common.events import CourseEvent, decode_event
+from nextcampus_common.events import ChangeNotice, CourseEvent, decode_event
 from nextcampus_common.keys import course_id_of
 from nextcampus_common.logs import get_logger
 from nextcampus_common.redis_cluster import RETRYABLE_ERRORS, ClusterClient, RedisUnavailable
@@ -57,6 +57,10 @@ class ChannelListener(Protocol[Channel]):
     def wanted(self, channel: Channel) -> bool: ...
 
     async def on_event(self, channel: Channel, event: CourseEvent) -> None: ...
+
+    def on_notice(self, channel: Channel, notice: ChangeNotice) -> None:
+        """Some other change of the course went into its event log."""
+        ...
 
     async def on_subscribed(self, channel: Channel) -> None:
         """Redis confirmed a (re)subscription: nothing published from now on is missed."""
@@ -210,7 +214,11 @@ class ShardedSubscriptions(Generic[Channel]):
                 if channel is None or channel.node_name != subscriber.name:
                     continue
                 if kind == "smessage":
-                    await listener.on_event(channel, decode_event(message["data"]))
+                    event = decode_event(message["data"])
+                    if isinstance(event, ChangeNotice):
+                        listener.on_notice(channel, event)
+                    else:
+                        await listener.on_event(channel, event)
                 elif kind == "ssubscribe":
                     await listener.on_subscribed(channel)
                 elif kind == "sunsubscribe":

@@ -15,6 +15,7 @@ from google.protobuf.message_factory import GetMessageClass
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.feed import FeedHub, stream_events, stream_messages
 from nextcampus_chat.metrics import ChatMetrics
+from nextcampus_chat.reactions import check_emoji
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_chat.store import MessageStore
 from nextcampus_common.auth import AuthError, Identity, TokenVerifier, bearer_token
@@ -50,6 +51,7 @@ STATUS_OF: dict[Problem, grpc.StatusCode] = {
     Problem.SLOW_CONSUMER: grpc.StatusCode.UNAVAILABLE,
     Problem.SHUTTING_DOWN: grpc.StatusCode.UNAVAILABLE,
     Problem.CURSOR_EXPIRED: grpc.StatusCode.FAILED_PRECONDITION,
+    Problem.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 Request = TypeVar("Request")
@@ -177,6 +179,35 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     def _optional_message_id(value: str) -> str | None:
         return check_message_id(value) if value else None
 
+    @staticmethod
+    def _mutation_id(value: str) -> str:
+        """A client_mutation_id as given ("" for none: the change is idempotent anyway, or
+        the caller accepts a retry applying twice)."""
+        if value:
+            try:
+                check_client_message_id(value)
+            except InvalidId as exc:
+                raise ChatError(
+                    Problem.INVALID_ARGUMENT,
+                    str(exc).replace("client message id", "client mutation id"),
+                ) from None
+        return value
+
+    def _checked_content(self, content: str) -> str:
+        """The rules every message content follows (sends and edits); the course's own
+        length limit is checked by the script, against its policy."""
+        if not content.strip():
+            raise ChatError(Problem.INVALID_ARGUMENT, "content must not be empty")
+        if len(content) > self._settings.max_content_length:
+            raise ChatError(
+                Problem.INVALID_ARGUMENT,
+                f"content is longer than {self._settings.max_content_length} characters",
+            )
+        control = first_control_character(content)
+        if control is not None:
+            raise ChatError(Problem.INVALID_ARGUMENT, control.problem())
+        return content
+
     # -- unary RPCs ------------------------------------------------------------------------
 
     @staticmethod
@@ -212,22 +243,16 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     ) -> chat_pb2.SendMessageResponse:
         started = time.perf_counter()
         identity = await self._member(context, request.course_id)
-        content = request.content
-        if not content.strip():
-            raise ChatError(Problem.INVALID_ARGUMENT, "content must not be empty")
-        if len(content) > self._settings.max_content_length:
-            raise ChatError(
-                Problem.INVALID_ARGUMENT,
-                f"content is longer than {self._settings.max_content_length} characters",
-            )
-        control = first_control_character(content)
-        if control is not None:
-            raise ChatError(Problem.INVALID_ARGUMENT, control.problem())
+        content = self._checked_content(request.content)
         client_message_id = request.client_message_id
         if client_message_id:
             check_client_message_id(client_message_id)
         result = await self._store.send(
-            request.course_id, identity.user_id, content, client_message_id or None
+            request.course_id,
+            identity.user_id,
+            content,
+            client_message_id or None,
+            reply_to=self._optional_message_id(request.reply_to_message_id),
         )
         self._metrics.sends.labels("duplicate" if result.duplicate else "ok").inc()
         self._metrics.send_duration.observe(time.perf_counter() - started)
@@ -237,13 +262,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def ListMessages(
         self, request: chat_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListMessagesResponse:
-        await self._member(context, request.course_id)
+        identity = await self._member(context, request.course_id)
         limit = self._page_limit(request.limit)
         page = await self._store.history(
             request.course_id,
             after=self._optional_message_id(request.after_message_id),
             before=self._optional_message_id(request.before_message_id),
             limit=limit,
+            viewer=identity.user_id,
         )
         return chat_pb2.ListMessagesResponse(
             messages=page.messages, has_more=page.has_more, event_cursor=page.event_cursor
@@ -253,14 +279,18 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def GetMessage(
         self, request: chat_pb2.GetMessageRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatMessage:
-        await self._member(context, request.course_id)
-        return await self._store.get(request.course_id, check_message_id(request.message_id))
+        identity = await self._member(context, request.course_id)
+        return await self._store.get(
+            request.course_id, check_message_id(request.message_id), viewer=identity.user_id
+        )
 
     @_unary
     async def DeleteMessage(
         self, request: chat_pb2.DeleteMessageRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatMessage:
         identity = await self._member(context, request.course_id)
+        # Deleting twice changes nothing: client_mutation_id is checked, not needed.
+        self._mutation_id(request.client_mutation_id)
         message, _changed = await self._store.delete(
             request.course_id,
             check_message_id(request.message_id),
@@ -268,6 +298,116 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             moderator=identity.may_moderate(request.course_id),
         )
         return message
+
+    @_unary
+    async def EditMessage(
+        self, request: chat_pb2.EditMessageRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        identity = await self._member(context, request.course_id)
+        message_id = check_message_id(request.message_id)
+        content = self._checked_content(request.content)
+        message, _changed = await self._store.edit(
+            request.course_id,
+            message_id,
+            identity.user_id,
+            content,
+            self._mutation_id(request.client_mutation_id),
+        )
+        return message
+
+    @_unary
+    async def GetEditHistory(
+        self, request: chat_pb2.GetEditHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.EditHistory:
+        identity = await self._member(context, request.course_id)
+        message_id = check_message_id(request.message_id)
+        message = await self._store.get(request.course_id, message_id)
+        if message.user_id != identity.user_id and not identity.may_moderate(request.course_id):
+            raise ChatError(
+                Problem.PERMISSION_DENIED,
+                "only the author and the course's moderators may read a message's edits",
+            )
+        versions = await self._store.edit_history(request.course_id, message_id)
+        return chat_pb2.EditHistory(versions=versions)
+
+    async def _react(
+        self, request: chat_pb2.ReactionRequest, context: grpc.aio.ServicerContext, *, add: bool
+    ) -> chat_pb2.ChatMessage:
+        identity = await self._member(context, request.course_id)
+        message, _changed = await self._store.react(
+            request.course_id,
+            check_message_id(request.message_id),
+            identity.user_id,
+            check_emoji(request.emoji),
+            add=add,
+            mutation_id=self._mutation_id(request.client_mutation_id),
+        )
+        return message
+
+    @_unary
+    async def AddReaction(
+        self, request: chat_pb2.ReactionRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        return await self._react(request, context, add=True)
+
+    @_unary
+    async def RemoveReaction(
+        self, request: chat_pb2.ReactionRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        return await self._react(request, context, add=False)
+
+    async def _pin(
+        self, request: chat_pb2.PinRequest, context: grpc.aio.ServicerContext, *, pin: bool
+    ) -> chat_pb2.ChatMessage:
+        identity = await self._member(context, request.course_id)
+        if not identity.may_moderate(request.course_id):
+            raise ChatError(
+                Problem.PERMISSION_DENIED,
+                f"only moderators of course {request.course_id} may pin and unpin messages",
+            )
+        message, _changed = await self._store.pin(
+            request.course_id,
+            check_message_id(request.message_id),
+            identity.user_id,
+            pin=pin,
+            mutation_id=self._mutation_id(request.client_mutation_id),
+        )
+        return message
+
+    @_unary
+    async def PinMessage(
+        self, request: chat_pb2.PinRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        return await self._pin(request, context, pin=True)
+
+    @_unary
+    async def UnpinMessage(
+        self, request: chat_pb2.PinRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        return await self._pin(request, context, pin=False)
+
+    @_unary
+    async def ListPinned(
+        self, request: chat_pb2.ListPinnedRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ListPinnedResponse:
+        identity = await self._member(context, request.course_id)
+        messages = await self._store.pinned(request.course_id, viewer=identity.user_id)
+        return chat_pb2.ListPinnedResponse(messages=messages)
+
+    @_unary
+    async def GetThread(
+        self, request: chat_pb2.GetThreadRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ThreadPage:
+        identity = await self._member(context, request.course_id)
+        page = await self._store.thread(
+            request.course_id,
+            check_message_id(request.root_message_id),
+            after=self._optional_message_id(request.after_message_id),
+            before=self._optional_message_id(request.before_message_id),
+            limit=self._page_limit(request.limit),
+            viewer=identity.user_id,
+        )
+        return chat_pb2.ThreadPage(root=page.root, replies=page.replies, has_more=page.has_more)
 
     @_unary
     async def GetCoursePolicy(

@@ -35,3 +35,6 @@ class ChatSettings(ServiceSettings, RedisSettings, JwtSettings, PolicyDefaultSet
         description="bytes buffered per stream (content of queued messages) before it is cut off",
     )
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Edits, reactions and pins of one user in one course (sends have the course policy's).
+    action_rate_limit_messages: int = Field(default=30, ge=0, description="0: no limit")
+    action_rate_limit_seconds: int = Field(default=10, ge=1)

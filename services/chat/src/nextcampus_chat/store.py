@@ -1,20 +1,26 @@
-"""Messages in Redis: send, history, get and delete through the scripts of DESIGN.md §2."""
+"""Messages in Redis: send, history, get, delete, edit, react, pin and threads through the
+scripts of DESIGN.md §2 (README, "Data model")."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_common import scripts
-from nextcampus_common.keys import MESSAGE_FIELDS, POLICY_FIELDS, CourseKeys
+from nextcampus_common.keys import POLICY_FIELDS, CourseKeys
 from nextcampus_common.proto.chat.v1.chat_pb2 import (
     ChatMessage,
     CourseEvent,
     CourseEventKind,
     CoursePolicy,
+    MessageVersion,
+    Reaction,
 )
 from nextcampus_common.redis_cluster import ClusterClient
 
@@ -39,16 +45,51 @@ class EventPage:
     has_more: bool
 
 
-# The log's kinds (send.lua 'a', delete.lua 'd', retract.lua 'r').
+@dataclass(frozen=True, slots=True)
+class ThreadPage:
+    root: ChatMessage
+    replies: list[ChatMessage]
+    has_more: bool
+
+
+# The log's kinds (send.lua 'a', delete.lua 'd', retract.lua 'r', edit.lua 'e', react.lua
+# 'x' added / 'y' removed, pin.lua 'p' pinned / 'q' unpinned).
 EVENT_KINDS = {
     "a": CourseEventKind.MESSAGE_ADDED,
     "d": CourseEventKind.MESSAGE_DELETED,
     "r": CourseEventKind.MESSAGE_RETRACTED,
+    "e": CourseEventKind.MESSAGE_EDITED,
+    "x": CourseEventKind.REACTION_ADDED,
+    "y": CourseEventKind.REACTION_REMOVED,
+    "p": CourseEventKind.MESSAGE_PINNED,
+    "q": CourseEventKind.MESSAGE_UNPINNED,
 }
+# At most this many distinct emoji on one message, and pinned messages in one course.
+MAX_REACTIONS_PER_MESSAGE = 20
+MAX_PINS_PER_COURSE = 50
 
 
-def _message(course_id: str, message_id: str, fields: Sequence[str]) -> ChatMessage:
-    user_id, content, timestamp, deleted, client_message_id, prev_id = fields
+def _message(course_id: str, record: Sequence[Any]) -> ChatMessage:
+    """A record of the scripts (lua/lib/course.lua read_message): the id, MESSAGE_FIELDS, and
+    the viewer's own reactions (space-separated; "" for no viewer)."""
+    (
+        message_id,
+        user_id,
+        content,
+        timestamp,
+        deleted,
+        client_message_id,
+        prev_id,
+        reply_to,
+        edited_at,
+        reply_count,
+        last_reply_at,
+        participants,
+        reactions,
+        pinned_at,
+        mine,
+    ) = record
+    own = set(mine.split(" ")) if mine else set()
     return ChatMessage(
         course_id=course_id,
         message_id=message_id,
@@ -58,6 +99,16 @@ def _message(course_id: str, message_id: str, fields: Sequence[str]) -> ChatMess
         deleted=deleted == "1",
         client_message_id=client_message_id,
         previous_message_id=prev_id,
+        reply_to_message_id=reply_to,
+        edited_at=int(edited_at),
+        reply_count=int(reply_count),
+        last_reply_at=int(last_reply_at),
+        participant_ids=participants.split(",") if participants else [],
+        reactions=[
+            Reaction(emoji=emoji, count=int(count), reacted_by_me=emoji in own)
+            for emoji, count in (orjson.loads(reactions) if reactions else [])
+        ],
+        pinned_at=int(pinned_at),
     )
 
 
@@ -74,7 +125,13 @@ class MessageStore:
         self._settings = settings
 
     async def send(
-        self, course_id: str, user_id: str, content: str, client_message_id: str | None
+        self,
+        course_id: str,
+        user_id: str,
+        content: str,
+        client_message_id: str | None,
+        *,
+        reply_to: str | None = None,
     ) -> SendResult:
         # Without a client id the send still gets one: our own retries through a failover
         # must not store it twice either.
@@ -93,7 +150,7 @@ class MessageStore:
                 keys.log,
             ],
             [
-                keys.message_prefix,
+                keys.prefix,
                 user_id,
                 content,
                 client_message_id,
@@ -102,47 +159,63 @@ class MessageStore:
                 settings.default_rate_limit_messages,
                 settings.default_rate_limit_seconds,
                 course_id,
+                reply_to or "",
             ],
             replicated=True,
         )
         outcome = reply[0]
         if outcome == "ok":
-            _, message_id, timestamp, prev_id = reply
-            fields = (user_id, content, timestamp, "0", client_message_id, prev_id)
-            return SendResult(_message(course_id, message_id, fields), duplicate=False)
+            _, message_id, timestamp, prev_id, root = reply
+            message = ChatMessage(
+                course_id=course_id,
+                message_id=message_id,
+                user_id=user_id,
+                content=content,
+                timestamp=int(timestamp),
+                client_message_id=client_message_id,
+                previous_message_id=prev_id,
+                reply_to_message_id=root,
+            )
+            return SendResult(message, duplicate=False)
         if outcome == "dup":
-            _, message_id, author, stored_content, timestamp, deleted, prev_id = reply
-            fields = (author, stored_content, timestamp, deleted, client_message_id, prev_id)
-            return SendResult(_message(course_id, message_id, fields), duplicate=True)
+            return SendResult(_message(course_id, reply[1]), duplicate=True)
+        if outcome == "reply_not_found":
+            raise ChatError(
+                Problem.NOT_FOUND,
+                f"message {reply_to} (replied to) not found in {course_id}: it may have "
+                "expired, or belong to another course",
+            )
+        if outcome == "reply_deleted":
+            raise ChatError(
+                Problem.FAILED_PRECONDITION, f"message {reply_to} was deleted: it takes no replies"
+            )
         if outcome == "read_only":
             raise ChatError(Problem.READ_ONLY, f"course {course_id} is read-only")
-        if outcome == "too_long":
-            raise ChatError(
-                Problem.INVALID_ARGUMENT,
-                f"content is longer than the course's limit of {reply[1]} characters",
-            )
-        if outcome == "rate_limited":
-            retry_after_ms = int(reply[1])
-            raise ChatError(
-                Problem.RATE_LIMITED,
-                f"too many messages; retry in {retry_after_ms / 1000:.1f} s",
-                retry_after_ms=retry_after_ms,
-            )
-        raise RuntimeError(f"unexpected send script reply {reply!r}")
+        _raise_refusal(reply, course_id, "send")
+        raise AssertionError("unreachable")
 
     async def history(
-        self, course_id: str, *, after: str | None = None, before: str | None = None, limit: int
+        self,
+        course_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int,
+        viewer: str = "",
     ) -> Page:
+        """A page of the course's messages (replies too: every message is in the course's
+        order); `viewer`'s own reactions marked."""
         keys = CourseKeys(course_id)
         reply = await self._redis.script(
             scripts.HISTORY,
             [keys.messages, keys.seq, keys.log],
             [
-                keys.message_prefix,
+                keys.prefix,
                 after or "",
                 before or "",
                 limit,
                 self._settings.history_page_bytes,
+                viewer,
             ],
             replicated=False,
         )
@@ -151,13 +224,8 @@ class MessageStore:
                 Problem.INVALID_ARGUMENT,
                 f"after_message_id {after} is ahead of the newest message of {course_id}",
             )
-        has_more, event_cursor, flat = reply[0] == 1, reply[1], reply[2:]
-        width = 1 + len(MESSAGE_FIELDS)
-        messages = [
-            _message(course_id, flat[i], flat[i + 1 : i + width])
-            for i in range(0, len(flat), width)
-        ]
-        return Page(messages, has_more, event_cursor)
+        messages = [_message(course_id, record) for record in reply[2:]]
+        return Page(messages, reply[0] == 1, reply[1])
 
     async def events(self, course_id: str, *, after: str | None, limit: int) -> EventPage:
         """The course's changes after a cursor, each with its message as it is now."""
@@ -165,7 +233,7 @@ class MessageStore:
         reply = await self._redis.script(
             scripts.EVENTS,
             [keys.log],
-            [keys.message_prefix, after or "", limit, self._settings.history_page_bytes],
+            [keys.prefix, after or "", limit, self._settings.history_page_bytes],
             replicated=False,
         )
         if reply[0] == "ahead":
@@ -179,18 +247,18 @@ class MessageStore:
                 f"long as its messages); reload the history (ListMessages) and continue after "
                 f"its event_cursor",
             )
-        has_more, flat = reply[0] == 1, reply[1:]
-        width = 4 + len(MESSAGE_FIELDS)
         events = [
             CourseEvent(
-                cursor=flat[i],
-                kind=EVENT_KINDS[flat[i + 1]],
-                actor_user_id=flat[i + 3],
-                message=_message(course_id, flat[i + 2], flat[i + 4 : i + width]),
+                cursor=cursor,
+                kind=EVENT_KINDS[kind],
+                actor_user_id=actor,
+                emoji=emoji,
+                message=_message(course_id, record),
+                root=_message(course_id, root) if root else None,
             )
-            for i in range(0, len(flat), width)
+            for cursor, kind, actor, emoji, record, root in reply[1:]
         ]
-        return EventPage(events, has_more)
+        return EventPage(events, reply[0] == 1)
 
     async def newest_event_cursor(self, course_id: str) -> str:
         """The cursor of the course's newest change ("" when its log is empty)."""
@@ -198,18 +266,53 @@ class MessageStore:
         newest = await self._redis.command(key, "XREVRANGE", key, "+", "-", "COUNT", 1)
         return str(newest[0][0]) if newest else ""
 
-    async def get(self, course_id: str, message_id: str) -> ChatMessage:
-        keys = CourseKeys(course_id)
-        key = keys.message(message_id)
-        fields = await self._redis.command(key, "HMGET", key, *MESSAGE_FIELDS)
-        if fields[0] is None:
+    async def get(self, course_id: str, message_id: str, *, viewer: str = "") -> ChatMessage:
+        found = await self._read(course_id, message_id, viewer)
+        if not found:
             raise ChatError(Problem.NOT_FOUND, f"message {message_id} not found in {course_id}")
-        user_id, content, timestamp, deleted, client_message_id, prev_id = fields
-        return _message(
-            course_id,
-            message_id,
-            (user_id, content, timestamp, deleted or "0", client_message_id or "", prev_id or ""),
+        return found[0]
+
+    async def pinned(self, course_id: str, *, viewer: str) -> list[ChatMessage]:
+        """The course's pinned messages, the most recently pinned first."""
+        return await self._read(course_id, "", viewer)
+
+    async def _read(self, course_id: str, message_id: str, viewer: str) -> list[ChatMessage]:
+        keys = CourseKeys(course_id)
+        records = await self._redis.script(
+            scripts.READ, [keys.pins], [keys.prefix, viewer, message_id], replicated=False
         )
+        return [_message(course_id, record) for record in records]
+
+    async def thread(
+        self,
+        course_id: str,
+        root_id: str,
+        *,
+        after: str | None,
+        before: str | None,
+        limit: int,
+        viewer: str,
+    ) -> ThreadPage:
+        """A page of the thread of `root_id` (or of the root of the reply `root_id`)."""
+        keys = CourseKeys(course_id)
+        reply = await self._redis.script(
+            scripts.THREAD,
+            [keys.thread(root_id)],
+            [
+                keys.prefix,
+                root_id,
+                after or "",
+                before or "",
+                limit,
+                self._settings.history_page_bytes,
+                viewer,
+            ],
+            replicated=False,
+        )
+        if reply[0] == "not_found":
+            raise ChatError(Problem.NOT_FOUND, f"message {root_id} not found in {course_id}")
+        replies = [_message(course_id, record) for record in reply[2:]]
+        return ThreadPage(_message(course_id, reply[1]), replies, reply[0] == 1)
 
     async def delete(
         self, course_id: str, message_id: str, user_id: str, *, moderator: bool
@@ -218,20 +321,144 @@ class MessageStore:
         keys = CourseKeys(course_id)
         reply = await self._redis.script(
             scripts.DELETE,
-            [keys.message(message_id), keys.events, keys.log],
-            [user_id, "1" if moderator else "0", course_id, message_id],
+            [keys.message(message_id), keys.events, keys.log, keys.pins, keys.policy],
+            [
+                user_id,
+                "1" if moderator else "0",
+                course_id,
+                message_id,
+                keys.prefix,
+                self._settings.default_ttl_seconds,
+            ],
             replicated=True,
         )
-        if reply[0] == "not_found":
-            raise ChatError(Problem.NOT_FOUND, f"message {message_id} not found in {course_id}")
         if reply[0] == "forbidden":
             raise ChatError(
                 Problem.PERMISSION_DENIED,
                 "only the author or a moderator of the course may delete this message",
             )
-        _, author, timestamp, client_message_id, changed, prev_id = reply
-        fields = (author, "", timestamp, "1", client_message_id, prev_id)
-        return _message(course_id, message_id, fields), changed == "1"
+        if reply[0] != "ok":
+            _raise_refusal(reply, course_id, "delete", message_id)
+        return _message(course_id, reply[2]), reply[1] == "1"
+
+    async def edit(
+        self, course_id: str, message_id: str, user_id: str, content: str, mutation_id: str
+    ) -> tuple[ChatMessage, bool]:
+        """Replace the content of the author's message (edit.lua); returns the message as it
+        is now and whether this call changed it."""
+        keys = CourseKeys(course_id)
+        settings = self._settings
+        reply = await self._redis.script(
+            scripts.EDIT,
+            [
+                keys.message(message_id),
+                keys.policy,
+                keys.events,
+                keys.log,
+                keys.edits(message_id),
+                keys.action_rate(user_id),
+            ],
+            [
+                keys.prefix,
+                message_id,
+                user_id,
+                content,
+                mutation_id,
+                settings.default_edit_window_seconds,
+                settings.default_max_length,
+                settings.action_rate_limit_messages,
+                settings.action_rate_limit_seconds,
+                course_id,
+            ],
+            replicated=True,
+        )
+        return self._changed(reply, course_id, "edit", message_id)
+
+    async def edit_history(self, course_id: str, message_id: str) -> list[MessageVersion]:
+        key = CourseKeys(course_id).edits(message_id)
+        return [
+            MessageVersion(content=version["b"], written_at=int(version["t"]))
+            for version in map(orjson.loads, await self._redis.command(key, "LRANGE", key, 0, -1))
+        ]
+
+    async def react(
+        self,
+        course_id: str,
+        message_id: str,
+        user_id: str,
+        emoji: str,
+        *,
+        add: bool,
+        mutation_id: str,
+    ) -> tuple[ChatMessage, bool]:
+        """Add or remove the user's `emoji` on a message (react.lua)."""
+        keys = CourseKeys(course_id)
+        settings = self._settings
+        reply = await self._redis.script(
+            scripts.REACT,
+            [
+                keys.message(message_id),
+                keys.policy,
+                keys.events,
+                keys.log,
+                keys.reactors(message_id),
+                keys.action_rate(user_id),
+            ],
+            [
+                keys.prefix,
+                message_id,
+                user_id,
+                emoji,
+                "1" if add else "0",
+                mutation_id,
+                MAX_REACTIONS_PER_MESSAGE,
+                settings.action_rate_limit_messages,
+                settings.action_rate_limit_seconds,
+                course_id,
+            ],
+            replicated=True,
+        )
+        return self._changed(reply, course_id, "react", message_id)
+
+    async def pin(
+        self, course_id: str, message_id: str, user_id: str, *, pin: bool, mutation_id: str
+    ) -> tuple[ChatMessage, bool]:
+        """Pin or unpin a message (pin.lua); the caller moderates the course."""
+        keys = CourseKeys(course_id)
+        reply = await self._redis.script(
+            scripts.PIN,
+            [
+                keys.message(message_id),
+                keys.policy,
+                keys.events,
+                keys.log,
+                keys.pins,
+                keys.messages,
+            ],
+            [
+                keys.prefix,
+                message_id,
+                user_id,
+                "1" if pin else "0",
+                mutation_id,
+                MAX_PINS_PER_COURSE,
+                self._settings.default_ttl_seconds,
+                course_id,
+            ],
+            replicated=True,
+        )
+        return self._changed(reply, course_id, "pin", message_id)
+
+    @staticmethod
+    def _changed(
+        reply: list[Any], course_id: str, action: str, message_id: str
+    ) -> tuple[ChatMessage, bool]:
+        if reply[0] == "ok":
+            return _message(course_id, reply[2]), reply[1] == "1"
+        if reply[0] == "dup":
+            return _message(course_id, reply[1]), False
+        _raise_refusal(reply, course_id, action, message_id)
+        raise AssertionError("unreachable")
 
     async def retract(
         self, course_id: str, survivor: int, lost: Sequence[ChatMessage]
@@ -266,9 +493,14 @@ class MessageStore:
         """The effective policy: the course's policy hash over the service's defaults (the
         same precedence as the send script)."""
         key = CourseKeys(course_id).policy
-        ttl, max_length, read_only, rate_messages, rate_seconds = await self._redis.command(
-            key, "HMGET", key, *POLICY_FIELDS
-        )
+        (
+            ttl,
+            max_length,
+            read_only,
+            rate_messages,
+            rate_seconds,
+            edit_window,
+        ) = await self._redis.command(key, "HMGET", key, *POLICY_FIELDS)
         settings = self._settings
         return CoursePolicy(
             course_id=course_id,
@@ -277,6 +509,7 @@ class MessageStore:
             read_only=read_only in ("1", "true"),
             rate_limit_messages=_int_or(rate_messages, settings.default_rate_limit_messages),
             rate_limit_seconds=_int_or(rate_seconds, settings.default_rate_limit_seconds),
+            edit_window_seconds=_int_or(edit_window, settings.default_edit_window_seconds),
         )
 
     async def last_sequence(self, course_id: str) -> int:
@@ -284,3 +517,48 @@ class MessageStore:
         key = CourseKeys(course_id).seq
         value = await self._redis.command(key, "GET", key)
         return int(value) if value else 0
+
+
+def _raise_refusal(
+    reply: list[Any], course_id: str, action: str, message_id: str | None = None
+) -> None:
+    """The refusals the scripts answer with, as ChatErrors a user can act on."""
+    outcome = reply[0]
+    if outcome == "not_found":
+        raise ChatError(Problem.NOT_FOUND, f"message {message_id} not found in {course_id}")
+    if outcome == "deleted":
+        raise ChatError(
+            Problem.FAILED_PRECONDITION,
+            f"message {message_id} is deleted: a deleted message takes no changes",
+        )
+    if outcome == "forbidden":
+        raise ChatError(Problem.PERMISSION_DENIED, f"only its author may {action} this message")
+    if outcome == "read_only":
+        raise ChatError(Problem.READ_ONLY, f"course {course_id} is read-only")
+    if outcome == "edits_disabled":
+        raise ChatError(Problem.FAILED_PRECONDITION, f"course {course_id} does not allow edits")
+    if outcome == "too_late":
+        raise ChatError(
+            Problem.FAILED_PRECONDITION,
+            f"message {message_id} can no longer be edited: the course allows edits for "
+            f"{reply[1]} s after a send",
+        )
+    if outcome == "too_long":
+        raise ChatError(
+            Problem.INVALID_ARGUMENT,
+            f"content is longer than the course's limit of {reply[1]} characters",
+        )
+    if outcome == "too_many":
+        what = "distinct reactions per message" if action == "react" else "pinned messages"
+        raise ChatError(
+            Problem.FAILED_PRECONDITION, f"at most {reply[1]} {what} in course {course_id}"
+        )
+    if outcome == "rate_limited":
+        retry_after_ms = int(reply[1])
+        what = "messages" if action == "send" else "changes"
+        raise ChatError(
+            Problem.RATE_LIMITED,
+            f"too many {what}; retry in {retry_after_ms / 1000:.1f} s",
+            retry_after_ms=retry_after_ms,
+        )
+    raise RuntimeError(f"unexpected {action} script reply {reply!r}")

@@ -2,7 +2,9 @@
 
 Every change of a course is published there as one JSON object (README, "Data model"):
 
-    k  kind: "a" a message was added, "d" it is a tombstone (deleted, or retracted)
+    k  kind: "a" a message was added, "d" it is a tombstone (deleted, or retracted), "n"
+       another change (an edit, a reaction, a pin): only `c` follows, and only the course's
+       event log says what changed (the chat service's log tails read it when told)
     c  course id
     i  message id (decimal string)
     u  author's user id
@@ -12,9 +14,10 @@ Every change of a course is published there as one JSON object (README, "Data mo
     p  the course's message id before it ("" for the first; absent in events of writers
        older than `prev_id`, whose ids were contiguous)
     r  1 when the tombstone retracts a message a Redis failover lost (absent otherwise)
+    q  the root of the thread the message replies to (absent when it is not a reply)
 
 The Lua scripts publish it themselves (send.lua: "a"; delete.lua: "d"; retract.lua: "d"
-with r = 1), in the same round trip as the write; `encode_event` builds the same object in
+with r = 1; edit.lua, react.lua, pin.lua: "n"), in the same round trip as the write; `encode_event` builds the same object in
 Python, for tests. The two encoders must match: services/chat/tests/test_events.py decodes
 what each script publishes on a real Redis Cluster and compares it with `encode_event`.
 """
@@ -30,6 +33,7 @@ from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
 
 ADDED: Final = "a"
 DELETED: Final = "d"
+NOTICE: Final = "n"
 
 # Per event beyond its content: the message object and its other fields. What an event
 # costs a queue that holds it is this plus its content's bytes.
@@ -39,7 +43,7 @@ EVENT_OVERHEAD_BYTES = 256
 class EventFields(TypedDict):
     """The JSON object on the channel, field by field (see the module's docstring)."""
 
-    k: Literal["a", "d"]
+    k: Literal["a", "d", "n"]
     c: str
     i: str
     u: str
@@ -48,6 +52,7 @@ class EventFields(TypedDict):
     m: str
     p: NotRequired[str]
     r: NotRequired[int]
+    q: NotRequired[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +82,19 @@ class CourseEvent:
         return cls(message, prev=int(prev) if prev else 0, retracted=retracted)
 
 
-def decode_event(payload: str | bytes) -> CourseEvent:
+@dataclass(frozen=True, slots=True)
+class ChangeNotice:
+    """Kind "n": some change other than a new message or a tombstone went into the course's
+    event log (which alone says what it was)."""
+
+    course_id: str
+    size_bytes: int = EVENT_OVERHEAD_BYTES
+
+
+def decode_event(payload: str | bytes) -> CourseEvent | ChangeNotice:
     raw: EventFields = orjson.loads(payload)
+    if raw["k"] == NOTICE:
+        return ChangeNotice(raw["c"])
     prev = raw.get("p")
     return CourseEvent(
         ChatMessage(
@@ -90,6 +106,7 @@ def decode_event(payload: str | bytes) -> CourseEvent:
             deleted=raw["k"] == DELETED,
             client_message_id=raw["m"],
             previous_message_id=prev or "",
+            reply_to_message_id=raw.get("q", ""),
         ),
         prev=None if prev is None else int(prev or 0),
         retracted=bool(raw.get("r")),
@@ -112,4 +129,6 @@ def encode_event(event: CourseEvent) -> bytes:
         fields["p"] = str(event.prev) if event.prev else ""
     if event.retracted:
         fields["r"] = 1
+    if message.reply_to_message_id:
+        fields["q"] = message.reply_to_message_id
     return orjson.dumps(fields)

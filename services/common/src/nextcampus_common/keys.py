@@ -5,10 +5,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Fields of the message hash, in the order the scripts return them. `prev_id` is the id of
-# the course's message before it; a tombstone of a message lost in a failover also has
-# `retracted` = 1 (retract.lua).
-MESSAGE_FIELDS = ("user_id", "content", "timestamp", "deleted", "client_message_id", "prev_id")
+# Fields of the message hash, in the order the scripts' records carry them (lua/lib/course.lua
+# MESSAGE_FIELDS; a test compares the two). `prev_id` is the id of the course's message
+# before it; a tombstone of a message lost in a failover also has `retracted` = 1
+# (retract.lua). `participants` is comma-separated (user ids have no comma), `reactions` JSON
+# [[emoji, count], ...] (react.lua).
+MESSAGE_FIELDS = (
+    "user_id",
+    "content",
+    "timestamp",
+    "deleted",
+    "client_message_id",
+    "prev_id",
+    "reply_to",
+    "edited_at",
+    "reply_count",
+    "last_reply_at",
+    "participants",
+    "reactions",
+    "pinned_at",
+)
 # Fields of the policy hash the operator writes and the send script reads.
 POLICY_FIELDS = (
     "ttl_seconds",
@@ -16,6 +32,7 @@ POLICY_FIELDS = (
     "read_only",
     "rate_limit_messages",
     "rate_limit_seconds",
+    "edit_window_seconds",
 )
 # Written beside them: which CourseChatPolicy (`namespace/name`) governs the course, and,
 # while the course's messages are being re-timed to a new TTL, a marker (policy.lua).
@@ -77,3 +94,25 @@ class CourseKeys:
     def rate(self, user_id: str) -> str:
         """Per-user send rate state (GCRA theoretical arrival time, milliseconds)."""
         return f"{self.prefix}rate:{user_id}"
+
+    def action_rate(self, user_id: str) -> str:
+        """Per-user rate state of the other changes (edits, reactions, pins), as `rate`."""
+        return f"{self.prefix}actions:{user_id}"
+
+    # Beside each message, living as long as it (lua/lib/course.lua names them the same):
+    def edits(self, message_id: str) -> str:
+        """The message's earlier contents, oldest first (JSON {b: content, t: written ms})."""
+        return f"{self.prefix}edits:{message_id}"
+
+    def reactors(self, message_id: str) -> str:
+        """Who reacted with what: user id -> space-separated emoji."""
+        return f"{self.prefix}reactors:{message_id}"
+
+    def thread(self, message_id: str) -> str:
+        """A root's replies (sorted set of ids scored by id)."""
+        return f"{self.prefix}thread:{message_id}"
+
+    @property
+    def pins(self) -> str:
+        """The course's pinned message ids, scored by when they were pinned (ms)."""
+        return f"{self.prefix}pins"

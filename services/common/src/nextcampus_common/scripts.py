@@ -14,8 +14,16 @@ class LuaScript:
     sha: str
 
 
-def load_script(name: str) -> LuaScript:
-    source = resources.files("nextcampus_common").joinpath(f"lua/{name}.lua").read_text()
+def _lua(path: str) -> str:
+    return resources.files("nextcampus_common").joinpath(f"lua/{path}.lua").read_text()
+
+
+def load_script(name: str, *, with_course_library: bool = True) -> LuaScript:
+    """A script, after the course library (`lua/lib/course.lua`: the message record, the keys
+    beside a message, the steps every change takes) unless it needs none."""
+    source = _lua(name)
+    if with_course_library:
+        source = _lua("lib/course") + "\n" + source
     return LuaScript(name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
 
@@ -24,5 +32,10 @@ DELETE = load_script("delete")
 HISTORY = load_script("history")
 RETRACT = load_script("retract")
 EVENTS = load_script("events")
-POLICY = load_script("policy")
+POLICY = load_script("policy", with_course_library=False)
 RETIME = load_script("retime")
+EDIT = load_script("edit")
+REACT = load_script("react")
+PIN = load_script("pin")
+THREAD = load_script("thread")
+READ = load_script("read")

@@ -169,3 +169,9 @@ class PolicyDefaultSettings(BaseSettings):
     default_max_length: int = Field(default=4000, ge=1, le=16_000)
     default_rate_limit_messages: int = Field(default=10, ge=0, description="0: no rate limit")
     default_rate_limit_seconds: int = Field(default=10, ge=1)
+    default_edit_window_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=31_536_000,
+        description="how long after a send its author may edit it; 0: no edits",
+    )

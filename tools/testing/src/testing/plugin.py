@@ -175,9 +175,10 @@ def chat_settings_factory(redis_cluster: RedisCluster, jwt_secret: str) -> Calla
             "metrics_port": 0,
             "log_format": "console",
             "shutdown_grace_seconds": 1.0,
-            # Tests send many messages quickly; the rate-limit tests set a course policy or
-            # build a server with the default limit.
+            # Tests send (and react, pin) many times quickly; the rate-limit tests set a course
+            # policy or build a server with a limit.
             "default_rate_limit_messages": 0,
+            "action_rate_limit_messages": 0,
         }
         values.update(overrides)
         return ChatSettings(**values)

@@ -1,35 +1,38 @@
 -- Delete a message: its author, or a moderator of the course. The hash stays as a tombstone
--- (content cleared, deleted=1) until it expires, and subscribers get the tombstone.
--- KEYS: 1 message key, 2 events channel, 3 event log
--- ARGV: 1 caller user id, 2 '1' when the caller moderates the course, 3 course id, 4 message id
--- Returns {'not_found'} | {'forbidden'}
---       | {'ok', user_id, timestamp_ms, client_message_id, changed, prev_id}
-local h = redis.call('HMGET', KEYS[1],
-  'user_id', 'timestamp', 'deleted', 'client_message_id', 'prev_id')
+-- (content cleared, deleted=1) until it expires, and subscribers get the tombstone. What it
+-- said goes with it: its earlier versions and its reactions. A pinned message is unpinned
+-- and gets the course TTL from now. A thread root keeps its thread (replies, counts).
+-- KEYS: 1 message key, 2 events channel, 3 event log, 4 pins, 5 policy, 6 index
+-- ARGV: 1 caller user id, 2 '1' when the caller moderates the course, 3 course id,
+--       4 message id, 5 course key prefix, 6 default ttl seconds
+-- Returns {'not_found'} | {'forbidden'} | {'ok', changed 0|1, record}
+local key, course, id = KEYS[1], ARGV[5], ARGV[4]
+local h = redis.call('HMGET', key, 'user_id', 'deleted', 'pinned_at')
 if not h[1] then
   return {'not_found'}
 end
 if h[1] ~= ARGV[1] and ARGV[2] ~= '1' then
   return {'forbidden'}
 end
-local cmid, prev = h[4] or '', h[5] or ''
-if h[3] == '1' then
+if h[2] == '1' then
   -- Deleted before (perhaps by this request's first attempt, not yet on a replica): a write,
   -- so that the WAIT after this script covers that one too.
-  redis.call('HSET', KEYS[1], 'deleted', '1')
-  return {'ok', h[1], h[2], cmid, '0', prev}
+  redis.call('HSET', key, 'deleted', '1')
+  return {'ok', '0', read_message(course, id, '')}
 end
-redis.call('HSET', KEYS[1], 'deleted', '1', 'content', '')
--- The course's event log (the caller is the actor: the author or a moderator). It lives as
--- long as the message it names.
-redis.call('XADD', KEYS[3], '*', 'k', 'd', 'i', ARGV[4], 'u', ARGV[1])
-local expire_at = redis.call('PEXPIRETIME', KEYS[1])
-if expire_at > 0 and redis.call('PEXPIRETIME', KEYS[3]) < expire_at then
-  redis.call('PEXPIREAT', KEYS[3], expire_at)
+redis.call('HSET', key, 'deleted', '1', 'content', '')
+redis.call('HDEL', key, 'reactions', 'edited_at')
+redis.call('DEL', edits_key(course, id), reactors_key(course, id))
+if h[3] and h[3] ~= '0' then
+  unpin(course, id, policy_number(KEYS[5], 'ttl_seconds', ARGV[6]), now_millis())
 end
+-- The course's event log (the caller is the actor: the author or a moderator).
+log_change(course, 'd', id, ARGV[1])
+local record = read_message(course, id, '')
 -- The event's fields are documented in nextcampus_common/events.py, whose encode_event must
 -- build the same object (services/chat/tests/test_events.py compares them).
-redis.call('SPUBLISH', KEYS[2], cjson.encode({
-  k = 'd', c = ARGV[3], i = ARGV[4], u = h[1], b = '', t = h[2], m = cmid, p = prev,
-}))
-return {'ok', h[1], h[2], cmid, '1', prev}
+local event = {k = 'd', c = ARGV[3], i = id, u = record[2], b = '', t = record[4],
+  m = record[6], p = record[7]}
+if record[8] ~= '' then event.q = record[8] end
+redis.call('SPUBLISH', KEYS[2], cjson.encode(event))
+return {'ok', '1', record}

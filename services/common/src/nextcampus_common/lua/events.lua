@@ -7,11 +7,13 @@
 -- clock (the newest entries were lost in a failover) gets what comes after it.
 --
 -- KEYS: 1 event log
--- ARGV: 1 message key prefix, 2 cursor or '' (from the start), 3 limit, 4 max bytes of
+-- ARGV: 1 course key prefix, 2 cursor or '' (from the start), 3 limit, 4 max bytes of
 --       content in a page past its first event
--- Returns {has_more, cursor, kind, message id, actor, user_id, content, timestamp, deleted,
---          client_message_id, prev_id, cursor, ...} | {'stale', oldest} | {'ahead'}
-local log_key, prefix, after, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- Returns {has_more, {cursor, kind, actor, emoji or '', record, root record or {}}, ...}
+--   | {'stale', oldest} | {'ahead'}
+-- (records as read_message makes them, for no viewer: a stream's bytes are everyone's; the
+-- root is there for an added reply, as it is now.)
+local log_key, course, after, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_bytes = tonumber(ARGV[4])
 -- Cursors of different Redis nodes' clocks: allow for their difference (as history.lua).
 local CLOCK_SLACK_MS = 60000
@@ -58,19 +60,19 @@ for _, entry in ipairs(entries) do
   end
   local fields = {}
   for i = 1, #entry[2], 2 do fields[entry[2][i]] = entry[2][i + 1] end
-  local h = redis.call('HMGET', prefix .. fields.i,
-    'user_id', 'content', 'timestamp', 'deleted', 'client_message_id', 'prev_id')
-  if h[1] then
-    bytes = bytes + #h[2]
+  local record = read_message(course, fields.i, '')
+  if record then
+    bytes = bytes + #record[3]
     if count > 0 and bytes > max_bytes then
       out[1] = 1
       break
     end
     count = count + 1
-    for _, value in ipairs({entry[1], fields.k, fields.i, fields.u, h[1], h[2], h[3],
-        h[4] or '0', h[5] or '', h[6] or ''}) do
-      out[#out + 1] = value
+    local root = {}
+    if fields.k == 'a' and record[8] ~= '' then
+      root = read_message(course, record[8], '') or {}
     end
+    out[#out + 1] = {entry[1], fields.k, fields.u, fields.e or '', record, root}
   end
 end
 return out

@@ -15,23 +15,17 @@
 -- nothing can come between the page and the cursor).
 --
 -- KEYS: 1 index, 2 seq, 3 event log
--- ARGV: 1 message key prefix, 2 after id or '', 3 before id or '', 4 limit, 5 max bytes
--- Returns {has_more, event cursor or '', id, user_id, content, timestamp, deleted,
--- client_message_id, prev_id, id, ...}, or {'ahead', newest id} when `after` is past the
--- clock.
-local index_key, seq_key, log_key, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+-- ARGV: 1 course key prefix, 2 after id or '', 3 before id or '', 4 limit, 5 max bytes,
+--       6 the viewer's user id (their own reactions in each record)
+-- Returns {has_more, event cursor or '', record, record, ...} (records as read_message
+-- makes them), or {'ahead', newest id} when `after` is past the clock.
+local index_key, seq_key, log_key, course = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+local prefix = course .. 'message:'
 local forward = ARGV[2] ~= ''
-local low = forward and ('(' .. ARGV[2]) or '-inf'
-local high = ARGV[3] ~= '' and ('(' .. ARGV[3]) or '+inf'
-local limit, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+local limit, max_bytes, viewer = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 -- Ids of different Redis nodes' clocks: allow for their difference.
 local CLOCK_SLACK_US = 60000000
 local RETRACTED_RUN_LIMIT = 1000
-local FIELDS = {'user_id', 'content', 'timestamp', 'deleted', 'client_message_id', 'prev_id'}
-
-local function record(id, h)
-  return {id, h[1], h[2], h[3], h[4] or '0', h[5] or '', h[6] or ''}
-end
 
 local out = {0, ''}
 if forward then
@@ -42,14 +36,11 @@ if forward then
     local ids = redis.call('ZREVRANGEBYSCORE', index_key, after, '-inf',
       'LIMIT', 0, RETRACTED_RUN_LIMIT)
     for _, id in ipairs(ids) do
-      local r = redis.call('HMGET', prefix .. id, 'retracted', unpack(FIELDS))
-      if r[1] ~= '1' then break end
-      table.remove(r, 1)
-      table.insert(run, 1, record(id, r))
+      if redis.call('HGET', prefix .. id, 'retracted') ~= '1' then break end
+      local record = read_message(course, id, '')
+      if record then table.insert(run, 1, record) end
     end
-    for _, rec in ipairs(run) do
-      for _, v in ipairs(rec) do out[#out + 1] = v end
-    end
+    for _, record in ipairs(run) do out[#out + 1] = record end
   elseif not h[1] then
     -- `after` is not stored. Past the newest id it was lost (or is made up); below it, it
     -- was lost if a message before it is still there (messages expire oldest first).
@@ -68,45 +59,21 @@ if forward then
       end
     end
     if survivor then
-      local timestamp = string.format('%.0f', math.floor(tonumber(after) / 1000))
-      for _, v in ipairs({after, '', '', timestamp, '1', '', survivor}) do out[#out + 1] = v end
+      local record = {after}
+      for i = 1, #MESSAGE_FIELDS do record[i + 1] = MESSAGE_DEFAULTS[i] end
+      record[4] = string.format('%.0f', math.floor(tonumber(after) / 1000))
+      record[5] = '1'
+      record[7] = survivor
+      record[#MESSAGE_FIELDS + 2] = ''
+      out[#out + 1] = record
     end
   end
 end
 
-local records, found, bytes, has_more = {}, 0, 0, 0
-while found <= limit do
-  local ids
-  if forward then
-    ids = redis.call('ZRANGEBYSCORE', index_key, low, high, 'LIMIT', 0, limit + 1 - found)
-  else
-    ids = redis.call('ZREVRANGEBYSCORE', index_key, high, low, 'LIMIT', 0, limit + 1 - found)
-  end
-  if #ids == 0 then break end
-  for _, id in ipairs(ids) do
-    local h = redis.call('HMGET', prefix .. id, unpack(FIELDS))
-    if h[1] then
-      if found == limit or (found > 0 and bytes + #h[2] > max_bytes) then
-        has_more = 1
-        break
-      end
-      found = found + 1
-      bytes = bytes + #h[2]
-      records[found] = record(id, h)
-    else
-      redis.call('ZREM', index_key, id)
-    end
-  end
-  if has_more == 1 then break end
-  if forward then low = '(' .. ids[#ids] else high = '(' .. ids[#ids] end
-end
+local records, has_more = page_of(index_key, course, ARGV[2], ARGV[3], limit, max_bytes, viewer)
 
 out[1] = has_more
 local newest_event = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)
 if newest_event[1] then out[2] = newest_event[1][1] end
-local first, last, step = 1, found, 1
-if not forward then first, last, step = found, 1, -1 end
-for i = first, last, step do
-  for _, v in ipairs(records[i]) do out[#out + 1] = v end
-end
+for _, record in ipairs(records) do out[#out + 1] = record end
 return out

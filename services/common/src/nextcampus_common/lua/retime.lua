@@ -4,11 +4,16 @@
 -- retry key of a message (client_message_id) expires with it. The last batch lets the
 -- index live exactly as long as its newest message.
 --
--- KEYS: 1 index
--- ARGV: 1 message key prefix, 2 retry key prefix (`…:client:`), 3 ttl in ms,
+-- Pinned messages keep no expiry (and the index none while any is pinned); a thread's root
+-- is timed from its newest reply when that is later; what belongs to a message (its edits,
+-- reactors, thread index) follows it.
+--
+-- KEYS: 1 index, 2 pins
+-- ARGV: 1 course key prefix, 2 retry key prefix (`…:client:`), 3 ttl in ms,
 --       4 exclusive lower bound of the sequence ('-inf' to start), 5 batch size
 -- Returns {retimed, removed, last sequence seen or '', done 0|1}
-local index, prefix, client_prefix = KEYS[1], ARGV[1], ARGV[2]
+local index, course, client_prefix = KEYS[1], ARGV[1], ARGV[2]
+local prefix = course .. 'message:'
 local ttl_ms, after, batch = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 
 local t = redis.call('TIME')
@@ -19,17 +24,21 @@ local retimed, removed, last = 0, 0, ''
 for _, id in ipairs(ids) do
   last = id
   local key = prefix .. id
-  local h = redis.call('HMGET', key, 'timestamp', 'user_id', 'client_message_id')
+  local h = redis.call('HMGET', key, 'timestamp', 'user_id', 'client_message_id', 'pinned_at',
+    'last_reply_at')
   local retry_key = nil
   if h[2] and h[3] and h[3] ~= '' then
     retry_key = client_prefix .. h[2] .. ':' .. h[3]
   end
   if not h[1] then
     redis.call('ZREM', index, id)
+  elseif h[4] and h[4] ~= '0' then
+    retimed = retimed + 1  -- pinned: no expiry until unpinned
   else
-    local expire_at = tonumber(h[1]) + ttl_ms
+    local expire_at = math.max(tonumber(h[1]), tonumber(h[5]) or 0) + ttl_ms
     if expire_at <= now_ms then
-      redis.call('DEL', key)
+      redis.call('DEL', key, edits_key(course, id), reactors_key(course, id),
+        thread_key(course, id))
       redis.call('ZREM', index, id)
       if retry_key then
         redis.call('DEL', retry_key)
@@ -38,6 +47,7 @@ for _, id in ipairs(ids) do
     else
       local at = string.format('%.0f', expire_at)
       redis.call('PEXPIREAT', key, at)
+      follow_message_expiry(course, id)
       if retry_key then
         redis.call('PEXPIREAT', retry_key, at)
       end
@@ -47,7 +57,9 @@ for _, id in ipairs(ids) do
 end
 
 local done = #ids < batch
-if done then
+if done and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('PERSIST', index)
+elseif done then
   local newest = redis.call('ZRANGE', index, -1, -1)
   if #newest == 0 then
     redis.call('DEL', index)

@@ -11,26 +11,31 @@
 --
 -- KEYS: 1 policy, 2 seq (the newest id), 3 index, 4 events channel, 5 client idempotency
 --       key, 6 rate key, 7 event log
--- ARGV: 1 message key prefix, 2 user id, 3 content, 4 client message id,
+-- ARGV: 1 course key prefix, 2 user id, 3 content, 4 client message id,
 --       5 default ttl seconds, 6 default max length, 7 default rate messages,
---       8 default rate seconds, 9 course id
+--       8 default rate seconds, 9 course id, 10 the message replied to or ''
+--
+-- A reply belongs to the thread of its root (a reply to a reply, to the same root): the
+-- root counts it, remembers when and who, and lives at least as long as its newest reply.
 -- Returns one of:
---   {'ok', id, timestamp_ms, prev_id}
---   {'dup', id, user_id, content, timestamp_ms, deleted, prev_id}
+--   {'ok', id, timestamp_ms, prev_id, thread root or ''}
+--   {'dup', record}  (the message stored by the first attempt, as it is now)
 --   {'read_only'} | {'too_long', max_length} | {'rate_limited', retry_after_ms}
+--   | {'reply_not_found'} | {'reply_deleted'}
 local policy_key, seq_key, index_key, events_key, client_key, rate_key, log_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local prefix, user, content, cmid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local course, user, content, cmid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local prefix = course .. 'message:'
+local reply_to = ARGV[10]
 
 local existing = redis.call('GET', client_key)
 if existing then
-  local h = redis.call('HMGET', prefix .. existing,
-    'user_id', 'content', 'timestamp', 'deleted', 'prev_id')
-  if h[1] then
+  local record = read_message(course, existing, '')
+  if record then
     -- A write, so that the WAIT after this script covers the first attempt's write too (it
     -- may not have reached a replica): replication is one ordered stream per primary.
     redis.call('SET', client_key, existing, 'KEEPTTL')
-    return {'dup', existing, h[1], h[2], h[3], h[4] or '0', h[5] or ''}
+    return {'dup', record}
   end
 end
 
@@ -50,21 +55,21 @@ if length > max_length then
   return {'too_long', max_length}
 end
 
+local root = ''
+if reply_to ~= '' then
+  local target = redis.call('HMGET', prefix .. reply_to, 'user_id', 'deleted', 'reply_to')
+  if not target[1] then return {'reply_not_found'} end
+  if target[2] == '1' then return {'reply_deleted'} end
+  root = (target[3] and target[3] ~= '') and target[3] or reply_to
+  if redis.call('EXISTS', prefix .. root) == 0 then return {'reply_not_found'} end
+end
+
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- GCRA: at most rate_messages per rate_seconds, bursts up to rate_messages.
-if rate_messages > 0 and rate_seconds > 0 then
-  local window_ms = rate_seconds * 1000
-  local tat = tonumber(redis.call('GET', rate_key)) or now_ms
-  if tat < now_ms then tat = now_ms end
-  local new_tat = tat + window_ms / rate_messages
-  local allow_at = new_tat - window_ms
-  if allow_at > now_ms then
-    return {'rate_limited', string.format('%.0f', math.ceil(allow_at - now_ms))}
-  end
-  redis.call('SET', rate_key, string.format('%.0f', new_tat),
-    'PX', string.format('%.0f', math.ceil(new_tat - now_ms)))
+local retry_after = rate_limited(rate_key, now_ms, rate_messages, rate_seconds)
+if retry_after then
+  return {'rate_limited', retry_after}
 end
 
 local prev = redis.call('GET', seq_key) or ''
@@ -80,16 +85,27 @@ local message_key = prefix .. id
 redis.call('HSET', message_key, 'user_id', user, 'content', content, 'timestamp', now,
   'deleted', '0', 'client_message_id', cmid, 'prev_id', prev)
 redis.call('PEXPIREAT', message_key, expire_at)
+if root ~= '' then
+  redis.call('HSET', message_key, 'reply_to', root)
+  local root_key = prefix .. root
+  local participants = {user}
+  for other in string.gmatch(redis.call('HGET', root_key, 'participants') or '', '[^,]+') do
+    if other ~= user and #participants < 5 then participants[#participants + 1] = other end
+  end
+  redis.call('HINCRBY', root_key, 'reply_count', 1)
+  redis.call('HSET', root_key, 'last_reply_at', now, 'participants', table.concat(participants, ','))
+  redis.call('ZADD', thread_key(course, root), id, id)
+  extend_expiry(root_key, tonumber(expire_at))
+  follow_message_expiry(course, root)
+end
 redis.call('ZADD', index_key, id, id)
 -- Drop index entries whose messages expired (bounded work per send; oldest first).
 for _, old in ipairs(redis.call('ZRANGE', index_key, 0, 7)) do
   if redis.call('EXISTS', prefix .. old) == 1 then break end
   redis.call('ZREM', index_key, old)
 end
--- The index lives as long as its newest message.
-if redis.call('PEXPIRETIME', index_key) < tonumber(expire_at) then
-  redis.call('PEXPIREAT', index_key, expire_at)
-end
+-- The index lives as long as its newest message (and for ever while a message is pinned).
+extend_expiry(index_key, tonumber(expire_at))
 redis.call('SET', client_key, id, 'PXAT', expire_at)
 -- The course's event log: this change, and nothing older than what the TTL keeps.
 redis.call('XADD', log_key, 'MINID', string.format('%.0f', now_ms - ttl * 1000), '*',
@@ -99,7 +115,7 @@ if redis.call('PEXPIRETIME', log_key) < tonumber(expire_at) then
 end
 -- The event's fields are documented in nextcampus_common/events.py, whose encode_event must
 -- build the same object (services/chat/tests/test_events.py compares them).
-redis.call('SPUBLISH', events_key, cjson.encode({
-  k = 'a', c = ARGV[9], i = id, u = user, b = content, t = now, m = cmid, p = prev,
-}))
-return {'ok', id, now, prev}
+local event = {k = 'a', c = ARGV[9], i = id, u = user, b = content, t = now, m = cmid, p = prev}
+if root ~= '' then event.q = root end
+redis.call('SPUBLISH', events_key, cjson.encode(event))
+return {'ok', id, now, prev, root}

@@ -1,0 +1,181 @@
+-- Shared by the scripts that read or change messages (scripts.py puts it before them): the
+-- message hash's fields, the keys beside a message, and the steps every change takes.
+-- Every key is under the course's prefix `course:{<course id>}:`, so one slot, one node.
+
+-- The message hash's fields in the order records carry them (keys.MESSAGE_FIELDS; a test
+-- compares the two), and what a record says for a field the hash does not have.
+local MESSAGE_FIELDS = {'user_id', 'content', 'timestamp', 'deleted', 'client_message_id',
+  'prev_id', 'reply_to', 'edited_at', 'reply_count', 'last_reply_at', 'participants',
+  'reactions', 'pinned_at'}
+local MESSAGE_DEFAULTS = {'', '', '0', '0', '', '', '', '0', '0', '0', '', '', '0'}
+-- How long a client_mutation_id is remembered (a retry comes within seconds).
+local MUTATION_TTL_MS = 86400000
+
+local function now_millis()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function message_key(course, id) return course .. 'message:' .. id end
+local function edits_key(course, id) return course .. 'edits:' .. id end
+local function reactors_key(course, id) return course .. 'reactors:' .. id end
+local function thread_key(course, id) return course .. 'thread:' .. id end
+
+-- A message as a record {id, fields..., the viewer's reactions}, or nil when it is not
+-- stored (expired). `viewer` '' (streams, shared by everyone): no viewer's reactions.
+local function read_message(course, id, viewer)
+  local h = redis.call('HMGET', message_key(course, id), unpack(MESSAGE_FIELDS))
+  if not h[1] then return nil end
+  local record = {id}
+  for i = 1, #MESSAGE_FIELDS do record[i + 1] = h[i] or MESSAGE_DEFAULTS[i] end
+  local mine = ''
+  if viewer ~= '' and h[12] then
+    mine = redis.call('HGET', reactors_key(course, id), viewer) or ''
+  end
+  record[#MESSAGE_FIELDS + 2] = mine
+  return record
+end
+
+-- Make `key` live at least until `at` (ms). A key without expiry stays so: a pinned message
+-- and what belongs to it never expire while pinned.
+local function extend_expiry(key, at)
+  local current = redis.call('PEXPIRETIME', key)
+  if current ~= -1 and current < at then
+    redis.call('PEXPIREAT', key, string.format('%.0f', at))
+  end
+end
+
+-- Give a message's own keys (its edits, its reactors, its thread index) the message's expiry.
+local function follow_message_expiry(course, id)
+  local at = redis.call('PEXPIRETIME', message_key(course, id))
+  for _, key in ipairs({edits_key(course, id), reactors_key(course, id), thread_key(course, id)}) do
+    if at == -1 then
+      redis.call('PERSIST', key)
+    elseif at > 0 then
+      redis.call('PEXPIREAT', key, at)
+    end
+  end
+end
+
+-- GCRA: at most `count` per `seconds`, bursts up to `count`. Returns nil (allowed, and
+-- recorded) or how many ms until it would be.
+local function rate_limited(key, now_ms, count, seconds)
+  if count <= 0 or seconds <= 0 then return nil end
+  local window_ms = seconds * 1000
+  local tat = tonumber(redis.call('GET', key)) or now_ms
+  if tat < now_ms then tat = now_ms end
+  local new_tat = tat + window_ms / count
+  local allow_at = new_tat - window_ms
+  if allow_at > now_ms then
+    return string.format('%.0f', math.ceil(allow_at - now_ms))
+  end
+  redis.call('SET', key, string.format('%.0f', new_tat),
+    'PX', string.format('%.0f', math.ceil(new_tat - now_ms)))
+  return nil
+end
+
+-- The course's event log: one entry for this change, living as long as the message it names
+-- (the send trims the log by the TTL; README, "Data model").
+local function log_change(course, kind, id, actor, extra_field, extra_value)
+  local log_key = course .. 'log'
+  if extra_field then
+    redis.call('XADD', log_key, '*', 'k', kind, 'i', id, 'u', actor, extra_field, extra_value)
+  else
+    redis.call('XADD', log_key, '*', 'k', kind, 'i', id, 'u', actor)
+  end
+  local at = redis.call('PEXPIRETIME', message_key(course, id))
+  if at > 0 then extend_expiry(log_key, at) end
+end
+
+-- A change that is not a new message or a tombstone: the channel only tells the course's
+-- log tails to read the log (nextcampus_common/events.py, kind "n").
+local function notify_change(course, course_id)
+  redis.call('SPUBLISH', course .. 'events', cjson.encode({k = 'n', c = course_id}))
+end
+
+-- client_mutation_id: {'dup'} when this user's mutation with this id was applied before.
+-- The write makes the WAIT after the script cover the first attempt's write too.
+local function seen_mutation(course, user, mutation_id)
+  if mutation_id == '' then return false end
+  local key = course .. 'mutation:' .. user .. ':' .. mutation_id
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('SET', key, '1', 'KEEPTTL')
+    return true
+  end
+  return false
+end
+
+local function remember_mutation(course, user, mutation_id)
+  if mutation_id ~= '' then
+    redis.call('SET', course .. 'mutation:' .. user .. ':' .. mutation_id, '1',
+      'PX', MUTATION_TTL_MS)
+  end
+end
+
+local function policy_number(policy, field, default)
+  return tonumber(redis.call('HGET', policy, field)) or tonumber(default)
+end
+
+local function is_read_only(policy)
+  local value = redis.call('HGET', policy, 'read_only')
+  return value == '1' or value == 'true'
+end
+
+-- Unpin a message: it (and what belongs to it) gets the course TTL from now; once no
+-- message is pinned, the index expires again, not before any message it lists.
+local function unpin(course, id, ttl_seconds, now_ms)
+  local key = message_key(course, id)
+  local at = string.format('%.0f', now_ms + ttl_seconds * 1000)
+  redis.call('HDEL', key, 'pinned_at')
+  redis.call('ZREM', course .. 'pins', id)
+  redis.call('PEXPIREAT', key, at)
+  follow_message_expiry(course, id)
+  if redis.call('ZCARD', course .. 'pins') == 0
+      and redis.call('PEXPIRETIME', course .. 'messages') == -1 then
+    redis.call('PEXPIREAT', course .. 'messages', at)
+  end
+end
+
+-- A page of the messages a sorted set of ids lists (the course index, a thread index),
+-- skipping and removing ids whose messages expired: forward from `after` ('' for none,
+-- then the newest before `before`), at most `limit` records and, past the first, at most
+-- `max_bytes` of content. Returns the records oldest to newest, and whether more exist in
+-- the paging direction.
+local function page_of(index, course, after, before, limit, max_bytes, viewer)
+  local forward = after ~= ''
+  local low = forward and ('(' .. after) or '-inf'
+  local high = before ~= '' and ('(' .. before) or '+inf'
+  local records, found, bytes, has_more = {}, 0, 0, 0
+  while found <= limit do
+    local ids
+    if forward then
+      ids = redis.call('ZRANGEBYSCORE', index, low, high, 'LIMIT', 0, limit + 1 - found)
+    else
+      ids = redis.call('ZREVRANGEBYSCORE', index, high, low, 'LIMIT', 0, limit + 1 - found)
+    end
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      local record = read_message(course, id, viewer)
+      if record then
+        local size = #record[3]
+        if found == limit or (found > 0 and bytes + size > max_bytes) then
+          has_more = 1
+          break
+        end
+        found = found + 1
+        bytes = bytes + size
+        records[found] = record
+      else
+        redis.call('ZREM', index, id)
+      end
+    end
+    if has_more == 1 then break end
+    if forward then low = '(' .. ids[#ids] else high = '(' .. ids[#ids] end
+  end
+  if not forward then
+    local reversed = {}
+    for i = found, 1, -1 do reversed[#reversed + 1] = records[i] end
+    records = reversed
+  end
+  return records, has_more
+end
