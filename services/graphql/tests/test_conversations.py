@@ -1,6 +1,7 @@
-"""Conversations through GraphQL, on the real stack (Redis Cluster, chat, GraphQL): the
-`courseEvents` subscription — live, resumed after a cursor, ONE upstream SubscribeEvents per
-course, expired and malformed cursors — and what it costs."""
+"""Conversations through GraphQL, on the real stack (Redis Cluster, chat, GraphQL): replies
+and threads, edits and their history, reactions, pins; the `courseEvents` subscription —
+every kind of change, live, resumed after a cursor, ONE upstream SubscribeEvents per course,
+expired and malformed cursors — and what it all costs."""
 
 from __future__ import annotations
 
@@ -123,6 +124,272 @@ def assert_ordered_once(subscriber: Subscriber, after: str | None = None) -> Non
     if after is not None:
         keys.insert(0, event_cursor_key(after))
     assert keys == sorted(set(keys)), keys
+
+
+MESSAGE_FIELDS = """messageId userId content deleted replyTo editedAt replyCount lastReplyAt
+  participants reactions { emoji count reactedByMe } pinnedAt"""
+MESSAGE = (
+    f"query($c: ID!, $m: ID!) {{ message(courseId: $c, messageId: $m) {{ {MESSAGE_FIELDS} }} }}"
+)
+EDIT = f"""mutation($c: ID!, $m: ID!, $t: String!, $k: ID) {{
+  editMessage(courseId: $c, messageId: $m, content: $t, clientMutationId: $k) {{ {MESSAGE_FIELDS} }}
+}}"""
+EDIT_HISTORY = """query($c: ID!, $m: ID!) {
+  message(courseId: $c, messageId: $m) { messageId editHistory { content writtenAt } }
+}"""
+REACT = f"""mutation($c: ID!, $m: ID!, $e: String!, $k: ID) {{
+  addReaction(courseId: $c, messageId: $m, emoji: $e, clientMutationId: $k) {{ {MESSAGE_FIELDS} }}
+}}"""
+UNREACT = f"""mutation($c: ID!, $m: ID!, $e: String!, $k: ID) {{
+  removeReaction(courseId: $c, messageId: $m, emoji: $e, clientMutationId: $k) {{ {MESSAGE_FIELDS} }}
+}}"""
+PIN = f"""mutation($c: ID!, $m: ID!, $k: ID) {{
+  pinMessage(courseId: $c, messageId: $m, clientMutationId: $k) {{ {MESSAGE_FIELDS} }}
+}}"""
+UNPIN = f"""mutation($c: ID!, $m: ID!) {{
+  unpinMessage(courseId: $c, messageId: $m) {{ {MESSAGE_FIELDS} }}
+}}"""
+PINNED = "query($c: ID!) { pinnedMessages(courseId: $c) { messageId pinnedAt } }"
+THREAD = f"""query($c: ID!, $r: ID!, $before: ID, $after: ID, $limit: Int) {{
+  thread(courseId: $c, rootId: $r, before: $before, after: $after, limit: $limit) {{
+    root {{ {MESSAGE_FIELDS} }} replies {{ messageId replyTo content }} hasMore
+  }}
+}}"""
+POLICY = "query($c: ID!) { coursePolicy(courseId: $c) { editWindowSeconds } }"
+
+
+def only_error(body: dict[str, Any]) -> dict[str, Any]:
+    (error,) = body["errors"]
+    return error
+
+
+# -- replies, edits, reactions, pins --------------------------------------------------------
+
+
+async def test_replies_make_a_thread(graphql_server, make_token, course_id):
+    async with (
+        api(graphql_server.url, make_token("alice", [course_id])) as alice,
+        api(graphql_server.url, make_token("bob", [course_id])) as bob,
+    ):
+        root = await alice.send(course_id, "a question")
+        first = await bob.send(course_id, "an answer", reply_to=root)
+        # A reply to a reply belongs to the same root.
+        second = await alice.send(course_id, "thanks", reply_to=first)
+        page = (await alice.data(THREAD, c=course_id, r=str(root)))["thread"]
+        assert page["root"]["messageId"] == str(root)
+        assert page["root"]["replyTo"] is None
+        assert page["root"]["replyCount"] == 2
+        assert page["root"]["participants"] == ["alice", "bob"]  # the most recent first
+        assert page["root"]["lastReplyAt"] is not None
+        assert page["replies"] == [
+            {"messageId": str(first), "replyTo": str(root), "content": "an answer"},
+            {"messageId": str(second), "replyTo": str(root), "content": "thanks"},
+        ]
+        assert page["hasMore"] is False
+        # A reply's id answers its root's thread; pages as history does: the newest first,
+        # `before` back, `after` forward.
+        by_reply = (await bob.data(THREAD, c=course_id, r=str(second), limit=1))["thread"]
+        assert by_reply["root"]["messageId"] == str(root)
+        assert [r["messageId"] for r in by_reply["replies"]] == [str(second)]
+        assert by_reply["hasMore"] is True
+        back = await bob.data(THREAD, c=course_id, r=str(root), before=str(second))
+        assert [r["messageId"] for r in back["thread"]["replies"]] == [str(first)]
+        forward = await bob.data(THREAD, c=course_id, r=str(root), after=str(first))
+        assert [r["messageId"] for r in forward["thread"]["replies"]] == [str(second)]
+        # The thread of a message that is not there.
+        missing = await bob.post(THREAD, c=course_id, r="999")
+        assert only_error(missing)["extensions"]["code"] == "NOT_FOUND"
+        too_big = await bob.post(THREAD, c=course_id, r=str(root), limit=1000)
+        assert only_error(too_big)["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_edits_keep_a_history_only_the_author_and_moderators_read(
+    graphql_server, make_token, course_id
+):
+    async with (
+        api(graphql_server.url, make_token("alice", [course_id])) as alice,
+        api(graphql_server.url, make_token("bob", [course_id])) as bob,
+        api(graphql_server.url, make_token("mod", [course_id], [course_id])) as moderator,
+    ):
+        assert (await alice.data(POLICY, c=course_id))["coursePolicy"] == {
+            "editWindowSeconds": 3600
+        }
+        sent = await alice.send(course_id, "teh first")
+        edited = (await alice.data(EDIT, c=course_id, m=str(sent), t="the first", k="e1"))[
+            "editMessage"
+        ]
+        assert (edited["content"], edited["userId"]) == ("the first", "alice")
+        assert edited["editedAt"] is not None
+        # A retry with the same clientMutationId is applied once.
+        again = await alice.data(EDIT, c=course_id, m=str(sent), t="the first", k="e1")
+        assert again["editMessage"] == edited
+        for reader in (alice, moderator):
+            history = (await reader.data(EDIT_HISTORY, c=course_id, m=str(sent)))["message"]
+            assert [v["content"] for v in history["editHistory"]] == ["teh first"]
+            assert history["editHistory"][0]["writtenAt"].endswith("+00:00")
+        # Another student: the message, but its history is FORBIDDEN, on that field only.
+        refused = await bob.post(EDIT_HISTORY, c=course_id, m=str(sent))
+        assert refused["data"] == {"message": {"messageId": str(sent), "editHistory": None}}
+        error = only_error(refused)
+        assert error["extensions"]["code"] == "FORBIDDEN"
+        assert error["path"] == ["message", "editHistory"]
+        # Only the author edits.
+        not_theirs = await bob.post(EDIT, c=course_id, m=str(sent), t="mine now")
+        assert only_error(not_theirs)["extensions"]["code"] == "FORBIDDEN"
+        bad_key = await alice.post(EDIT, c=course_id, m=str(sent), t="x", k="not a key!")
+        assert only_error(bad_key)["extensions"]["code"] == "BAD_USER_INPUT"
+        assert "clientMutationId" in only_error(bad_key)["message"]
+
+
+async def test_a_closed_edit_window_and_a_read_only_course_have_their_own_codes(
+    graphql_server, make_token, course_id, cluster_client
+):
+    """The chat service answers both with FAILED_PRECONDITION; its trailing metadata says
+    which, so a client sees FAILED_PRECONDITION (do not retry) apart from READ_ONLY."""
+    async with api(graphql_server.url, make_token("alice", [course_id])) as alice:
+        sent = await alice.send(course_id, "final")
+        policy = CourseKeys(course_id).policy
+        cluster_client.hset(policy, "edit_window_seconds", 0)
+        closed = await alice.post(EDIT, c=course_id, m=str(sent), t="changed")
+        assert only_error(closed)["extensions"]["code"] == "FAILED_PRECONDITION"
+        cluster_client.hset(policy, "read_only", 1)
+        for body in (
+            await alice.post(SEND, c=course_id, t="more"),
+            await alice.post(REACT, c=course_id, m=str(sent), e="👍"),
+        ):
+            assert only_error(body)["extensions"]["code"] == "READ_ONLY"
+
+
+async def test_reactions_say_reacted_by_me_to_each_viewer(graphql_server, make_token, course_id):
+    async with (
+        api(graphql_server.url, make_token("alice", [course_id])) as alice,
+        api(graphql_server.url, make_token("bob", [course_id])) as bob,
+    ):
+        sent = str(await alice.send(course_id, "react to me"))
+        mine = (await alice.data(REACT, c=course_id, m=sent, e="👍", k="r1"))["addReaction"]
+        assert mine["reactions"] == [{"emoji": "👍", "count": 1, "reactedByMe": True}]
+        retried = (await alice.data(REACT, c=course_id, m=sent, e="👍", k="r1"))["addReaction"]
+        assert retried["reactions"] == mine["reactions"]  # applied once
+        seen_by_bob = (await bob.data(MESSAGE, c=course_id, m=sent))["message"]
+        assert seen_by_bob["reactions"] == [{"emoji": "👍", "count": 1, "reactedByMe": False}]
+        both = (await bob.data(REACT, c=course_id, m=sent, e="👍"))["addReaction"]
+        assert both["reactions"] == [{"emoji": "👍", "count": 2, "reactedByMe": True}]
+        await bob.data(REACT, c=course_id, m=sent, e="🎉")
+        gone = (await alice.data(UNREACT, c=course_id, m=sent, e="👍"))["removeReaction"]
+        assert gone["reactions"] == [
+            {"emoji": "👍", "count": 1, "reactedByMe": False},
+            {"emoji": "🎉", "count": 1, "reactedByMe": False},
+        ]
+        history = (await bob.data(HISTORY_REACTIONS, c=course_id))["messages"]["messages"]
+        assert history[-1]["reactions"] == [
+            {"emoji": "👍", "count": 1, "reactedByMe": True},
+            {"emoji": "🎉", "count": 1, "reactedByMe": True},
+        ]
+        not_an_emoji = await bob.post(REACT, c=course_id, m=sent, e="nope")
+        assert only_error(not_an_emoji)["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+HISTORY_REACTIONS = """query($c: ID!) {
+  messages(courseId: $c) { messages { messageId reactions { emoji count reactedByMe } } }
+}"""
+
+
+async def test_moderators_pin_and_everyone_reads_the_pins(graphql_server, make_token, course_id):
+    async with (
+        api(graphql_server.url, make_token("alice", [course_id])) as alice,
+        api(graphql_server.url, make_token("mod", [course_id], [course_id])) as moderator,
+    ):
+        first, second = [str(await alice.send(course_id, f"notice {i}")) for i in range(2)]
+        refused = await alice.post(PIN, c=course_id, m=first)
+        assert only_error(refused)["extensions"]["code"] == "FORBIDDEN"
+        pinned = (await moderator.data(PIN, c=course_id, m=first, k="p1"))["pinMessage"]
+        assert pinned["pinnedAt"] is not None
+        await moderator.data(PIN, c=course_id, m=second)
+        pins = (await alice.data(PINNED, c=course_id))["pinnedMessages"]
+        assert [p["messageId"] for p in pins] == [second, first]  # the most recent first
+        unpinned = (await moderator.data(UNPIN, c=course_id, m=second))["unpinMessage"]
+        assert unpinned["pinnedAt"] is None
+        pins = (await alice.data(PINNED, c=course_id))["pinnedMessages"]
+        assert [p["messageId"] for p in pins] == [first]
+        missing = await moderator.post(PIN, c=course_id, m="999")
+        assert only_error(missing)["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_every_kind_of_change_arrives_on_course_events(graphql_server, make_token, course_id):
+    alice_token = make_token("alice", [course_id])
+    async with (
+        api(graphql_server.url, alice_token) as alice,
+        api(graphql_server.url, make_token("mod", [course_id], [course_id])) as moderator,
+    ):
+        start = await alice.event_cursor(course_id)
+        async with course_events(graphql_server.ws_url, alice_token, course_id, start) as events:
+            root = await alice.send(course_id, "root")
+            reply = await moderator.send(course_id, "reply", reply_to=root)
+            await alice.data(EDIT, c=course_id, m=str(root), t="root, edited")
+            await alice.data(REACT, c=course_id, m=str(reply), e="👍")
+            await alice.data(UNREACT, c=course_id, m=str(reply), e="👍")
+            await moderator.data(PIN, c=course_id, m=str(root))
+            await moderator.data(UNPIN, c=course_id, m=str(root))
+            await moderator.delete(course_id, reply)
+            wanted = [
+                ("MessageAddedEvent", root),
+                ("MessageAddedEvent", reply),
+                ("MessageEditedEvent", root),
+                ("ReactionAddedEvent", reply),
+                ("ReactionRemovedEvent", reply),
+                ("MessagePinnedEvent", root),
+                ("MessageUnpinnedEvent", root),
+                ("MessageDeletedEvent", reply),
+            ]
+            await has_changes(events, wanted)
+            assert changes(events) == wanted
+            assert_ordered_once(events, after=start)
+            added_reply, edited, reacted, unreacted, pinned = events.events[1:6]
+            assert added_reply["actorId"] == "mod"
+            assert added_reply["root"]["messageId"] == str(root)
+            assert added_reply["root"]["replyCount"] == 1
+            assert edited["message"]["content"] == "root, edited"
+            assert (reacted["emoji"], reacted["actorId"]) == ("👍", "alice")
+            assert unreacted["emoji"] == "👍"
+            assert pinned["actorId"] == "mod"
+            assert events.events[-1]["retracted"] is False
+
+
+async def test_reactions_in_events_are_the_same_for_every_subscriber(
+    graphql_server, make_token, course_id
+):
+    """reactedByMe is a viewer's: in a subscription's payload (the same bytes for all) it is
+    false, for the reactor too."""
+    document = """subscription($c: ID!, $a: String) {
+      courseEvents(courseId: $c, after: $a) {
+        __typename message { messageId reactions { emoji count reactedByMe } }
+      }
+    }"""
+    tokens = {user: make_token(user, [course_id]) for user in ("alice", "bob")}
+    async with api(graphql_server.url, tokens["alice"]) as alice:
+        sent = str(await alice.send(course_id, "hi"))
+        start = await alice.event_cursor(course_id)
+        subscribers = [
+            Subscriber(graphql_server.ws_url, token, document, {"c": course_id, "a": start})
+            for token in tokens.values()
+        ]
+        try:
+            for subscriber in subscribers:
+                await subscriber.start()
+            await alice.data(REACT, c=course_id, m=sent, e="👍")
+            for subscriber in subscribers:
+                await subscriber.wait_until(lambda s: len(s.events) == 1, within=30)
+            assert subscribers[0].events == subscribers[1].events
+            assert subscribers[0].events[0] == {
+                "__typename": "ReactionAddedEvent",
+                "message": {
+                    "messageId": sent,
+                    "reactions": [{"emoji": "👍", "count": 1, "reactedByMe": False}],
+                },
+            }
+        finally:
+            for subscriber in subscribers:
+                await subscriber.close()
 
 
 # -- live, and resumed -----------------------------------------------------------------------

@@ -29,6 +29,7 @@ from nextcampus_common.ids import (
 )
 from nextcampus_common.metadata import (
     AUTHORIZATION,
+    PROBLEM,
     RETRY_AFTER_MS,
     STREAM_AFTER_CURSOR,
     STREAM_AFTER_MESSAGE_ID,
@@ -64,8 +65,10 @@ def _invalid(exc: InvalidId) -> ChatError:
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: ChatError) -> None:
+    trailing = [(PROBLEM, error.problem.value)]
     if error.retry_after_ms is not None:
-        context.set_trailing_metadata(((RETRY_AFTER_MS, str(error.retry_after_ms)),))
+        trailing.append((RETRY_AFTER_MS, str(error.retry_after_ms)))
+    context.set_trailing_metadata(tuple(trailing))
     await context.abort(STATUS_OF[error.problem], error.message)
 
 

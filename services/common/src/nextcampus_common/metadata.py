@@ -9,6 +9,12 @@ AUTHORIZATION = "authorization"
 # Trailing metadata of a RESOURCE_EXHAUSTED send (rate limit) and of an UNAVAILABLE write
 # that no replica confirmed: milliseconds until a retry makes sense.
 RETRY_AFTER_MS = "retry-after-ms"
+# Trailing metadata of every refused call: which problem it was (the chat service's
+# `Problem` value), where one status code stands for several: FAILED_PRECONDITION is a
+# read-only course ("read_only"), an expired event cursor ("cursor_expired") or a message's
+# state or the course's rules ("failed_precondition": deleted, edit window closed, too many
+# reactions or pins). Clients tell them apart by it, never by the text.
+PROBLEM = "chat-problem"
 # Initial metadata of SubscribeMessages, sent once the stream is live: the stream carries
 # every message after this id, so a client whose stream breaks before its first message
 # resumes from it with after_message_id and misses nothing.

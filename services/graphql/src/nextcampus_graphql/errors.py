@@ -7,7 +7,7 @@ import enum
 import grpc
 from graphql import GraphQLError
 
-from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
+from nextcampus_common.metadata import PROBLEM, RETRY_AFTER_MS, metadata_value
 
 
 class Code(enum.StrEnum):
@@ -22,6 +22,9 @@ class Code(enum.StrEnum):
     # An event cursor older than what the course's event log keeps: reload the history
     # (`messages`) and subscribe again after its `eventCursor`.
     CURSOR_EXPIRED = "CURSOR_EXPIRED"
+    # The message's state or the course's rules do not allow the change now (the message
+    # was deleted, the edit window closed, too many reactions or pins): no use retrying.
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
 
 
 CODE_OF_STATUS: dict[grpc.StatusCode, Code] = {
@@ -45,6 +48,15 @@ class ApiError(GraphQLError):
         self.code = code
 
 
+# FAILED_PRECONDITION stands for several problems; the chat service names which in the
+# trailing metadata (nextcampus_common.metadata.PROBLEM). Without it (an older chat
+# service) it was a read-only course.
+CODE_OF_PROBLEM: dict[str, Code] = {
+    "read_only": Code.READ_ONLY,
+    "cursor_expired": Code.CURSOR_EXPIRED,
+    "failed_precondition": Code.FAILED_PRECONDITION,
+}
+
 CURSOR_EXPIRED_MESSAGE = (
     "the cursor is older than what the course's event log keeps: reload the history "
     "(query `messages`) and subscribe again with `after` = its `eventCursor`"
@@ -53,8 +65,13 @@ CURSOR_EXPIRED_MESSAGE = (
 
 def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     code = CODE_OF_STATUS.get(exc.code(), Code.INTERNAL)
+    trailing = exc.trailing_metadata()
+    if exc.code() is grpc.StatusCode.FAILED_PRECONDITION:
+        code = CODE_OF_PROBLEM.get(metadata_value(trailing, PROBLEM) or "", Code.READ_ONLY)
+        if code is Code.CURSOR_EXPIRED:
+            return ApiError(code, CURSOR_EXPIRED_MESSAGE)
     extensions: dict[str, object] = {}
-    retry_after_ms = metadata_value(exc.trailing_metadata(), RETRY_AFTER_MS)
+    retry_after_ms = metadata_value(trailing, RETRY_AFTER_MS)
     if retry_after_ms is not None:
         extensions["retryAfterMs"] = int(retry_after_ms)
     elif code is Code.RATE_LIMITED:
