@@ -115,6 +115,11 @@ INVALID = {
         {"courseId": "c1", "rateLimit": {"messages": 1, "perSeconds": 0}},
         "minimum of 1",
     ),
+    "edit-window-negative": ({"courseId": "c1", "editWindowSeconds": -1}, "minimum of 0"),
+    "edit-window-as-text": (
+        {"courseId": "c1", "editWindowSeconds": "10m"},
+        "not of type 'integer'",
+    ),
     "unknown-spec-field": ({"courseId": "c1", "ttl": 60}, "'ttl' was unexpected"),
     "unknown-rate-field": (
         {"courseId": "c1", "rateLimit": {"messages": 1, "perSeconds": 1, "burst": 3}},
@@ -153,6 +158,10 @@ BOUNDS = [
     {"rateLimit": {"messages": 100_000, "perSeconds": 86_400}},
     {"rateLimit": {"messages": 100_001, "perSeconds": 1}},
     {"rateLimit": {"messages": 1, "perSeconds": 86_401}},
+    {"editWindowSeconds": 0},
+    {"editWindowSeconds": -1},
+    {"editWindowSeconds": 31_536_000},
+    {"editWindowSeconds": 31_536_001},
     {"courseId": "a" * 64},
     {"courseId": "a" * 65},
     {"courseId": "-leading-dash"},

@@ -508,3 +508,23 @@ def test_an_event_for_each_new_outcome_only() -> None:
         )
         is None
     )
+
+
+async def test_the_edit_window_reaches_the_chat_service(
+    reconciler: PolicyReconciler, client_for: Callable[..., ChatClient], course_id: str
+) -> None:
+    client = client_for("ada", [course_id])
+    outcome = await reconciler.reconcile(
+        ref(course_id), {"courseId": course_id, "editWindowSeconds": 0}
+    )
+    assert outcome.ready
+    assert "no edits" in outcome.message
+    assert (await client.policy(course_id)).edit_window_seconds == 0
+    outcome = await reconciler.reconcile(
+        ref(course_id), {"courseId": course_id, "editWindowSeconds": 300}
+    )
+    assert "edits for 300 s" in outcome.message
+    assert (await client.policy(course_id)).edit_window_seconds == 300
+    # Left out: the chat service's default.
+    await reconciler.reconcile(ref(course_id), {"courseId": course_id})
+    assert (await client.policy(course_id)).edit_window_seconds == 3600

@@ -15,9 +15,10 @@ import pytest
 from nextcampus_chat.store import MAX_PINS_PER_COURSE, MAX_REACTIONS_PER_MESSAGE
 from nextcampus_common import scripts
 from nextcampus_common.keys import MESSAGE_FIELDS, CourseKeys
-from nextcampus_common.metadata import AUTHORIZATION, RETRY_AFTER_MS, metadata_value
-from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
+from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
+from nextcampus_common.proto.chat.v1 import chat_pb2
 from nextcampus_common.proto.chat.v1.chat_pb2 import CourseEventKind as Kind
+from testing.grpc_calls import StubCalls
 
 COMMON_EMOJI = ["👍", "❤️", "😂", "🎉", "🤔", "👀", "🙏", "🔥", "✅", "💯", "😮", "😢"]
 
@@ -27,11 +28,7 @@ class User:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.stub = chat_pb2_grpc.ChatServiceStub(client.api.channel)
-        self.metadata = ((AUTHORIZATION, f"Bearer {client.token}"),)
-
-    async def call(self, method: str, request: Any) -> Any:
-        return await getattr(self.stub, method)(request, metadata=self.metadata, timeout=10)
+        self.call = StubCalls(client)
 
     async def send(self, course_id: str, content: str, reply_to: str = "") -> chat_pb2.ChatMessage:
         request = chat_pb2.SendMessageRequest(

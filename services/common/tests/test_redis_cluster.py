@@ -20,7 +20,7 @@ def send_args(course_id: str) -> tuple[list[str], list[object]]:
             keys.rate("alice"),
             keys.log,
         ],
-        [keys.message_prefix, "alice", "hello", "cm-1", 86400, 4000, 0, 10, course_id],
+        [keys.prefix, "alice", "hello", "cm-1", 86400, 4000, 0, 10, course_id, ""],
     )
 
 
