@@ -787,3 +787,30 @@ def test_edit_history_costs_a_round_trip_per_message(factory):
         }
     )
     assert thread.cost == 1 + 10 * ((1 + 1) + (1 + 1) + 1)
+
+
+async def test_an_upstream_refused_before_it_is_live_raises_its_status(
+    client_for, course_id, cluster_client
+):
+    """What an upstream reopened after an expired cursor meets: the refusal itself, which
+    ends its subscribers with CURSOR_EXPIRED (not a missing header)."""
+    import grpc
+
+    from nextcampus_common.chat_api import stream_live_cursor
+    from nextcampus_graphql.errors import Code, from_grpc_events
+
+    expired = expire_log_start(cluster_client, course_id)
+    alice = client_for("alice", [course_id])
+    await alice.send(course_id, "trims the old entry")
+    call = alice.subscribe_events(course_id, after=expired)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stream_live_cursor(call)
+        assert from_grpc_events(refused.value).code is Code.CURSOR_EXPIRED
+    finally:
+        call.cancel()
+    live = alice.subscribe_events(course_id, after=(await alice.history(course_id)).event_cursor)
+    try:
+        assert event_cursor_key(await stream_live_cursor(live)) > event_cursor_key(expired)
+    finally:
+        live.cancel()

@@ -34,7 +34,8 @@ class GraphqlMetrics:
         )
         self.delivery_latency = Histogram(
             _name("delivery_latency_seconds"),
-            "from the message's timestamp (stored at send) to its frame being written",
+            "from the change (a message's timestamp, stored at send; an event's log entry) to "
+            "its frame being written",
             buckets=DELIVERY_BUCKETS_SECONDS,
             registry=r,
         )

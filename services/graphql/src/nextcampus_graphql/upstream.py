@@ -142,11 +142,13 @@ class CourseUpstream(ABC, Generic[Item, Position]):
 
     # -- events ----------------------------------------------------------------------------
 
-    def _buffer(self, item: Item) -> None:
-        """Keep `item` for every catch-up, and wake those the stream has now caught up with."""
+    def _buffer(self, item: Item | None) -> None:
+        """Keep `item` (None: nothing to pass on, the position moved) for every catch-up, and
+        wake those the stream has now caught up with."""
         assert self.position is not None
         for catch_up in self.catching_up:
-            catch_up.buffer.append(item)
+            if item is not None:
+                catch_up.buffer.append(item)
             if catch_up.until is not None and self.position >= catch_up.until:
                 catch_up.caught_up.set()
 
@@ -343,6 +345,7 @@ class EventUpstream(CourseUpstream[CourseEvent, tuple[int, int]]):
             return  # again after a reopen: already passed on
         self.position, self.cursor = position, event.cursor
         if not _known(event):
+            self._buffer(None)
             return
         self._buffer(event)
         for group in list(self.groups.values()):
