@@ -21,12 +21,14 @@ from devstack.redis_cluster import RedisCluster
 from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
+from nextcampus_common.proto.chat.v1 import chat_pb2
 from nextcampus_common.proto.chat.v1.chat_pb2 import (
     ChatMessage,
     CourseEventKind,
     SendMessageResponse,
 )
-from testing.plugin import Collector, assert_chain, established
+from testing.grpc_calls import StubCalls
+from testing.plugin import Collector, EventCollector, assert_chain, established
 
 WITHIN_SECONDS = 60.0
 
@@ -322,5 +324,121 @@ async def test_accept_without_replicas_acknowledges_with_one_copy_and_says_so(
         counted = server.metrics.redis_errors.labels("write_without_replica")._value.get()
         assert counted >= 3
     finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_a_change_lost_after_streams_carried_it_is_restored_to_what_the_store_keeps(
+    client_for, cluster_client, course_id
+):
+    """What a failover that lost the newest change leaves behind, made directly in Redis: an
+    edit the streams carried is gone from the message and the log. The log tail notices that
+    its cursor is no longer in the log and restores the message (MESSAGE_RESTORED), once,
+    for live streams and for readers that resume."""
+    alice = client_for("alice", [course_id])
+    calls = StubCalls(alice)
+    keys = CourseKeys(course_id)
+    sent = (await alice.send(course_id, "v1")).message
+    stream = EventCollector(alice.subscribe_events(course_id))
+    try:
+        await stream.call.initial_metadata()
+        edit = chat_pb2.EditMessageRequest(
+            course_id=course_id, message_id=sent.message_id, content="v2"
+        )
+        await calls("EditMessage", edit)
+        await stream.wait_for(lambda c: len(c.events) == 1)
+        assert stream.events[0].message.content == "v2"
+        # The promoted replica never had the edit.
+        cluster_client.xdel(keys.log, stream.events[0].cursor)
+        message_key = keys.message(sent.message_id)
+        cluster_client.hset(message_key, "content", "v1")
+        cluster_client.hdel(message_key, "edited_at")
+        cluster_client.delete(keys.edits(sent.message_id))
+
+        after = (await alice.send(course_id, "after the failover")).message
+        await stream.wait_for(lambda c: len(c.events) == 3)
+        assert sorted(
+            (e.kind, e.message.message_id, e.message.content) for e in stream.events[1:]
+        ) == sorted(
+            [
+                (CourseEventKind.MESSAGE_ADDED, after.message_id, "after the failover"),
+                (CourseEventKind.MESSAGE_RESTORED, sent.message_id, "v1"),
+            ]
+        )
+        restored = next(e for e in stream.events if e.kind == CourseEventKind.MESSAGE_RESTORED)
+        assert (restored.message.edited_at, restored.actor_user_id) == (0, "")
+        # Recorded once, in the log: a reader that saw the edit and resumes after it gets it.
+        resumed = (await alice.events(course_id, after=stream.events[0].cursor)).events
+        assert [e.kind for e in resumed].count(CourseEventKind.MESSAGE_RESTORED) == 1
+        # Nothing more comes: the next change is the next event.
+        await alice.send(course_id, "one more")
+        await stream.wait_for(lambda c: len(c.events) == 4)
+        assert stream.events[-1].message.content == "one more"
+    finally:
+        await stream.close()
+
+
+async def test_an_edit_no_replica_confirmed_is_undone_by_the_failover_and_streams_learn_it(
+    own_redis_cluster, chat_settings_factory, make_token, course_id
+):
+    """A real failover: the course primary's replica hangs behind a full replication link,
+    an edit is refused (not acknowledged) after the event stream carried it, the primary is
+    killed and the replica takes over without the edit. The stream then gets the message as
+    the store keeps it (MESSAGE_RESTORED), and ends in the store's state."""
+    from nextcampus_chat.server import build_server
+
+    cluster = own_redis_cluster
+    server = build_server(chat_settings_factory(redis_nodes=cluster.nodes))
+    await server.start()
+    client = ChatClient(f"127.0.0.1:{server.port}", make_token("alice", [course_id]))
+    calls = StubCalls(client)
+    stream = EventCollector(client.subscribe_events(course_id))
+    primary = primary_of(cluster, course_id)
+    assert primary is not None
+    (replica,) = cluster.replica_ports_of(primary)
+    try:
+        await stream.call.initial_metadata()
+        sent = (await send_until_acknowledged(client, course_id, "v1", "cm-1")).message
+        await stream.wait_for(lambda c: len(c.events) == 1)
+
+        cluster.pause_node(replica)
+        primary_client = redis.Redis(port=primary)
+        primary_client.set(CourseKeys(course_id).prefix + "ballast", b"x" * (48 << 20))
+        primary_client.close()
+        edit = chat_pb2.EditMessageRequest(
+            course_id=course_id, message_id=sent.message_id, content="v2", client_mutation_id="e-1"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await calls("EditMessage", edit)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        await stream.wait_for(lambda c: any(e.message.content == "v2" for e in c.events))
+
+        cluster.kill_node(primary)
+        cluster.resume_node(replica)
+        await eventually(
+            lambda: asyncio.to_thread(lambda: primary_of(cluster, course_id) == replica),
+            "the replica took over the course's slot",
+        )
+        await asyncio.to_thread(cluster.restart_replaced_node, primary)
+        later = (await send_until_acknowledged(client, course_id, "after", "cm-2")).message
+
+        await stream.wait_for(
+            lambda c: (
+                any(e.kind == CourseEventKind.MESSAGE_RESTORED for e in c.events)
+                and any(e.message.message_id == later.message_id for e in c.events)
+            )
+        )
+        restored = next(e for e in stream.events if e.kind == CourseEventKind.MESSAGE_RESTORED)
+        assert (restored.message.content, restored.message.edited_at) == ("v1", 0)
+        stored = await client.get(course_id, sent.message_id)
+        assert stored.content == "v1", "the edit survived the failover: the scenario did not happen"
+        final: dict[str, str] = {}
+        for event in stream.events:
+            final[event.message.message_id] = event.message.content
+        assert final == {sent.message_id: "v1", later.message_id: "after"}
+        assert server.metrics.restored_messages._value.get() == 1
+    finally:
+        cluster.resume_node(replica)
+        await stream.close()
         await client.close()
         await server.stop()

@@ -509,7 +509,12 @@ class CourseLogTail:
     """Follows one course's event log for this process: reads it after its cursor whenever
     the course's live feed says something happened (its own subscription of the hub), and at
     least every LOG_IDLE_READ_SECONDS, and passes each entry to every stream of the course.
-    The log is the record; the feed only says when to look, so nothing it drops is lost."""
+    The log is the record; the feed only says when to look, so nothing it drops is lost.
+
+    A failover can lose the newest entries after the tail passed them on (changes that were
+    never acknowledged): the log then no longer holds the tail's cursor, and the tail has
+    the messages of the entries it remembers and the log lost restored (relog.lua), so every
+    stream ends with the messages as the store keeps them."""
 
     hub: FeedHub  # whose live feed of the course wakes the tail
     store: MessageStore
@@ -520,6 +525,8 @@ class CourseLogTail:
     cursor: str | None = None  # the newest entry passed on; None until started
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    # The newest entries passed on (cursor -> message id): what a failover may have lost.
+    recent: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     async def run(self) -> None:
         delay = 0.2
@@ -550,11 +557,28 @@ class CourseLogTail:
             page = await self.store.events(
                 self.course_id, after=self.cursor or None, limit=self.page_limit
             )
+            if page.after_lost and self.recent:
+                await self._restore()
+                self.recent.clear()  # restored (or found in the log after all)
+                continue
             for event in page.events:
                 deliver(self.queues, LogEntry(event, event.ByteSize()), self.metrics)
                 self.cursor = event.cursor
+                self.recent[event.cursor] = event.message.message_id
+                if len(self.recent) > RECENT_MESSAGES:
+                    self.recent.popitem(last=False)
             if not page.has_more:
                 return
+
+    async def _restore(self) -> None:
+        added = await self.store.relog(self.course_id, list(self.recent.items()))
+        if added:
+            log.warning(
+                "event log entries lost in a Redis failover; their messages restored",
+                course_id=self.course_id,
+                restored=added,
+            )
+            self.metrics.restored_messages.inc(added)
 
     def close(self, error: ChatError) -> None:
         self.ready.set()

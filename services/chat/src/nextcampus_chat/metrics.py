@@ -52,6 +52,12 @@ class ChatMetrics:
             "messages a Redis failover lost after streams had them: their tombstones were sent",
             registry=r,
         )
+        self.restored_messages = Counter(
+            _name("restored_messages"),
+            "messages whose change a Redis failover lost after streams had it: restored as the "
+            "store keeps them (MESSAGE_RESTORED events this process added)",
+            registry=r,
+        )
         self.slow_consumers = Counter(
             _name("slow_consumer_disconnects"),
             "streams cut off because their queue was full",

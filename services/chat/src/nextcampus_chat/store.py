@@ -43,6 +43,8 @@ class Page:
 class EventPage:
     events: list[CourseEvent]
     has_more: bool
+    # The cursor asked after is not in the log: a failover lost it (or it never was one).
+    after_lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ EVENT_KINDS = {
     "y": CourseEventKind.REACTION_REMOVED,
     "p": CourseEventKind.MESSAGE_PINNED,
     "q": CourseEventKind.MESSAGE_UNPINNED,
+    "c": CourseEventKind.MESSAGE_RESTORED,  # relog.lua
 }
 # At most this many distinct emoji on one message, and pinned messages in one course.
 MAX_REACTIONS_PER_MESSAGE = 20
@@ -256,9 +259,22 @@ class MessageStore:
                 message=_message(course_id, record),
                 root=_message(course_id, root) if root else None,
             )
-            for cursor, kind, actor, emoji, record, root in reply[1:]
+            for cursor, kind, actor, emoji, record, root in reply[2:]
         ]
-        return EventPage(events, reply[0] == 1)
+        return EventPage(events, reply[0] == 1, reply[1] == 1)
+
+    async def relog(self, course_id: str, passed_on: Sequence[tuple[str, str]]) -> int:
+        """Restore the messages of entries (cursor, message id) that streams carried and a
+        failover then lost (relog.lua); returns how many MESSAGE_RESTORED entries it added."""
+        keys = CourseKeys(course_id)
+        flat = [value for entry in passed_on for value in entry]
+        added = await self._redis.script(
+            scripts.RELOG,
+            [keys.log, keys.relogged],
+            [keys.prefix, course_id, *flat],
+            replicated=True,
+        )
+        return int(added)
 
     async def newest_event_cursor(self, course_id: str) -> str:
         """The cursor of the course's newest change ("" when its log is empty)."""

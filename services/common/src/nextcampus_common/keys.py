@@ -113,6 +113,11 @@ class CourseKeys:
         return f"{self.prefix}thread:{message_id}"
 
     @property
+    def relogged(self) -> str:
+        """Cursors of log entries a failover lost whose messages were restored (relog.lua)."""
+        return f"{self.prefix}relogged"
+
+    @property
     def pins(self) -> str:
         """The course's pinned message ids, scored by when they were pinned (ms)."""
         return f"{self.prefix}pins"

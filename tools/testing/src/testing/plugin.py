@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import grpc
 import pytest
@@ -22,7 +22,11 @@ from devstack.redis_cluster import RedisCluster
 from devstack.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
 from nextcampus_common.chat_api import ChatClient, stream_live_after
-from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, SendMessageResponse
+from nextcampus_common.proto.chat.v1.chat_pb2 import (
+    ChatMessage,
+    CourseEvent,
+    SendMessageResponse,
+)
 
 TokenFactory = Callable[..., str]
 
@@ -218,43 +222,62 @@ async def client_for(
         await client.close()
 
 
-class Collector:
-    """Reads a SubscribeMessages call in the background and keeps what arrived."""
+Item = TypeVar("Item")
+
+
+class StreamCollector(Generic[Item]):
+    """Reads a server-streaming call in the background and keeps what arrived."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
         self.call = call
-        self.messages: list[ChatMessage] = []
+        self.items: list[Item] = []
         self.error: grpc.aio.AioRpcError | None = None
         self._changed = asyncio.Condition()
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         try:
-            async for message in self.call:
+            async for item in self.call:
                 async with self._changed:
-                    self.messages.append(message)
+                    self.items.append(item)
                     self._changed.notify_all()
         except grpc.aio.AioRpcError as exc:
             self.error = exc
         async with self._changed:
             self._changed.notify_all()
 
-    @property
-    def ids(self) -> list[int]:
-        return [int(m.message_id) for m in self.messages if not m.deleted]
-
-    async def wait_for(self, condition: Callable[[Collector], bool], within: float = 20) -> None:
+    async def wait_for(self, condition: Callable[[Self], bool], within: float = 20) -> None:
         async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(lambda: condition(self) or self._task.done())
         assert condition(self), f"stream ended ({self.error!r}) before the condition held"
+
+    async def close(self) -> None:
+        self.call.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+class Collector(StreamCollector[ChatMessage]):
+    """A SubscribeMessages call's messages."""
+
+    @property
+    def messages(self) -> list[ChatMessage]:
+        return self.items
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(m.message_id) for m in self.messages if not m.deleted]
 
     async def has_ids(self, ids: list[int], within: float = 20) -> None:
         wanted = set(ids)
         await self.wait_for(lambda c: wanted <= set(c.ids), within)
 
-    async def close(self) -> None:
-        self.call.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+
+class EventCollector(StreamCollector[CourseEvent]):
+    """A SubscribeEvents call's events."""
+
+    @property
+    def events(self) -> list[CourseEvent]:
+        return self.items
 
 
 class Chained(Protocol):

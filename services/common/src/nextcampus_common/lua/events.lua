@@ -4,12 +4,15 @@
 -- A cursor older than what the log still keeps (entries after it were trimmed with the
 -- TTL) cannot be answered exactly: {'stale', oldest cursor kept}. A cursor past the clock
 -- was never handed out: {'ahead'}. A cursor past the log's newest entry but not past the
--- clock (the newest entries were lost in a failover) gets what comes after it.
+-- clock (the newest entries were lost in a failover) gets what comes after it, and the
+-- page says that the cursor is not in the log (`after_lost`: a log tail that passed on the
+-- entries a failover lost then restores their messages, relog.lua).
 --
 -- KEYS: 1 event log
 -- ARGV: 1 course key prefix, 2 cursor or '' (from the start), 3 limit, 4 max bytes of
 --       content in a page past its first event
--- Returns {has_more, {cursor, kind, actor, emoji or '', record, root record or {}}, ...}
+-- Returns {has_more, after_lost, {cursor, kind, actor, emoji or '', record, root record or
+--   {}}, ...}
 --   | {'stale', oldest} | {'ahead'}
 -- (records as read_message makes them, for no viewer: a stream's bytes are everyone's; the
 -- root is there for an added reply, as it is now.)
@@ -29,7 +32,7 @@ if after ~= '' then
   end
 end
 if redis.call('EXISTS', log_key) == 0 then
-  return {0}
+  return {0, after ~= '' and 1 or 0}
 end
 if after ~= '' then
   -- Entries leave only by trimming, oldest first: once any left, a cursor before the oldest
@@ -51,7 +54,9 @@ end
 
 local start = after ~= '' and ('(' .. after) or '-'
 local entries = redis.call('XRANGE', log_key, start, '+', 'COUNT', limit + 1)
-local out = {0}
+local lost = 0
+if after ~= '' and #redis.call('XRANGE', log_key, after, after) == 0 then lost = 1 end
+local out = {0, lost}
 local count, bytes = 0, 0
 for _, entry in ipairs(entries) do
   if count == limit then

@@ -42,6 +42,10 @@ class _CourseEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cours
     REACTION_REMOVED: _CourseEventKind.ValueType  # 6
     MESSAGE_PINNED: _CourseEventKind.ValueType  # 7
     MESSAGE_UNPINNED: _CourseEventKind.ValueType  # 8
+    MESSAGE_RESTORED: _CourseEventKind.ValueType  # 9
+    """A change of this message that streams had carried was lost in a Redis failover (it was
+    never acknowledged): the message as the store keeps it now replaces what they carried.
+    """
 
 class CourseEventKind(_CourseEventKind, metaclass=_CourseEventKindEnumTypeWrapper):
     """What one change of a course was."""
@@ -58,6 +62,10 @@ REACTION_ADDED: CourseEventKind.ValueType  # 5
 REACTION_REMOVED: CourseEventKind.ValueType  # 6
 MESSAGE_PINNED: CourseEventKind.ValueType  # 7
 MESSAGE_UNPINNED: CourseEventKind.ValueType  # 8
+MESSAGE_RESTORED: CourseEventKind.ValueType  # 9
+"""A change of this message that streams had carried was lost in a Redis failover (it was
+never acknowledged): the message as the store keeps it now replaces what they carried.
+"""
 Global___CourseEventKind: _TypeAlias = CourseEventKind  # noqa: Y015
 
 @_typing.final
