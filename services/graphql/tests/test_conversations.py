@@ -355,6 +355,52 @@ async def test_every_kind_of_change_arrives_on_course_events(graphql_server, mak
             assert events.events[-1]["retracted"] is False
 
 
+async def test_a_change_a_failover_lost_is_restored_on_course_events(
+    graphql_server, make_token, course_id, cluster_client
+):
+    """What a failover that lost an edit after streams carried it leaves behind, made in
+    Redis (as the chat service's own test does): subscribers get the message as it is kept
+    (MessageRestoredEvent, no actor) and end where the store is."""
+    token = make_token("alice", [course_id])
+    keys = CourseKeys(course_id)
+    hub = graphql_server.wiring.upstream
+
+    async def through_the_upstream(cursor: str) -> None:
+        """Wait until the process's SubscribeEvents stream carried the change at `cursor`
+        (the subscriber may have read it in its catch-up first)."""
+        for _ in range(200):
+            upstream = hub.course_logs.get(course_id)
+            if upstream is not None and upstream.position >= event_cursor_key(cursor):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the upstream stream never carried {cursor}")
+
+    async with api(graphql_server.url, token) as alice:
+        sent = await alice.send(course_id, "v1")
+        start = await alice.event_cursor(course_id)
+        async with course_events(graphql_server.ws_url, token, course_id, start) as events:
+            probe = await alice.send(course_id, "probe")
+            await has_changes(events, [("MessageAddedEvent", probe)])
+            await through_the_upstream(events.events[-1]["cursor"])  # the stream is live
+            await alice.data(EDIT, c=course_id, m=str(sent), t="v2")
+            await has_changes(events, [("MessageEditedEvent", sent)])
+            edit_cursor = events.events[-1]["cursor"]
+            await through_the_upstream(edit_cursor)
+            # The promoted replica never had the edit.
+            cluster_client.xdel(keys.log, edit_cursor)
+            cluster_client.hset(keys.message(str(sent)), "content", "v1")
+            cluster_client.hdel(keys.message(str(sent)), "edited_at")
+            cluster_client.delete(keys.edits(str(sent)))
+            after = await alice.send(course_id, "after the failover")
+            wanted = [("MessageAddedEvent", after), ("MessageRestoredEvent", sent)]
+            await has_changes(events, wanted)
+            assert sorted(changes(events)[2:]) == sorted(wanted)
+            restored = next(e for e in events.events if e["__typename"] == "MessageRestoredEvent")
+            assert restored["actorId"] is None
+            assert restored["message"]["content"] == "v1"
+            assert_ordered_once(events, after=start)
+
+
 async def test_reactions_in_events_are_the_same_for_every_subscriber(
     graphql_server, make_token, course_id
 ):

@@ -70,6 +70,7 @@ def test_the_schema_is_the_pinned_one():
         "ReactionRemovedEvent",
         "MessagePinnedEvent",
         "MessageUnpinnedEvent",
+        "MessageRestoredEvent",
     }
     assert parse(sdl)  # printable and parseable
 

@@ -23,8 +23,8 @@ class CourseEvent(graphene.Interface):
         "in order; opaque",
     )
     actor_id = graphene.ID(
-        required=True,
-        description="who made the change (the author, or the moderator who deleted or pinned)",
+        description="who made the change (the author, or the moderator who deleted or pinned); "
+        "null only on MessageRestoredEvent, a change no one made"
     )
     message = graphene.Field(
         ChatMessage,
@@ -37,13 +37,24 @@ class CourseEvent(graphene.Interface):
         return TYPE_OF_KIND[event.kind]
 
     @staticmethod
-    def resolve_actor_id(event: chat_pb2.CourseEvent, _info: Any) -> str:
-        return event.actor_user_id
+    def resolve_actor_id(event: chat_pb2.CourseEvent, _info: Any) -> str | None:
+        return event.actor_user_id or None
+
+
+def _actor() -> graphene.ID:
+    """`actorId` of a kind that always has one: non-null there (an implementation may narrow
+    an interface's field)."""
+    return graphene.ID(
+        required=True,
+        description="who made the change (the author, or the moderator who deleted or pinned)",
+    )
 
 
 class MessageAddedEvent(graphene.ObjectType):
     class Meta:
         interfaces = (CourseEvent,)
+
+    actor_id = _actor()
 
     root = graphene.Field(
         ChatMessage, description="for a reply: its thread's root as it is now (replyCount and all)"
@@ -58,10 +69,14 @@ class MessageEditedEvent(graphene.ObjectType):
     class Meta:
         interfaces = (CourseEvent,)
 
+    actor_id = _actor()
+
 
 class MessageDeletedEvent(graphene.ObjectType):
     class Meta:
         interfaces = (CourseEvent,)
+
+    actor_id = _actor()
 
     retracted = graphene.Boolean(
         required=True,
@@ -78,12 +93,16 @@ class ReactionAddedEvent(graphene.ObjectType):
     class Meta:
         interfaces = (CourseEvent,)
 
+    actor_id = _actor()
+
     emoji = graphene.String(required=True)
 
 
 class ReactionRemovedEvent(graphene.ObjectType):
     class Meta:
         interfaces = (CourseEvent,)
+
+    actor_id = _actor()
 
     emoji = graphene.String(required=True)
 
@@ -92,8 +111,21 @@ class MessagePinnedEvent(graphene.ObjectType):
     class Meta:
         interfaces = (CourseEvent,)
 
+    actor_id = _actor()
+
 
 class MessageUnpinnedEvent(graphene.ObjectType):
+    class Meta:
+        interfaces = (CourseEvent,)
+
+    actor_id = _actor()
+
+
+class MessageRestoredEvent(graphene.ObjectType):
+    """A change of this message that you received was lost in a Redis failover (it was never
+    acknowledged to whoever made it): `message` is the message as it is kept now, replacing
+    what you have. No one made this change: `actorId` is null."""
+
     class Meta:
         interfaces = (CourseEvent,)
 
@@ -107,5 +139,6 @@ TYPE_OF_KIND: dict[int, type[graphene.ObjectType]] = {
     Kind.REACTION_REMOVED: ReactionRemovedEvent,
     Kind.MESSAGE_PINNED: MessagePinnedEvent,
     Kind.MESSAGE_UNPINNED: MessageUnpinnedEvent,
+    Kind.MESSAGE_RESTORED: MessageRestoredEvent,
 }
 EVENT_TYPES = tuple(dict.fromkeys(TYPE_OF_KIND.values()))
