@@ -471,8 +471,11 @@ const ERROR_WORDS = {
 
 /** A sentence a person can act on, for a failed operation, in the page's language. */
 function describe(error) {
-  const words = error instanceof GraphqlError && Object.hasOwn(ERROR_WORDS, error.code) && ERROR_WORDS[error.code];
-  return words ? words(error) : t('error.unknown', { detail: error.message });
+  if (error instanceof GraphqlError && Object.hasOwn(ERROR_WORDS, error.code)) {
+    return ERROR_WORDS[error.code](error);
+  }
+  // A code newer than this page, or no GraphQL error at all: the server's (or browser's) text.
+  return t('error.unknown', { detail: error.message || error.code || String(error) });
 }
 
 // --- the message list -------------------------------------------------------------------
@@ -514,7 +517,8 @@ function wordMessage(li, message) {
   const button = li.querySelector('.delete');
   if (button) {
     button.textContent = t('message.delete');
-    button.setAttribute('aria-label', t('message.deleteLabel', { user: message.userId, time: time.textContent }));
+    const label = t('message.deleteLabel', { user: message.userId, time: time.textContent });
+    button.setAttribute('aria-label', label);
   }
 }
 
