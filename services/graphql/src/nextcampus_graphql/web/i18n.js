@@ -91,10 +91,12 @@ function miss(entry) {
  * `params.count`. A key the catalogue lacks is recorded and shown in English, or as the key.
  */
 export function t(key, params = {}, inLanguage = language) {
-  let entry = CATALOGUES[inLanguage][key];
+  const catalogue = CATALOGUES[inLanguage];
+  // Own keys only: "toString" is no word of the page.
+  let entry = Object.hasOwn(catalogue, key) ? catalogue[key] : undefined;
   if (entry === undefined) {
     miss(`${inLanguage}:${key}`);
-    entry = CATALOGUES[FALLBACK][key] ?? key;
+    entry = Object.hasOwn(CATALOGUES[FALLBACK], key) ? CATALOGUES[FALLBACK][key] : key;
   }
   const formatters = inLanguage === language ? intl : formattersOf(inLanguage);
   if (typeof entry === 'object') {
