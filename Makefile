@@ -17,13 +17,15 @@ help: ## show this help
 deps: ## install what the stack and the tests need (redis-server, node, chromium, prometheus, uv, the locked venv)
 	@# Only what is missing: a machine may already have node (and its npm) from elsewhere, and
 	@# asking apt for Debian's nodejs beside it fails. node + npm run the reference graphql-ws
-	@# client and playwright-core; Debian's chromium is the browser playwright-core drives.
+	@# client and playwright-core; Debian's chromium is the browser playwright-core drives, and
+	@# fonts-nanum gives it Hangul (the page speaks Korean; without a font its screenshots don't).
 	@# promtool (Debian prometheus) checks and unit-tests the alerts, and a real Prometheus
 	@# runs every dashboard query; prometheus-redis-exporter is the exporter the chart pins;
 	@# shellcheck checks the kind e2e script.
 	@missing="$$(command -v redis-server >/dev/null && command -v redis-cli >/dev/null || echo redis-server redis-tools) \
 	  $$(command -v node >/dev/null || echo nodejs) $$(command -v npm >/dev/null || echo npm) \
 	  $$(test -x /usr/bin/chromium || echo chromium) \
+	  $$(fc-list :lang=ko 2>/dev/null | grep -q . || echo fonts-nanum) \
 	  $$(test -x /usr/bin/promtool && test -x /usr/bin/prometheus || echo prometheus) \
 	  $$(test -x /usr/bin/prometheus-redis-exporter || echo prometheus-redis-exporter) \
 	  $$(command -v shellcheck >/dev/null || echo shellcheck)"; \

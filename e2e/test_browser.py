@@ -18,9 +18,11 @@ import shutil
 import subprocess
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -252,9 +254,10 @@ async def test_history_moderation_rate_limit_and_expired_token(
     accepted = summary["accepted"]
     assert len(accepted) == budget, summary
     limited = summary["limited"]
-    retry_after = re.search(r"sending too fast; try again in (\d+) s", limited["error"])
+    # The wait in the largest unit it fills (Intl.RelativeTimeFormat): hours here.
+    retry_after = re.search(r"sending too fast; try again in (\d+) hours\.", limited["error"])
     assert retry_after is not None, limited
-    assert int(retry_after.group(1)) > 3600, limited
+    assert int(retry_after.group(1)) > 1, limited
     assert limited["composer"] == limited["text"] == f"bob says {budget}"
     assert summary["miaSeesAfterLimit"] == [*seeded_ids, *accepted]
 
@@ -369,3 +372,167 @@ async def test_a_send_the_shard_cannot_confirm_is_retried_by_the_page_and_stored
     ]
     assert summary["consoleProblems"] == []
     assert_png(ARTIFACTS / "unconfirmed.png")
+
+
+# What a page's own words may hold besides its language's script: the product's name, the
+# keys of the composer's hint, a time zone (GMT+9).
+LATIN_IN_KOREAN = re.compile(r"Next Campus|Enter|Shift|GMT")
+HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+Words = list[list[str]]  # [where, language, text] (lib.mjs pageWords)
+
+
+def without(text: str, user_content: Iterable[str]) -> str:
+    for content in user_content:
+        text = text.replace(content, "")
+    return text
+
+
+def assert_in_korean(words: Words, user_content: set[str]) -> None:
+    """Every word of the page marked Korean is Korean; only the language menu's "English"
+    is marked otherwise."""
+    assert {(where, text) for where, lang, text in words if lang != "ko"} == {
+        ("#language > option:nth-child(1)", "English")
+    }
+    for where, _, text in words:
+        if where.startswith("#language >"):
+            continue
+        rest = LATIN_IN_KOREAN.sub("", without(text, user_content))
+        assert not re.search("[A-Za-z]", rest), f"not Korean at {where}: {text!r}"
+
+
+def assert_in_english(words: Words) -> None:
+    assert {(where, text) for where, lang, text in words if lang != "en"} == {
+        ("#language > option:nth-child(2)", "한국어")
+    }
+    for where, _, text in words:
+        if not where.startswith("#language >"):
+            assert not HANGUL.search(text), f"not English at {where}: {text!r}"
+
+
+def assert_every_word_changed(before: Words, after: Words, user_content: set[str]) -> None:
+    """The same parts of the page, each worded again: only the author's content (user ids,
+    the course id) and each language's own name stay as they were."""
+    old = {where: text for where, _, text in before if not where.startswith("#language >")}
+    new = {where: text for where, _, text in after if not where.startswith("#language >")}
+    assert old.keys() == new.keys()
+    unchanged = {
+        where: text
+        for where, text in old.items()
+        if new[where] == text and re.search(r"\w", without(text, user_content))
+    }
+    assert not unchanged, f"not worded again: {unchanged}"
+
+
+def local_time(iso: str, zone: str) -> tuple[int, int]:
+    """A message's hour on a 12-hour clock and minute in `zone`."""
+    when = datetime.fromisoformat(iso).astimezone(ZoneInfo(zone))
+    return (when.hour % 12 or 12, when.minute)
+
+
+async def test_a_korean_and_an_english_page_chat_each_in_its_language(
+    gateway: Gateway, browser_scripts: Path
+) -> None:
+    """minji's Chromium speaks Korean in Seoul (--lang=ko-KR, locale ko-KR, Asia/Seoul),
+    alice's English in New York: each page speaks its browser's language, shows times in its
+    locale and time zone, switches every word in place with its language control, remembers
+    the choice after a reload, and passes axe-core in both languages."""
+    course_id = f"browser-{uuid.uuid4().hex[:8]}"
+    # One message a day: minji's second send is refused, with a wait of hours.
+    await gateway.apply_policy(course_id, rateLimit={"messages": 1, "perSeconds": 86_400})
+    minji = gateway.token("minji", [course_id])
+    alice = gateway.token("alice", [course_id])
+    for name in ("korean.png", "english.png"):
+        (ARTIFACTS / name).unlink(missing_ok=True)
+
+    summary = await run_script(
+        browser_scripts / "page_languages.mjs",
+        {
+            "BASE_URL": gateway.url,
+            "KO_TOKEN": minji,
+            "EN_TOKEN": alice,
+            "COURSE_ID": course_id,
+            "SCREENSHOT_DIR": str(ARTIFACTS),
+        },
+    )
+
+    assert summary["consoleProblems"] == []
+    # No page asked for a key (or a plural form this browser's Intl needs) a catalogue lacks.
+    assert summary["missingBeforeReload"] == summary["missing"] == {"minji": [], "alice": []}
+    user_content = {"minji", "alice", course_id}
+
+    # The Korean page, as minji's browser asked for.
+    ko = summary["ko"]
+    assert (ko["lang"], ko["languageChosen"], ko["title"]) == ("ko", "ko", "Next Campus 채팅")
+    assert ko["languageOptions"] == [["en", "en", "English"], ["ko", "ko", "한국어"]]
+    assert ko["status"] == "실시간 연결됨"
+    assert ko["viewer"] == "minji 님으로 로그인했어요"
+    assert (ko["send"], ko["composerLabel"]) == ("보내기", "메시지")
+    assert ko["hint"] == "Enter 키를 누르면 보내지고, Shift+Enter 키를 누르면 줄이 바뀌어요."
+    # Times in ko-KR and Seoul's time zone: "오후 3:04", with the full date as the title.
+    korean_time = re.search(r"(오전|오후) (\d{1,2}):(\d{2})$", ko["time"]["text"])
+    assert korean_time is not None, ko["time"]
+    hour, minute = local_time(ko["time"]["dateTime"], "Asia/Seoul")
+    assert (int(korean_time.group(2)), int(korean_time.group(3))) == (hour, minute)
+    assert re.search(r"\d{4}년 \d{1,2}월 \d{1,2}일 .요일 (오전|오후) ", ko["time"]["title"])
+    assert ko["time"]["title"].endswith("GMT+9"), ko["time"]
+    assert re.fullmatch(
+        r"minji 님이 (오전|오후) \d{1,2}:\d{2}에 보낸 메시지 삭제", ko["deleteLabel"]
+    )
+    # Refused by its code (RATE_LIMITED), worded in Korean with the wait in hours.
+    assert re.fullmatch(
+        r"메시지를 너무 빨리 보내고 있어요\. \d+시간 후 다시 시도해 주세요\.", ko["error"]
+    ), ko["error"]
+    assert summary["refused"]["composer"] == summary["refused"]["text"]
+    assert summary["tombstones"]["ko"] == "삭제된 메시지예요"
+    assert_in_korean(summary["words"]["ko"], user_content)
+
+    # The English page, in New York's time zone: the same message at another hour.
+    en = summary["en"]
+    assert (en["lang"], en["languageChosen"], en["title"]) == ("en", "en", "Next Campus Chat")
+    assert (en["status"], en["viewer"], en["send"]) == ("live", "Signed in as alice", "Send")
+    english_time = re.search(r"(\d{1,2}):(\d{2})\s(AM|PM)$", en["time"]["text"])
+    assert english_time is not None, en["time"]
+    hour, minute = local_time(en["time"]["dateTime"], "America/New_York")
+    assert (int(english_time.group(1)), int(english_time.group(2))) == (hour, minute)
+    assert re.search(r"(Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, ", en["time"]["title"])
+    assert re.search(r" E[SD]T$", en["time"]["title"]), en["time"]
+    assert summary["confirmations"] == ["Delete this message for everyone?"]
+    assert summary["aliceDeleteLabel"].startswith("Delete message of alice at ")
+    assert summary["tombstones"]["en"] == "message deleted"
+    assert_in_english(summary["words"]["en"])
+
+    # Switched on the page: every word, in place (no reload; minji's text stays typed and her
+    # error line is worded again in English).
+    switched = summary["switched"]
+    assert switched["notReloaded"] == [True, True]
+    assert switched["minjiComposer"] == summary["refused"]["text"]
+    assert (switched["en"]["lang"], switched["ko"]["lang"]) == ("en", "ko")
+    assert (switched["en"]["status"], switched["ko"]["status"]) == ("live", "실시간 연결됨")
+    assert re.fullmatch(
+        r"You are sending too fast; try again in \d+ hours\.", switched["en"]["error"]
+    ), switched["en"]["error"]
+    # minji's page keeps her time zone in English: "3:04 PM" in Seoul.
+    assert re.search(r"\d:\d{2}\s(AM|PM)$", switched["en"]["time"]["text"])
+    assert_in_english(switched["words"]["en"])
+    assert_in_korean(switched["words"]["ko"], user_content)
+    assert_every_word_changed(summary["words"]["ko"], switched["words"]["en"], user_content)
+    assert_every_word_changed(summary["words"]["en"], switched["words"]["ko"], user_content)
+
+    # Remembered: after a reload alice's page is still Korean, though her browser is English.
+    reloaded = summary["reloaded"]
+    assert (reloaded["stored"], reloaded["reloaded"]) == ("ko", False)
+    assert (reloaded["ko"]["lang"], reloaded["ko"]["status"]) == ("ko", "실시간 연결됨")
+    assert_in_korean(reloaded["words"], user_content)
+
+    # axe-core: nothing against WCAG 2.x A/AA in either language, before and after a switch.
+    assert summary["accessibility"] == {"ko": [], "en": []}
+    assert switched["accessibility"] == {"ko": [], "en": []}
+    for name in ("korean.png", "english.png"):
+        assert_png(ARTIFACTS / name)
+
+    # What the pages showed is what the server stored: the refused send is not there.
+    hello, reply = summary["hello"], summary["reply"]
+    assert await stored(gateway, alice, course_id) == [
+        {"messageId": hello["id"], "userId": "minji", "content": hello["text"], "deleted": False},
+        {"messageId": reply["id"], "userId": "alice", "content": "", "deleted": True},
+    ]

@@ -9,6 +9,25 @@ import { chromium } from 'playwright-core';
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const WAIT_MS = 15_000; // for one thing to show on a page
 const TOTAL_MS = 120_000; // for a whole script: never hang a test suite
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+];
+
+/**
+ * Who a user is to the page: the browser's language (Chromium's --lang and the context's
+ * locale, so navigator.languages and Accept-Language agree) and time zone. The page speaks
+ * the browser's language: unless a script says otherwise, users are in US English, whatever
+ * the machine's own locale.
+ */
+export const ENGLISH_IN_NEW_YORK = { locale: 'en-US', timezoneId: 'America/New_York' };
+export const KOREAN_IN_SEOUL = { locale: 'ko-KR', timezoneId: 'Asia/Seoul' };
 
 /** The script's inputs from env vars (tokens stay out of `ps`); exits 2 naming what is missing. */
 export function inputs(script, required, optional = []) {
@@ -43,20 +62,7 @@ export async function run(script, main) {
     process.exit(1);
   }, TOTAL_MS);
   watchdog.unref();
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--disable-quic',
-    ],
-  });
-  const session = new Session(browser);
+  const session = new Session();
   try {
     console.log(JSON.stringify({ ok: true, ...(await main(session)) }));
   } catch (error) {
@@ -70,22 +76,44 @@ export async function run(script, main) {
     process.exitCode = 1;
   } finally {
     stdin?.close();
-    await browser.close();
+    await session.close();
   }
 }
 
 class Session {
-  constructor(browser) {
-    this.browser = browser;
+  constructor() {
+    this.browsers = new Map(); // locale → a Chromium started with --lang=<locale>
     this.users = []; // { user, page, log }: what its console said is shown when something fails
   }
 
-  /** A user's page at `url`, in a browser context of its own (its own sessionStorage). */
-  async open(user, url) {
-    const context = await this.browser.newContext({ viewport: { width: 900, height: 700 } });
+  async browserFor(locale) {
+    if (!this.browsers.has(locale)) {
+      this.browsers.set(
+        locale,
+        chromium.launch({ executablePath: CHROMIUM, args: [...CHROMIUM_ARGS, `--lang=${locale}`] }),
+      );
+    }
+    return this.browsers.get(locale);
+  }
+
+  async close() {
+    for (const browser of this.browsers.values()) await (await browser).close();
+  }
+
+  /**
+   * A user's page at `url`, in a browser context of its own (its own sessionStorage and
+   * localStorage), in `where`'s language and time zone.
+   */
+  async open(user, url, where = ENGLISH_IN_NEW_YORK) {
+    const browser = await this.browserFor(where.locale);
+    const context = await browser.newContext({
+      viewport: { width: 900, height: 700 },
+      locale: where.locale,
+      timezoneId: where.timezoneId,
+    });
     const page = await context.newPage();
     const log = [];
-    const opened = { user, page, log };
+    const opened = { user, page, log, context };
     this.users.push(opened);
     page.on('console', (message) => {
       if (['error', 'warning'].includes(message.type())) log.push(`${message.type()}: ${message.text()}`);
@@ -100,8 +128,8 @@ class Session {
   }
 
   /** A user's page opened with `token`, showing `course` live. */
-  async openCourse(user, baseUrl, token, course) {
-    const opened = await this.open(user, `${baseUrl}/?token=${encodeURIComponent(token)}`);
+  async openCourse(user, baseUrl, token, course, where = ENGLISH_IN_NEW_YORK) {
+    const opened = await this.open(user, `${baseUrl}/?token=${encodeURIComponent(token)}`, where);
     await chooseCourse(opened, course);
     return opened;
   }
@@ -160,12 +188,13 @@ export async function messageShown({ user, page }, text) {
  * was accepted (the page empties the box only then; a refused text stays, to be sent again).
  */
 export async function send({ user, page }, text, how = 'enter') {
+  const idle = await page.textContent('#send'); // "Send", "보내기", …
   await page.fill('#composer', text);
   if (how === 'enter') await page.press('#composer', 'Enter');
   else await page.click('#send');
   // The key or click handler has set the button to "Sending…" by now; back is the answer.
   await step(user, 'the answer to a send', () =>
-    page.waitForFunction(() => document.getElementById('send').textContent === 'Send'),
+    page.waitForFunction((label) => document.getElementById('send').textContent === label, idle),
   );
   return (await page.inputValue('#composer')) === '';
 }
@@ -210,4 +239,79 @@ export async function accessibilityViolations({ page }) {
     help,
     targets: nodes.map((node) => node.target.join(' ')),
   }));
+}
+
+/** Switch the page's language with its own control, and wait until it took effect. */
+export async function chooseLanguage({ user, page }, tag) {
+  await page.selectOption('#language', tag);
+  await step(user, `the page in ${tag}`, () =>
+    page.waitForFunction((lang) => document.documentElement.lang === lang, tag),
+  );
+}
+
+/**
+ * Every word the page shows or says, as [where, language, text]: its title, text (hidden
+ * parts too: a switch must reach them), aria-labels, titles and placeholders, each with the
+ * language it is marked as (the nearest `lang`). Message content is left out: it is the
+ * author's, in whatever language they wrote (a tombstone's words are the page's, and count).
+ */
+export function pageWords({ page }) {
+  return page.evaluate(() => {
+    const words = [];
+    const where = (element) => {
+      const parts = [];
+      for (let node = element; node && node !== document.body; node = node.parentElement) {
+        if (node.id) {
+          parts.unshift(`#${node.id}`);
+          break;
+        }
+        const item = node.dataset.messageId ? `[data-message-id="${node.dataset.messageId}"]` : '';
+        parts.unshift(`${node.localName}${item}:nth-child(${[...node.parentElement.children].indexOf(node) + 1})`);
+      }
+      return parts.join(' > ');
+    };
+    const add = (place, element, text) => {
+      const clean = text.replace(/\s+/g, ' ').trim();
+      if (clean) words.push([place, element.closest('[lang]')?.lang ?? '', clean]);
+    };
+    add('title', document.documentElement, document.title);
+    const texts = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let node = texts.nextNode(); node; node = texts.nextNode()) {
+      const element = node.parentElement;
+      if (element.closest('noscript')) continue;
+      if (element.matches('#messages .text') && !element.closest('.deleted')) continue;
+      add(where(element), element, node.data);
+    }
+    for (const attribute of ['aria-label', 'title', 'placeholder']) {
+      for (const element of document.body.querySelectorAll(`[${attribute}]`)) {
+        add(`${where(element)}@${attribute}`, element, element.getAttribute(attribute));
+      }
+    }
+    return words;
+  });
+}
+
+/**
+ * The keys each page asked for and its catalogue lacked (i18n.js records them), after
+ * asking for every plural of every catalogue with counts whose categories this browser's
+ * Intl.PluralRules has: a form a language needs but its catalogue lacks is missing too.
+ */
+export async function missingTranslations(session) {
+  const missing = {};
+  for (const { user, page } of session.users) {
+    missing[user] = await page.evaluate(async () => {
+      const { CATALOGUES, t } = await import(new URL('static/i18n.js', document.baseURI).href);
+      for (const [language, catalogue] of Object.entries(CATALOGUES)) {
+        for (const [key, entry] of Object.entries(catalogue)) {
+          if (typeof entry !== 'object') continue;
+          const names = Object.fromEntries(
+            [...JSON.stringify(entry).matchAll(/\{(\w+)\}/g)].map(([, name]) => [name, name]),
+          );
+          for (const count of [0, 1, 2, 3, 5, 11, 21, 100, 1.5]) t(key, { ...names, count }, language);
+        }
+      }
+      return window.missingTranslations;
+    });
+  }
+  return missing;
 }

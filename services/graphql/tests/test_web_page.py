@@ -10,6 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from nextcampus_graphql.app import WEB_FILES
+
 WEB = importlib.resources.files("nextcampus_graphql").joinpath("web")
 
 
@@ -61,6 +63,7 @@ async def test_page_is_served_at_root(graphql_server):
         "load-older": "button",
         "error": "p",
         "messages": "ol",
+        "language": "select",
     }.items():
         assert page.elements[element_id][0] == tag, element_id
     assert page.elements["status"][1]["role"] == "status"
@@ -72,9 +75,29 @@ async def test_page_is_served_at_root(graphql_server):
     assert "//" not in body  # no URL of another host (no CDN)
 
 
+def test_every_file_of_the_page_is_served() -> None:
+    """A file added to web/ (a new catalogue) but not to WEB_FILES would be a 404."""
+    names = []
+    folders = [WEB]
+    while folders:
+        for entry in folders.pop().iterdir():
+            if entry.is_dir():
+                folders.append(entry)
+            else:
+                names.append(str(entry).removeprefix(str(WEB) + "/"))
+    assert sorted(names) == sorted(WEB_FILES)
+
+
 @pytest.mark.parametrize(
     ("name", "content_type"),
-    [("app.js", "text/javascript"), ("style.css", "text/css"), ("icon.svg", "image/svg+xml")],
+    [
+        ("app.js", "text/javascript"),
+        ("i18n.js", "text/javascript"),
+        ("i18n/en.js", "text/javascript"),
+        ("i18n/ko.js", "text/javascript"),
+        ("style.css", "text/css"),
+        ("icon.svg", "image/svg+xml"),
+    ],
 )
 async def test_static_files_are_served(graphql_server, name, content_type):
     async with aiohttp.ClientSession() as http:
@@ -103,6 +126,8 @@ async def test_static_files_are_served(graphql_server, name, content_type):
         "/static/",
         "/static/..%2Fapp.py",
         "/static/../app.py",
+        "/static/i18n/",
+        "/static/i18n/fr.js",
         "/index.html",
         "/web/app.js",
     ],

@@ -162,12 +162,16 @@ class StaticFile:
     etag: str
 
 
-# The page is four files shipped inside the package (no build step, no CDN): served from
+# The page is a few files shipped inside the package (no build step, no CDN): served from
 # memory, revalidated by the browser on every load (`no-cache` + ETag) so a new deployment is
-# picked up at once.
+# picked up at once. Only these are served: the list is the allow-list of `/static/`.
 WEB_FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",
+    # The words of the page, one catalogue per language (web/i18n.js says why modules).
+    "i18n.js": "text/javascript",
+    "i18n/en.js": "text/javascript",
+    "i18n/ko.js": "text/javascript",
     "style.css": "text/css",
     # Browsers ask for an icon on every page; without one each load logs a 404.
     "icon.svg": "image/svg+xml",
@@ -254,5 +258,5 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     web_files = load_web_files()
     app.router.add_get("/", static_handler(web_files, "index.html"))
-    app.router.add_get("/static/{name}", static_handler(web_files))
+    app.router.add_get("/static/{name:.+}", static_handler(web_files))
     return app

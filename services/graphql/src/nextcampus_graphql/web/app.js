@@ -1,6 +1,17 @@
 // Next Campus Chat in the browser: a small graphql-transport-ws client (one WebSocket carries
 // queries, mutations and subscriptions) and the chat page on top of it. No dependencies and
-// no build step; the GraphQL schema is in DESIGN.md §2.
+// no build step; the GraphQL schema is in DESIGN.md §2. Every word the page shows comes from
+// the catalogues through `t` (i18n.js), so this file holds none.
+
+import {
+  bindLanguageSelect,
+  formatFromNow,
+  formatFullTime,
+  formatMessageTime,
+  onLanguageChange,
+  t,
+  untilMidnightMs,
+} from './i18n.js';
 
 const PROTOCOL = 'graphql-transport-ws';
 const CLOSE_FORBIDDEN = 4403; // token refused or expired: reconnecting cannot help
@@ -36,10 +47,14 @@ const DELETE = `mutation Delete($courseId: ID!, $messageId: ID!) {
   deleteMessage(courseId: $courseId, messageId: $messageId) { messageId deleted }
 }`;
 
-/** GraphQL errors of one operation; `code` is the first `extensions.code`. */
+/**
+ * GraphQL errors of one operation; `code` is the first `extensions.code`. The page words it by
+ * `code`; the server's message (English, for developers) only fills in what the code leaves
+ * open, and words an unknown code.
+ */
 class GraphqlError extends Error {
   constructor(errors) {
-    super(errors.map((e) => e?.message).filter(Boolean).join('; ') || 'the request failed');
+    super(errors.map((e) => e?.message).filter(Boolean).join('; '));
     this.errors = errors;
     const coded = errors.find((e) => e?.extensions?.code);
     this.code = coded?.extensions.code ?? 'INTERNAL';
@@ -58,7 +73,8 @@ const hasCode = (errors, code) => errors.some((e) => e?.extensions?.code === cod
  * id seen), so nothing is lost or shown twice across a reconnect.
  *
  * States: idle (no token yet), connecting, open (acknowledged), offline (waiting to
- * reconnect), unauthenticated (token refused: waits for a new one, no reconnect loop).
+ * reconnect), unauthenticated (token refused: waits for a new one, no reconnect loop; `detail`
+ * is the server's reason, for the console).
  */
 class GraphqlSocket {
   #url;
@@ -193,7 +209,7 @@ class GraphqlSocket {
     if (!op) return;
     const errors = payload.errors ?? [];
     if (hasCode(errors, 'UNAUTHENTICATED')) {
-      this.#authFailed('the server refused the token');
+      this.#authFailed(errors.map((e) => e?.message).join('; '));
       return;
     }
     this.#attempt = 0; // the server did real work: the next outage starts the backoff over
@@ -210,7 +226,7 @@ class GraphqlSocket {
     const op = this.#ops.get(id);
     if (!op) return;
     if (hasCode(errors, 'UNAUTHENTICATED')) {
-      this.#authFailed('the server refused the token'); // the operation waits for a new token
+      this.#authFailed(errors.map((e) => e?.message).join('; ')); // the operation waits for a new token
     } else if (op.sink && hasCode(errors, 'UNAVAILABLE')) {
       // The chat service is unreachable from this pod: start over (with backoff), perhaps
       // on another pod; the resubscribe resumes after the newest message seen.
@@ -228,13 +244,14 @@ class GraphqlSocket {
       this.#restart(); // the server ended a stream we still want: resume it
     } else {
       this.#ops.delete(id);
-      op.reject(new GraphqlError([{ message: 'no result from the server' }]));
+      // Answered with nothing: the server failed it.
+      op.reject(new GraphqlError([{ message: 'no result', extensions: { code: 'INTERNAL' } }]));
     }
   }
 
   #closed(code, reason) {
     this.#drop();
-    if (code === CLOSE_FORBIDDEN) this.#authFailed(reason || 'the token was refused');
+    if (code === CLOSE_FORBIDDEN) this.#authFailed(reason);
     else this.#scheduleReconnect();
   }
 
@@ -278,6 +295,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   status: $('status'),
   viewer: $('viewer'),
+  language: $('language'),
   signIn: $('sign-in'),
   signInReason: $('sign-in-reason'),
   tokenForm: $('token-form'),
@@ -316,6 +334,11 @@ const state = {
   sending: null, // { clientMessageId, content } until the server answers
   unsent: null, // { courseId, content, clientMessageId } of a send that failed
   errorTimer: 0,
+  // What the error line, the viewer line and the sign-in prompt say, as functions of the
+  // language: a switch of language words them again.
+  error: null,
+  viewerLine: null,
+  signInPrompt: () => t('signIn.prompt'),
 };
 
 // Ids are decimal int64 strings: beyond 2^53 Number would round them.
@@ -371,11 +394,6 @@ function newClientMessageId() {
   return `web-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
 }
 
-const timeOnly = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-const dateAndTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-const formatTime = (date) =>
-  (date.toDateString() === new Date().toDateString() ? timeOnly : dateAndTime).format(date);
-
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -388,16 +406,16 @@ function element(tag, className, text) {
 function statusOf() {
   switch (socket.state) {
     case 'idle':
-      return ['signed-out', 'not signed in'];
+      return ['signed-out', t('status.signedOut')];
     case 'unauthenticated':
-      return ['signed-out', 'signed out — token invalid or expired'];
+      return ['signed-out', t('status.tokenRefused')];
     case 'connecting':
-      return ['connecting', 'connecting…'];
+      return ['connecting', t('status.connecting')];
     case 'offline':
-      return ['offline', 'offline — reconnecting…'];
+      return ['offline', t('status.offline')];
     default:
-      if (!state.courseId) return ['connected', 'connected — choose a course'];
-      return state.subscribed ? ['live', 'live'] : ['connecting', 'loading messages…'];
+      if (!state.courseId) return ['connected', t('status.chooseCourse')];
+      return state.subscribed ? ['live', t('status.live')] : ['connecting', t('status.loading')];
   }
 }
 
@@ -411,40 +429,53 @@ function render() {
   const canWrite = Boolean(state.courseId) && !signedOut;
   ui.composer.disabled = !canWrite;
   ui.send.disabled = !canWrite || Boolean(state.sending);
-  ui.send.textContent = state.sending ? 'Sending…' : 'Send';
+  ui.send.textContent = state.sending ? t('composer.sending') : t('composer.send');
   ui.loadOlder.hidden = !state.subscribed || !state.hasMore;
   ui.loadOlder.disabled = state.loadingOlder;
-  ui.loadOlder.textContent = state.loadingOlder ? 'Loading…' : 'Load older messages';
+  ui.loadOlder.textContent = state.loadingOlder ? t('history.loading') : t('history.loadOlder');
   ui.empty.hidden = !state.subscribed || state.messages.size > 0;
+  setText(ui.error, state.error?.() ?? '');
+  setText(ui.viewer, state.viewerLine?.() ?? '');
+  setText(ui.signInReason, state.signInPrompt());
 }
 
-function showError(text, clearAfterMs = 0) {
+/** Only a change is written: a live region reads out every write. */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+/** Show `words()` on the error line (null: nothing), for `clearAfterMs` if it is given. */
+function showError(words, clearAfterMs = 0) {
   clearTimeout(state.errorTimer);
-  ui.error.textContent = text;
-  if (clearAfterMs > 0) state.errorTimer = setTimeout(() => showError(''), clearAfterMs);
+  state.error = words;
+  ui.error.textContent = words?.() ?? ''; // written even if unchanged: read out again
+  if (clearAfterMs > 0) state.errorTimer = setTimeout(() => showError(null), clearAfterMs);
 }
 
-/** A sentence a person can act on, for a failed operation. */
+// The words of each `extensions.code` the server sends (errors.py); the server's message
+// fills in the detail where the code alone says too little. One literal key each: the
+// catalogue test finds every key the page uses by reading this file.
+const ERROR_WORDS = {
+  RATE_LIMITED: (error) => {
+    const waitMs = Math.max(1000, error.extensions.retryAfterMs ?? 1000);
+    return t('error.RATE_LIMITED', { when: formatFromNow(waitMs) });
+  },
+  READ_ONLY: () => t('error.READ_ONLY'),
+  FORBIDDEN: (error) => t('error.FORBIDDEN', { detail: error.message }),
+  BAD_USER_INPUT: (error) => t('error.BAD_USER_INPUT', { detail: error.message }),
+  NOT_FOUND: () => t('error.NOT_FOUND'),
+  UNAVAILABLE: () => t('error.UNAVAILABLE'),
+  UNAUTHENTICATED: () => t('error.UNAUTHENTICATED'),
+  INTERNAL: () => t('error.INTERNAL'),
+};
+
+/** A sentence a person can act on, for a failed operation, in the page's language. */
 function describe(error) {
-  if (!(error instanceof GraphqlError)) return `Something went wrong: ${error.message}`;
-  switch (error.code) {
-    case 'RATE_LIMITED': {
-      const seconds = Math.max(1, Math.ceil((error.extensions.retryAfterMs ?? 1000) / 1000));
-      return `You are sending too fast; try again in ${seconds} s.`;
-    }
-    case 'READ_ONLY':
-      return 'This course chat is read-only at the moment; nothing can be sent.';
-    case 'FORBIDDEN':
-      return `Not allowed: ${error.message}.`;
-    case 'BAD_USER_INPUT':
-      return `Not accepted: ${error.message}.`;
-    case 'NOT_FOUND':
-      return 'That message does not exist any more.';
-    case 'UNAVAILABLE':
-      return 'The chat service is unavailable right now; try again in a moment.';
-    default:
-      return `Something went wrong: ${error.message}`;
+  if (error instanceof GraphqlError && Object.hasOwn(ERROR_WORDS, error.code)) {
+    return ERROR_WORDS[error.code](error);
   }
+  // A code newer than this page, or no GraphQL error at all: the server's (or browser's) text.
+  return t('error.unknown', { detail: error.message || error.code || String(error) });
 }
 
 // --- the message list -------------------------------------------------------------------
@@ -457,29 +488,47 @@ function renderMessage(message) {
   const li = element('li', 'message');
   li.dataset.messageId = message.messageId;
   li.tabIndex = -1; // focus lands here when a button inside disappears
-  const own = message.userId === state.viewer.userId;
-  if (own) li.classList.add('own');
-  const date = new Date(message.timestamp);
-  const time = element('time', '', formatTime(date));
-  time.dateTime = date.toISOString();
-  time.title = date.toLocaleString();
+  if (message.userId === state.viewer.userId) li.classList.add('own');
+  const time = element('time');
+  time.dateTime = new Date(message.timestamp).toISOString();
   const meta = element('p', 'meta');
-  meta.append(element('span', 'user', own ? `${message.userId} (you)` : message.userId), ' ', time);
+  meta.append(element('span', 'user'), ' ', time);
   li.append(meta, element('p', 'text', message.content));
   if (message.deleted) {
     markDeleted(li);
   } else if (canDelete(message)) {
-    const button = element('button', 'delete', 'Delete');
+    const button = element('button', 'delete');
     button.type = 'button';
-    button.setAttribute('aria-label', `Delete message of ${message.userId} at ${time.textContent}`);
     li.append(button);
   }
+  wordMessage(li, message);
   return li;
+}
+
+/** The words of a message's item in the page's language (its content is the author's). */
+function wordMessage(li, message) {
+  const date = new Date(message.timestamp);
+  const time = li.querySelector('time');
+  time.textContent = formatMessageTime(date);
+  time.title = formatFullTime(date);
+  const own = message.userId === state.viewer.userId;
+  li.querySelector('.user').textContent = own ? t('message.you', { user: message.userId }) : message.userId;
+  if (message.deleted) li.querySelector('.text').textContent = t('message.deleted');
+  const button = li.querySelector('.delete');
+  if (button) {
+    button.textContent = t('message.delete');
+    const label = t('message.deleteLabel', { user: message.userId, time: time.textContent });
+    button.setAttribute('aria-label', label);
+  }
+}
+
+function wordMessages() {
+  for (const { message, li } of state.messages.values()) wordMessage(li, message);
 }
 
 function markDeleted(li) {
   li.classList.add('deleted');
-  li.querySelector('.text').textContent = 'message deleted';
+  li.querySelector('.text').textContent = t('message.deleted');
   const button = li.querySelector('.delete');
   if (button) {
     const hadFocus = document.activeElement === button;
@@ -562,7 +611,7 @@ async function loadOlder() {
     state.hasMore = page.hasMore;
     ui.history.scrollTop = ui.history.scrollHeight - fromBottom;
   } catch (error) {
-    if (generation === state.generation) showError(describe(error));
+    if (generation === state.generation) showError(() => describe(error));
   } finally {
     if (generation === state.generation) {
       state.loadingOlder = false;
@@ -580,7 +629,7 @@ function leaveCourse() {
   Object.assign(state, noCourse(), { generation: state.generation + 1 });
   state.messages.clear();
   ui.list.replaceChildren();
-  showError('');
+  showError(null);
 }
 
 async function openCourse(courseId) {
@@ -593,14 +642,14 @@ async function openCourse(courseId) {
   if (!courseId) return;
   const { generation } = state;
   // Not a passing outage (those reconnect by themselves): start over when the user asks.
-  const stopped = (what, error) => {
+  const stopped = (words) => {
     if (generation !== state.generation) return;
     leaveCourse();
     ui.course.value = '';
-    showError(`${what}: ${describe(error)} Choose the course again to retry.`);
+    showError(words);
     render();
   };
-  const failed = (error) => stopped('Live updates stopped', error);
+  const failed = (error) => stopped(() => t('course.liveStopped', { reason: describe(error) }));
   // Deletions first, so one that happens while the history loads is not missed.
   state.stopSubscriptions.push(
     socket.subscribe(DELETED, () => ({ courseId }), {
@@ -612,7 +661,7 @@ async function openCourse(courseId) {
   try {
     page = await fetchPage(courseId, null);
   } catch (error) {
-    stopped(`Could not load ${courseId}`, error);
+    stopped(() => t('course.loadFailed', { course: courseId, reason: describe(error) }));
     return;
   }
   if (generation !== state.generation) return;
@@ -644,20 +693,22 @@ async function loadViewer() {
     ({ me } = await socket.request(ME));
   } catch (error) {
     // The chat section (and its error line) is not shown before the courses are known.
-    ui.viewer.textContent = `Could not load your courses: ${describe(error)}`;
+    state.viewerLine = () => t('viewer.loadFailed', { reason: describe(error) });
+    render();
     return;
   } finally {
     state.viewerLoading = false;
   }
   const before = state.viewer;
   state.viewer = me;
-  ui.viewer.textContent = `Signed in as ${me.userId}`;
+  state.viewerLine = () => t('viewer.signedInAs', { user: me.userId });
   const options = me.courses.map((course) => {
-    const option = element('option', '', me.moderates.includes(course) ? `${course} (moderator)` : course);
+    const option = element('option');
     option.value = course;
     return option;
   });
   ui.course.replaceChildren(ui.course.options[0], ...options);
+  wordCourses();
   // A new token may be another user, or have other rights: then the course starts over.
   const current = state.courseId;
   const sameRights =
@@ -673,6 +724,14 @@ async function loadViewer() {
   ui.course.value = wanted;
   render();
   if (wanted) await openCourse(wanted);
+}
+
+/** The course list's words: a course the viewer moderates says so. */
+function wordCourses() {
+  for (const option of [...ui.course.options].slice(1)) {
+    const course = option.value;
+    option.textContent = state.viewer.moderates.includes(course) ? t('course.moderated', { course }) : course;
+  }
 }
 
 // --- sending and deleting ---------------------------------------------------------------
@@ -691,7 +750,7 @@ async function send() {
   const unsent = state.unsent?.courseId === courseId && state.unsent.content === content;
   const clientMessageId = unsent ? state.unsent.clientMessageId : newClientMessageId();
   state.sending = { clientMessageId, content };
-  showError('');
+  showError(null);
   render();
   const giveUpAt = Date.now() + SEND_RETRY_MS;
   try {
@@ -699,7 +758,7 @@ async function send() {
       try {
         const { sendMessage } = await socket.request(SEND, { courseId, content, clientMessageId });
         state.unsent = null;
-        showError('');
+        showError(null);
         if (courseId === state.courseId) {
           addMessages([sendMessage]);
           scrollToBottom();
@@ -711,7 +770,7 @@ async function send() {
         // server asks for a retry with the same id, which stores the message once.
         const waitMs = error?.extensions?.retryAfterMs ?? 1000;
         if (error?.code !== 'UNAVAILABLE' || Date.now() + waitMs > giveUpAt) throw error;
-        showError('Not confirmed yet; sending again…');
+        showError(() => t('composer.retrying'));
         await new Promise((resolve) => setTimeout(resolve, waitMs));
       }
     }
@@ -719,7 +778,7 @@ async function send() {
     // The text stays in the box, to be sent again (with the same id).
     state.unsent = { courseId, content, clientMessageId };
     const retryAfterMs = error instanceof GraphqlError ? (error.extensions.retryAfterMs ?? 0) : 0;
-    showError(describe(error), retryAfterMs);
+    showError(() => describe(error), retryAfterMs);
   } finally {
     state.sending = null;
     render();
@@ -731,7 +790,7 @@ async function send() {
 
 async function deleteMessage(button) {
   const { messageId } = button.closest('li').dataset;
-  if (!window.confirm('Delete this message for everyone?')) return;
+  if (!window.confirm(t('message.deleteConfirm'))) return;
   button.disabled = true;
   try {
     const { deleteMessage: deleted } = await socket.request(DELETE, {
@@ -741,7 +800,7 @@ async function deleteMessage(button) {
     addMessages([deleted]);
   } catch (error) {
     button.disabled = false;
-    showError(describe(error));
+    showError(() => describe(error));
   }
 }
 
@@ -750,7 +809,9 @@ async function deleteMessage(button) {
 const socket = new GraphqlSocket(socketUrl(), (socketState, detail) => {
   if (socketState === 'unauthenticated') {
     storage.set(TOKEN_KEY, null);
-    ui.signInReason.textContent = `Your token is invalid or expired (${detail}). Paste a new one to continue.`;
+    state.signInPrompt = () => t('signIn.refused');
+    // The server's reason is for developers (in English): the console, not the page.
+    if (detail) console.info(`token refused: ${detail}`);
   }
   render();
   if (socketState === 'unauthenticated') ui.token.focus();
@@ -788,6 +849,25 @@ ui.composer.addEventListener('keydown', (event) => {
   send();
 });
 window.addEventListener('online', () => socket.reconnectNow());
+
+// A switch of language words everything again in place: no reload, nothing refetched, the
+// scroll position, focus and what is typed stay (the fixed words are i18n.js's part).
+bindLanguageSelect(ui.language);
+onLanguageChange(() => {
+  if (state.viewer) {
+    wordCourses();
+    wordMessages();
+  }
+  render();
+});
+// "Today" and "yesterday" move on at midnight: the message times are worded again then.
+function wordTimesAtMidnight() {
+  setTimeout(() => {
+    if (state.viewer) wordMessages();
+    wordTimesAtMidnight();
+  }, untilMidnightMs());
+}
+wordTimesAtMidnight();
 
 const initialToken = takeToken();
 if (initialToken) start(initialToken);
