@@ -147,7 +147,7 @@ def test_up_send_tail_and_clean_stop(tmp_path: Path):
         # The printed page URL opens the chat page through the gateway, and its token works.
         with urllib.request.urlopen(page_url, timeout=10) as page:  # noqa: S310 - loopback
             assert page.headers.get_content_type() == "text/html"
-            assert b"Next Campus Chat" in page.read()
+            assert b'data-i18n="app.name"' in page.read()
         token = urllib.parse.parse_qs(urllib.parse.urlsplit(page_url).query)["token"][0]
         me = urllib.request.Request(  # noqa: S310 - loopback
             urllib.parse.urljoin(page_url, "/graphql"),

@@ -463,6 +463,7 @@ const ERROR_WORDS = {
   READ_ONLY: () => t('error.READ_ONLY'),
   FORBIDDEN: (error) => t('error.FORBIDDEN', { detail: error.message }),
   BAD_USER_INPUT: (error) => t('error.BAD_USER_INPUT', { detail: error.message }),
+  FAILED_PRECONDITION: (error) => t('error.FAILED_PRECONDITION', { detail: error.message }),
   NOT_FOUND: () => t('error.NOT_FOUND'),
   UNAVAILABLE: () => t('error.UNAVAILABLE'),
   UNAUTHENTICATED: () => t('error.UNAUTHENTICATED'),

@@ -56,6 +56,7 @@ export default {
   "error.READ_ONLY": "This course chat is read-only at the moment; nothing can be sent.",
   "error.FORBIDDEN": "Not allowed: {detail}.",
   "error.BAD_USER_INPUT": "Not accepted: {detail}.",
+  "error.FAILED_PRECONDITION": "Not possible now: {detail}.",
   "error.NOT_FOUND": "That message does not exist any more.",
   "error.UNAVAILABLE": "The chat service is unavailable right now; try again in a moment.",
   "error.UNAUTHENTICATED": "Your sign-in has expired; sign in again with a new token.",

@@ -54,6 +54,7 @@ export default {
   "error.READ_ONLY": "지금은 이 강의 채팅이 읽기 전용이라 메시지를 보낼 수 없어요.",
   "error.FORBIDDEN": "이 작업을 할 권한이 없어요. ({detail})",
   "error.BAD_USER_INPUT": "입력한 내용을 처리할 수 없어요. ({detail})",
+  "error.FAILED_PRECONDITION": "지금은 할 수 없어요. ({detail})",
   "error.NOT_FOUND": "해당 메시지가 더 이상 없어요.",
   "error.UNAVAILABLE": "지금은 채팅 서비스에 연결할 수 없어요. 잠시 후 다시 시도해 주세요.",
   "error.UNAUTHENTICATED": "로그인이 만료되었어요. 새 토큰으로 다시 로그인해 주세요.",
