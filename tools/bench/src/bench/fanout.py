@@ -48,6 +48,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.text import Text
 
+from bench import mixed
 from bench.measure import QUIET_SAMPLES, cpu_window, machine_info, wait_until_quiet
 from bench.report import (
     ResultsFile,
@@ -137,6 +138,11 @@ class FanoutOptions:
     # Ours through the Envoy gateway (as deployed) instead of straight to the GraphQL
     # processes (as the peers are measured).
     gateway: bool = False
+    # The harness's scenarios (memory, latency, saturation), and ours of courseEvents with
+    # mixed changes (bench/mixed.py; first rate of its sweeps).
+    harness_scenarios: bool = True
+    mixed: bool = True
+    mixed_start: int = 25
 
 
 # -- the harness --------------------------------------------------------------------------
@@ -314,9 +320,9 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     return json_lines(path.read_text()) if path.is_file() else []
 
 
-def ensure_node_modules(harness: Path, progress: Console) -> None:
-    """`npm ci` in the harness's load/ once (their lock file, not modified)."""
-    load = harness / "load"
+def ensure_node_modules(harness: Path, progress: Console, folder: str = "load") -> None:
+    """`npm ci` in `harness`/`folder` once (its lock file, not modified)."""
+    load = harness / folder
     if (load / "node_modules").is_dir():
         return
     progress.print(f"installing the load generator's packages (npm ci in {load}) …")
@@ -489,7 +495,8 @@ def run_ours(
         graphql_count=2,
         # The peers are measured without a proxy in front; so are we, unless asked.
         gateway=options.gateway,
-        chat_overrides={"default_rate_limit_messages": 0},
+        # One bench user makes every change: no send or change rate limit.
+        chat_overrides={"default_rate_limit_messages": 0, "action_rate_limit_messages": 0},
         # Every generated socket carries the one bench token: one user holding thousands of
         # sockets, which the per-user limits exist to refuse.
         graphql_overrides={"max_sockets_per_user": 100_000, "max_subscriptions_per_user": 100_000},
@@ -635,7 +642,7 @@ def run_scenarios(
             f"{SWEEP_STEP_SECONDS} s steps (a few minutes)",
         ),
     ]
-    for name, argv, timeout, what in scenarios:
+    for name, argv, timeout, what in scenarios if options.harness_scenarios else []:
         flushed = flush_cluster(redis_port)
         quiet = settle(progress, options.quiet_below_pct, f"our {name} scenario")
         progress.print(f"[bold]ours, run {run}: {name}[/bold] — {what}; Redis primaries flushed")
@@ -670,6 +677,54 @@ def run_scenarios(
         if dead:
             record["exited"] = dead
             raise FanoutBenchError(f"{', '.join(dead)} exited during {name}; see its log")
+    if options.mixed:
+        run_mixed(record, stack, token, run, options, progress)
+
+
+def run_mixed(
+    record: dict[str, Any],
+    stack: Topology,
+    token: str,
+    run: int,
+    options: FanoutOptions,
+    progress: Console,
+) -> None:
+    """The mixed-event scenario (bench/mixed.py): two courseEvents sweeps, messages only and
+    the issue's mix, against the running stack; fills `record["scenarios"]["mixed"]`."""
+    assert stack.redis is not None
+    redis_port = stack.redis_ports[0]
+    urls = ws_urls(stack)
+    ensure_node_modules(mixed.load_dir().parent, progress, folder="load")
+
+    def before_step() -> dict[str, Any]:
+        flushed = flush_cluster(redis_port)
+        return {
+            "flushed": flushed,
+            **wait_until_quiet(options.quiet_below_pct, QUIET_WAIT_STEP_SECONDS),
+        }
+
+    def run_step(mix: str, rate: int, label: str) -> dict[str, Any] | None:
+        argv = mixed.mix_argv(urls, token, BENCH_COURSES, mix, rate, label)
+        child = run_child(
+            argv,
+            cwd=mixed.load_dir(),
+            timeout_seconds=mixed.STEP_TIMEOUT_SECONDS,
+            progress=progress,
+            prefix="[mixed]",
+            shown_command=_shown(argv, token),
+        )
+        dead = [p.name for p in stack.all_processes if not p.alive()]
+        if dead:
+            record["exited"] = dead
+            raise FanoutBenchError(f"{', '.join(dead)} exited during the mixed scenario")
+        return mixed.parse_result(child.stdout) if child.returncode == 0 else None
+
+    progress.print(
+        f"[bold]ours, run {run}: mixed[/bold] — courseEvents sweeps, messages only then "
+        f"{mixed.MIXES['mixed']} (a few minutes)"
+    )
+    sweeps = mixed.MixedSweeps(run_step, before_step, options.mixed_start, progress)
+    record["scenarios"]["mixed"] = sweeps.run(run)
 
 
 def keep_logs(root: Path, destination: Path) -> Path:
@@ -804,8 +859,13 @@ def run_fanout_bench(options: FanoutOptions, progress: Console, out: Console) ->
             results["summary"] = summarize_fanout(results)
             path = results_file.write(results)
             progress.print(f"results{'' if finished else ' (partial)'}: {path}")
-    out.print(sweep_table(results))
-    out.print(comparison_table(results["summary"]))
+    if options.harness_scenarios:
+        out.print(sweep_table(results))
+        out.print(comparison_table(results["summary"]))
+    for run_record in dig(results, "ours", "runs") or []:
+        mixed_record = dig(run_record, "scenarios", "mixed")
+        if mixed_record:
+            out.print(mixed.mixed_table(mixed_record))
     findings = dig(results, "ours", "log_findings") or {}
     for name, found in findings.items():
         out.print(f"[yellow]{name}: {found['count']} warning/error lines[/yellow], e.g.")

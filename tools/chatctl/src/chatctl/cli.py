@@ -484,12 +484,26 @@ def bench_fanout(
             help="ours through the Envoy gateway, as deployed (the peers have no proxy in front)"
         ),
     ] = False,
+    mixed: Annotated[
+        bool,
+        typer.Option(
+            "--mixed/--no-mixed",
+            help="also sweep courseEvents with messages only and with the mix of sends, "
+            "reactions, edits and deletes (our own generator)",
+        ),
+    ] = True,
+    only_mixed: Annotated[
+        bool,
+        typer.Option(help="only the mixed-event sweeps (no harness scenarios, no peers)"),
+    ] = False,
     output: ResultsDirOption = RESULTS_DIR,
     root: StackRootOption = None,
 ) -> None:
     """Fan-out of our GraphQL service next to the shared harness's peers (python-socketio,
     graphql-ws): latency at 4,000 deliveries/s, saturation at p99 < 100 ms with zero loss,
-    KB per idle socket; one table against the targets, JSON in bench-results/."""
+    KB per idle socket; then courseEvents saturation with messages only and with a mix of
+    sends, reactions, edits and deletes. Tables against the targets, JSON in bench-results/."""
+    import dataclasses
     import shlex
 
     from bench.fanout import (
@@ -516,7 +530,11 @@ def bench_fanout(
         root=root,
         command_line=shlex.join(sys.argv),
         gateway=gateway,
+        harness_scenarios=not only_mixed,
+        mixed=mixed or only_mixed,
     )
+    if only_mixed:
+        options = dataclasses.replace(options, peers=False)
     with _bench_failures("bench-fanout", FanoutBenchError, StackError):
         run_fanout_bench(options, progress=console, out=_tables_console(200))
 
