@@ -109,7 +109,7 @@ def test_send_to_nothing_says_what_failed():
 def test_up_send_tail_and_clean_stop(tmp_path: Path):
     up = start_up(tmp_path / "local")
     console = Output(up)
-    tail = None
+    tail = events = None
     try:
         page_url = console.wait_for(r"^open the chat: (\S+)$", timeout=90).group(1)
         target = console.wait_for(r"^gRPC: .* -t (\S+)", timeout=30).group(1)
@@ -140,6 +140,22 @@ def test_up_send_tail_and_clean_stop(tmp_path: Path):
         assert tailed.wait_for("hello from the cli").string.startswith(f"#{first_id} dev:")
         tailed.wait_for("retry me")
 
+        # Every change with its cursor: a reply, then the thread's message as `tail` shows it.
+        events = subprocess.Popen(
+            [*CHATCTL, "tail", "-c", "demo", "-t", target, "--events"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        changes = Output(events)
+        changes.wait_for(r"^live: every change of demo after \[\d+-\d+\]$", timeout=30)
+        reply = chatctl("send", "-c", "demo", "-t", target, "--reply-to", first_id, "a reply")
+        assert f"in the thread of #{first_id}" in reply.stdout, reply.stderr
+        line = changes.wait_for(r"^#(\d+) ↳ #(\d+) dev: a reply  \[(\d+-\d+)\]$", timeout=30)
+        assert line.group(2) == first_id
+        assert f"↳ #{first_id} dev: a reply" in tailed.wait_for("a reply").string
+
         bad = chatctl("send", "-c", "demo", "-t", target, "   ")
         assert bad.returncode == 1
         assert "INVALID_ARGUMENT" in bad.stderr
@@ -157,8 +173,9 @@ def test_up_send_tail_and_clean_stop(tmp_path: Path):
         with urllib.request.urlopen(me, timeout=10) as answer:  # noqa: S310 - loopback
             assert json.load(answer)["data"]["me"]["courses"] == ["demo", "intro"]
     finally:
-        if tail is not None:
-            stop_process(tail)  # type: ignore[arg-type]
+        for tailing in (tail, events):
+            if tailing is not None:
+                stop_process(tailing)  # type: ignore[arg-type]
         # Ctrl-C in a terminal: SIGINT to the foreground process group.
         os.killpg(up.pid, signal.SIGINT)
         up.wait(60)

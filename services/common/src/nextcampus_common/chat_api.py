@@ -364,12 +364,15 @@ class ChatClient:
         content: str,
         client_message_id: str = "",
         deadline_seconds: float = 10.0,
+        *,
+        reply_to: str = "",
     ) -> chat_pb2.SendMessageResponse:
         return await self.api.send(
             self.token,
             course_id,
             content,
             client_message_id or None,
+            reply_to=reply_to or None,
             deadline_seconds=deadline_seconds,
         )
 

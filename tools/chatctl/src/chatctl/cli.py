@@ -21,8 +21,9 @@ from devstack.processes import StackError
 from devstack.supervisor import Supervisor, units_of
 from devstack.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
-from nextcampus_common.chat_api import ChatClient
+from nextcampus_common.chat_api import ChatClient, stream_live_cursor
 from nextcampus_common.content import shown_on_terminal
+from nextcampus_common.proto.chat.v1 import chat_pb2
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 # soft_wrap: a token or a command must stay on one line to be copied, whatever the width.
@@ -99,18 +100,26 @@ def send(
     content: Annotated[str, typer.Argument(help="message text")],
     user: UserOption = "dev",
     client_message_id: Annotated[str, typer.Option(help="idempotency key for retries")] = "",
+    reply_to: Annotated[
+        str, typer.Option(help="reply in the thread of this message (id)", show_default=False)
+    ] = "",
     target: TargetOption = "127.0.0.1:8080",
     token: TokenOption = None,
     secret: SecretOption = DEV_JWT_SECRET,
 ) -> None:
-    """Send one message and print its id."""
+    """Send one message (or a reply) and print its id."""
 
     async def run() -> None:
         async with ChatClient(target, _token(token, user, course, secret)) as client:
-            response = await client.send(course, content, client_message_id)
+            response = await client.send(course, content, client_message_id, reply_to=reply_to)
         message = response.message
         note = " (duplicate: already sent)" if response.duplicate else ""
-        print(f"{message.course_id} #{message.message_id} by {message.user_id}{note}")
+        thread = (
+            f" in the thread of #{message.reply_to_message_id}"
+            if message.reply_to_message_id
+            else ""
+        )
+        print(f"{message.course_id} #{message.message_id} by {message.user_id}{thread}{note}")
 
     try:
         asyncio.run(run())
@@ -118,30 +127,72 @@ def send(
         raise _grpc_failure(exc) from None
 
 
+def _said(message: chat_pb2.ChatMessage) -> str:
+    """`#id author: text` of a message, safe on a terminal: content is anyone's input, so
+    nothing in it may act on the terminal, and a line of it must not pass for a message of
+    its own."""
+    author = shown_on_terminal(message.user_id)
+    text = shown_on_terminal(message.content, continuation=TAIL_CONTINUATION)
+    thread = f" ↳ #{message.reply_to_message_id}" if message.reply_to_message_id else ""
+    return f"#{message.message_id}{thread} {author}: {text}"
+
+
+def _change(event: chat_pb2.CourseEvent) -> str:
+    """One line of `tail --events`: the change, then its cursor (to resume with --after)."""
+    kinds = chat_pb2.CourseEventKind
+    message, actor = event.message, shown_on_terminal(event.actor_user_id)
+    emoji = shown_on_terminal(event.emoji)
+    line = {
+        kinds.MESSAGE_ADDED: lambda: _said(message),
+        kinds.MESSAGE_EDITED: lambda: f"{_said(message)}  (edited)",
+        kinds.MESSAGE_DELETED: lambda: f"#{message.message_id} deleted by {actor}",
+        kinds.MESSAGE_RETRACTED: lambda: f"#{message.message_id} lost in a Redis failover",
+        kinds.REACTION_ADDED: lambda: f"#{message.message_id} {emoji} +1 by {actor}",
+        kinds.REACTION_REMOVED: lambda: f"#{message.message_id} {emoji} -1 by {actor}",
+        kinds.MESSAGE_PINNED: lambda: f"#{message.message_id} pinned by {actor}",
+        kinds.MESSAGE_UNPINNED: lambda: f"#{message.message_id} unpinned by {actor}",
+        kinds.MESSAGE_RESTORED: lambda: f"{_said(message)}  (restored after a failover)",
+    }.get(event.kind, lambda: f"#{message.message_id} changed ({event.kind})")()
+    return f"{line}  [{event.cursor}]"
+
+
 @app.command()
 def tail(
     course: CourseOption,
-    after: Annotated[str, typer.Option(help="replay messages after this id first")] = "",
+    after: Annotated[
+        str,
+        typer.Option(help="replay after this message id first (with --events: this cursor)"),
+    ] = "",
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events",
+            help="every change (edits, reactions, pins, deletions), each with its cursor",
+        ),
+    ] = False,
     user: UserOption = "dev",
     target: TargetOption = "127.0.0.1:8080",
     token: TokenOption = None,
     secret: SecretOption = DEV_JWT_SECRET,
 ) -> None:
-    """Print a course's messages as they arrive (Ctrl-C to stop). Control and bidi
-    characters are shown as escapes (\\x1b, \\u202e); further lines of a message are
-    indented."""
+    """Print a course's messages as they arrive (Ctrl-C to stop); with --events every change
+    of the course. Control and bidi characters are shown as escapes (\\x1b, \\u202e);
+    further lines of a message are indented."""
 
     async def run() -> None:
         async with ChatClient(target, _token(token, user, course, secret)) as client:
+            if events:
+                call = client.subscribe_events(course, after)
+                cursor = await stream_live_cursor(call)
+                console.print(f"live: every change of {course} after [{cursor or 'the start'}]")
+                async for event in call:
+                    print(_change(event), flush=True)
+                return
             async for message in client.messages(course, after):
                 if message.deleted:
                     print(f"#{message.message_id} deleted", flush=True)
                     continue
-                # Content is anyone's input: nothing in it may act on the terminal, and a line
-                # of it must not pass for a message of its own.
-                author = shown_on_terminal(message.user_id)
-                text = shown_on_terminal(message.content, continuation=TAIL_CONTINUATION)
-                print(f"#{message.message_id} {author}: {text}", flush=True)
+                print(_said(message), flush=True)
 
     try:
         asyncio.run(run())
