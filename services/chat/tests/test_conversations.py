@@ -86,13 +86,7 @@ class User:
         return await self.client.get(course_id, message_id)
 
     async def events(self, course_id: str, after: str = "") -> list[chat_pb2.CourseEvent]:
-        found: list[chat_pb2.CourseEvent] = []
-        while True:
-            page = await self.client.events(course_id, after=after, limit=200)
-            found += page.events
-            if not page.has_more:
-                return found
-            after = page.events[-1].cursor
+        return await self.client.all_events(course_id, after=after)
 
 
 @pytest.fixture

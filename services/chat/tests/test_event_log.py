@@ -26,14 +26,9 @@ def summary(events: Any) -> list[tuple[int, str, str, bool]]:
 async def all_events(
     client: Any, course_id: str, after: str = "", limit: int = 2
 ) -> list[CourseEvent]:
-    """Every event after `after`, page by page."""
-    events: list[CourseEvent] = []
-    while True:
-        page = await client.events(course_id, after=after, limit=limit)
-        events += page.events
-        if not page.has_more:
-            return events
-        after = page.events[-1].cursor
+    """Every event after `after`, in pages of `limit`."""
+    events: list[CourseEvent] = await client.all_events(course_id, after=after, page_limit=limit)
+    return events
 
 
 async def test_every_change_once_in_order_with_the_message_as_it_is_now(client_for, course_id):

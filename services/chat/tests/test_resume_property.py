@@ -99,16 +99,6 @@ async def change(
             raise
 
 
-async def all_events(stub: StubCalls, course_id: str, after: str) -> list[chat_pb2.CourseEvent]:
-    found: list[chat_pb2.CourseEvent] = []
-    while True:
-        page = await stub.client.events(course_id, after=after, limit=200)
-        found += page.events
-        if not page.has_more:
-            return found
-        after = page.events[-1].cursor
-
-
 @pytest.mark.timeout(600)
 @settings(
     max_examples=25,
@@ -130,7 +120,7 @@ async def test_resuming_from_any_position_gives_the_state_of_a_client_that_never
     sent: list[str] = []
     for op in operations:
         await change(users, course_id, sent, op)
-    logged = await all_events(watcher, course_id, "")
+    logged = await watcher.client.all_events(course_id)
     seen: list[chat_pb2.CourseEvent] = []
     if logged:
         async for event in live:
@@ -145,5 +135,7 @@ async def test_resuming_from_any_position_gives_the_state_of_a_client_that_never
     assert never_left == {m.message_id: as_seen(m) for m in history.messages}
     for position in range(len(seen) + 1):
         after = seen[position - 1].cursor if position else ""
-        resumed = apply(apply({}, seen[:position]), await all_events(watcher, course_id, after))
+        resumed = apply(
+            apply({}, seen[:position]), await watcher.client.all_events(course_id, after=after)
+        )
         assert resumed == never_left, f"resumed after event {position} of {len(seen)}"

@@ -208,66 +208,46 @@ class ChatApi:
         )
         return history
 
-    def _reaction(
-        self, course_id: str, message_id: str, emoji: str, client_mutation_id: str | None
-    ) -> chat_pb2.ReactionRequest:
-        return chat_pb2.ReactionRequest(
+    async def react(
+        self,
+        token: str,
+        course_id: str,
+        message_id: str,
+        emoji: str,
+        *,
+        add: bool,
+        client_mutation_id: str | None = None,
+    ) -> chat_pb2.ChatMessage:
+        """Add (or, with add=False, remove) the caller's reaction."""
+        request = chat_pb2.ReactionRequest(
             course_id=course_id,
             message_id=message_id,
             emoji=emoji,
             client_mutation_id=client_id(client_mutation_id),
         )
-
-    async def add_reaction(
-        self,
-        token: str,
-        course_id: str,
-        message_id: str,
-        emoji: str,
-        client_mutation_id: str | None = None,
-    ) -> chat_pb2.ChatMessage:
-        request = self._reaction(course_id, message_id, emoji, client_mutation_id)
-        message: chat_pb2.ChatMessage = await self._stub.AddReaction(
-            request, metadata=self._metadata(token), timeout=self._deadline
-        )
-        return message
-
-    async def remove_reaction(
-        self,
-        token: str,
-        course_id: str,
-        message_id: str,
-        emoji: str,
-        client_mutation_id: str | None = None,
-    ) -> chat_pb2.ChatMessage:
-        request = self._reaction(course_id, message_id, emoji, client_mutation_id)
-        message: chat_pb2.ChatMessage = await self._stub.RemoveReaction(
+        method = self._stub.AddReaction if add else self._stub.RemoveReaction
+        message: chat_pb2.ChatMessage = await method(
             request, metadata=self._metadata(token), timeout=self._deadline
         )
         return message
 
     async def pin(
-        self, token: str, course_id: str, message_id: str, client_mutation_id: str | None = None
+        self,
+        token: str,
+        course_id: str,
+        message_id: str,
+        *,
+        pin: bool,
+        client_mutation_id: str | None = None,
     ) -> chat_pb2.ChatMessage:
+        """Pin (or, with pin=False, unpin) a message."""
         request = chat_pb2.PinRequest(
             course_id=course_id,
             message_id=message_id,
             client_mutation_id=client_id(client_mutation_id),
         )
-        message: chat_pb2.ChatMessage = await self._stub.PinMessage(
-            request, metadata=self._metadata(token), timeout=self._deadline
-        )
-        return message
-
-    async def unpin(
-        self, token: str, course_id: str, message_id: str, client_mutation_id: str | None = None
-    ) -> chat_pb2.ChatMessage:
-        request = chat_pb2.PinRequest(
-            course_id=course_id,
-            message_id=message_id,
-            client_mutation_id=client_id(client_mutation_id),
-        )
-        message: chat_pb2.ChatMessage = await self._stub.UnpinMessage(
+        method = self._stub.PinMessage if pin else self._stub.UnpinMessage
+        message: chat_pb2.ChatMessage = await method(
             request, metadata=self._metadata(token), timeout=self._deadline
         )
         return message
@@ -387,6 +367,18 @@ class ChatClient:
         self, course_id: str, *, after: str = "", limit: int = 0
     ) -> chat_pb2.ListEventsResponse:
         return await self.api.events(self.token, course_id, after=after or None, limit=limit)
+
+    async def all_events(
+        self, course_id: str, *, after: str = "", page_limit: int = 200
+    ) -> list[chat_pb2.CourseEvent]:
+        """Every change after `after` the log holds now, page by page."""
+        found: list[chat_pb2.CourseEvent] = []
+        while True:
+            page = await self.events(course_id, after=after, limit=page_limit)
+            found += page.events
+            if not page.has_more:
+                return found
+            after = page.events[-1].cursor
 
     async def get(self, course_id: str, message_id: str) -> chat_pb2.ChatMessage:
         return await self.api.get(self.token, course_id, message_id)

@@ -10,11 +10,8 @@ local key, policy, pins, index = KEYS[1], KEYS[2], KEYS[5], KEYS[6]
 local course, id, user, mutation = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local pinning = ARGV[4] == '1'
 
-if seen_mutation(course, user, mutation) then
-  local record = read_message(course, id, user)
-  if record then return {'dup', record} end
-  return {'not_found'}
-end
+local again = retried(course, id, user, mutation)
+if again then return again end
 local h = redis.call('HMGET', key, 'user_id', 'deleted', 'pinned_at')
 if not h[1] then return {'not_found'} end
 if h[2] == '1' then return {'deleted'} end

@@ -12,11 +12,8 @@ local key, policy, reactors = KEYS[1], KEYS[2], KEYS[5]
 local course, id, user, emoji, mutation = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[6]
 local adding = ARGV[5] == '1'
 
-if seen_mutation(course, user, mutation) then
-  local record = read_message(course, id, user)
-  if record then return {'dup', record} end
-  return {'not_found'}
-end
+local again = retried(course, id, user, mutation)
+if again then return again end
 local h = redis.call('HMGET', key, 'user_id', 'deleted', 'reactions')
 if not h[1] then return {'not_found'} end
 if h[2] == '1' then return {'deleted'} end

@@ -132,80 +132,68 @@ class Mutation(graphene.ObjectType):
 
     @staticmethod
     async def resolve_add_reaction(
-        _root: Any,
-        info: graphene.ResolveInfo,
-        course_id: str,
-        message_id: str,
-        emoji: str,
-        client_mutation_id: str | None = None,
+        _root: Any, info: graphene.ResolveInfo, **arguments: Any
     ) -> chat_pb2.ChatMessage:
-        context: RequestContext = info.context
-        token = context.member(course_id)
-        return await call_chat(
-            context.chat.add_reaction(
-                token,
-                course_id,
-                required_message_id(message_id, "messageId"),
-                emoji,
-                client_id_arg(client_mutation_id, "clientMutationId"),
-            )
-        )
+        return await _react(info, add=True, **arguments)
 
     @staticmethod
     async def resolve_remove_reaction(
-        _root: Any,
-        info: graphene.ResolveInfo,
-        course_id: str,
-        message_id: str,
-        emoji: str,
-        client_mutation_id: str | None = None,
+        _root: Any, info: graphene.ResolveInfo, **arguments: Any
     ) -> chat_pb2.ChatMessage:
-        context: RequestContext = info.context
-        token = context.member(course_id)
-        return await call_chat(
-            context.chat.remove_reaction(
-                token,
-                course_id,
-                required_message_id(message_id, "messageId"),
-                emoji,
-                client_id_arg(client_mutation_id, "clientMutationId"),
-            )
-        )
+        return await _react(info, add=False, **arguments)
 
     @staticmethod
     async def resolve_pin_message(
-        _root: Any,
-        info: graphene.ResolveInfo,
-        course_id: str,
-        message_id: str,
-        client_mutation_id: str | None = None,
+        _root: Any, info: graphene.ResolveInfo, **arguments: Any
     ) -> chat_pb2.ChatMessage:
-        context: RequestContext = info.context
-        token = context.member(course_id)
-        return await call_chat(
-            context.chat.pin(
-                token,
-                course_id,
-                required_message_id(message_id, "messageId"),
-                client_id_arg(client_mutation_id, "clientMutationId"),
-            )
-        )
+        return await _pin(info, pin=True, **arguments)
 
     @staticmethod
     async def resolve_unpin_message(
-        _root: Any,
-        info: graphene.ResolveInfo,
-        course_id: str,
-        message_id: str,
-        client_mutation_id: str | None = None,
+        _root: Any, info: graphene.ResolveInfo, **arguments: Any
     ) -> chat_pb2.ChatMessage:
-        context: RequestContext = info.context
-        token = context.member(course_id)
-        return await call_chat(
-            context.chat.unpin(
-                token,
-                course_id,
-                required_message_id(message_id, "messageId"),
-                client_id_arg(client_mutation_id, "clientMutationId"),
-            )
+        return await _pin(info, pin=False, **arguments)
+
+
+async def _react(
+    info: graphene.ResolveInfo,
+    *,
+    add: bool,
+    course_id: str,
+    message_id: str,
+    emoji: str,
+    client_mutation_id: str | None = None,
+) -> chat_pb2.ChatMessage:
+    context: RequestContext = info.context
+    token = context.member(course_id)
+    return await call_chat(
+        context.chat.react(
+            token,
+            course_id,
+            required_message_id(message_id, "messageId"),
+            emoji,
+            add=add,
+            client_mutation_id=client_id_arg(client_mutation_id, "clientMutationId"),
         )
+    )
+
+
+async def _pin(
+    info: graphene.ResolveInfo,
+    *,
+    pin: bool,
+    course_id: str,
+    message_id: str,
+    client_mutation_id: str | None = None,
+) -> chat_pb2.ChatMessage:
+    context: RequestContext = info.context
+    token = context.member(course_id)
+    return await call_chat(
+        context.chat.pin(
+            token,
+            course_id,
+            required_message_id(message_id, "messageId"),
+            pin=pin,
+            client_mutation_id=client_id_arg(client_mutation_id, "clientMutationId"),
+        )
+    )

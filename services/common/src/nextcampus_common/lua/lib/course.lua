@@ -105,6 +105,15 @@ local function seen_mutation(course, user, mutation_id)
   return false
 end
 
+-- The reply to a retried mutation ({'dup', the message as it is now}), or nil when this one
+-- was not applied before.
+local function retried(course, id, user, mutation_id)
+  if not seen_mutation(course, user, mutation_id) then return nil end
+  local record = read_message(course, id, user)
+  if record then return {'dup', record} end
+  return {'not_found'}
+end
+
 local function remember_mutation(course, user, mutation_id)
   if mutation_id ~= '' then
     redis.call('SET', course .. 'mutation:' .. user .. ':' .. mutation_id, '1',
