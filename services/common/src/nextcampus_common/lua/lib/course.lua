@@ -84,7 +84,13 @@ local function log_change(course, kind, id, actor, extra_field, extra_value)
     redis.call('XADD', log_key, '*', 'k', kind, 'i', id, 'u', actor)
   end
   local at = redis.call('PEXPIRETIME', message_key(course, id))
-  if at > 0 then extend_expiry(log_key, at) end
+  if at > 0 then
+    extend_expiry(log_key, at)
+  elseif redis.call('PEXPIRETIME', log_key) == -1 then
+    -- A change of a pinned message (no expiry) in a log no send has bounded yet: the log
+    -- is never kept for ever; the next send gives it the course TTL.
+    redis.call('PEXPIRE', log_key, MUTATION_TTL_MS)
+  end
 end
 
 -- A change that is not a new message or a tombstone: the channel only tells the course's
