@@ -89,7 +89,7 @@ export default {
 
   "reaction.add": "반응 추가",
   "reaction.addLabel": "{user} 님이 {time}에 보낸 메시지에 반응 추가",
-  "reaction.summary": { "other": "{emoji} 반응 {count}명" },
+  "reaction.summary": { "other": "{emoji} 반응 수: {count}" },
   "reaction.react": "{emoji} 반응 남기기",
   "reaction.unreact": "내 {emoji} 반응 취소",
 
