@@ -588,7 +588,8 @@ const known = (messageId) => state.messages.get(messageId)?.message;
 const moderator = () => state.viewer.moderates.includes(state.courseId);
 const isOwn = (message) => message.userId === state.viewer.userId;
 const canDelete = (message) => !message.deleted && (isOwn(message) || moderator());
-const canReadEdits = (message) => Boolean(message.editedAt) && !message.deleted && (isOwn(message) || moderator());
+const canReadEdits = (message) =>
+  Boolean(message.editedAt) && !message.deleted && (isOwn(message) || moderator());
 const editEndsAt = (message) => new Date(message.timestamp).getTime() + state.editWindowMs;
 const canEdit = (message) =>
   isOwn(message) && !message.deleted && state.editWindowMs > 0 && Date.now() < editEndsAt(message);
@@ -617,7 +618,8 @@ function store(message, eventCount = null) {
   for (const emoji of mine ?? []) {
     if (!message.reactions.some((reaction) => reaction.emoji === emoji)) mine.delete(emoji);
   }
-  state.messages.set(id, { message, eventCount: eventCount === null ? state.eventCount : (before?.eventCount ?? 0) });
+  const setBy = eventCount === null ? state.eventCount : (before?.eventCount ?? 0);
+  state.messages.set(id, { message, eventCount: setBy });
   place(message);
 }
 
@@ -632,7 +634,8 @@ function place(message) {
   if (thread && id === thread.rootId && !ui.threadRoot.firstElementChild) {
     ui.threadRoot.append(messageItem(id, 'thread'));
   }
-  if (thread && message.replyTo === thread.rootId && !ui.threadReplies.querySelector(`li[data-message-id="${id}"]`)) {
+  const inThread = thread && message.replyTo === thread.rootId;
+  if (inThread && !ui.threadReplies.querySelector(`li[data-message-id="${id}"]`)) {
     insertInOrder(ui.threadReplies, messageItem(id, 'thread'));
   }
   if (message.pinnedAt || ui.pinned.querySelector(`li[data-message-id="${id}"]`)) placePins();
@@ -777,15 +780,18 @@ const shortTime = (message) => formatMessageTime(new Date(message.timestamp));
 
 function metaOf(message) {
   const meta = part('p', 'meta');
-  const time = timeElement('', message.timestamp, shortTime(message), formatFullTime(new Date(message.timestamp)));
+  const full = formatFullTime(new Date(message.timestamp));
+  const time = timeElement('', message.timestamp, shortTime(message), full);
   meta.append(element('span', 'user', userName(message)), ' ', time);
   if (message.editedAt && !message.deleted) {
     const when = formatFullTime(new Date(message.editedAt));
-    meta.append(' ', timeElement('marker edited', message.editedAt, t('edit.marker'), t('edit.markerTitle', { time: when })));
+    const title = t('edit.markerTitle', { time: when });
+    meta.append(' ', timeElement('marker edited', message.editedAt, t('edit.marker'), title));
   }
   if (message.pinnedAt && !message.deleted) {
     const when = formatFullTime(new Date(message.pinnedAt));
-    meta.append(' ', timeElement('marker pinned', message.pinnedAt, t('pin.marker'), t('pin.markerTitle', { time: when })));
+    const title = t('pin.markerTitle', { time: when });
+    meta.append(' ', timeElement('marker pinned', message.pinnedAt, t('pin.marker'), title));
   }
   return meta;
 }
@@ -839,7 +845,8 @@ function editHistoryOf(message, view) {
     const item = element('li', 'version');
     const when = new Date(version.writtenAt);
     const meta = element('p', 'meta');
-    meta.append(timeElement('', version.writtenAt, t('edit.historyVersion', { time: formatMessageTime(when) }), formatFullTime(when)));
+    const written = t('edit.historyVersion', { time: formatMessageTime(when) });
+    meta.append(timeElement('', version.writtenAt, written, formatFullTime(when)));
     item.append(meta, element('p', 'text', version.content));
     list.append(item);
   }
@@ -859,7 +866,8 @@ function threadSummaryOf(message, view) {
     facts.append(last);
   }
   if (message.participants.length > 0) {
-    facts.append(element('span', 'participants', t('thread.participants', { users: formatList(message.participants) })));
+    const users = formatList(message.participants);
+    facts.append(element('span', 'participants', t('thread.participants', { users })));
   }
   const open = actionButton('open-thread', t('thread.open'), {
     'aria-label': t('thread.openLabel', { user: message.userId, time: shortTime(message) }),
@@ -947,8 +955,8 @@ function actionsOf(message, view) {
     );
   }
   if (view !== 'pins' && canDelete(message)) {
-    const button = actionButton('delete', t('message.delete'), { 'aria-label': t('message.deleteLabel', about) });
-    actions.append(button);
+    const label = t('message.deleteLabel', about);
+    actions.append(actionButton('delete', t('message.delete'), { 'aria-label': label }));
   }
   return actions.childElementCount > 0 ? actions : null;
 }
@@ -1363,7 +1371,8 @@ async function send(box) {
 async function change(document_, messageId, variables = {}) {
   const { courseId, generation, eventCount } = state;
   try {
-    const data = await socket.request(document_, { courseId, messageId, clientMutationId: newClientId(), ...variables });
+    const clientMutationId = newClientId();
+    const data = await socket.request(document_, { courseId, messageId, clientMutationId, ...variables });
     if (generation === state.generation) store(Object.values(data)[0], eventCount);
     return true;
   } catch (error) {
