@@ -536,3 +536,198 @@ async def test_a_korean_and_an_english_page_chat_each_in_its_language(
         {"messageId": hello["id"], "userId": "minji", "content": hello["text"], "deleted": False},
         {"messageId": reply["id"], "userId": "alice", "content": "", "deleted": True},
     ]
+
+
+THREAD = """query($c: ID!, $root: ID!) {
+  thread(courseId: $c, rootId: $root) {
+    root { messageId content deleted replyCount participants pinnedAt reactions { emoji count } }
+    replies { messageId userId content replyTo }
+  }
+}"""
+
+
+async def test_conversations_on_a_korean_and_an_english_page(
+    gateway: Gateway, browser_scripts: Path
+) -> None:
+    """minji (a student, Korean page in Seoul) and alice (a moderator, English page in New
+    York): replies in a thread, an edit and its history, reactions, pins, and a deleted
+    root whose thread stays, each seen live on the other page (page_conversations.mjs)."""
+    course_id = f"browser-{uuid.uuid4().hex[:8]}"
+    minji = gateway.token("minji", [course_id])
+    alice = gateway.token("alice", [course_id], moderates=[course_id])
+    shots = [
+        f"{feature}-{language}.png"
+        for feature in ("thread", "edit", "reactions", "pins", "deleted-root")
+        for language in ("ko", "en")
+    ]
+    for name in shots:
+        (ARTIFACTS / name).unlink(missing_ok=True)
+
+    summary = await run_script(
+        browser_scripts / "page_conversations.mjs",
+        {
+            "BASE_URL": gateway.url,
+            "KO_TOKEN": minji,
+            "EN_TOKEN": alice,
+            "COURSE_ID": course_id,
+            "SCREENSHOT_DIR": str(ARTIFACTS),
+        },
+    )
+
+    assert summary["consoleProblems"] == []
+    assert summary["missing"] == {"minji": [], "alice": []}
+    ids, texts = summary["ids"], summary["texts"]
+    root_id = ids["root"]
+
+    # Replies: the thread opens on Reply with the focus in its composer (on "View thread":
+    # its heading); Escape closes it and gives the focus back to Reply.
+    focus = summary["focus"]
+    assert focus["threadOpenedByReply"]["id"] == "thread-composer"
+    assert focus["threadOpenedByView"]["id"] == "thread-heading"
+    assert (summary["replyExpanded"], summary["replyExpandedAfterClose"]) == ("true", "false")
+    assert (focus["threadClosed"]["action"], focus["threadClosed"]["message"]) == ("reply", root_id)
+    # The timeline shows roots only: each page lists the root alone.
+    assert summary["repliesInTimeline"] == {"ko": 0, "en": 0}
+    assert summary["timeline"] == {"ko": [root_id], "en": [root_id]}
+    assert re.fullmatch(
+        r"답글 1개마지막 답글 (오전|오후) \d{1,2}:\d{2}alice 님이 답글을 달았어요",
+        summary["threadFacts"]["ko"],
+    ), summary["threadFacts"]
+    assert re.fullmatch(
+        r"1 replylast reply \d{1,2}:\d{2}\s(AM|PM)Replies from alice", summary["threadFacts"]["en"]
+    ), summary["threadFacts"]
+    # The most recent first.
+    assert summary["participants"] == {
+        "ko": "minji 및 alice 님이 답글을 달았어요",
+        "en": "Replies from minji and alice",
+    }
+    assert summary["threadRoot"] == texts["root"]
+
+    # Edit: Escape cancels (nothing changed, focus back on Edit); Enter saves; the other page
+    # shows the new text and the marker live; the author and the moderator read the history.
+    assert focus["editorOpened"]["inEditor"] is True
+    assert (focus["editorCancelled"]["action"], summary["textAfterCancel"]) == (
+        "edit",
+        texts["root"],
+    )
+    assert focus["editorSaved"]["action"] == "edit"
+    assert summary["aliceEditButtons"] == 0  # a moderator deletes and pins, never edits
+    assert summary["editedMarker"]["en"].startswith("Edited ")
+    assert re.search(r"\d{4}년 .*에 수정됨$", summary["editedMarker"]["ko"]), summary[
+        "editedMarker"
+    ]
+    history = summary["editHistory"]
+    assert history["versionText"] == texts["root"]
+    assert history["expanded"] == "true"
+    assert history["ko"].startswith("이전 버전 1개")
+    assert texts["root"] in history["ko"]
+    assert history["en"].startswith("1 earlier version")
+    assert "Written " in history["en"]
+    user_content = {"minji", "alice", course_id, "👍"}
+    assert_in_korean(summary["words"]["ko"], user_content)
+    assert_in_english(summary["words"]["en"])
+
+    # Reactions: the counts on both pages, each page pressing only its own.
+    assert summary["focus"]["pickerOpened"]["inPicker"] is True
+    assert summary["pickerExpanded"] == "true"
+    reactions = summary["reactions"]
+    assert reactions["afterAlice"] == {
+        "en": {"count": "1", "pressed": "true"},
+        "ko": {"count": "1", "pressed": "false"},
+    }
+    assert reactions["afterMinji"] == {
+        "en": {"count": "2", "pressed": "true"},
+        "ko": {"count": "2", "pressed": "true"},
+    }
+    assert reactions["afterAliceUndid"] == {
+        "en": {"count": "1", "pressed": "false"},
+        "ko": {"count": "1", "pressed": "true"},
+    }
+    assert reactions["label"] == {"en": "2 people reacted with 👍", "ko": "👍 반응 수: 2"}
+
+    # Pins: only the moderator's page offers them; both panels follow live.
+    assert summary["minjiPinButtons"] == 0
+    assert summary["alicePinButtons"] == 1
+    pins = summary["pins"]
+    assert pins["expanded"] == "true"
+    assert pins["markers"] == {"en": "pinned", "ko": "고정됨"}
+    assert pins["panel"] == {"en": texts["edited"], "ko": texts["edited"]}
+    assert pins["emptyAfterUnpin"] == {
+        "en": "No pinned messages yet.",
+        "ko": "아직 고정된 메시지가 없어요.",
+        "toggle": "고정된 메시지 0개",
+    }
+
+    # A deleted root keeps its thread, which takes a third reply (sent to its newest reply).
+    deleted = summary["deletedRoot"]
+    assert deleted["en"] == "message deleted"
+    assert deleted["replies"] == ids["replies"]
+    assert deleted["reply"] == 0
+
+    # axe-core: nothing against WCAG 2.x A/AA with the thread, the edit history, the pins
+    # panel open, and after the delete, on both pages.
+    for view in ("thread", "editHistory", "pins", "deletedRoot"):
+        assert summary["accessibility"][view] == {"ko": [], "en": []}, view
+    for name in shots:
+        assert_png(ARTIFACTS / name)
+
+    # What the pages showed is what the server stored.
+    data = await graphql_as(gateway, alice, THREAD, {"c": course_id, "root": root_id})
+    root = data["thread"]["root"]
+    assert (root["deleted"], root["replyCount"], root["pinnedAt"]) == (True, 3, None)
+    assert root["participants"][:2] == ["alice", "minji"]
+    assert [
+        (reply["messageId"], reply["userId"], reply["content"], reply["replyTo"])
+        for reply in data["thread"]["replies"]
+    ] == [
+        (ids["replies"][0], "alice", texts["replies"][0], root_id),
+        (ids["replies"][1], "minji", texts["replies"][1], root_id),
+        (ids["replies"][2], "alice", texts["replies"][2], root_id),
+    ]
+
+
+async def test_a_page_back_from_offline_resumes_every_change_from_its_cursor(
+    gateway: Gateway, browser_scripts: Path
+) -> None:
+    """minji's Korean page loses its socket while alice edits, reacts, deletes and sends;
+    back online it resubscribes courseEvents after the last cursor it had seen and shows the
+    final state, each message once (page_events_offline.mjs)."""
+    course_id = f"browser-{uuid.uuid4().hex[:8]}"
+    minji = gateway.token("minji", [course_id])
+    alice = gateway.token("alice", [course_id])
+    for name in ("offline-changes-en.png", "offline-resumed-ko.png"):
+        (ARTIFACTS / name).unlink(missing_ok=True)
+
+    summary = await run_script(
+        browser_scripts / "page_events_offline.mjs",
+        {
+            "BASE_URL": gateway.url,
+            "KO_TOKEN": minji,
+            "EN_TOKEN": alice,
+            "COURSE_ID": course_id,
+            "SCREENSHOT_DIR": str(ARTIFACTS),
+        },
+    )
+
+    assert summary["consoleProblems"] == []
+    ids, texts = summary["ids"], summary["texts"]
+    assert summary["offlineStatus"] == "오프라인 — 다시 연결하는 중…"
+    assert summary["stillOffline"] == "offline"
+    assert summary["shownWhileOffline"] == texts["edited"]
+    # The first subscription went live after the history's eventCursor; the one after the
+    # outage resumed after the last event seen.
+    first, *resumed = summary["subscriptions"]
+    assert isinstance(first, str)
+    assert resumed == [summary["cursorWhenCut"]]
+    assert summary["before"] == [ids["edited"], ids["reacted"], ids["deleted"]]
+    assert summary["after"] == [*summary["before"], ids["added"]]
+    assert summary["shown"] == {
+        "edited": texts["editedTo"],
+        "editedMarker": "수정됨",
+        "reaction": "1",
+        "reactionPressed": "false",
+        "deleted": "삭제된 메시지예요",
+    }
+    assert summary["status"] == "실시간 연결됨"
+    for name in ("offline-changes-en.png", "offline-resumed-ko.png"):
+        assert_png(ARTIFACTS / name)

@@ -102,15 +102,17 @@ class Session {
 
   /**
    * A user's page at `url`, in a browser context of its own (its own sessionStorage and
-   * localStorage), in `where`'s language and time zone.
+   * localStorage), in `where`'s language and time zone; `prepare(context)` runs before the
+   * page loads (to route its WebSocket, say).
    */
-  async open(user, url, where = ENGLISH_IN_NEW_YORK) {
+  async open(user, url, where = ENGLISH_IN_NEW_YORK, prepare = null) {
     const browser = await this.browserFor(where.locale);
     const context = await browser.newContext({
       viewport: { width: 900, height: 700 },
       locale: where.locale,
       timezoneId: where.timezoneId,
     });
+    if (prepare) await prepare(context);
     const page = await context.newPage();
     const log = [];
     const opened = { user, page, log, context };
@@ -128,8 +130,8 @@ class Session {
   }
 
   /** A user's page opened with `token`, showing `course` live. */
-  async openCourse(user, baseUrl, token, course, where = ENGLISH_IN_NEW_YORK) {
-    const opened = await this.open(user, `${baseUrl}/?token=${encodeURIComponent(token)}`, where);
+  async openCourse(user, baseUrl, token, course, where = ENGLISH_IN_NEW_YORK, prepare = null) {
+    const opened = await this.open(user, `${baseUrl}/?token=${encodeURIComponent(token)}`, where, prepare);
     await chooseCourse(opened, course);
     return opened;
   }
@@ -170,6 +172,14 @@ export async function handOver(event, data = {}) {
   if (done) throw new Error(`the test closed stdin instead of answering ${event}`);
   return JSON.parse(value);
 }
+
+/** The item of message `id` in a view of the page: timeline, thread or pins. */
+export const itemOf = (page, id, view = 'timeline') =>
+  page.locator(`li[data-view="${view}"][data-message-id="${id}"]`);
+
+/** Wait until `predicate(arg)` holds in the page (bounded by the page's timeout). */
+export const until = ({ user, page }, what, predicate, arg) =>
+  step(user, what, () => page.waitForFunction(predicate, arg));
 
 /** The list item of the message with `text` once it shows on the page. */
 export function messageItem(page, text) {
@@ -279,7 +289,8 @@ export function pageWords({ page }) {
     for (let node = texts.nextNode(); node; node = texts.nextNode()) {
       const element = node.parentElement;
       if (element.closest('noscript')) continue;
-      if (element.matches('#messages .text') && !element.closest('.deleted')) continue;
+      // Message content (timeline, thread, pins, earlier versions) is the author's.
+      if (element.closest('.message .text') && !element.closest('.deleted')) continue;
       add(where(element), element, node.data);
     }
     for (const attribute of ['aria-label', 'title', 'placeholder']) {

@@ -1,13 +1,15 @@
 // Next Campus Chat in the browser: a small graphql-transport-ws client (one WebSocket carries
 // queries, mutations and subscriptions) and the chat page on top of it. No dependencies and
-// no build step; the GraphQL schema is in DESIGN.md §2. Every word the page shows comes from
-// the catalogues through `t` (i18n.js), so this file holds none.
+// no build step; the GraphQL contract is services/graphql/schema.graphql. Every word the page
+// shows comes from the catalogues through `t` (i18n.js), so this file holds none.
 
 import {
   bindLanguageSelect,
   formatFromNow,
   formatFullTime,
+  formatList,
   formatMessageTime,
+  formatNumber,
   onLanguageChange,
   t,
   untilMidnightMs,
@@ -24,28 +26,80 @@ const SILENCE_LIMIT_MS = 35_000;
 const HISTORY_PAGE_SIZE = 50;
 const TOKEN_KEY = 'nextcampus.token';
 const COURSE_KEY = 'nextcampus.course';
+// The reaction picker's choice; any other emoji someone used shows under the message too.
+const PICKER_EMOJI = ['👍', '❤️', '😂', '🎉', '🤔', '👀', '🙏', '✅'];
 
-const MESSAGE_FIELDS = 'messageId userId content timestamp deleted';
+// A message as queries and mutations answer it: `reactedByMe` is the viewer's own.
+const MESSAGE = `fragment Message on ChatMessage {
+  messageId userId content timestamp deleted replyTo editedAt replyCount lastReplyAt
+  participants pinnedAt reactions { emoji count reactedByMe }
+}`;
+// A message in an event: the same bytes for every subscriber, so nothing of the viewer's
+// (the page keeps its own reactions from answers and from the events it made itself).
+const EVENT_MESSAGE = `fragment EventMessage on ChatMessage {
+  messageId userId content timestamp deleted replyTo editedAt replyCount lastReplyAt
+  participants pinnedAt reactions { emoji count }
+}`;
 const ME = 'query Me { me { userId courses moderates } }';
+// Opening a course: its newest history with the event cursor to go live from, the edit
+// window, and the pinned messages, in one round trip.
+const OPEN_COURSE = `query OpenCourse($courseId: ID!, $limit: Int) {
+  messages(courseId: $courseId, limit: $limit) { messages { ...Message } hasMore eventCursor }
+  coursePolicy(courseId: $courseId) { editWindowSeconds }
+  pinnedMessages(courseId: $courseId) { ...Message }
+}
+${MESSAGE}`;
 const HISTORY = `query History($courseId: ID!, $before: ID, $limit: Int) {
-  messages(courseId: $courseId, before: $before, limit: $limit) {
-    messages { ${MESSAGE_FIELDS} } hasMore
+  messages(courseId: $courseId, before: $before, limit: $limit) { messages { ...Message } hasMore }
+}
+${MESSAGE}`;
+const THREAD = `query Thread($courseId: ID!, $rootId: ID!, $before: ID, $limit: Int) {
+  thread(courseId: $courseId, rootId: $rootId, before: $before, limit: $limit) {
+    root { ...Message } replies { ...Message } hasMore
   }
-}`;
-const ADDED = `subscription Added($courseId: ID!, $after: ID) {
-  messageAdded(courseId: $courseId, after: $after) { ${MESSAGE_FIELDS} }
-}`;
-const DELETED = `subscription Deleted($courseId: ID!) {
-  messageDeleted(courseId: $courseId) { messageId deleted }
-}`;
-const SEND = `mutation Send($courseId: ID!, $content: String!, $clientMessageId: ID) {
-  sendMessage(courseId: $courseId, content: $content, clientMessageId: $clientMessageId) {
-    ${MESSAGE_FIELDS}
+}
+${MESSAGE}`;
+const EDIT_HISTORY = `query EditHistory($courseId: ID!, $messageId: ID!) {
+  message(courseId: $courseId, messageId: $messageId) { ...Message editHistory { content writtenAt } }
+}
+${MESSAGE}`;
+const ONE_MESSAGE = `query OneMessage($courseId: ID!, $messageId: ID!) {
+  message(courseId: $courseId, messageId: $messageId) { ...Message }
+}
+${MESSAGE}`;
+const EVENTS = `subscription Events($courseId: ID!, $after: String) {
+  courseEvents(courseId: $courseId, after: $after) {
+    __typename cursor actorId message { ...EventMessage }
+    ... on MessageAddedEvent { root { ...EventMessage } }
+    ... on MessageDeletedEvent { retracted }
+    ... on ReactionAddedEvent { emoji }
+    ... on ReactionRemovedEvent { emoji }
   }
-}`;
-const DELETE = `mutation Delete($courseId: ID!, $messageId: ID!) {
-  deleteMessage(courseId: $courseId, messageId: $messageId) { messageId deleted }
-}`;
+}
+${EVENT_MESSAGE}`;
+const SEND = `mutation Send($courseId: ID!, $content: String!, $clientMessageId: ID, $replyTo: ID) {
+  sendMessage(courseId: $courseId, content: $content, clientMessageId: $clientMessageId, replyTo: $replyTo) {
+    ...Message
+  }
+}
+${MESSAGE}`;
+// Every change but a send: the message as it is after it, retried once with its clientMutationId.
+const changeOf = (operation, field, extra = {}) => {
+  const declared = Object.entries(extra).map(([name, type]) => `, $${name}: ${type}`).join('');
+  const passed = Object.keys(extra).map((name) => `, ${name}: $${name}`).join('');
+  return `mutation ${operation}($courseId: ID!, $messageId: ID!, $clientMutationId: ID${declared}) {
+  ${field}(courseId: $courseId, messageId: $messageId, clientMutationId: $clientMutationId${passed}) {
+    ...Message
+  }
+}
+${MESSAGE}`;
+};
+const EDIT = changeOf('Edit', 'editMessage', { content: 'String!' });
+const ADD_REACTION = changeOf('AddReaction', 'addReaction', { emoji: 'String!' });
+const REMOVE_REACTION = changeOf('RemoveReaction', 'removeReaction', { emoji: 'String!' });
+const PIN = changeOf('Pin', 'pinMessage');
+const UNPIN = changeOf('Unpin', 'unpinMessage');
+const DELETE = changeOf('Delete', 'deleteMessage');
 
 /**
  * GraphQL errors of one operation; `code` is the first `extensions.code`. The page words it by
@@ -69,8 +123,8 @@ const hasCode = (errors, code) => errors.some((e) => e?.extensions?.code === cod
  *
  * Operations outlive sockets: after a reconnect every unanswered request is sent again (a
  * send carries a clientMessageId, so a resent send is never stored twice) and every
- * subscription is subscribed again with fresh variables (messageAdded's `after` = the newest
- * id seen), so nothing is lost or shown twice across a reconnect.
+ * subscription is subscribed again with fresh variables (courseEvents' `after` = the last
+ * event's cursor), so nothing is lost or applied twice across a reconnect.
  *
  * States: idle (no token yet), connecting, open (acknowledged), offline (waiting to
  * reconnect), unauthenticated (token refused: waits for a new one, no reconnect loop; `detail`
@@ -229,7 +283,7 @@ class GraphqlSocket {
       this.#authFailed(errors.map((e) => e?.message).join('; ')); // the operation waits for a new token
     } else if (op.sink && hasCode(errors, 'UNAVAILABLE')) {
       // The chat service is unreachable from this pod: start over (with backoff), perhaps
-      // on another pod; the resubscribe resumes after the newest message seen.
+      // on another pod; the resubscribe resumes after the last event seen.
       this.#restart();
     } else {
       this.#ops.delete(id);
@@ -303,6 +357,12 @@ const ui = {
   chat: $('chat'),
   courseForm: $('course-form'),
   course: $('course'),
+  pinsToggle: $('pins-toggle'),
+  pins: $('pins'),
+  pinsHeading: $('pins-heading'),
+  pinned: $('pinned'),
+  pinsEmpty: $('pins-empty'),
+  panes: $('panes'),
   history: document.querySelector('.history'),
   loadOlder: $('load-older'),
   list: $('messages'),
@@ -311,28 +371,50 @@ const ui = {
   composer: $('composer'),
   send: $('send'),
   error: $('error'),
+  thread: $('thread'),
+  threadHeading: $('thread-heading'),
+  threadClose: $('thread-close'),
+  threadScroll: document.querySelector('.thread-scroll'),
+  threadRoot: $('thread-root'),
+  threadOlder: $('thread-older'),
+  threadReplies: $('thread-replies'),
+  threadEmpty: $('thread-empty'),
+  threadForm: $('thread-form'),
+  threadComposer: $('thread-composer'),
+  threadSend: $('thread-send'),
 };
 
 /** What the page knows about the course it shows; all of it is dropped on a switch. */
 const noCourse = () => ({
   courseId: '',
-  newestId: null,
-  oldestId: null,
+  oldestId: null, // the oldest message of the history pages loaded: the timeline starts there
   hasMore: false,
-  historyWasEmpty: false,
+  liveOnly: false, // the course had no event yet: courseEvents started without a cursor
   loadingOlder: false,
   subscribed: false,
-  stopSubscriptions: [],
+  stopEvents: null,
+  cursor: null, // the last event's cursor (first the history's eventCursor): where to resume
+  eventCount: 0, // events applied so far: an answer older than an event is not applied
+  editWindowMs: 0,
+  // messageId → { message, eventCount }: each message as the newest event or answer says,
+  // and how many events had been applied when an event last set it.
+  messages: new Map(),
+  mine: new Map(), // messageId → Set of the viewer's emoji on it
+  mineChangedAt: new Map(), // messageId → eventCount of the viewer's last reaction event on it
+  retracted: new Set(), // ids a failover lost after they were shown
+  thread: null, // { rootId, opener, hasMore, loadingOlder } of the open thread panel
+  pinsOpen: false,
+  editing: null, // { messageId, view } of the open editor
+  picker: null, // { messageId, view } of the open reaction picker
+  edits: new Map(), // `${view}:${messageId}` → { versions } of an open edit history
+  editTimers: new Map(), // messageId → the timeout that ends its edit action
 });
 
 const state = {
   viewer: null, // { userId, courses, moderates }
   viewerLoading: false,
   generation: 0, // bumped on every course switch: late answers about the old one are dropped
-  messages: new Map(), // messageId → { message, li }
   ...noCourse(),
-  sending: null, // { clientMessageId, content } until the server answers
-  unsent: null, // { courseId, content, clientMessageId } of a send that failed
   errorTimer: 0,
   // What the error line, the viewer line and the sign-in prompt say, as functions of the
   // language: a switch of language words them again.
@@ -388,7 +470,7 @@ function takeToken() {
   return storage.get(TOKEN_KEY);
 }
 
-function newClientMessageId() {
+function newClientId() {
   // crypto.randomUUID needs a secure context; getRandomValues works on plain http too.
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return `web-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
@@ -399,6 +481,22 @@ function element(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text; // never innerHTML: messages are user input
   return node;
+}
+
+/** A button of a message: `action` names what it does (and finds it again after a re-render). */
+function actionButton(action, text, attributes = {}) {
+  const button = element('button', `action ${action}`, text);
+  button.type = 'button';
+  button.dataset.action = action;
+  for (const [name, value] of Object.entries(attributes)) button.setAttribute(name, value);
+  return button;
+}
+
+function timeElement(className, iso, text, title) {
+  const time = element('time', className, text);
+  time.dateTime = new Date(iso).toISOString();
+  time.title = title;
+  return time;
 }
 
 // --- status, errors ---------------------------------------------------------------------
@@ -427,13 +525,17 @@ function render() {
   ui.signIn.hidden = !signedOut;
   ui.chat.hidden = !state.viewer;
   const canWrite = Boolean(state.courseId) && !signedOut;
-  ui.composer.disabled = !canWrite;
-  ui.send.disabled = !canWrite || Boolean(state.sending);
-  ui.send.textContent = state.sending ? t('composer.sending') : t('composer.send');
+  for (const box of Object.values(composers)) {
+    box.textarea.disabled = !canWrite || !box.open();
+    box.button.disabled = box.textarea.disabled || Boolean(box.sending);
+    setText(box.button, box.sending ? t('composer.sending') : t('composer.send'));
+  }
   ui.loadOlder.hidden = !state.subscribed || !state.hasMore;
   ui.loadOlder.disabled = state.loadingOlder;
-  ui.loadOlder.textContent = state.loadingOlder ? t('history.loading') : t('history.loadOlder');
-  ui.empty.hidden = !state.subscribed || state.messages.size > 0;
+  setText(ui.loadOlder, state.loadingOlder ? t('history.loading') : t('history.loadOlder'));
+  ui.empty.hidden = !state.subscribed || ui.list.childElementCount > 0;
+  renderPinsPanel();
+  renderThreadPanel();
   setText(ui.error, state.error?.() ?? '');
   setText(ui.viewer, state.viewerLine?.() ?? '');
   setText(ui.signInReason, state.signInPrompt());
@@ -467,6 +569,7 @@ const ERROR_WORDS = {
   NOT_FOUND: () => t('error.NOT_FOUND'),
   UNAVAILABLE: () => t('error.UNAVAILABLE'),
   UNAUTHENTICATED: () => t('error.UNAUTHENTICATED'),
+  CURSOR_EXPIRED: () => t('error.CURSOR_EXPIRED'),
   INTERNAL: () => t('error.INTERNAL'),
 };
 
@@ -479,137 +582,445 @@ function describe(error) {
   return t('error.unknown', { detail: error.message || error.code || String(error) });
 }
 
-// --- the message list -------------------------------------------------------------------
+// --- what the page knows: messages, applied from answers and events ----------------------
 
-const canDelete = (message) =>
-  !message.deleted &&
-  (message.userId === state.viewer.userId || state.viewer.moderates.includes(state.courseId));
+const known = (messageId) => state.messages.get(messageId)?.message;
+const moderator = () => state.viewer.moderates.includes(state.courseId);
+const isOwn = (message) => message.userId === state.viewer.userId;
+const canDelete = (message) => !message.deleted && (isOwn(message) || moderator());
+const canReadEdits = (message) =>
+  Boolean(message.editedAt) && !message.deleted && (isOwn(message) || moderator());
+const editEndsAt = (message) => new Date(message.timestamp).getTime() + state.editWindowMs;
+const canEdit = (message) =>
+  isOwn(message) && !message.deleted && state.editWindowMs > 0 && Date.now() < editEndsAt(message);
+const inTimeline = (message) =>
+  !message.replyTo && (state.oldestId === null || compareIds(message.messageId, state.oldestId) >= 0);
 
-function renderMessage(message) {
-  const li = element('li', 'message');
-  li.dataset.messageId = message.messageId;
-  li.tabIndex = -1; // focus lands here when a button inside disappears
-  if (message.userId === state.viewer.userId) li.classList.add('own');
-  const time = element('time');
-  time.dateTime = new Date(message.timestamp).toISOString();
-  const meta = element('p', 'meta');
-  meta.append(element('span', 'user'), ' ', time);
-  li.append(meta, element('p', 'text', message.content));
-  if (message.deleted) {
-    markDeleted(li);
-  } else if (canDelete(message)) {
-    const button = element('button', 'delete');
-    button.type = 'button';
-    li.append(button);
+/**
+ * Keep `message` as this answer (of a request sent when `eventCount` events had been
+ * applied) or, without `eventCount`, this event says, and show it wherever it belongs. An
+ * event about the message since the request was sent is newer than the answer: it stays.
+ */
+function store(message, eventCount = null) {
+  const id = message.messageId;
+  const before = state.messages.get(id);
+  if (eventCount !== null) {
+    // An answer knows the viewer's own reactions, unless the viewer reacted since.
+    if ((state.mineChangedAt.get(id) ?? -1) <= eventCount) {
+      state.mine.set(id, new Set(message.reactions.filter((r) => r.reactedByMe).map((r) => r.emoji)));
+    }
+    if (before && before.eventCount > eventCount) {
+      place(before.message);
+      return;
+    }
   }
-  wordMessage(li, message);
-  return li;
-}
-
-/** The words of a message's item in the page's language (its content is the author's). */
-function wordMessage(li, message) {
-  const date = new Date(message.timestamp);
-  const time = li.querySelector('time');
-  time.textContent = formatMessageTime(date);
-  time.title = formatFullTime(date);
-  const own = message.userId === state.viewer.userId;
-  li.querySelector('.user').textContent = own ? t('message.you', { user: message.userId }) : message.userId;
-  if (message.deleted) li.querySelector('.text').textContent = t('message.deleted');
-  const button = li.querySelector('.delete');
-  if (button) {
-    button.textContent = t('message.delete');
-    const label = t('message.deleteLabel', { user: message.userId, time: time.textContent });
-    button.setAttribute('aria-label', label);
+  const mine = state.mine.get(id);
+  for (const emoji of mine ?? []) {
+    if (!message.reactions.some((reaction) => reaction.emoji === emoji)) mine.delete(emoji);
   }
+  const setBy = eventCount === null ? state.eventCount : (before?.eventCount ?? 0);
+  state.messages.set(id, { message, eventCount: setBy });
+  place(message);
 }
 
-function wordMessages() {
-  for (const { message, li } of state.messages.values()) wordMessage(li, message);
-}
-
-function markDeleted(li) {
-  li.classList.add('deleted');
-  li.querySelector('.text').textContent = t('message.deleted');
-  const button = li.querySelector('.delete');
-  if (button) {
-    const hadFocus = document.activeElement === button;
-    button.remove();
-    if (hadFocus) li.focus();
+/** Show `message` in every view it belongs to: the timeline, the open thread, the pins. */
+function place(message) {
+  const id = message.messageId;
+  for (const li of document.querySelectorAll(`li[data-view][data-message-id="${id}"]`)) fillMessage(li);
+  if (inTimeline(message) && !ui.list.querySelector(`li[data-message-id="${id}"]`)) {
+    insertInOrder(ui.list, messageItem(id, 'timeline'));
   }
-}
-
-/** Insert `li` so the list stays ordered by id (new messages usually go last). */
-function insertInOrder(li, messageId) {
-  let after = ui.list.lastElementChild;
-  while (after && compareIds(after.dataset.messageId, messageId) > 0) {
-    after = after.previousElementSibling;
+  const { thread } = state;
+  if (thread && id === thread.rootId && !ui.threadRoot.firstElementChild) {
+    ui.threadRoot.append(messageItem(id, 'thread'));
   }
-  if (after) after.after(li);
-  else ui.list.prepend(li);
+  const inThread = thread && message.replyTo === thread.rootId;
+  if (inThread && !ui.threadReplies.querySelector(`li[data-message-id="${id}"]`)) {
+    insertInOrder(ui.threadReplies, messageItem(id, 'thread'));
+  }
+  if (message.pinnedAt || ui.pinned.querySelector(`li[data-message-id="${id}"]`)) placePins();
 }
 
-/** Add messages (deduplicated by id); a known message can only turn into a tombstone. */
-function addMessages(messages) {
-  for (const message of messages) {
-    const known = state.messages.get(message.messageId);
-    if (known) {
-      if (message.deleted && !known.message.deleted) {
-        known.message = { ...known.message, deleted: true };
-        markDeleted(known.li);
+/** One change of the course, in order: keep the message (and a reply's root) it carries. */
+function applyEvent(event) {
+  state.eventCount += 1;
+  state.cursor = event.cursor;
+  const { message } = event;
+  const id = message.messageId;
+  const mine = event.actorId === state.viewer.userId;
+  switch (event.__typename) {
+    case 'MessageDeletedEvent':
+      if (event.retracted) state.retracted.add(id);
+      break;
+    case 'MessageRestoredEvent':
+      // Whatever this page had of it, its own reactions included, may be undone: ask again.
+      state.retracted.delete(id);
+      refreshMessage(id);
+      break;
+    case 'ReactionAddedEvent':
+    case 'ReactionRemovedEvent':
+      if (mine) {
+        const emoji = state.mine.get(id) ?? new Set();
+        if (event.__typename === 'ReactionAddedEvent') emoji.add(event.emoji);
+        else emoji.delete(event.emoji);
+        state.mine.set(id, emoji);
+        state.mineChangedAt.set(id, state.eventCount);
       }
-      continue;
-    }
-    const li = renderMessage(message);
-    state.messages.set(message.messageId, { message, li });
-    insertInOrder(li, message.messageId);
-    if (!state.newestId || compareIds(message.messageId, state.newestId) > 0) {
-      state.newestId = message.messageId;
-    }
-    if (!state.oldestId || compareIds(message.messageId, state.oldestId) < 0) {
-      state.oldestId = message.messageId;
+      break;
+    default:
+      break;
+  }
+  if (event.root) store(event.root);
+  const followTimeline = nearBottom(ui.history);
+  const followThread = nearBottom(ui.threadScroll);
+  store(message);
+  if (event.__typename === 'MessageAddedEvent') {
+    if (followTimeline) scrollToBottom(ui.history);
+    if (followThread && state.thread) scrollToBottom(ui.threadScroll);
+    if (state.liveOnly) {
+      // The course had no event before: courseEvents went live without a cursor, so a
+      // message sent before it did would be missed. Anything like that is older than this
+      // one, so one "load older" finds it.
+      state.liveOnly = false;
+      state.oldestId ??= id;
+      state.hasMore = true;
+      queueMicrotask(loadOlder);
     }
   }
-  if (state.historyWasEmpty && state.messages.size > 0) {
-    // The course had no history, so messageAdded started without `after`: a message sent
-    // before the subscription went live would be missed. Anything like that is older than
-    // the first message seen, so one "load older" finds it.
-    state.historyWasEmpty = false;
-    state.hasMore = true;
-    queueMicrotask(loadOlder);
+  if (event.__typename === 'MessageEditedEvent') {
+    for (const view of ['timeline', 'thread']) {
+      if (state.edits.has(`${view}:${id}`)) loadEditHistory(id, view);
+    }
   }
   render();
 }
 
-const nearBottom = () =>
-  ui.history.scrollHeight - ui.history.scrollTop - ui.history.clientHeight < 80;
-
-function scrollToBottom() {
-  ui.history.scrollTop = ui.history.scrollHeight;
+/** Ask for a message again (its reactions as the viewer's). */
+async function refreshMessage(messageId) {
+  const { generation, eventCount, courseId } = state;
+  try {
+    const { message } = await socket.request(ONE_MESSAGE, { courseId, messageId });
+    if (generation === state.generation && message) store(message, eventCount);
+  } catch (error) {
+    if (generation === state.generation) showError(() => describe(error));
+  }
 }
 
-async function fetchPage(courseId, before) {
-  ui.list.setAttribute('aria-busy', 'true'); // a page of history is not read out line by line
+// --- how a message shows ----------------------------------------------------------------
+
+/** A message's list item in `view` (timeline, thread or pins); filled from what is known. */
+function messageItem(messageId, view) {
+  const li = element('li', 'message');
+  li.dataset.messageId = messageId;
+  li.dataset.view = view;
+  li.tabIndex = -1; // focus lands here when a button inside disappears
+  fillMessage(li);
+  return li;
+}
+
+const sameOpen = (open, messageId, view) => open?.messageId === messageId && open.view === view;
+
+/**
+ * (Re)build a message's item in the page's language. Each part that comes out the same is
+ * kept as it is, so focus stays on it and the live region does not read it again; an open
+ * editor is never rebuilt (the text typed, the caret and an IME composition stay).
+ */
+function fillMessage(li) {
+  const { messageId, view } = li.dataset;
+  const message = known(messageId);
+  if (!message) return;
+  if (message.deleted && sameOpen(state.editing, messageId, view)) state.editing = null;
+  if (message.deleted && sameOpen(state.picker, messageId, view)) state.picker = null;
+  li.classList.toggle('own', isOwn(message));
+  li.classList.toggle('deleted', message.deleted);
+  li.classList.toggle('pinned', Boolean(message.pinnedAt) && !message.deleted);
+  const editor = sameOpen(state.editing, messageId, view)
+    ? (li.querySelector(':scope > form.editor') ?? editorOf(message))
+    : null;
+  const parts = [metaOf(message), editor ?? textOf(message)];
+  if (view !== 'pins') {
+    parts.push(editHistoryOf(message, view), threadSummaryOf(message, view), reactionsOf(message));
+    if (sameOpen(state.picker, messageId, view)) parts.push(pickerOf(message));
+  }
+  parts.push(actionsOf(message, view));
+  scheduleEditEnd(message);
+
+  const focused = li.contains(document.activeElement) ? document.activeElement : null;
+  const current = [...li.children];
+  const next = parts.filter(Boolean).map((part) => {
+    const old = current.find((node) => node.dataset.part === part.dataset.part);
+    return old && (old === part || old.isEqualNode(part)) ? old : part;
+  });
+  for (const old of current) if (!next.includes(old)) old.remove();
+  let previous = null;
+  for (const part of next) {
+    if (part.parentNode !== li) {
+      if (previous) previous.after(part);
+      else li.prepend(part);
+    }
+    previous = part;
+  }
+  if (focused && !focused.isConnected) {
+    const selector = `[data-action="${focused.dataset.action}"]${
+      focused.dataset.emoji ? `[data-emoji="${focused.dataset.emoji}"]` : ''
+    }`;
+    (focused.dataset.action ? li.querySelector(selector) : null)?.focus() ?? li.focus();
+    if (!li.contains(document.activeElement)) li.focus();
+  }
+}
+
+function part(tag, name, className = '') {
+  const node = element(tag, [name, className].filter(Boolean).join(' '));
+  node.dataset.part = name;
+  return node;
+}
+
+const userName = (message) => (isOwn(message) ? t('message.you', { user: message.userId }) : message.userId);
+const shortTime = (message) => formatMessageTime(new Date(message.timestamp));
+
+function metaOf(message) {
+  const meta = part('p', 'meta');
+  const full = formatFullTime(new Date(message.timestamp));
+  const time = timeElement('', message.timestamp, shortTime(message), full);
+  meta.append(element('span', 'user', userName(message)), ' ', time);
+  if (message.editedAt && !message.deleted) {
+    const when = formatFullTime(new Date(message.editedAt));
+    const title = t('edit.markerTitle', { time: when });
+    meta.append(' ', timeElement('marker edited', message.editedAt, t('edit.marker'), title));
+  }
+  if (message.pinnedAt && !message.deleted) {
+    const when = formatFullTime(new Date(message.pinnedAt));
+    const title = t('pin.markerTitle', { time: when });
+    meta.append(' ', timeElement('marker pinned', message.pinnedAt, t('pin.marker'), title));
+  }
+  return meta;
+}
+
+function textOf(message) {
+  if (!message.deleted) {
+    const text = part('p', 'text');
+    text.textContent = message.content;
+    return text;
+  }
+  const words = state.retracted.has(message.messageId) ? t('message.retracted') : t('message.deleted');
+  const text = part('p', 'text');
+  text.textContent = words;
+  return text;
+}
+
+function editorOf(message) {
+  const form = part('form', 'editor');
+  const textarea = element('textarea');
+  textarea.rows = 2;
+  textarea.value = message.content;
+  textarea.setAttribute('aria-label', t('edit.composerLabel'));
+  const save = element('button', 'save', t('edit.save'));
+  save.type = 'submit';
+  save.dataset.action = 'save';
+  form.append(textarea, save, actionButton('cancel', t('edit.cancel')));
+  return form;
+}
+
+/** The words of an open editor again (its text is the user's and stays). */
+function wordEditor(form) {
+  form.querySelector('textarea').setAttribute('aria-label', t('edit.composerLabel'));
+  setText(form.querySelector('.save'), t('edit.save'));
+  setText(form.querySelector('.cancel'), t('edit.cancel'));
+}
+
+const editsId = (message, view) => `edits-${view}-${message.messageId}`;
+
+function editHistoryOf(message, view) {
+  const open = state.edits.get(`${view}:${message.messageId}`);
+  if (!open || !canReadEdits(message)) return null;
+  const box = part('div', 'edit-history');
+  box.id = editsId(message, view);
+  if (!open.versions) {
+    box.append(element('p', 'loading', t('history.loading')));
+    return box;
+  }
+  box.append(element('p', 'versions-heading', t('edit.versionCount', { count: open.versions.length })));
+  const list = element('ol', 'versions');
+  for (const version of open.versions) {
+    const item = element('li', 'version');
+    const when = new Date(version.writtenAt);
+    const meta = element('p', 'meta');
+    const written = t('edit.historyVersion', { time: formatMessageTime(when) });
+    meta.append(timeElement('', version.writtenAt, written, formatFullTime(when)));
+    item.append(meta, element('p', 'text', version.content));
+    list.append(item);
+  }
+  box.append(list);
+  return box;
+}
+
+function threadSummaryOf(message, view) {
+  if (view !== 'timeline' || message.replyCount === 0) return null;
+  const summary = part('div', 'thread-summary');
+  const facts = element('p', 'thread-facts');
+  facts.append(element('span', 'reply-count', t('thread.replyCount', { count: message.replyCount })));
+  if (message.lastReplyAt) {
+    const when = new Date(message.lastReplyAt);
+    const last = element('span', 'last-reply', t('thread.lastReply', { when: formatMessageTime(when) }));
+    last.title = formatFullTime(when);
+    facts.append(last);
+  }
+  if (message.participants.length > 0) {
+    const users = formatList(message.participants);
+    facts.append(element('span', 'participants', t('thread.participants', { users })));
+  }
+  const open = actionButton('open-thread', t('thread.open'), {
+    'aria-label': t('thread.openLabel', { user: message.userId, time: shortTime(message) }),
+    'aria-controls': 'thread',
+    'aria-expanded': String(state.thread?.rootId === message.messageId),
+  });
+  summary.append(facts, open);
+  return summary;
+}
+
+function reactionsOf(message) {
+  if (message.deleted || message.reactions.length === 0) return null;
+  const row = part('div', 'reactions');
+  const mine = state.mine.get(message.messageId);
+  for (const { emoji, count } of message.reactions) {
+    const pressed = Boolean(mine?.has(emoji));
+    const button = actionButton('emoji', '', {
+      'aria-pressed': String(pressed),
+      'aria-label': t('reaction.summary', { count, emoji }),
+      title: pressed ? t('reaction.unreact', { emoji }) : t('reaction.react', { emoji }),
+    });
+    button.classList.add('reaction');
+    button.dataset.emoji = emoji;
+    button.append(element('span', 'emoji', emoji), element('span', 'count', formatNumber(count)));
+    row.append(button);
+  }
+  return row;
+}
+
+function pickerOf(message) {
+  const picker = part('div', 'picker');
+  picker.setAttribute('role', 'group');
+  picker.setAttribute('aria-label', t('reaction.add'));
+  const mine = state.mine.get(message.messageId);
+  for (const emoji of PICKER_EMOJI) {
+    const pressed = Boolean(mine?.has(emoji));
+    const button = actionButton('emoji', emoji, {
+      'aria-pressed': String(pressed),
+      'aria-label': pressed ? t('reaction.unreact', { emoji }) : t('reaction.react', { emoji }),
+    });
+    button.dataset.emoji = emoji;
+    picker.append(button);
+  }
+  return picker;
+}
+
+function actionsOf(message, view) {
+  const actions = part('div', 'actions');
+  const about = { user: message.userId, time: shortTime(message) };
+  const id = message.messageId;
+  if (view === 'timeline' && !message.deleted) {
+    actions.append(
+      actionButton('reply', t('reply.action'), {
+        'aria-label': t('reply.actionLabel', about),
+        'aria-controls': 'thread',
+        'aria-expanded': String(state.thread?.rootId === id),
+      }),
+    );
+  }
+  if (view !== 'pins' && !message.deleted) {
+    actions.append(
+      actionButton('react', t('reaction.add'), {
+        'aria-label': t('reaction.addLabel', about),
+        'aria-expanded': String(sameOpen(state.picker, id, view)),
+      }),
+    );
+  }
+  if (view !== 'pins' && canEdit(message)) {
+    actions.append(actionButton('edit', t('edit.action'), { 'aria-label': t('edit.actionLabel', about) }));
+  }
+  if (view !== 'pins' && canReadEdits(message)) {
+    actions.append(
+      actionButton('edit-history', t('edit.history'), {
+        'aria-label': t('edit.historyLabel', about),
+        'aria-controls': editsId(message, view),
+        'aria-expanded': String(state.edits.has(`${view}:${id}`)),
+      }),
+    );
+  }
+  if (moderator() && !message.deleted) {
+    actions.append(
+      message.pinnedAt
+        ? actionButton('unpin', t('pin.undo'), { 'aria-label': t('pin.undoLabel', about) })
+        : actionButton('pin', t('pin.action'), { 'aria-label': t('pin.actionLabel', about) }),
+    );
+  }
+  if (view !== 'pins' && canDelete(message)) {
+    const label = t('message.deleteLabel', about);
+    actions.append(actionButton('delete', t('message.delete'), { 'aria-label': label }));
+  }
+  return actions.childElementCount > 0 ? actions : null;
+}
+
+/** An own message loses its edit action when the course's edit window closes. */
+function scheduleEditEnd(message) {
+  const id = message.messageId;
+  if (state.editTimers.has(id) || !canEdit(message)) return;
+  const timer = setTimeout(() => {
+    state.editTimers.delete(id);
+    if (known(id)) place(known(id));
+  }, editEndsAt(message) - Date.now() + 100);
+  state.editTimers.set(id, timer);
+}
+
+function refillAll() {
+  for (const li of document.querySelectorAll('li[data-view][data-message-id]')) fillMessage(li);
+  for (const form of document.querySelectorAll('form.editor')) wordEditor(form);
+}
+
+/** Insert `li` into `list` so it stays ordered by id (new messages usually go last). */
+function insertInOrder(list, li) {
+  let after = list.lastElementChild;
+  while (after && compareIds(after.dataset.messageId, li.dataset.messageId) > 0) {
+    after = after.previousElementSibling;
+  }
+  if (after) after.after(li);
+  else list.prepend(li);
+}
+
+const nearBottom = (scroller) => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+
+function scrollToBottom(scroller) {
+  scroller.scrollTop = scroller.scrollHeight;
+}
+
+// --- history ----------------------------------------------------------------------------
+
+async function busy(list, request) {
+  list.setAttribute('aria-busy', 'true'); // a page of history is not read out line by line
   try {
-    const data = await socket.request(HISTORY, { courseId, before, limit: HISTORY_PAGE_SIZE });
-    return data.messages;
+    return await request;
   } finally {
-    ui.list.removeAttribute('aria-busy');
+    list.removeAttribute('aria-busy');
   }
 }
 
 async function loadOlder() {
   if (!state.hasMore || state.loadingOlder || !state.oldestId) return;
-  const { generation } = state;
+  const { generation, eventCount, courseId } = state;
   const hadFocus = document.activeElement === ui.loadOlder;
   state.loadingOlder = true;
   render();
   // Keep what is on screen in place while older messages go in above it.
   const fromBottom = ui.history.scrollHeight - ui.history.scrollTop;
   try {
-    const page = await fetchPage(state.courseId, state.oldestId);
+    const variables = { courseId, before: state.oldestId, limit: HISTORY_PAGE_SIZE };
+    const { messages: page } = await busy(ui.list, socket.request(HISTORY, variables));
     if (generation !== state.generation) return;
-    addMessages(page.messages);
     state.hasMore = page.hasMore;
+    if (page.messages.length > 0) state.oldestId = page.messages[0].messageId;
+    for (const message of page.messages) store(message, eventCount);
+    // Messages an event brought before the timeline reached back to them.
+    for (const { message } of state.messages.values()) if (inTimeline(message)) place(message);
     ui.history.scrollTop = ui.history.scrollHeight - fromBottom;
   } catch (error) {
     if (generation === state.generation) showError(() => describe(error));
@@ -626,11 +1037,22 @@ async function loadOlder() {
 // --- courses ----------------------------------------------------------------------------
 
 function leaveCourse() {
-  for (const stop of state.stopSubscriptions) stop();
+  state.stopEvents?.();
+  for (const timer of state.editTimers.values()) clearTimeout(timer);
+  closeThread({ restoreFocus: false });
   Object.assign(state, noCourse(), { generation: state.generation + 1 });
-  state.messages.clear();
   ui.list.replaceChildren();
+  ui.pinned.replaceChildren();
   showError(null);
+}
+
+/** Not a passing outage (those reconnect by themselves): start over when the user asks. */
+function stopCourse(generation, words) {
+  if (generation !== state.generation) return;
+  leaveCourse();
+  ui.course.value = '';
+  showError(words);
+  render();
 }
 
 async function openCourse(courseId) {
@@ -640,50 +1062,62 @@ async function openCourse(courseId) {
   storage.set(COURSE_KEY, courseId);
   ui.course.value = courseId;
   render();
-  if (!courseId) return;
-  const { generation } = state;
-  // Not a passing outage (those reconnect by themselves): start over when the user asks.
-  const stopped = (words) => {
-    if (generation !== state.generation) return;
-    leaveCourse();
-    ui.course.value = '';
-    showError(words);
-    render();
-  };
-  const failed = (error) => stopped(() => t('course.liveStopped', { reason: describe(error) }));
-  // Deletions first, so one that happens while the history loads is not missed.
-  state.stopSubscriptions.push(
-    socket.subscribe(DELETED, () => ({ courseId }), {
-      next: (data) => addMessages([data.messageDeleted]),
-      error: failed,
-    }),
-  );
-  let page;
+  if (courseId) await loadCourse();
+}
+
+/**
+ * The newest history, the edit window and the pins, then every change after the history's
+ * event cursor: nothing falls between history and live, and after a reconnect the
+ * subscription resumes after the last event applied.
+ */
+async function loadCourse() {
+  const { generation, courseId } = state;
+  let data;
   try {
-    page = await fetchPage(courseId, null);
+    data = await busy(ui.list, socket.request(OPEN_COURSE, { courseId, limit: HISTORY_PAGE_SIZE }));
   } catch (error) {
-    stopped(() => t('course.loadFailed', { course: courseId, reason: describe(error) }));
-    return;
+    stopCourse(generation, () => t('course.loadFailed', { course: courseId, reason: describe(error) }));
+    return false;
   }
-  if (generation !== state.generation) return;
+  if (generation !== state.generation) return false;
+  const page = data.messages;
+  state.editWindowMs = data.coursePolicy.editWindowSeconds * 1000;
   state.hasMore = page.hasMore;
-  addMessages(page.messages);
-  state.historyWasEmpty = page.messages.length === 0;
-  // Live from the newest loaded message on: the server replays whatever came after it, so
-  // nothing falls between history and live; after a reconnect `after` is the newest seen.
-  state.stopSubscriptions.push(
-    socket.subscribe(ADDED, () => ({ courseId, after: state.newestId }), {
-      next: (data) => {
-        const follow = nearBottom();
-        addMessages([data.messageAdded]);
-        if (follow) scrollToBottom();
-      },
-      error: failed,
-    }),
-  );
+  state.oldestId = page.messages[0]?.messageId ?? null;
+  state.cursor = page.eventCursor ?? null;
+  state.liveOnly = state.cursor === null;
+  for (const message of [...page.messages, ...data.pinnedMessages]) store(message, 0);
+  state.stopEvents = socket.subscribe(EVENTS, () => ({ courseId, after: state.cursor }), {
+    next: (answer) => {
+      if (generation === state.generation) applyEvent(answer.courseEvents);
+    },
+    error: (error) => {
+      if (generation !== state.generation) return;
+      if (error.code === 'CURSOR_EXPIRED') reloadCourse(error);
+      else stopCourse(generation, () => t('course.liveStopped', { reason: describe(error) }));
+    },
+  });
   state.subscribed = true;
   render();
-  scrollToBottom();
+  scrollToBottom(ui.history);
+  return true;
+}
+
+/**
+ * The page was away longer than the course's event log keeps changes: what it shows may be
+ * stale in ways no event will tell. Start the course over (history, pins, the open thread)
+ * and go on from the new history's cursor.
+ */
+async function reloadCourse(error) {
+  const { courseId, pinsOpen } = state;
+  const rootId = state.thread?.rootId;
+  leaveCourse();
+  showError(() => describe(error));
+  state.courseId = courseId;
+  state.pinsOpen = pinsOpen;
+  render();
+  if ((await loadCourse()) && rootId) openThread(rootId, null);
+  if (state.error?.() === describe(error)) showError(null);
 }
 
 async function loadViewer() {
@@ -735,36 +1169,176 @@ function wordCourses() {
   }
 }
 
-// --- sending and deleting ---------------------------------------------------------------
+// --- the thread panel -------------------------------------------------------------------
+
+/** Open the thread of `rootId`; `opener` (reply, open-thread) is the button focus returns to. */
+async function openThread(rootId, opener) {
+  if (state.thread?.rootId !== rootId) {
+    closeThread({ restoreFocus: false });
+    state.thread = { rootId, opener, hasMore: false, loadingOlder: false, loaded: false };
+    ui.threadRoot.replaceChildren();
+    ui.threadReplies.replaceChildren();
+    refreshTimelineItem(rootId); // its buttons say the panel is open
+    if (known(rootId)) place(known(rootId));
+    render();
+    loadThread(null);
+  } else {
+    state.thread.opener = opener ?? state.thread.opener;
+  }
+  if (opener === 'reply' && !ui.threadComposer.disabled) ui.threadComposer.focus();
+  else if (opener) ui.threadHeading.focus();
+}
+
+async function loadThread(before) {
+  const { thread, generation, eventCount, courseId } = state;
+  thread.loadingOlder = true;
+  render();
+  try {
+    const variables = { courseId, rootId: thread.rootId, before, limit: HISTORY_PAGE_SIZE };
+    const { thread: page } = await busy(ui.threadReplies, socket.request(THREAD, variables));
+    if (generation !== state.generation || state.thread !== thread) return;
+    thread.hasMore = page.hasMore;
+    thread.oldestId = page.replies[0]?.messageId ?? thread.oldestId;
+    store(page.root, eventCount);
+    for (const reply of page.replies) store(reply, eventCount);
+    if (!before) scrollToBottom(ui.threadScroll);
+  } catch (error) {
+    if (generation === state.generation) showError(() => describe(error));
+  } finally {
+    if (state.thread === thread) {
+      const wasFocused = document.activeElement === ui.threadOlder;
+      thread.loadingOlder = false;
+      thread.loaded = true;
+      render();
+      if (wasFocused && ui.threadOlder.hidden) ui.threadReplies.firstElementChild?.focus();
+    }
+  }
+}
+
+function closeThread({ restoreFocus = true } = {}) {
+  const { thread } = state;
+  if (!thread) return;
+  state.thread = null;
+  if (state.editing?.view === 'thread') state.editing = null;
+  if (state.picker?.view === 'thread') state.picker = null;
+  for (const key of [...state.edits.keys()]) if (key.startsWith('thread:')) state.edits.delete(key);
+  ui.threadRoot.replaceChildren();
+  ui.threadReplies.replaceChildren();
+  render();
+  const li = refreshTimelineItem(thread.rootId);
+  if (restoreFocus) (li?.querySelector(`[data-action="${thread.opener}"]`) ?? li ?? ui.composer).focus();
+}
+
+function refreshTimelineItem(messageId) {
+  const li = ui.list.querySelector(`li[data-message-id="${messageId}"]`);
+  if (li) fillMessage(li);
+  return li;
+}
+
+/** Where a reply in the open thread goes: its root, or (a deleted root takes no replies) its newest reply. */
+function replyTarget() {
+  const { thread } = state;
+  if (!thread) return null;
+  const root = known(thread.rootId);
+  if (root && !root.deleted) return root.messageId;
+  const replies = [...ui.threadReplies.children].map((li) => known(li.dataset.messageId));
+  return replies.filter((reply) => reply && !reply.deleted).at(-1)?.messageId ?? null;
+}
+
+function renderThreadPanel() {
+  const { thread } = state;
+  ui.thread.hidden = !thread;
+  ui.panes.classList.toggle('with-thread', Boolean(thread));
+  ui.threadOlder.hidden = !thread?.hasMore;
+  ui.threadOlder.disabled = Boolean(thread?.loadingOlder);
+  setText(ui.threadOlder, thread?.loadingOlder ? t('history.loading') : t('history.loadOlder'));
+  ui.threadEmpty.hidden = !thread?.loaded || ui.threadReplies.childElementCount > 0;
+}
+
+// --- the pinned messages ----------------------------------------------------------------
+
+/** The pins list as the messages say: every pinned one, the most recently pinned first. */
+function placePins() {
+  const pinned = [...state.messages.values()]
+    .map(({ message }) => message)
+    .filter((message) => message.pinnedAt && !message.deleted)
+    .sort((a, b) => new Date(b.pinnedAt) - new Date(a.pinnedAt));
+  const shown = [...ui.pinned.children];
+  if (pinned.map((m) => m.messageId).join() === shown.map((li) => li.dataset.messageId).join()) return;
+  const focused = ui.pinned.contains(document.activeElement) ? document.activeElement : null;
+  const items = new Map(shown.map((li) => [li.dataset.messageId, li]));
+  ui.pinned.replaceChildren(
+    ...pinned.map(({ messageId }) => items.get(messageId) ?? messageItem(messageId, 'pins')),
+  );
+  if (focused) (focused.isConnected ? focused : ui.pinsHeading).focus();
+  render();
+}
+
+function renderPinsPanel() {
+  const count = ui.pinned.childElementCount;
+  ui.pinsToggle.hidden = !state.subscribed;
+  setText(ui.pinsToggle, t('pin.count', { count }));
+  ui.pinsToggle.title = t('pin.show');
+  ui.pinsToggle.setAttribute('aria-expanded', String(state.pinsOpen));
+  ui.pins.hidden = !state.pinsOpen || !state.subscribed;
+  ui.pinsEmpty.hidden = count > 0;
+}
+
+// --- sending and changing ---------------------------------------------------------------
 
 // How long a send is retried by itself while the service answers UNAVAILABLE (a Redis
 // failover takes seconds); past it the text stays in the box with the error.
 const SEND_RETRY_MS = 30_000;
 
-async function send() {
-  const content = ui.composer.value;
-  if (!content.trim() || state.sending || !state.courseId) return;
-  const { courseId } = state;
+// The two places to write: the course's timeline, and the open thread.
+const composers = {
+  main: {
+    textarea: ui.composer,
+    button: ui.send,
+    scroller: ui.history,
+    open: () => true,
+    replyTo: () => null,
+    sending: null, // { clientMessageId, content } until the server answers
+    unsent: null, // { courseId, content, replyTo, clientMessageId } of a send that failed
+  },
+  thread: {
+    textarea: ui.threadComposer,
+    button: ui.threadSend,
+    scroller: ui.threadScroll,
+    open: () => replyTarget() !== null,
+    replyTo: replyTarget,
+    sending: null,
+    unsent: null,
+  },
+};
+
+async function send(box) {
+  const content = box.textarea.value;
+  if (!content.trim() || box.sending || !state.courseId || !box.open()) return;
+  const { courseId, eventCount } = state;
+  const replyTo = box.replyTo();
   // The same clientMessageId on every retry: the server stores the message once. A send
   // that failed keeps its id for the same text, so pressing Send again cannot store a copy
   // of one the server kept after all.
-  const unsent = state.unsent?.courseId === courseId && state.unsent.content === content;
-  const clientMessageId = unsent ? state.unsent.clientMessageId : newClientMessageId();
-  state.sending = { clientMessageId, content };
+  const { unsent } = box;
+  const again = unsent?.courseId === courseId && unsent.content === content && unsent.replyTo === replyTo;
+  const clientMessageId = again ? unsent.clientMessageId : newClientId();
+  box.sending = { clientMessageId, content };
   showError(null);
   render();
   const giveUpAt = Date.now() + SEND_RETRY_MS;
   try {
     for (;;) {
       try {
-        const { sendMessage } = await socket.request(SEND, { courseId, content, clientMessageId });
-        state.unsent = null;
+        const variables = { courseId, content, clientMessageId, replyTo };
+        const { sendMessage } = await socket.request(SEND, variables);
+        box.unsent = null;
         showError(null);
         if (courseId === state.courseId) {
-          addMessages([sendMessage]);
-          scrollToBottom();
+          store(sendMessage, eventCount);
+          scrollToBottom(box.scroller);
         }
-        if (ui.composer.value === content) ui.composer.value = '';
+        if (box.textarea.value === content) box.textarea.value = '';
         return;
       } catch (error) {
         // Not acknowledged yet (no replica confirmed it, or the chat service is away): the
@@ -777,31 +1351,150 @@ async function send() {
     }
   } catch (error) {
     // The text stays in the box, to be sent again (with the same id).
-    state.unsent = { courseId, content, clientMessageId };
+    box.unsent = { courseId, content, replyTo, clientMessageId };
     const retryAfterMs = error instanceof GraphqlError ? (error.extensions.retryAfterMs ?? 0) : 0;
     showError(() => describe(error), retryAfterMs);
   } finally {
-    state.sending = null;
+    box.sending = null;
     render();
-    if (!ui.composer.disabled && [document.body, ui.send].includes(document.activeElement)) {
-      ui.composer.focus();
+    if (!box.textarea.disabled && [document.body, box.button].includes(document.activeElement)) {
+      box.textarea.focus();
     }
   }
 }
 
-async function deleteMessage(button) {
-  const { messageId } = button.closest('li').dataset;
+/**
+ * A change of a message (edit, reaction, pin, delete), once even if retried after a
+ * reconnect (its clientMutationId); the answer is the message after it. Resolves to whether
+ * the change was made.
+ */
+async function change(document_, messageId, variables = {}) {
+  const { courseId, generation, eventCount } = state;
+  try {
+    const clientMutationId = newClientId();
+    const data = await socket.request(document_, { courseId, messageId, clientMutationId, ...variables });
+    if (generation === state.generation) store(Object.values(data)[0], eventCount);
+    return true;
+  } catch (error) {
+    if (generation === state.generation) showError(() => describe(error));
+    return false;
+  }
+}
+
+async function deleteMessage(messageId, button) {
   if (!window.confirm(t('message.deleteConfirm'))) return;
   button.disabled = true;
+  if (!(await change(DELETE, messageId))) button.disabled = false;
+}
+
+async function toggleReaction(messageId, emoji, view) {
+  const mine = state.mine.get(messageId)?.has(emoji);
+  if (sameOpen(state.picker, messageId, view)) {
+    // Chosen: the picker closes, focus goes back to the button that opened it.
+    state.picker = null;
+    const li = itemOf(messageId, view);
+    if (li) {
+      li.querySelector('[data-action="react"]')?.focus();
+      fillMessage(li);
+    }
+  }
+  await change(mine ? REMOVE_REACTION : ADD_REACTION, messageId, { emoji });
+}
+
+function itemOf(messageId, view) {
+  const list = { timeline: ui.list, thread: ui.thread, pins: ui.pinned }[view];
+  return list.querySelector(`li[data-view="${view}"][data-message-id="${messageId}"]`);
+}
+
+function togglePicker(messageId, view) {
+  const wasOpen = sameOpen(state.picker, messageId, view);
+  const previous = state.picker;
+  state.picker = wasOpen ? null : { messageId, view };
+  if (previous && !wasOpen) {
+    const old = itemOf(previous.messageId, previous.view);
+    if (old) fillMessage(old);
+  }
+  const li = itemOf(messageId, view);
+  fillMessage(li);
+  if (!wasOpen) li.querySelector('.picker button')?.focus();
+}
+
+function closePicker() {
+  const { picker } = state;
+  if (!picker) return;
+  state.picker = null;
+  const li = itemOf(picker.messageId, picker.view);
+  if (li) {
+    fillMessage(li);
+    (li.querySelector('[data-action="react"]') ?? li).focus();
+  }
+}
+
+function startEdit(messageId, view) {
+  if (state.editing) stopEdit(false);
+  state.editing = { messageId, view };
+  const li = itemOf(messageId, view);
+  fillMessage(li);
+  const textarea = li.querySelector('form.editor textarea');
+  textarea.focus();
+  textarea.setSelectionRange(textarea.value.length, textarea.value.length);
+}
+
+/** Close the editor; focus goes back to its message's Edit button (or the message). */
+function stopEdit(restoreFocus = true) {
+  const { editing } = state;
+  if (!editing) return;
+  state.editing = null;
+  const li = itemOf(editing.messageId, editing.view);
+  if (!li) return;
+  li.querySelector(':scope > form.editor')?.remove();
+  fillMessage(li);
+  if (restoreFocus) (li.querySelector('[data-action="edit"]') ?? li).focus();
+}
+
+async function saveEdit(form) {
+  const li = form.closest('li');
+  const { messageId } = li.dataset;
+  const content = form.querySelector('textarea').value;
+  if (content === known(messageId)?.content) {
+    stopEdit();
+    return;
+  }
+  if (!content.trim()) return;
+  for (const control of form.elements) control.disabled = true;
+  const saved = await change(EDIT, messageId, { content });
+  if (saved && sameOpen(state.editing, messageId, li.dataset.view)) stopEdit();
+  else {
+    for (const control of form.elements) control.disabled = false;
+    form.querySelector('textarea').focus();
+  }
+}
+
+async function toggleEditHistory(messageId, view) {
+  const key = `${view}:${messageId}`;
+  if (state.edits.has(key)) {
+    state.edits.delete(key);
+    place(known(messageId));
+    return;
+  }
+  state.edits.set(key, { versions: null });
+  place(known(messageId));
+  await loadEditHistory(messageId, view);
+}
+
+async function loadEditHistory(messageId, view) {
+  const key = `${view}:${messageId}`;
+  const { generation, eventCount, courseId } = state;
   try {
-    const { deleteMessage: deleted } = await socket.request(DELETE, {
-      courseId: state.courseId,
-      messageId,
-    });
-    addMessages([deleted]);
+    const { message } = await socket.request(EDIT_HISTORY, { courseId, messageId });
+    if (generation !== state.generation || !state.edits.has(key)) return;
+    state.edits.set(key, { versions: message.editHistory ?? [] });
+    store(message, eventCount);
   } catch (error) {
-    button.disabled = false;
+    if (generation !== state.generation) return;
+    state.edits.delete(key);
     showError(() => describe(error));
+    if (known(messageId)) place(known(messageId));
   }
 }
 
@@ -834,20 +1527,93 @@ ui.tokenForm.addEventListener('submit', (event) => {
 ui.courseForm.addEventListener('submit', (event) => event.preventDefault());
 ui.course.addEventListener('change', () => openCourse(ui.course.value));
 ui.loadOlder.addEventListener('click', loadOlder);
-ui.list.addEventListener('click', (event) => {
-  const button = event.target.closest('button.delete');
-  if (button) deleteMessage(button);
+ui.threadOlder.addEventListener('click', () => {
+  if (state.thread && !state.thread.loadingOlder) loadThread(state.thread.oldestId);
 });
-ui.sendForm.addEventListener('submit', (event) => {
+ui.threadClose.addEventListener('click', () => closeThread());
+ui.pinsToggle.addEventListener('click', () => {
+  state.pinsOpen = !state.pinsOpen;
+  render();
+});
+
+// Every button of a message, in the timeline, the thread and the pins.
+ui.chat.addEventListener('click', (event) => {
+  const button = event.target.closest('button[data-action]');
+  const li = button?.closest('li[data-view]');
+  if (!li || button.disabled) return;
+  const { messageId, view } = li.dataset;
+  switch (button.dataset.action) {
+    case 'reply':
+    case 'open-thread':
+      openThread(messageId, button.dataset.action);
+      break;
+    case 'react':
+      togglePicker(messageId, view);
+      break;
+    case 'emoji':
+      toggleReaction(messageId, button.dataset.emoji, view);
+      break;
+    case 'edit':
+      startEdit(messageId, view);
+      break;
+    case 'cancel':
+      stopEdit();
+      break;
+    case 'edit-history':
+      toggleEditHistory(messageId, view);
+      break;
+    case 'pin':
+      change(PIN, messageId);
+      break;
+    case 'unpin':
+      change(UNPIN, messageId);
+      break;
+    case 'delete':
+      deleteMessage(messageId, button);
+      break;
+    default:
+      break;
+  }
+});
+ui.chat.addEventListener('submit', (event) => {
+  const form = event.target.closest('form.editor');
+  if (!form) return;
   event.preventDefault();
-  send();
+  saveEdit(form);
 });
-ui.composer.addEventListener('keydown', (event) => {
+// Escape closes the innermost thing open: the editor (unsaved), the picker, the thread.
+ui.chat.addEventListener('keydown', (event) => {
+  if (event.key !== 'Escape' || event.isComposing) return;
+  if (event.target.closest('form.editor')) stopEdit();
+  else if (event.target.closest('.picker')) closePicker();
+  else if (event.target.closest('#thread')) closeThread();
+  else return;
+  event.preventDefault();
+});
+
+const isSendKey = (event) =>
   // Enter that confirms an IME composition (Korean, Japanese, …) is typing, not sending;
   // keyCode 229 is how Safari reports it.
-  if (event.key !== 'Enter' || event.shiftKey || event.isComposing || event.keyCode === 229) return;
+  event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229;
+for (const [form, box] of [
+  [ui.sendForm, composers.main],
+  [ui.threadForm, composers.thread],
+]) {
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    send(box);
+  });
+  box.textarea.addEventListener('keydown', (event) => {
+    if (!isSendKey(event)) return;
+    event.preventDefault();
+    send(box);
+  });
+}
+ui.chat.addEventListener('keydown', (event) => {
+  const form = event.target.closest('form.editor');
+  if (!form || event.target.localName !== 'textarea' || !isSendKey(event)) return;
   event.preventDefault();
-  send();
+  saveEdit(form);
 });
 window.addEventListener('online', () => socket.reconnectNow());
 
@@ -857,14 +1623,14 @@ bindLanguageSelect(ui.language);
 onLanguageChange(() => {
   if (state.viewer) {
     wordCourses();
-    wordMessages();
+    refillAll();
   }
   render();
 });
 // "Today" and "yesterday" move on at midnight: the message times are worded again then.
 function wordTimesAtMidnight() {
   setTimeout(() => {
-    if (state.viewer) wordMessages();
+    if (state.viewer) refillAll();
     wordTimesAtMidnight();
   }, untilMidnightMs());
 }

@@ -213,6 +213,9 @@ export function formatFromNow(milliseconds) {
 /** When `date` was, from now: "5 minutes ago", "yesterday". */
 export const formatAgo = (date) => formatFromNow(date.getTime() - Date.now());
 
+/** A number in the viewer's locale (a count shown on its own, outside a sentence). */
+export const formatNumber = (value) => intl.number.format(value);
+
 /** Names as a list: "alice, bob, and carol" / "alice, bob 및 carol". */
 export const formatList = (names) => intl.list.format(names);
 

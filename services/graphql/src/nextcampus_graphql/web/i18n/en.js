@@ -1,8 +1,8 @@
 // The page's words in English. Strict JSON inside `export default …;` (double quotes, no
 // trailing commas): the tests read it with a JSON parser. `{name}` is a placeholder; an
 // object is a plural, one form per Intl.PluralRules category (English: one, other).
-// Keys for the conversation features (replies and threads, edits, reactions, pins) are ready
-// before the page uses them: services/graphql/tests/test_web_i18n.py lists them.
+// A key may be written before the page uses it: services/graphql/tests/test_web_i18n.py lists
+// such keys (PREPARED_KEYS) until it does.
 export default {
   "app.name": "Next Campus Chat",
   "language.label": "Language",
@@ -67,7 +67,9 @@ export default {
   "reply.action": "Reply",
   "reply.actionLabel": "Reply to the message of {user} at {time}",
   "thread.heading": "Thread",
+  "thread.replies": "Replies",
   "thread.open": "View thread",
+  "thread.openLabel": "View thread of the message of {user} at {time}",
   "thread.close": "Close thread",
   "thread.replyCount": { "one": "{count} reply", "other": "{count} replies" },
   "thread.lastReply": "last reply {when}",
@@ -83,10 +85,12 @@ export default {
   "edit.marker": "edited",
   "edit.markerTitle": "Edited {time}",
   "edit.history": "Edit history",
+  "edit.historyLabel": "Edit history of the message of {user} at {time}",
   "edit.historyVersion": "Written {time}",
   "edit.versionCount": { "one": "{count} earlier version", "other": "{count} earlier versions" },
 
   "reaction.add": "Add reaction",
+  "reaction.addLabel": "Add reaction to the message of {user} at {time}",
   "reaction.summary": {
     "one": "{count} person reacted with {emoji}",
     "other": "{count} people reacted with {emoji}"
@@ -96,6 +100,8 @@ export default {
 
   "pin.action": "Pin",
   "pin.undo": "Unpin",
+  "pin.actionLabel": "Pin the message of {user} at {time}",
+  "pin.undoLabel": "Unpin the message of {user} at {time}",
   "pin.marker": "pinned",
   "pin.markerTitle": "Pinned {time}",
   "pin.panel": "Pinned messages",
