@@ -18,7 +18,8 @@ deps: ## install what the stack and the tests need (redis-server, node, chromium
 	@# Only what is missing: a machine may already have node (and its npm) from elsewhere, and
 	@# asking apt for Debian's nodejs beside it fails. node + npm run the reference graphql-ws
 	@# client and playwright-core; Debian's chromium is the browser playwright-core drives, and
-	@# fonts-nanum gives it Hangul (the page speaks Korean; without a font its screenshots don't).
+	@# fonts-nanum gives it Hangul (the page speaks Korean; without a font its screenshots don't),
+	@# fonts-noto-color-emoji the reactions' emoji.
 	@# promtool (Debian prometheus) checks and unit-tests the alerts, and a real Prometheus
 	@# runs every dashboard query; prometheus-redis-exporter is the exporter the chart pins;
 	@# shellcheck checks the kind e2e script.
@@ -26,6 +27,7 @@ deps: ## install what the stack and the tests need (redis-server, node, chromium
 	  $$(command -v node >/dev/null || echo nodejs) $$(command -v npm >/dev/null || echo npm) \
 	  $$(test -x /usr/bin/chromium || echo chromium) \
 	  $$(fc-list :lang=ko 2>/dev/null | grep -q . || echo fonts-nanum) \
+	  $$(fc-list 2>/dev/null | grep -qi emoji || echo fonts-noto-color-emoji) \
 	  $$(test -x /usr/bin/promtool && test -x /usr/bin/prometheus || echo prometheus) \
 	  $$(test -x /usr/bin/prometheus-redis-exporter || echo prometheus-redis-exporter) \
 	  $$(command -v shellcheck >/dev/null || echo shellcheck)"; \
