@@ -339,7 +339,7 @@ User = tuple[str, str]  # (user id, token)
 @dataclass
 class MixedWorkload:
     """Changes of one course as a class would make them: change n is MIX[n % 20] — a send (by
-    user n; every fifth a reply), a reaction (added by user n, or one acknowledged before
+    user n; a reply when n is a multiple of REPLY_EVERY), a reaction (added by user n, or one acknowledged before
     taken back by its user), an edit (by the author of a recent message), a delete (by its
     author or the moderator). Targets are among the RECENT newest acknowledged messages not
     being deleted; with none yet, the change is a send instead.
@@ -375,7 +375,7 @@ class MixedWorkload:
     _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def __post_init__(self) -> None:
-        # The same run id, the same choices; no secret in them.
+        # Which targets, which emoji, who deletes: choices of a test, no secret in them.
         self._random = random.Random(self.run_id)  # noqa: S311
 
     # -- what happened -----------------------------------------------------------------------
