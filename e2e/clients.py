@@ -20,7 +20,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -373,8 +373,13 @@ class MixedWorkload:
     _reacted: set[tuple[int, str, str]] = field(default_factory=set, init=False)
     _removable: list[tuple[int, User, str]] = field(default_factory=list, init=False)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _open: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # not `held`
+    _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # none in flight
+    _in_flight: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        self._open.set()
+        self._idle.set()
         # Which targets, which emoji, who deletes: choices of a test, no secret in them.
         self._random = random.Random(self.run_id)  # noqa: S311
 
@@ -419,15 +424,35 @@ class MixedWorkload:
                 self._changed.clear()
                 await self._changed.wait()
 
+    @contextlib.asynccontextmanager
+    async def held(self, *, within: float) -> AsyncIterator[None]:
+        """Inside, no change is in flight and none starts (the paced ones catch up after):
+        for a fault that must strike between two changes."""
+        self._open.clear()
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+            yield
+        finally:
+            self._open.set()
+
     async def change(self, index: int) -> None:
         """Make change `index` until acknowledged (or refused by the workload's own race)."""
-        after = len(self.acknowledged)  # acknowledged before this change is first tried
-        began = time.monotonic()
-        kind = MIX[index % len(MIX)]
-        made = {REACT: self._react, EDIT: self._edit, DELETE: self._delete}.get(kind)
-        if made is None or not await made(index, after):
-            await self._send(index, after)
-        self.slowest_seconds = max(self.slowest_seconds, time.monotonic() - began)
+        await self._open.wait()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            after = len(self.acknowledged)  # acknowledged before this change is first tried
+            began = time.monotonic()
+            kind = MIX[index % len(MIX)]
+            made = {REACT: self._react, EDIT: self._edit, DELETE: self._delete}.get(kind)
+            if made is None or not await made(index, after):
+                await self._send(index, after)
+            self.slowest_seconds = max(self.slowest_seconds, time.monotonic() - began)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     def _recent(self) -> list[int]:
         return [m for m, _ in self._sent[-RECENT:] if m not in self._deleting]

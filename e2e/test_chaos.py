@@ -25,6 +25,11 @@ What is killed:
   replaced it restarts and rejoins as a replica, as Kubernetes restarts a pod. Until then
   the promoted replica has no replica of its own and the course's sends are refused
   (UNAVAILABLE, retried by the sender): acknowledged means on a replica;
+- a failover that loses changes (local topology only: it pauses a Redis process): the
+  course primary's replica hangs behind a full replication link, the changes in flight are
+  applied on the primary only, carried by the streams and refused (UNAVAILABLE), then the
+  primary is killed and the replica takes over without them. Subscribers must get them
+  undone (a retraction, a MessageRestoredEvent) and the retries applied once;
 - a rolling graceful restart of both GraphQL processes (every subscriber sees 1012 and
   resumes).
 
@@ -44,8 +49,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 
 from devstack.containers import ContainerTopology
+from devstack.redis_cluster import RedisCluster
 from devstack.scrape import scrape
 from devstack.topology import Topology
 from e2e.changes import is_undoing, store_problem
@@ -78,6 +85,8 @@ USERS = 60
 FAULT_AT = 100  # acknowledged changes before the fault
 SECOND_STEP_AT = 200  # … before the restart of what was killed (or the second restart)
 WITHIN_SECONDS = 30.0  # bound of every wait for a condition
+BALLAST = b"x" * (48 << 20)  # fills a replication link's socket buffers
+LOSSY_SECONDS = 2.0  # how long the replica hangs before its primary dies (past the wait's 1 s)
 
 
 # -- one busy course ---------------------------------------------------------------------------
@@ -161,6 +170,7 @@ async def busy_course(gateway: Gateway, course_id: str | None = None) -> AsyncIt
         start = await event_cursor(http, course_id, tokens[0])
         subscribers: list[Subscriber] = []
         traffic: asyncio.Task[None] | None = None
+        course: BusyCourse | None = None
         try:
             for course_events, count, after in (
                 (True, EVENT_SUBSCRIBERS, start),
@@ -190,12 +200,14 @@ async def busy_course(gateway: Gateway, course_id: str | None = None) -> AsyncIt
             for subscriber in subscribers:
                 await subscriber.wait_until(lambda s: bool(s.events), within=WITHIN_SECONDS)
             yield course
-            print(course.summary())
         finally:
             if traffic is not None:
                 traffic.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await traffic
+            if course is not None:
+                # What the run went through, passed or failed (pytest shows it on failure).
+                print(course.summary())
             await asyncio.gather(*(s.close() for s in subscribers))
 
 
@@ -261,6 +273,39 @@ async def test_kill_9_of_the_redis_primary_of_the_course(
         assert redis.primary_for(seq_key) != victim
         await asyncio.to_thread(redis.wait_healthy)
         assert "role:slave" in redis.cli(victim, "info", "replication")
+
+
+async def test_a_failover_that_loses_unacknowledged_changes(
+    gateway: Gateway, stack: Topology | ContainerTopology
+) -> None:
+    cluster = stack.redis
+    if not isinstance(cluster, RedisCluster):
+        pytest.skip("pauses a Redis process of the local topology")
+    keys = CourseKeys(new_course_id())
+    async with busy_course(gateway, keys.course_id) as course:
+        await course.reached(FAULT_AT)
+        victim = cluster.primary_for(keys.seq)
+        (replica,) = cluster.replica_ports_of(victim)
+        try:
+            async with course.workload.held(within=WITHIN_SECONDS):
+                cluster.pause_node(replica)
+                # A large write fills the replication link's socket buffers, so that whatever
+                # the primary writes next stays in its own memory (as the chat service's
+                # test_durability does); no change of the workload comes before it.
+                with redis.Redis(port=victim) as primary:
+                    await asyncio.to_thread(primary.set, keys.prefix + "ballast", BALLAST)
+            # The changes made now are applied on the primary only and carried by the streams:
+            # refused after the replication wait, retried with their client ids (by GraphQL,
+            # or by the workload) until the failover.
+            await asyncio.sleep(LOSSY_SECONDS)
+            cluster.kill_node(victim)
+        finally:
+            cluster.resume_node(replica)
+        await asyncio.to_thread(cluster.restart_replaced_node, victim)
+        await course.reached(SECOND_STEP_AT)
+        await course.finish()
+        untold = [s.name for s in course.event_subscribers if not any(map(is_undoing, s.events))]
+        assert not untold, f"the failover lost nothing these subscribers saw: {untold}"
 
 
 async def test_rolling_graceful_restart_of_the_graphql_processes(
