@@ -4,12 +4,17 @@
 - `resuming_subscriber`: `messageAdded` over graphql-transport-ws (`testing.ws.Subscriber`)
   that, whenever its socket ends without it asking, reconnects with backoff and resubscribes
   with `after` = the last id it received (DESIGN.md §3, hop 3).
+- `resuming_event_subscriber`: `courseEvents` the same way, resuming after the last cursor.
 - `ReliableSender`: sends with a fixed `clientMessageId` per message and retries every
-  transient failure with that same id until the message is acknowledged.
-- `check_delivery`: the §3 invariant over what subscribers received.
+  transient failure with that same id until the message is acknowledged (`Retry`).
+- `MixedWorkload`: sends, replies, reactions, edits and deletes, each change with a fixed
+  client id retried until acknowledged, recording each acknowledged change in order.
+- `check_delivery`: the §3 invariant over what `messageAdded` subscribers received;
+  `check_course_events` the one over every change (e2e/changes.py), against the store
+  (`read_store`).
 
 The clients record what happened and never repair it: a duplicate or a reordering shows in
-`Subscriber.received` exactly as the wire carried it.
+`Subscriber.events` exactly as the wire carried it.
 """
 
 from __future__ import annotations
