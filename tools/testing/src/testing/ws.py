@@ -4,8 +4,9 @@
   event kept as the wire carried it (a duplicate or a reordering shows in `events`, nothing
   is repaired). Optionally it resumes like a real client (`Resume`): whenever its socket ends
   without `close()` it reconnects with backoff and subscribes again with `after` = the last
-  message it received. Optionally it also subscribes `messageDeleted` on the same socket, as
-  the web page does, to learn of tombstones.
+  position it received (`messageAdded`: the last message's id; `courseEvents`: the last
+  event's cursor). Optionally it also subscribes `messageDeleted` on the same socket, as the
+  web page does, to learn of tombstones.
 - `raw_socket`, `next_json`, `close_code`, `ready`, `still_serving`: a bare socket for tests
   of the protocol itself.
 """
@@ -27,6 +28,19 @@ MESSAGE_ADDED = (
     "subscription Added($courseId: ID!, $after: ID) {"
     " messageAdded(courseId: $courseId, after: $after)"
     " { messageId previousMessageId content deleted } }"
+)
+# Every change of a course, with what the e2e invariant over changes compares (e2e/changes.py):
+# the message as each event read it, a reply's root, a reaction's emoji, and whether a
+# deletion was a failover's retraction.
+COURSE_EVENT_MESSAGE = "messageId userId content deleted editedAt reactions { emoji count }"
+COURSE_EVENTS = (
+    "subscription Events($courseId: ID!, $after: String) {"
+    " courseEvents(courseId: $courseId, after: $after) {"
+    f" __typename cursor actorId message {{ {COURSE_EVENT_MESSAGE} }}"
+    f" ... on MessageAddedEvent {{ root {{ {COURSE_EVENT_MESSAGE} }} }}"
+    " ... on MessageDeletedEvent { retracted }"
+    " ... on ReactionAddedEvent { emoji }"
+    " ... on ReactionRemovedEvent { emoji } } }"
 )
 # Tombstones of deleted messages, and of messages a Redis failover lost after subscribers
 # had them (retracted).
@@ -68,13 +82,26 @@ class Resume:
     heartbeat_seconds: float = 10.0
 
 
+def after_message(event: Mapping[str, Any]) -> str | None:
+    """Where `messageAdded` resumes after `event`: after a message, not after a tombstone (a
+    resume after a lost message's id starts with its tombstone again)."""
+    return None if event.get("deleted") else str(event["messageId"])
+
+
+def after_event(event: Mapping[str, Any]) -> str | None:
+    """Where `courseEvents` resumes after `event`: its cursor."""
+    return str(event["cursor"])
+
+
 class Subscriber:
     """`document` with `variables` over graphql-transport-ws, kept in the background.
 
     `events` holds the subscription's field of every event in arrival order. Without
     `resume` it reads one socket until the server ends it (`close_code`, `ended()`); with it,
-    it resumes with `variables["after"]` = the last message received (the document must take
-    `$after`). With `with_deletions` it also subscribes `messageDeleted` (variables
+    it resumes with `variables["after"]` = `resume_after` of the last event that names a
+    position (the document must take `$after`): by default the last message received, as
+    `messageAdded` resumes. Any error but UNAVAILABLE or INTERNAL (CURSOR_EXPIRED, say) ends
+    it with `failure`. With `with_deletions` it also subscribes `messageDeleted` (variables
     `courseId`): `tombstones` then holds those ids too.
 
     Waits are bounded, and fail at once with `SubscriberFailed` when the subscriber failed
@@ -89,12 +116,14 @@ class Subscriber:
         variables: Mapping[str, Any] | None = None,
         *,
         resume: Resume | None = None,
+        resume_after: Callable[[Mapping[str, Any]], str | None] = after_message,
         with_deletions: bool = False,
         name: str = "subscriber",
     ) -> None:
         self.url, self.token, self.document = url, token, document
         self.variables = dict(variables or {})
-        self.resume, self.with_deletions, self.name = resume, with_deletions, name
+        self.resume, self.resume_after = resume, resume_after
+        self.with_deletions, self.name = with_deletions, name
         self.events: list[dict[str, Any]] = []
         self.deleted_ids: list[int] = []  # from messageDeleted, with `with_deletions`
         self.reconnects = 0  # sockets acknowledged after the first
@@ -115,6 +144,15 @@ class Subscriber:
         a delivery check needs."""
         variables = {"courseId": course_id, "after": None if after is None else str(after)}
         return cls(url, token, MESSAGE_ADDED, variables, **kw)
+
+    @classmethod
+    def course_events(
+        cls, url: str, token: str, course_id: str, *, after: str | None = None, **kw: Any
+    ) -> Self:
+        """courseEvents of `course_id` after the cursor `after` (a history page's
+        `eventCursor`, or an event's `cursor`), resuming after the last event's cursor."""
+        variables = {"courseId": course_id, "after": after}
+        return cls(url, token, COURSE_EVENTS, variables, resume_after=after_event, **kw)
 
     # -- what arrived ----------------------------------------------------------------------
 
@@ -266,11 +304,14 @@ class Subscriber:
                 elif kind == "error":
                     codes = {e.get("extensions", {}).get("code") for e in message["payload"]}
                     if self.resume is None or not codes <= RETRYABLE_CODES:
-                        raise SubscriberFailed(f"subscription refused: {message['payload']}")
+                        after = self._resume_position()
+                        raise SubscriberFailed(
+                            f"subscription refused (after {after!r}): {message['payload']}"
+                        )
                     self.endings.append(f"error {sorted(codes)}")
                     return acknowledged  # subscribe again on a new socket, after backoff
                 elif kind == "complete":
-                    self.endings.append("complete")  # messageAdded never completes: resume
+                    self.endings.append("complete")  # a course's stream never completes: resume
                     return acknowledged
                 else:
                     raise SubscriberFailed(f"unexpected message: {message}")
@@ -287,7 +328,7 @@ class Subscriber:
             self.reconnects += 1
         variables = self.variables
         if self.resume is not None:
-            variables = {**variables, "after": self._last_received_id()}
+            variables = {**variables, "after": self._resume_position()}
         operations = [(_DOCUMENT_ID, self.document)]
         if self.with_deletions:
             operations.append((_DELETIONS_ID, MESSAGE_DELETED))
@@ -297,11 +338,15 @@ class Subscriber:
         self._connected = True
         self._notify()
 
-    def _last_received_id(self) -> str | None:
-        """Where a resumed subscription starts: the last message received, else where the
+    def _resume_position(self) -> str | None:
+        """Where a resumed subscription starts: the last position received, else where the
         first one did."""
-        received = self.received
-        return str(received[-1][0]) if received else self.variables.get("after")
+        for event in reversed(self.events):
+            position = self.resume_after(event)
+            if position is not None:
+                return position
+        after: str | None = self.variables.get("after")
+        return after
 
     def _keep(self, message: dict[str, Any]) -> None:
         payload = message.get("payload") or {}
