@@ -67,3 +67,10 @@ def test_both_sweeps_their_ratio_and_the_verdict():
     text = console.export_text()
     assert "messages only" in text
     assert "met" in text
+
+
+def test_the_fanout_summary_leaves_the_mixed_sweeps_to_their_own_table():
+    from bench.stats import summarize_fanout
+
+    record = {"ours": {"runs": [{"run": 1, "scenarios": {"mixed": {"sweeps": {}}}}]}}
+    assert "mixed" not in str(summarize_fanout(record).get("systems", {}))

@@ -412,6 +412,8 @@ def summarize_fanout(results: dict[str, Any]) -> dict[str, Any]:
     ours_lines: dict[str, list[dict[str, Any]]] = {}
     for run in dig(results, "ours", "runs") or []:
         for kind, scenario in (run.get("scenarios") or {}).items():
+            if kind not in SUMMARIZERS:
+                continue  # ours alone (the mixed-event sweeps): reported by bench/mixed.py
             raw = scenario.get("raw")
             if raw is None and kind == "saturation":
                 label = run_label("saturation", run["run"])
