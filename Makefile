@@ -76,12 +76,14 @@ graphql-schema: deps ## regenerate services/graphql/schema.graphql (the API as S
 
 .PHONY: images-deps
 images-deps: ## install podman and debootstrap (Debian packages) unless a Docker engine answers
-	@# netavark + aardvark-dns: the container topology's DNS names; runc: the runtime that
-	@# creates containers on a cgroup v1 host; debootstrap: the Debian base where the official
-	@# Python base cannot be pulled.
+	@# netavark + aardvark-dns: the container topology's DNS names (netavark sets up its
+	@# networks with iptables, which a machine may lack); runc: the runtime that creates
+	@# containers on a cgroup v1 host; debootstrap: the Debian base where the official Python
+	@# base cannot be pulled.
 	@if ! docker info >/dev/null 2>&1; then \
 	  missing="$$(command -v podman >/dev/null || echo podman) $$(command -v runc >/dev/null || echo runc) \
 	    $$(test -x /usr/lib/podman/netavark || echo netavark) $$(test -x /usr/lib/podman/aardvark-dns || echo aardvark-dns) \
+	    $$(command -v iptables >/dev/null || echo iptables) \
 	    $$(command -v debootstrap >/dev/null || echo debootstrap)"; \
 	  if [ -n "$${missing// /}" ]; then \
 	    echo "installing" $$missing "(Debian packages) …"; \
