@@ -72,6 +72,23 @@ async def graphql_as(
     return response.data
 
 
+# After GraphQL pods restarted: this many answers in a row through the gateway, and Envoy
+# routes every request to a live pod again (a restarted container may come back under
+# another address; until Envoy has re-resolved it, some requests time out with a 503).
+SERVING_AGAIN_IN_A_ROW = 20
+
+
+async def wait_serving_again(gateway: Gateway, token: str, within: float = 90) -> None:
+    """Bounded: until the gateway answers SERVING_AGAIN_IN_A_ROW queries in a row."""
+    in_a_row = 0
+    async with asyncio.timeout(within), GraphqlHttp(gateway.graphql_url) as http:
+        while in_a_row < SERVING_AGAIN_IN_A_ROW:
+            response = await http.execute("{ me { userId } }", {}, token=token)
+            in_a_row = in_a_row + 1 if response.status == 200 else 0
+            if not in_a_row:
+                await asyncio.sleep(0.2)
+
+
 async def send_as(gateway: Gateway, token: str, course_id: str, text: str) -> str:
     data = await graphql_as(gateway, token, SEND, {"c": course_id, "text": text})
     message_id: str = data["sendMessage"]["messageId"]
@@ -305,6 +322,9 @@ async def test_page_goes_offline_and_resumes_after_every_graphql_process_died(
             sent = [(await api.send(ben, course_id, text)).message.message_id for text in texts]
             for index in range(len(stack.graphqls)):
                 await asyncio.to_thread(stack.restart_graphql, index)
+            # The page found a live pod on its own; what follows (and the next test's page,
+            # which loads several files) needs every request routed to one.
+            await wait_serving_again(gateway, ada)
             await page.answer(texts=texts)
             summary = await page.summary()
     finally:
