@@ -51,7 +51,11 @@ async def test_send_delete_and_retract_publish_what_decode_event_reads(
 ):
     store = chat_server.store
     # The subscription is confirmed once a send from before it would have been read.
-    first = (await store.send(course_id, "ann", "hello", "cm-1")).message
+    first = (
+        await store.send(
+            course_id, "ann", "hello @bob @course", "cm-1", mentions=["bob"], mentions_course=True
+        )
+    ).message
     event, lua_json = await next_event(published)
     assert event == CourseEvent.from_message(first)
     assert (event.prev, event.retracted) == (0, False)  # the course's first message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -14,10 +14,11 @@ from google.protobuf.message_factory import GetMessageClass
 
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.feed import FeedHub, stream_events, stream_messages
+from nextcampus_chat.mentions import parse_mentions
 from nextcampus_chat.metrics import ChatMetrics
 from nextcampus_chat.reactions import check_emoji
 from nextcampus_chat.settings import ChatSettings
-from nextcampus_chat.store import MessageStore
+from nextcampus_chat.store import MessageStore, mention_cursor, parse_mention_cursor
 from nextcampus_common.auth import AuthError, Identity, TokenVerifier, bearer_token
 from nextcampus_common.content import first_control_character
 from nextcampus_common.ids import (
@@ -39,6 +40,8 @@ from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 from nextcampus_common.redis_cluster import RedisUnavailable, WriteNotDurable
 
 DEFAULT_PAGE_LIMIT = 50
+# GetMyCourses with named courses: a page's worth (a token's own list has no such bound).
+MAX_COURSES_PER_CALL = 200
 
 STATUS_OF: dict[Problem, grpc.StatusCode] = {
     Problem.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
@@ -250,12 +253,21 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         client_message_id = request.client_message_id
         if client_message_id:
             check_client_message_id(client_message_id)
+        mentions = parse_mentions(content)
+        if mentions.course and not identity.may_moderate(request.course_id):
+            raise ChatError(
+                Problem.PERMISSION_DENIED,
+                f"only moderators of course {request.course_id} may mention @course "
+                "(everyone); mention people by their user id",
+            )
         result = await self._store.send(
             request.course_id,
             identity.user_id,
             content,
             client_message_id or None,
             reply_to=self._optional_message_id(request.reply_to_message_id),
+            mentions=mentions.user_ids,
+            mentions_course=mentions.course,
         )
         self._metrics.sends.labels("duplicate" if result.duplicate else "ok").inc()
         self._metrics.send_duration.observe(time.perf_counter() - started)
@@ -411,6 +423,64 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             viewer=identity.user_id,
         )
         return chat_pb2.ThreadPage(root=page.root, replies=page.replies, has_more=page.has_more)
+
+    @_unary
+    async def MarkRead(
+        self, request: chat_pb2.MarkReadRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.CourseReadState:
+        identity = await self._member(context, request.course_id)
+        return await self._store.mark_read(
+            request.course_id, identity.user_id, check_message_id(request.message_id)
+        )
+
+    def _my_courses(self, identity: Identity, asked: Sequence[str]) -> list[str]:
+        """The courses asked for (each once, each one of the token's), or all of them."""
+        if not asked:
+            return sorted(identity.courses | identity.moderates)
+        if len(asked) > MAX_COURSES_PER_CALL:
+            raise ChatError(
+                Problem.INVALID_ARGUMENT, f"at most {MAX_COURSES_PER_CALL} courses per call"
+            )
+        courses = list(dict.fromkeys(check_course_id(c) for c in asked))
+        strangers = [c for c in courses if not identity.is_member(c)]
+        if strangers:
+            raise ChatError(
+                Problem.PERMISSION_DENIED,
+                f"user {identity.user_id} is not in course {strangers[0]}",
+            )
+        return courses
+
+    @_unary
+    async def GetMyCourses(
+        self, request: chat_pb2.GetMyCoursesRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.MyCourses:
+        identity = await self._identity(context)
+        courses = self._my_courses(identity, request.course_ids)
+        return chat_pb2.MyCourses(courses=await self._store.read_states(courses, identity.user_id))
+
+    @_unary
+    async def ListMyMentions(
+        self, request: chat_pb2.ListMyMentionsRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ListMyMentionsResponse:
+        identity = await self._identity(context)
+        limit = self._page_limit(request.limit)
+        after = None
+        if request.after:
+            try:
+                after = parse_mention_cursor(request.after)
+            except ValueError:
+                raise ChatError(
+                    Problem.INVALID_ARGUMENT,
+                    "after must be an end_cursor a ListMyMentions response gave",
+                ) from None
+        messages, has_more = await self._store.mentions(
+            self._my_courses(identity, ()), identity.user_id, after=after, limit=limit
+        )
+        return chat_pb2.ListMyMentionsResponse(
+            messages=messages,
+            has_more=has_more,
+            end_cursor=mention_cursor(messages[-1]) if messages else request.after,
+        )
 
     @_unary
     async def GetCoursePolicy(

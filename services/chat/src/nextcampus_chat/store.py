@@ -19,6 +19,7 @@ from nextcampus_common.proto.chat.v1.chat_pb2 import (
     CourseEvent,
     CourseEventKind,
     CoursePolicy,
+    CourseReadState,
     MessageVersion,
     Reaction,
 )
@@ -90,6 +91,8 @@ def _message(course_id: str, record: Sequence[Any]) -> ChatMessage:
         participants,
         reactions,
         pinned_at,
+        mentions,
+        mentions_course,
         mine,
     ) = record
     own = set(mine.split(" ")) if mine else set()
@@ -112,7 +115,40 @@ def _message(course_id: str, record: Sequence[Any]) -> ChatMessage:
             for emoji, count in (orjson.loads(reactions) if reactions else [])
         ],
         pinned_at=int(pinned_at),
+        mention_ids=mentions.split(",") if mentions else [],
+        mentions_course=mentions_course == "1",
     )
+
+
+def _read_state(course_id: str, state: Sequence[Any]) -> CourseReadState:
+    """A read state of the scripts (lua/lib/course.lua read_state)."""
+    marker, unread, mentions, last_at, last_id = state
+    return CourseReadState(
+        course_id=course_id,
+        last_read_message_id=marker,
+        unread_count=int(unread),
+        mention_count=int(mentions),
+        last_message_at=int(last_at),
+        last_message_id=last_id,
+    )
+
+
+def _mention_order(message: ChatMessage) -> tuple[int, str]:
+    """Where a mention is in the newest-first list of all courses (ids are the primaries'
+    clocks in µs; the course breaks a tie)."""
+    return int(message.message_id), message.course_id
+
+
+def mention_cursor(message: ChatMessage) -> str:
+    return f"{message.message_id}:{message.course_id}"
+
+
+def parse_mention_cursor(cursor: str) -> tuple[int, str]:
+    """(message id, course id) of a ListMyMentions cursor; ValueError when it is not one."""
+    message_id, sep, course_id = cursor.partition(":")
+    if not sep or not message_id.isdigit() or not course_id:
+        raise ValueError(cursor)
+    return int(message_id), course_id
 
 
 def _int_or(value: str | None, default: int) -> int:
@@ -135,6 +171,8 @@ class MessageStore:
         client_message_id: str | None,
         *,
         reply_to: str | None = None,
+        mentions: Sequence[str] = (),
+        mentions_course: bool = False,
     ) -> SendResult:
         # Without a client id the send still gets one: our own retries through a failover
         # must not store it twice either.
@@ -163,6 +201,8 @@ class MessageStore:
                 settings.default_rate_limit_seconds,
                 course_id,
                 reply_to or "",
+                ",".join(mentions),
+                "1" if mentions_course else "",
             ],
             replicated=True,
         )
@@ -178,6 +218,8 @@ class MessageStore:
                 client_message_id=client_message_id,
                 previous_message_id=prev_id,
                 reply_to_message_id=root,
+                mention_ids=mentions,
+                mentions_course=mentions_course,
             )
             return SendResult(message, duplicate=False)
         if outcome == "dup":
@@ -504,6 +546,65 @@ class MessageStore:
             replicated=True,
         )
         return int(reply[0]), list(reply[1:])
+
+    async def mark_read(self, course_id: str, user_id: str, message_id: str) -> CourseReadState:
+        keys = CourseKeys(course_id)
+        reply = await self._redis.script(
+            scripts.MARK_READ,
+            [keys.reads],
+            [keys.prefix, user_id, message_id, self._settings.default_ttl_seconds],
+            replicated=True,
+        )
+        if reply[0] == "not_found":
+            raise ChatError(
+                Problem.NOT_FOUND,
+                f"message {message_id} not found in {course_id}: it may have expired",
+            )
+        return _read_state(course_id, reply[1])
+
+    async def read_states(self, course_ids: Sequence[str], user_id: str) -> list[CourseReadState]:
+        """The user's read state in each course: one round trip per Redis node."""
+        calls = []
+        for course_id in course_ids:
+            keys = CourseKeys(course_id)
+            calls.append(([keys.reads], [keys.prefix, user_id]))
+        replies = await self._redis.scripts_by_node(scripts.UNREAD, calls)
+        return [_read_state(c, state) for c, state in zip(course_ids, replies, strict=True)]
+
+    async def mentions(
+        self,
+        course_ids: Sequence[str],
+        user_id: str,
+        *,
+        after: tuple[int, str] | None,
+        limit: int,
+    ) -> tuple[list[ChatMessage], bool]:
+        """The newest messages of these courses mentioning the user (or @course) after the
+        cursor `after` (newest first), and whether more exist: one round trip per node. Each
+        course answers limit + 2 per index: one of them may be the cursor's own message."""
+        high = str(after[0]) if after else ""
+        calls = []
+        for course_id in course_ids:
+            keys = CourseKeys(course_id)
+            calls.append(
+                (
+                    [keys.mentioned(user_id), keys.mentioned_course],
+                    [keys.prefix, user_id, high, limit + 2],
+                )
+            )
+        replies = await self._redis.scripts_by_node(scripts.MENTIONS, calls)
+        found: dict[tuple[int, str], ChatMessage] = {}
+        for course_id, indexes in zip(course_ids, replies, strict=True):
+            for records in indexes:
+                for record in records:
+                    message = _message(course_id, record)
+                    found[_mention_order(message)] = message
+        ordered = sorted(
+            (m for key, m in found.items() if after is None or key < after),
+            key=_mention_order,
+            reverse=True,
+        )
+        return ordered[:limit], len(ordered) > limit
 
     async def policy(self, course_id: str) -> CoursePolicy:
         """The effective policy: the course's policy hash over the service's defaults (the

@@ -290,6 +290,33 @@ class ChatApi:
         )
         return response
 
+    async def mark_read(
+        self, token: str, course_id: str, message_id: str
+    ) -> chat_pb2.CourseReadState:
+        request = chat_pb2.MarkReadRequest(course_id=course_id, message_id=message_id)
+        state: chat_pb2.CourseReadState = await self._stub.MarkRead(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return state
+
+    async def my_courses(
+        self, token: str, course_ids: list[str] | None = None
+    ) -> chat_pb2.MyCourses:
+        request = chat_pb2.GetMyCoursesRequest(course_ids=course_ids or [])
+        courses: chat_pb2.MyCourses = await self._stub.GetMyCourses(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return courses
+
+    async def my_mentions(
+        self, token: str, *, after: str | None = None, limit: int = 0
+    ) -> chat_pb2.ListMyMentionsResponse:
+        request = chat_pb2.ListMyMentionsRequest(after=after or "", limit=limit)
+        page: chat_pb2.ListMyMentionsResponse = await self._stub.ListMyMentions(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return page
+
     async def policy(self, token: str, course_id: str) -> chat_pb2.CoursePolicy:
         request = chat_pb2.GetCoursePolicyRequest(course_id=course_id)
         policy: chat_pb2.CoursePolicy = await self._stub.GetCoursePolicy(
@@ -385,6 +412,17 @@ class ChatClient:
 
     async def delete(self, course_id: str, message_id: str) -> chat_pb2.ChatMessage:
         return await self.api.delete(self.token, course_id, message_id)
+
+    async def mark_read(self, course_id: str, message_id: str) -> chat_pb2.CourseReadState:
+        return await self.api.mark_read(self.token, course_id, message_id)
+
+    async def my_courses(self, *course_ids: str) -> chat_pb2.MyCourses:
+        return await self.api.my_courses(self.token, list(course_ids))
+
+    async def my_mentions(
+        self, *, after: str = "", limit: int = 0
+    ) -> chat_pb2.ListMyMentionsResponse:
+        return await self.api.my_mentions(self.token, after=after or None, limit=limit)
 
     async def policy(self, course_id: str) -> chat_pb2.CoursePolicy:
         return await self.api.policy(self.token, course_id)

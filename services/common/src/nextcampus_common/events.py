@@ -15,6 +15,8 @@ Every change of a course is published there as one JSON object (README, "Data mo
        older than `prev_id`, whose ids were contiguous)
     r  1 when the tombstone retracts a message a Redis failover lost (absent otherwise)
     q  the root of the thread the message replies to (absent when it is not a reply)
+    o  the users the message mentions, comma-separated (absent when none)
+    w  1 when it mentions the whole course, @course (absent otherwise)
 
 The Lua scripts publish it themselves (send.lua: "a"; delete.lua: "d"; retract.lua: "d"
 with r = 1; edit.lua, react.lua, pin.lua: "n"), in the same round trip as the write; `encode_event` builds the same object in
@@ -53,6 +55,8 @@ class EventFields(TypedDict):
     p: NotRequired[str]
     r: NotRequired[int]
     q: NotRequired[str]
+    o: NotRequired[str]
+    w: NotRequired[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,8 @@ def decode_event(payload: str | bytes) -> CourseEvent | ChangeNotice:
             client_message_id=raw["m"],
             previous_message_id=prev or "",
             reply_to_message_id=raw.get("q", ""),
+            mention_ids=raw["o"].split(",") if "o" in raw else [],
+            mentions_course=bool(raw.get("w")),
         ),
         prev=None if prev is None else int(prev or 0),
         retracted=bool(raw.get("r")),
@@ -131,4 +137,8 @@ def encode_event(event: CourseEvent) -> bytes:
         fields["r"] = 1
     if message.reply_to_message_id:
         fields["q"] = message.reply_to_message_id
+    if message.mention_ids:
+        fields["o"] = ",".join(message.mention_ids)
+    if message.mentions_course:
+        fields["w"] = 1
     return orjson.dumps(fields)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 # MESSAGE_FIELDS; a test compares the two). `prev_id` is the id of the course's message
 # before it; a tombstone of a message lost in a failover also has `retracted` = 1
 # (retract.lua). `participants` is comma-separated (user ids have no comma), `reactions` JSON
-# [[emoji, count], ...] (react.lua).
+# [[emoji, count], ...] (react.lua), `mentions` comma-separated user ids and
+# `mentions_course` "1" for @course (send.lua).
 MESSAGE_FIELDS = (
     "user_id",
     "content",
@@ -24,7 +25,12 @@ MESSAGE_FIELDS = (
     "participants",
     "reactions",
     "pinned_at",
+    "mentions",
+    "mentions_course",
 )
+# Unread and mention counts are exact below this; COUNT_CAP itself means "this many or more"
+# (lua/lib/course.lua says the same to the scripts).
+COUNT_CAP = 100
 # Fields of the policy hash the operator writes and the send script reads.
 POLICY_FIELDS = (
     "ttl_seconds",
@@ -111,6 +117,20 @@ class CourseKeys:
     def thread(self, message_id: str) -> str:
         """A root's replies (sorted set of ids scored by id)."""
         return f"{self.prefix}thread:{message_id}"
+
+    @property
+    def reads(self) -> str:
+        """Read markers: user id -> the newest message id they have read."""
+        return f"{self.prefix}reads"
+
+    def mentioned(self, user_id: str) -> str:
+        """The ids of the messages mentioning a user (sorted set scored by id)."""
+        return f"{self.prefix}mentioned:{user_id}"
+
+    @property
+    def mentioned_course(self) -> str:
+        """The ids of the messages mentioning the whole course (@course)."""
+        return f"{self.prefix}mentioned-course"
 
     @property
     def relogged(self) -> str:

@@ -274,6 +274,49 @@ class ClusterClient:
 
         return await self.retrying(attempt, script.name)
 
+    async def scripts_by_node(
+        self, script: LuaScript, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run `script` (a read: no replica wait) once per (keys, args) of `calls` with ONE
+        round trip per Redis node: the calls whose first keys live on one node go in one
+        pipeline, the nodes in parallel. Answers in the order of `calls`."""
+        results: list[Any] = [None] * len(calls)
+
+        async def on_node(client: Redis, indexes: list[int]) -> None:
+            for _ in range(2):
+                async with client.pipeline(transaction=False) as pipe:
+                    for i in indexes:
+                        keys, args = calls[i]
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    replies = await pipe.execute(raise_on_error=False)
+                if any(isinstance(reply, NoScriptError) for reply in replies):
+                    await client.script_load(script.source)
+                    continue
+                for i, reply in zip(indexes, replies, strict=True):
+                    if isinstance(reply, Exception):
+                        raise reply
+                    results[i] = reply
+                return
+            raise RuntimeError(f"script {script.name} was not accepted after loading it")
+
+        async def attempt() -> list[Any]:
+            # Grouped again on every attempt: a failover may have moved slots.
+            by_node: dict[str, list[int]] = {}
+            for i, (keys, _args) in enumerate(calls):
+                by_node.setdefault(self.node_for(keys[0]).name, []).append(i)
+            await asyncio.gather(
+                *(
+                    on_node(self.client_for(calls[indexes[0]][0][0]), indexes)
+                    for indexes in by_node.values()
+                )
+            )
+            return results
+
+        if not calls:
+            return []
+        answers: list[Any] = await self.retrying(attempt, script.name)
+        return answers
+
     def _without_replicas(self, node: str, what: str) -> int:
         """A write to a primary known to have no replica: refused before it is made, or made
         without waiting (0 replicas), as `redis_without_replicas` says."""

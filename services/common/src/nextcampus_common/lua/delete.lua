@@ -21,7 +21,7 @@ if h[2] == '1' then
   return {'ok', '0', read_message(course, id, '')}
 end
 redis.call('HSET', key, 'deleted', '1', 'content', '')
-redis.call('HDEL', key, 'reactions', 'edited_at')
+redis.call('HDEL', key, 'reactions', 'edited_at', 'mentions', 'mentions_course')
 redis.call('DEL', edits_key(course, id), reactors_key(course, id))
 if h[3] and h[3] ~= '0' then
   unpin(course, id, policy_number(KEYS[5], 'ttl_seconds', ARGV[6]), now_millis())

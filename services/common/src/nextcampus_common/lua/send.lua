@@ -13,10 +13,14 @@
 --       key, 6 rate key, 7 event log
 -- ARGV: 1 course key prefix, 2 user id, 3 content, 4 client message id,
 --       5 default ttl seconds, 6 default max length, 7 default rate messages,
---       8 default rate seconds, 9 course id, 10 the message replied to or ''
+--       8 default rate seconds, 9 course id, 10 the message replied to or '',
+--       11 the users it mentions (comma-separated, checked by the service) or '',
+--       12 '1' when it mentions the whole course (@course) or ''
 --
 -- A reply belongs to the thread of its root (a reply to a reply, to the same root): the
 -- root counts it, remembers when and who, and lives at least as long as its newest reply.
+-- Each user it mentions (but the author) finds it in their mention index; sending marks
+-- the course read for the author up to the new message.
 -- Returns one of:
 --   {'ok', id, timestamp_ms, prev_id, thread root or ''}
 --   {'dup', record}  (the message stored by the first attempt, as it is now)
@@ -98,6 +102,28 @@ if root ~= '' then
   extend_expiry(root_key, tonumber(expire_at))
   follow_message_expiry(course, root)
 end
+local mentions, mentions_course = ARGV[11], ARGV[12]
+local function index_mention(key)
+  redis.call('ZADD', key, id, id)
+  -- As the course index: drop a few entries whose messages expired, oldest first.
+  for _, old in ipairs(redis.call('ZRANGE', key, 0, 3)) do
+    if redis.call('EXISTS', prefix .. old) == 1 then break end
+    redis.call('ZREM', key, old)
+  end
+  expire_no_sooner(key, tonumber(expire_at))
+end
+if mentions ~= '' then
+  redis.call('HSET', message_key, 'mentions', mentions)
+  for other in string.gmatch(mentions, '[^,]+') do
+    if other ~= user then index_mention(mentioned_key(course, other)) end
+  end
+end
+if mentions_course == '1' then
+  redis.call('HSET', message_key, 'mentions_course', '1')
+  index_mention(mentioned_course_key(course))
+end
+redis.call('HSET', reads_key(course), user, id)
+expire_no_sooner(reads_key(course), tonumber(expire_at))
 redis.call('ZADD', index_key, id, id)
 -- Drop index entries whose messages expired (bounded work per send; oldest first).
 for _, old in ipairs(redis.call('ZRANGE', index_key, 0, 7)) do
@@ -117,5 +143,7 @@ end
 -- build the same object (services/chat/tests/test_events.py compares them).
 local event = {k = 'a', c = ARGV[9], i = id, u = user, b = content, t = now, m = cmid, p = prev}
 if root ~= '' then event.q = root end
+if mentions ~= '' then event.o = mentions end
+if mentions_course == '1' then event.w = 1 end
 redis.call('SPUBLISH', events_key, cjson.encode(event))
 return {'ok', id, now, prev, root}

@@ -6,8 +6,8 @@
 -- compares the two), and what a record says for a field the hash does not have.
 local MESSAGE_FIELDS = {'user_id', 'content', 'timestamp', 'deleted', 'client_message_id',
   'prev_id', 'reply_to', 'edited_at', 'reply_count', 'last_reply_at', 'participants',
-  'reactions', 'pinned_at'}
-local MESSAGE_DEFAULTS = {'', '', '0', '0', '', '', '', '0', '0', '0', '', '', '0'}
+  'reactions', 'pinned_at', 'mentions', 'mentions_course'}
+local MESSAGE_DEFAULTS = {'', '', '0', '0', '', '', '', '0', '0', '0', '', '', '0', '', ''}
 -- How long a client_mutation_id is remembered (a retry comes within seconds).
 local MUTATION_TTL_MS = 86400000
 
@@ -20,6 +20,15 @@ local function message_key(course, id) return course .. 'message:' .. id end
 local function edits_key(course, id) return course .. 'edits:' .. id end
 local function reactors_key(course, id) return course .. 'reactors:' .. id end
 local function thread_key(course, id) return course .. 'thread:' .. id end
+-- Read state (README, "Read state, unread counts and mentions"): user -> the newest message
+-- id they have read; per user, the ids of the messages mentioning them; the ids of the
+-- messages mentioning the whole course (@course).
+local function reads_key(course) return course .. 'reads' end
+local function mentioned_key(course, user) return course .. 'mentioned:' .. user end
+local function mentioned_course_key(course) return course .. 'mentioned-course' end
+-- Unread and mention counts are exact below this; COUNT_CAP means "this many or more"
+-- (keys.COUNT_CAP says the same to Python).
+local COUNT_CAP = 100
 
 -- A message as a record {id, fields..., the viewer's reactions}, or nil when it is not
 -- stored (expired). `viewer` '' (streams, shared by everyone): no viewer's reactions.
@@ -41,6 +50,15 @@ end
 local function extend_expiry(key, at)
   local current = redis.call('PEXPIRETIME', key)
   if current ~= -1 and current < at then
+    redis.call('PEXPIREAT', key, string.format('%.0f', at))
+  end
+end
+
+-- Make `key` live at least until `at` (ms), a key just created (no expiry yet) too: for
+-- keys that are never meant to live for ever (read markers, mention indexes).
+local function expire_no_sooner(key, at)
+  local current = redis.call('PEXPIRETIME', key)
+  if current == -1 or current < at then
     redis.call('PEXPIREAT', key, string.format('%.0f', at))
   end
 end
@@ -193,4 +211,70 @@ local function page_of(index, course, after, before, limit, max_bytes, viewer)
     records = reversed
   end
   return records, has_more
+end
+
+-- How many messages a sorted set of ids lists after `marker` ('' for all) that are kept, not
+-- deleted, not by `user`, and not in `except_key` (nil for none): exact up to `cap`, and
+-- never more than 4 × cap entries looked at (deleted and expired ones cost a look each).
+local function count_after(course, key, marker, user, cap, except_key)
+  local low = marker == '' and '-inf' or ('(' .. marker)
+  local found, looked = 0, 0
+  while found < cap and looked < cap * 4 do
+    local ids = redis.call('ZRANGEBYSCORE', key, low, '+inf', 'LIMIT', 0, cap)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      local h = redis.call('HMGET', message_key(course, id), 'user_id', 'deleted')
+      if h[1] and h[1] ~= user and h[2] ~= '1'
+          and not (except_key and redis.call('ZSCORE', except_key, id)) then
+        found = found + 1
+        if found == cap then break end
+      end
+    end
+    looked = looked + #ids
+    low = '(' .. ids[#ids]
+  end
+  return found
+end
+
+-- Where `user` is in the course: {last read id, unread, mentions among them, the newest
+-- message's timestamp (ms, '0' for none), its id}. Mentions are unread messages too.
+local function read_state(course, user)
+  local marker = redis.call('HGET', reads_key(course), user) or ''
+  local unread = count_after(course, course .. 'messages', marker, user, COUNT_CAP)
+  local mentions = 0
+  if unread > 0 then
+    local own = mentioned_key(course, user)
+    mentions = count_after(course, own, marker, user, COUNT_CAP)
+    if mentions < COUNT_CAP then
+      mentions = mentions + count_after(course, mentioned_course_key(course), marker, user,
+        COUNT_CAP - mentions, own)
+    end
+  end
+  local newest = redis.call('ZREVRANGE', course .. 'messages', 0, 0)[1] or ''
+  local newest_at = newest ~= '' and redis.call('HGET', message_key(course, newest), 'timestamp')
+  return {marker, unread, mentions, newest_at or '0', newest_at and newest or ''}
+end
+
+-- The newest `limit` messages a mention index lists with ids up to `high` (inclusive; ''
+-- for all), kept, not deleted and not by `user`, as records newest first; removes the ids
+-- of expired messages.
+local function mention_records(course, key, high, user, limit)
+  local top = high == '' and '+inf' or high
+  local records, looked = {}, 0
+  while #records < limit and looked < limit * 4 do
+    local ids = redis.call('ZREVRANGEBYSCORE', key, top, '-inf', 'LIMIT', 0, limit)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      local record = read_message(course, id, user)
+      if not record then
+        redis.call('ZREM', key, id)
+      elseif record[2] ~= user and record[5] ~= '1' then
+        records[#records + 1] = record
+        if #records == limit then break end
+      end
+    end
+    looked = looked + #ids
+    top = '(' .. ids[#ids]
+  end
+  return records
 end

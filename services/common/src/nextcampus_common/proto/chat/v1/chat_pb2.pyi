@@ -93,6 +93,8 @@ class ChatMessage(_message.Message):
     PARTICIPANT_IDS_FIELD_NUMBER: _builtins.int
     REACTIONS_FIELD_NUMBER: _builtins.int
     PINNED_AT_FIELD_NUMBER: _builtins.int
+    MENTION_IDS_FIELD_NUMBER: _builtins.int
+    MENTIONS_COURSE_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     user_id: _builtins.str
     message_id: _builtins.str
@@ -120,11 +122,19 @@ class ChatMessage(_message.Message):
     last_reply_at: _builtins.int
     pinned_at: _builtins.int
     """ms; 0 when not pinned. A pinned message does not expire."""
+    mentions_course: _builtins.bool
     @_builtins.property
     def participant_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def reactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reaction]:
         """Each distinct emoji on the message, in the order it was first used (at most 20)."""
+
+    @_builtins.property
+    def mention_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Who the content mentions (`@user`, fixed at the send; README, "Mentions"), the author
+        included when they named themselves, and whether it mentions the whole course
+        (`@course`, moderators only).
+        """
 
     def __init__(
         self,
@@ -144,10 +154,12 @@ class ChatMessage(_message.Message):
         participant_ids: _abc.Iterable[_builtins.str] | None = ...,
         reactions: _abc.Iterable[Global___Reaction] | None = ...,
         pinned_at: _builtins.int = ...,
+        mention_ids: _abc.Iterable[_builtins.str] | None = ...,
+        mentions_course: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "deleted", b"deleted", "edited_at", b"edited_at", "last_reply_at", b"last_reply_at", "message_id", b"message_id", "participant_ids", b"participant_ids", "pinned_at", b"pinned_at", "previous_message_id", b"previous_message_id", "reactions", b"reactions", "reply_count", b"reply_count", "reply_to_message_id", b"reply_to_message_id", "timestamp", b"timestamp", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "deleted", b"deleted", "edited_at", b"edited_at", "last_reply_at", b"last_reply_at", "mention_ids", b"mention_ids", "mentions_course", b"mentions_course", "message_id", b"message_id", "participant_ids", b"participant_ids", "pinned_at", b"pinned_at", "previous_message_id", b"previous_message_id", "reactions", b"reactions", "reply_count", b"reply_count", "reply_to_message_id", b"reply_to_message_id", "timestamp", b"timestamp", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -836,3 +848,171 @@ class SubscribeEventsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscribeEventsRequest: _TypeAlias = SubscribeEventsRequest  # noqa: Y015
+
+@_typing.final
+class MarkReadRequest(_message.Message):
+    """Read state (README, "Read state, unread counts and mentions")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    message_id: _builtins.str
+    """A message of the course (a tombstone too): everything up to it is read. A marker never
+    moves back: marking an older message changes nothing and answers the state as it is.
+    """
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkReadRequest: _TypeAlias = MarkReadRequest  # noqa: Y015
+
+@_typing.final
+class CourseReadState(_message.Message):
+    """Where the caller is in one course."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    LAST_READ_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    UNREAD_COUNT_FIELD_NUMBER: _builtins.int
+    MENTION_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_MESSAGE_AT_FIELD_NUMBER: _builtins.int
+    LAST_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    last_read_message_id: _builtins.str
+    """"" before the first mark (or send) in the course"""
+    unread_count: _builtins.int
+    """Messages after the marker that are kept, not deleted and not the caller's own; and of
+    those, the ones mentioning the caller (or @course). Exact below COUNT_CAP (100); 100
+    means "100 or more".
+    """
+    mention_count: _builtins.int
+    last_message_at: _builtins.int
+    """ms of the course's newest kept message; 0 for none"""
+    last_message_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        last_read_message_id: _builtins.str = ...,
+        unread_count: _builtins.int = ...,
+        mention_count: _builtins.int = ...,
+        last_message_at: _builtins.int = ...,
+        last_message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "last_message_at", b"last_message_at", "last_message_id", b"last_message_id", "last_read_message_id", b"last_read_message_id", "mention_count", b"mention_count", "unread_count", b"unread_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CourseReadState: _TypeAlias = CourseReadState  # noqa: Y015
+
+@_typing.final
+class GetMyCoursesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def course_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Empty: every course of the caller's token. Otherwise these, each one of the token's."""
+
+    def __init__(
+        self,
+        *,
+        course_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_ids", b"course_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMyCoursesRequest: _TypeAlias = GetMyCoursesRequest  # noqa: Y015
+
+@_typing.final
+class MyCourses(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def courses(self) -> _containers.RepeatedCompositeFieldContainer[Global___CourseReadState]:
+        """in the order asked (sorted by id for all)"""
+
+    def __init__(
+        self,
+        *,
+        courses: _abc.Iterable[Global___CourseReadState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["courses", b"courses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MyCourses: _TypeAlias = MyCourses  # noqa: Y015
+
+@_typing.final
+class ListMyMentionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    after: _builtins.str
+    """a previous page's end_cursor; "" for the newest"""
+    limit: _builtins.int
+    """1..200; 0 means the default (50)"""
+    def __init__(
+        self,
+        *,
+        after: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyMentionsRequest: _TypeAlias = ListMyMentionsRequest  # noqa: Y015
+
+@_typing.final
+class ListMyMentionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    END_CURSOR_FIELD_NUMBER: _builtins.int
+    has_more: _builtins.bool
+    end_cursor: _builtins.str
+    """pass as `after` for the next (older) page"""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """Messages of all the caller's courses that mention them or @course, kept and not
+        deleted, the newest first (by message id: the Redis primary's clock in µs).
+        """
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+        has_more: _builtins.bool = ...,
+        end_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_cursor", b"end_cursor", "has_more", b"has_more", "messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyMentionsResponse: _TypeAlias = ListMyMentionsResponse  # noqa: Y015

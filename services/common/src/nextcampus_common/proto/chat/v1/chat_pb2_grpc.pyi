@@ -66,6 +66,11 @@ class ChatServiceStub:
     UnpinMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.PinRequest, _chat_pb2.ChatMessage]
     ListPinned: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListPinnedRequest, _chat_pb2.ListPinnedResponse]
     GetThread: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetThreadRequest, _chat_pb2.ThreadPage]
+    MarkRead: _grpc.UnaryUnaryMultiCallable[_chat_pb2.MarkReadRequest, _chat_pb2.CourseReadState]
+    """Read state and mentions: the caller's own, never another user's."""
+    GetMyCourses: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetMyCoursesRequest, _chat_pb2.MyCourses]
+    """One round trip to Redis per node, however many courses."""
+    ListMyMentions: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListMyMentionsRequest, _chat_pb2.ListMyMentionsResponse]
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -100,6 +105,11 @@ class ChatServiceAsyncStub(ChatServiceStub):
     UnpinMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.PinRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
     ListPinned: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListPinnedRequest, _chat_pb2.ListPinnedResponse]  # type: ignore[assignment]
     GetThread: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetThreadRequest, _chat_pb2.ThreadPage]  # type: ignore[assignment]
+    MarkRead: _aio.UnaryUnaryMultiCallable[_chat_pb2.MarkReadRequest, _chat_pb2.CourseReadState]  # type: ignore[assignment]
+    """Read state and mentions: the caller's own, never another user's."""
+    GetMyCourses: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetMyCoursesRequest, _chat_pb2.MyCourses]  # type: ignore[assignment]
+    """One round trip to Redis per node, however many courses."""
+    ListMyMentions: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListMyMentionsRequest, _chat_pb2.ListMyMentionsResponse]  # type: ignore[assignment]
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """The caller's identity is the JWT in the `authorization: Bearer …` metadata, never a
@@ -227,5 +237,28 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chat_pb2.GetThreadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.ThreadPage, _abc.Awaitable[_chat_pb2.ThreadPage]]: ...
+
+    @_abc_1.abstractmethod
+    def MarkRead(
+        self,
+        request: _chat_pb2.MarkReadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.CourseReadState, _abc.Awaitable[_chat_pb2.CourseReadState]]:
+        """Read state and mentions: the caller's own, never another user's."""
+
+    @_abc_1.abstractmethod
+    def GetMyCourses(
+        self,
+        request: _chat_pb2.GetMyCoursesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.MyCourses, _abc.Awaitable[_chat_pb2.MyCourses]]:
+        """One round trip to Redis per node, however many courses."""
+
+    @_abc_1.abstractmethod
+    def ListMyMentions(
+        self,
+        request: _chat_pb2.ListMyMentionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ListMyMentionsResponse, _abc.Awaitable[_chat_pb2.ListMyMentionsResponse]]: ...
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
