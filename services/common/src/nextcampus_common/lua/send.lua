@@ -102,7 +102,7 @@ if root ~= '' then
   extend_expiry(root_key, tonumber(expire_at))
   follow_message_expiry(course, root)
 end
-local mentions, mentions_course = ARGV[11], ARGV[12]
+local mentions, mentions_course = ARGV[11] or '', ARGV[12] or ''
 local function index_mention(key)
   redis.call('ZADD', key, id, id)
   -- As the course index: drop a few entries whose messages expired, oldest first.

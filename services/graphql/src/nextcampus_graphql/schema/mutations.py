@@ -16,7 +16,7 @@ from nextcampus_graphql.context import (
     message_id_arg,
     required_message_id,
 )
-from nextcampus_graphql.schema.types import ChatMessage
+from nextcampus_graphql.schema.types import ChatMessage, CourseState, MyCourse
 
 
 def _change(description: str, **arguments: graphene.Argument) -> graphene.Field:
@@ -65,6 +65,14 @@ class Mutation(graphene.ObjectType):
     remove_reaction = _change(
         "take the viewer's reaction back", emoji=graphene.Argument(graphene.String, required=True)
     )
+    mark_read = graphene.Field(
+        MyCourse,
+        required=True,
+        course_id=graphene.ID(required=True),
+        message_id=graphene.ID(required=True),
+        description="everything up to this message is read (a marker never moves back: an "
+        "older message changes nothing); answers your read state in the course",
+    )
     pin_message = _change("by a moderator of the course; a pinned message does not expire")
     unpin_message = _change("by a moderator of the course")
 
@@ -89,6 +97,18 @@ class Mutation(graphene.ObjectType):
             )
         )
         return response.message
+
+    @staticmethod
+    async def resolve_mark_read(
+        _root: Any, info: graphene.ResolveInfo, course_id: str, message_id: str
+    ) -> CourseState:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        identity, _ = context.viewer()
+        state = await call_chat(
+            context.chat.mark_read(token, course_id, required_message_id(message_id, "messageId"))
+        )
+        return CourseState(course_id, identity.may_moderate(course_id), known=state)
 
     @staticmethod
     async def resolve_delete_message(

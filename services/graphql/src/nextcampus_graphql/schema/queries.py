@@ -1,5 +1,5 @@
 """Query: history pages, one message, threads, pinned messages, the course policy, the
-viewer."""
+viewer with their courses' read state, their mentions."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from nextcampus_graphql.errors import ApiError, Code
 from nextcampus_graphql.schema.types import (
     ChatMessage,
     CoursePolicy,
+    CourseState,
+    MentionPage,
     MessagePage,
+    ReadStates,
     ThreadPage,
     Viewer,
 )
@@ -64,6 +67,14 @@ class Query(graphene.ObjectType):
         CoursePolicy, required=True, course_id=graphene.ID(required=True)
     )
     me = graphene.Field(Viewer, required=True)
+    my_mentions = graphene.Field(
+        MentionPage,
+        required=True,
+        after=graphene.String(description="a previous page's endCursor"),
+        limit=graphene.Int(default_value=50),
+        description="messages of all your courses that mention you or @course, newest first, "
+        "kept as long as the messages are",
+    )
 
     @staticmethod
     async def resolve_messages(
@@ -144,9 +155,23 @@ class Query(graphene.ObjectType):
     @staticmethod
     def resolve_me(_root: Any, info: graphene.ResolveInfo) -> dict[str, object]:
         context: RequestContext = info.context
-        identity, _ = context.viewer()
+        identity, token = context.viewer()
+        courses = sorted(identity.courses | identity.moderates)
+        states = ReadStates(context, token)
         return {
             "user_id": identity.user_id,
-            "courses": sorted(identity.courses | identity.moderates),
+            "course_ids": courses,
+            "courses": [
+                CourseState(course, identity.may_moderate(course), states) for course in courses
+            ],
             "moderates": sorted(identity.moderates),
         }
+
+    @staticmethod
+    async def resolve_my_mentions(
+        _root: Any, info: graphene.ResolveInfo, after: str | None = None, limit: int = 50
+    ) -> chat_pb2.ListMyMentionsResponse:
+        context: RequestContext = info.context
+        _, token = context.viewer()
+        _check_limit(context, limit)
+        return await call_chat(context.chat.my_mentions(token, after=after, limit=limit))

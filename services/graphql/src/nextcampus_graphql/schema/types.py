@@ -3,13 +3,16 @@ protobuf messages."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import graphene
 
 from nextcampus_common.ids import LOG_START_CURSOR
+from nextcampus_common.keys import COUNT_CAP
 from nextcampus_common.proto.chat.v1 import chat_pb2
 from nextcampus_graphql.context import RequestContext, call_chat
 from nextcampus_graphql.errors import ApiError, Code
@@ -80,6 +83,14 @@ class ChatMessage(graphene.ObjectType):
         description="each distinct emoji, in the order it was first used",
     )
     pinned_at = graphene.DateTime(description="when it was pinned (null: not pinned)")
+    mentions = graphene.List(
+        graphene.NonNull(graphene.ID),
+        required=True,
+        description="the users its content mentions (`@user`), as parsed at the send",
+    )
+    mentions_course = graphene.Boolean(
+        required=True, description="whether it mentions the whole course (`@course`)"
+    )
     edit_history = graphene.List(
         graphene.NonNull(MessageVersion),
         description="earlier contents, oldest first (the current one is `content`): for the "
@@ -114,6 +125,10 @@ class ChatMessage(graphene.ObjectType):
     @staticmethod
     def resolve_pinned_at(message: chat_pb2.ChatMessage, _info: Any) -> datetime | None:
         return _time(message.pinned_at)
+
+    @staticmethod
+    def resolve_mentions(message: chat_pb2.ChatMessage, _info: Any) -> list[str]:
+        return list(message.mention_ids)
 
     @staticmethod
     def resolve_edit_history(
@@ -176,7 +191,112 @@ class CoursePolicy(graphene.ObjectType):
     )
 
 
+class MentionPage(graphene.ObjectType):
+    messages = graphene.List(
+        graphene.NonNull(ChatMessage),
+        required=True,
+        description="messages of all your courses that mention you or @course, newest first",
+    )
+    has_more = graphene.Boolean(required=True)
+    end_cursor = graphene.String(description="pass as `after` for the next (older) page")
+
+    @staticmethod
+    def resolve_end_cursor(page: chat_pb2.ListMyMentionsResponse, _info: Any) -> str | None:
+        return page.end_cursor or None
+
+
+def _count_description(what: str) -> str:
+    return (
+        f"{what} after your read marker (kept, not deleted, not your own): exact below "
+        f"{COUNT_CAP}; {COUNT_CAP} means {COUNT_CAP} or more"
+    )
+
+
+class MyCourse(graphene.ObjectType):
+    """One course of the viewer, with where the viewer is in it."""
+
+    course_id = graphene.ID(required=True)
+    moderator = graphene.Boolean(required=True, description="whether you moderate it")
+    unread_count = graphene.Int(required=True, description=_count_description("messages"))
+    mention_count = graphene.Int(
+        required=True, description=_count_description("messages mentioning you or @course")
+    )
+    last_read_message_id = graphene.ID(
+        description="your read marker (null before your first markRead or send)"
+    )
+    last_message_id = graphene.ID(description="the course's newest kept message")
+    last_message_at = graphene.DateTime(description="its time (null: no message kept)")
+
+    @staticmethod
+    def resolve_moderator(course: CourseState, _info: Any) -> bool:
+        return course.moderator
+
+    @staticmethod
+    async def resolve_unread_count(course: CourseState, _info: Any) -> int:
+        return (await course.read_state()).unread_count
+
+    @staticmethod
+    async def resolve_mention_count(course: CourseState, _info: Any) -> int:
+        return (await course.read_state()).mention_count
+
+    @staticmethod
+    async def resolve_last_read_message_id(course: CourseState, _info: Any) -> str | None:
+        return (await course.read_state()).last_read_message_id or None
+
+    @staticmethod
+    async def resolve_last_message_id(course: CourseState, _info: Any) -> str | None:
+        return (await course.read_state()).last_message_id or None
+
+    @staticmethod
+    async def resolve_last_message_at(course: CourseState, _info: Any) -> datetime | None:
+        return _time((await course.read_state()).last_message_at)
+
+
+class ReadStates:
+    """The viewer's read state in every course, fetched once, on the first field that needs
+    it (GetMyCourses: one round trip to Redis per node, however many courses)."""
+
+    def __init__(self, context: RequestContext, token: str) -> None:
+        self._context = context
+        self._token = token
+        self._fetched: asyncio.Task[dict[str, chat_pb2.CourseReadState]] | None = None
+
+    async def _fetch(self) -> dict[str, chat_pb2.CourseReadState]:
+        answer = await call_chat(self._context.chat.my_courses(self._token))
+        return {state.course_id: state for state in answer.courses}
+
+    async def of(self, course_id: str) -> chat_pb2.CourseReadState:
+        if self._fetched is None:
+            self._fetched = asyncio.ensure_future(self._fetch())
+        states = await self._fetched
+        return states.get(course_id) or chat_pb2.CourseReadState(course_id=course_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CourseState:
+    """What MyCourse resolves from: a course of the token and where to get its read state."""
+
+    course_id: str
+    moderator: bool
+    states: ReadStates | None = None
+    known: chat_pb2.CourseReadState | None = None  # already fetched (markRead answers it)
+
+    async def read_state(self) -> chat_pb2.CourseReadState:
+        if self.known is not None:
+            return self.known
+        assert self.states is not None
+        return await self.states.of(self.course_id)
+
+
 class Viewer(graphene.ObjectType):
     user_id = graphene.ID(required=True)
-    courses = graphene.List(graphene.NonNull(graphene.ID), required=True)
+    course_ids = graphene.List(
+        graphene.NonNull(graphene.ID), required=True, description="the token's courses, sorted"
+    )
+    courses = graphene.List(
+        graphene.NonNull(MyCourse),
+        required=True,
+        description="the token's courses with your read state in each: the counts of all of "
+        "them in one round trip",
+    )
     moderates = graphene.List(graphene.NonNull(graphene.ID), required=True)
