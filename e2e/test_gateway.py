@@ -59,7 +59,7 @@ ONE_MESSAGE = """query($c: ID!, $m: ID!) {
 }"""
 ADDED = "subscription($c: ID!) { messageAdded(courseId: $c) { messageId content } }"
 DELETED = "subscription($c: ID!) { messageDeleted(courseId: $c) { messageId userId deleted } }"
-ME = "{ me { userId courses } }"
+ME = "{ me { userId courseIds } }"
 
 
 def new_user(role: str = "user") -> str:
@@ -647,7 +647,7 @@ async def test_the_gateway_routes_only_what_is_public(
         async with http.get(f"{gateway.url}{path}") as response:
             assert response.status == 200, path
     token = gateway.token(new_user(), [course_id])
-    assert data(*await graphql(http, gateway, ME, token=token))["me"]["courses"] == [course_id]
+    assert data(*await graphql(http, gateway, ME, token=token))["me"]["courseIds"] == [course_id]
     for path in ("/metrics", "/healthz", "/readyz", "/graphql/extra", "/stats/prometheus"):
         async with http.get(f"{gateway.url}{path}") as response:
             assert response.status == 404, path

@@ -58,8 +58,8 @@ async def test_queries_and_mutations_over_http(http_client, course_id):
         assert await alice.execute(q(one, c=course_id, m=ids[0])) == {"message": {"content": "hi"}}
         assert await alice.execute(q(one, c=course_id, m="999")) == {"message": None}
 
-        me = await alice.execute(q("{ me { userId courses moderates } }"))
-        assert me == {"me": {"userId": "alice", "courses": [course_id], "moderates": []}}
+        me = await alice.execute(q("{ me { userId courseIds moderates } }"))
+        assert me == {"me": {"userId": "alice", "courseIds": [course_id], "moderates": []}}
         policy = "query($c: ID!) { coursePolicy(courseId: $c) { ttlSeconds maxLength readOnly } }"
         assert await alice.execute(q(policy, c=course_id)) == {
             "coursePolicy": {"ttlSeconds": 86400, "maxLength": 4000, "readOnly": False}

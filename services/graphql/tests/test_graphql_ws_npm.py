@@ -28,7 +28,7 @@ async def client_steps(script: Path, *args: str) -> dict[str, object]:
 async def test_graphql_ws_npm_client(graphql_ws_client, graphql_server, make_token, course_id):
     token = make_token("ada", [course_id])
     steps = await client_steps(graphql_ws_client, graphql_server.ws_url, token, course_id)
-    assert steps["me"] == {"data": {"me": {"userId": "ada", "courses": [course_id]}}}
+    assert steps["me"] == {"data": {"me": {"userId": "ada", "courseIds": [course_id]}}}
     sent = steps["sent"]
     assert [m["messageId"] for m in steps["received"]] == sent
     assert [m["content"] for m in steps["received"]] == ["one", "two", "last"]

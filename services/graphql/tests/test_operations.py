@@ -92,7 +92,7 @@ HISTORY = """query History($c: ID!, $limit: Int) {
 @pytest.mark.parametrize(
     ("query", "variables", "cost"),
     [
-        ("{ me { userId courses } }", {}, 3),
+        ("{ me { userId courseIds } }", {}, 3),
         # The web page's history: 1 + 50 × ((1 + 5) + 1), the default page of 50.
         (HISTORY, {"c": "c"}, 351),
         (HISTORY, {"c": "c", "limit": 200}, 1401),

@@ -153,11 +153,11 @@ async def test_page_does_not_replace_the_api_routes(graphql_server, make_token, 
             assert r.status == 404
         async with http.get(f"{base}/graphql") as r:
             assert r.status == 405  # GET without an upgrade
-        query = {"query": "{ me { userId courses } }"}
+        query = {"query": "{ me { userId courseIds } }"}
         headers = {"Authorization": f"Bearer {token}"}
         async with http.post(f"{base}/graphql", json=query, headers=headers) as r:
             assert r.status == 200
-            assert await r.json() == {"data": {"me": {"userId": "ada", "courses": [course_id]}}}
+            assert await r.json() == {"data": {"me": {"userId": "ada", "courseIds": [course_id]}}}
         async with http.ws_connect(
             f"{base}/graphql", protocols=["graphql-transport-ws"]
         ) as ws:  # the page's own handshake: the token in the connection_init payload

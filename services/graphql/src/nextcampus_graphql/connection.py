@@ -35,7 +35,7 @@ from nextcampus_graphql.operations import (
     format_error,
     run_operation,
 )
-from nextcampus_graphql.schema.subscriptions import COURSE_EVENTS
+from nextcampus_graphql.schema.subscriptions import COURSE_EVENTS, MY_UPDATES
 from nextcampus_graphql.upstream import Joined
 from nextcampus_graphql.wiring import Wiring
 
@@ -392,6 +392,7 @@ class Connection:
             identity=self.identity,
             token=self.token,
             history_page_limit=self.wiring.settings.history_page_limit,
+            on_read=self.wiring.updates.read_marked,
         )
 
     def _complete(self, operation_id: str) -> None:
@@ -441,17 +442,22 @@ class Connection:
         wiring = self.wiring
         try:
             arguments = operation.root_arguments(wiring.schema)
-            course_id = arguments["course_id"]  # graphene names arguments in snake case
-            token = self._context().member(course_id)
-            assert token
-            # `after` is an event cursor for courseEvents, a message id for messageAdded.
-            after = (
-                event_cursor_arg(arguments.get("after"), "after")
-                if operation.root_field.name.value == COURSE_EVENTS
-                else message_id_arg(arguments.get("after"), "after")
-            )
             member = Member(self, operation_id, self._next_prefix(operation_id))
-            joined = await wiring.upstream.join(operation, member, course_id, after)
+            if operation.root_field.name.value == MY_UPDATES:
+                identity, token = self._context().viewer()
+                joined = await wiring.updates.subscribe(
+                    operation, member, identity, token, arguments.get("after")
+                )
+            else:
+                course_id = arguments["course_id"]  # graphene names arguments in snake case
+                token = self._context().member(course_id)
+                # `after` is an event cursor for courseEvents, a message id for messageAdded.
+                after = (
+                    event_cursor_arg(arguments.get("after"), "after")
+                    if operation.root_field.name.value == COURSE_EVENTS
+                    else message_id_arg(arguments.get("after"), "after")
+                )
+                joined = await wiring.upstream.join(operation, member, course_id, after)
         except OperationError as exc:
             self.operation_failed(operation_id, [format_error(e) for e in exc.errors])
             return

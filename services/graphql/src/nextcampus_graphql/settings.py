@@ -16,6 +16,12 @@ class GraphqlSettings(ServiceSettings, JwtSettings):
         "headless service (dns:///chat-headless:50051), locally ipv4:host:port,host:port",
     )
     chat_deadline_seconds: float = Field(default=5.0, gt=0)
+    my_updates_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="myUpdates sends a course's counts at most once per this many seconds",
+    )
     chat_max_attempts: int = Field(
         default=4, ge=1, le=5, description="tries of a call that ends UNAVAILABLE (gRPC retry)"
     )

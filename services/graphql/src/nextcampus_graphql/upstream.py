@@ -45,7 +45,12 @@ from nextcampus_graphql.fanout import Group, Member
 from nextcampus_graphql.metrics import GraphqlMetrics
 from nextcampus_graphql.operations import FanoutKey, Operation
 from nextcampus_graphql.schema.events import TYPE_OF_KIND
-from nextcampus_graphql.schema.subscriptions import COURSE_EVENTS, MESSAGE_ADDED, MESSAGE_DELETED
+from nextcampus_graphql.schema.subscriptions import (
+    COURSE_EVENTS,
+    MESSAGE_ADDED,
+    MESSAGE_DELETED,
+    MY_UPDATES,
+)
 
 log = get_logger(__name__)
 
@@ -77,6 +82,34 @@ class CatchUp(Generic[Item, Position]):
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class Watch:
+    """One socket's own listener on a course's SubscribeMessages stream (`myUpdates`, which
+    is per viewer): every message the stream passes on, unrendered, to `on_message`. It sits
+    among the course's fan-out groups and is dispatched to like one."""
+
+    field_name = MY_UPDATES
+
+    def __init__(
+        self,
+        key: FanoutKey,
+        member: Member,
+        on_message: Callable[[ChatMessage], None],
+        on_empty: Callable[[Watch], None],
+    ) -> None:
+        self.key = key
+        self.members: dict[Member, None] = {member: None}
+        self._on_message = on_message
+        self._on_empty = on_empty
+
+    def publish(self, event: Any, *, occurred_at_ms: int) -> None:
+        self._on_message(event)  # only SubscribeMessages streams have watches: a ChatMessage
+
+    def remove(self, member: Member) -> None:
+        self.members.pop(member, None)
+        if not self.members:
+            self._on_empty(self)
+
+
 class CourseUpstream(ABC, Generic[Item, Position]):
     """The upstream stream of one course and every local subscription of it: in fan-out
     groups, catching up, or waiting for the stream to be live."""
@@ -86,7 +119,7 @@ class CourseUpstream(ABC, Generic[Item, Position]):
     def __init__(self, hub: UpstreamHub, course_id: str) -> None:
         self.hub = hub
         self.course_id = course_id
-        self.groups: dict[FanoutKey, Group] = {}
+        self.groups: dict[FanoutKey, Group | Watch] = {}
         self.catching_up: set[CatchUp[Item, Position]] = set()
         self.waiting: set[Member] = set()  # joined, waiting for the stream to be live
         self.position: Position | None = None  # the last one passed on
@@ -213,10 +246,12 @@ class CourseUpstream(ABC, Generic[Item, Position]):
         self.hub.drop(self)
 
 
-def _takes(group: Group, message: ChatMessage, *, added: bool) -> bool:
+def _takes(group: Group | Watch, message: ChatMessage, *, added: bool) -> bool:
     """`added`: the message is new to the course's stream (not a later tombstone of one it
     passed on before). `messageAdded` takes every new message (a tombstone when it was
-    deleted before it came), `messageDeleted` every tombstone."""
+    deleted before it came), `messageDeleted` every tombstone, a `myUpdates` watch all."""
+    if group.field_name == MY_UPDATES:
+        return True
     if group.field_name == MESSAGE_ADDED:
         return added
     return group.field_name == MESSAGE_DELETED and message.deleted
@@ -449,6 +484,7 @@ class UpstreamHub:
     def _group(self, course: CourseUpstream[Any, Any], operation: Operation) -> Group:
         key = operation.fanout_key()
         group = course.groups.get(key)
+        assert not isinstance(group, Watch)  # a watch's key is no operation's
         if group is None:
 
             def on_empty(empty: Group) -> None:
@@ -459,6 +495,47 @@ class UpstreamHub:
             group = Group(key, operation, self.schema, self.metrics, on_empty)
             course.groups[key] = group
         return group
+
+    async def _until_live(self, course: CourseUpstream[Any, Any], member: Member) -> None:
+        """Wait (bounded) until the course's stream is live, `member` among those waiting
+        (its token may open the stream); the caller takes it out of `waiting`."""
+        course.waiting.add(member)
+        if course.task is None:
+            course.task = asyncio.create_task(
+                course.run(), name=f"upstream {course.rpc} {course.course_id}"
+            )
+        try:
+            await asyncio.wait_for(course.live.wait(), self.live_timeout_seconds)
+        except TimeoutError:
+            raise ApiError(Code.UNAVAILABLE, "the chat service is unreachable") from None
+        if self.streams.get((course.rpc, course.course_id)) is not course:  # failed meanwhile
+            raise ApiError(Code.UNAVAILABLE, "the course stream ended; subscribe again")
+
+    async def watch(
+        self, course_id: str, member: Member, on_message: Callable[[ChatMessage], None]
+    ) -> tuple[Joined, int]:
+        """Pass every message (added, and tombstones) of the course's shared SubscribeMessages
+        stream to `on_message`, from the moment this returns: with the id the stream had
+        passed on by then (0: none), so that nothing above it is missed or seen twice."""
+        course = self._course(MessageUpstream, course_id)
+        key: FanoutKey = (MY_UPDATES, course_id, str(id(member)).encode())
+        try:
+            await self._until_live(course, member)
+        except BaseException:
+            course.waiting.discard(member)
+            self._leave_if_empty(course)
+            raise
+        course.waiting.discard(member)
+
+        def on_empty(empty: Watch) -> None:
+            if course.groups.get(empty.key) is empty:
+                del course.groups[empty.key]
+            self._leave_if_empty(course)
+
+        # No await since the stream was live: the watch sees every message after `position`.
+        watch = course.groups[key] = Watch(key, member, on_message, on_empty)
+        position = course.position or 0
+        return Joined(lambda: watch.remove(member)), position
 
     async def join(
         self,
@@ -473,21 +550,11 @@ class UpstreamHub:
             EventUpstream if operation.root_field.name.value == COURSE_EVENTS else MessageUpstream
         )
         course = self._course(kind, course_id)
-        course.waiting.add(member)
-        if course.task is None:
-            course.task = asyncio.create_task(
-                course.run(), name=f"upstream {course.rpc} {course_id}"
-            )
         catch_up: CatchUp[Any, Any] | None = None
         group: Group | None = None
         joined = False
         try:
-            try:
-                await asyncio.wait_for(course.live.wait(), self.live_timeout_seconds)
-            except TimeoutError:
-                raise ApiError(Code.UNAVAILABLE, "the chat service is unreachable") from None
-            if self.streams.get((course.rpc, course_id)) is not course:  # failed meanwhile
-                raise ApiError(Code.UNAVAILABLE, "the course stream ended; subscribe again")
+            await self._until_live(course, member)
             group = self._group(course, operation)
             if after is not None:
                 catch_up = CatchUp(member)

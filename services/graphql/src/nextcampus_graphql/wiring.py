@@ -12,6 +12,7 @@ from nextcampus_common.auth import TokenVerifier
 from nextcampus_common.chat_api import ChatApi
 from nextcampus_graphql.limits import UserLimits
 from nextcampus_graphql.metrics import GraphqlMetrics
+from nextcampus_graphql.my_updates import ViewerUpdates
 from nextcampus_graphql.operations import OperationFactory
 from nextcampus_graphql.schema import build_schema
 from nextcampus_graphql.settings import GraphqlSettings
@@ -26,12 +27,14 @@ class Wiring:
     verifier: TokenVerifier
     chat: ChatApi
     upstream: UpstreamHub
+    updates: ViewerUpdates
     metrics: GraphqlMetrics
     users: UserLimits
 
     async def close(self) -> None:
         """End the upstream streams (their subscribers' sockets are closed by then), then
         the chat channel."""
+        self.updates.close()
         await self.upstream.close()
         await self.chat.close()
 
@@ -42,6 +45,13 @@ def wire(settings: GraphqlSettings, metrics: GraphqlMetrics) -> Wiring:
         settings.chat_target,
         deadline_seconds=settings.chat_deadline_seconds,
         max_attempts=settings.chat_max_attempts,
+    )
+    upstream = UpstreamHub(
+        chat,
+        schema,
+        metrics,
+        history_page_limit=settings.history_page_limit,
+        live_timeout_seconds=settings.chat_deadline_seconds * 2,
     )
     return Wiring(
         settings=settings,
@@ -55,13 +65,8 @@ def wire(settings: GraphqlSettings, metrics: GraphqlMetrics) -> Wiring:
         ),
         verifier=TokenVerifier(settings),
         chat=chat,
-        upstream=UpstreamHub(
-            chat,
-            schema,
-            metrics,
-            history_page_limit=settings.history_page_limit,
-            live_timeout_seconds=settings.chat_deadline_seconds * 2,
-        ),
+        upstream=upstream,
+        updates=ViewerUpdates(upstream, schema, interval=settings.my_updates_interval_seconds),
         metrics=metrics,
         users=UserLimits(
             max_sockets=settings.max_sockets_per_user,

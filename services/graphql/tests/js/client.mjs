@@ -22,7 +22,7 @@ const query = (document, variables) =>
   });
 
 try {
-  print('me', await query('{ me { userId courses } }'));
+  print('me', await query('{ me { userId courseIds } }'));
   const received = [];
   const subscribed = new Promise((resolve, reject) => {
     const stop = client.subscribe(

@@ -246,7 +246,7 @@ def up(
     console.print(f"[bold]open the chat:[/bold] {gateway}/?token={dev_token}")
     console.print(
         f"GraphQL:  curl -s {gateway}/graphql -H 'Authorization: Bearer {dev_token}' "
-        """-H 'Content-Type: application/json' -d '{"query": "{ me { userId courses } }"}'"""
+        """-H 'Content-Type: application/json' -d '{"query": "{ me { userId courses { courseId unreadCount } } }"}'"""
     )
     target = f"127.0.0.1:{stack.gateway_port}"
     console.print(

@@ -9,11 +9,12 @@ from typing import Any
 import graphene
 
 from nextcampus_graphql.schema.events import CourseEvent
-from nextcampus_graphql.schema.types import ChatMessage
+from nextcampus_graphql.schema.types import ChatMessage, MyUpdate
 
 MESSAGE_ADDED = "messageAdded"
 MESSAGE_DELETED = "messageDeleted"
 COURSE_EVENTS = "courseEvents"
+MY_UPDATES = "myUpdates"
 
 
 def _event(root: Any, _info: Any, **_args: Any) -> Any:
@@ -48,4 +49,13 @@ class Subscription(graphene.ObjectType):
         resolver=_event,
         description="every change of the course once, in order: messages added, edited, "
         "deleted, reactions, pins (fragments on the event types select what each carries)",
+    )
+    my_updates = graphene.Field(
+        MyUpdate,
+        required=True,
+        after=graphene.String(description="the `cursor` of the last update you received"),
+        resolver=_event,
+        description="your unread and mention counts in every course of your token: first "
+        "one update per course (live from then on), then a course's whenever they change (at "
+        "most one update per course per second), with the new mentions of you",
     )

@@ -288,6 +288,23 @@ class CourseState:
         return await self.states.of(self.course_id)
 
 
+class MyUpdate(graphene.ObjectType):
+    """News of one of your courses (`myUpdates`)."""
+
+    course = graphene.Field(MyCourse, required=True, description="your read state in it now")
+    mentions = graphene.List(
+        graphene.NonNull(ChatMessage),
+        required=True,
+        description="messages mentioning you (or @course) since the course's previous "
+        "update, oldest first",
+    )
+    cursor = graphene.String(
+        required=True,
+        description="resume with `myUpdates(after:)` and the cursor of the last update you "
+        "received: every mention since comes first, none twice",
+    )
+
+
 class Viewer(graphene.ObjectType):
     user_id = graphene.ID(required=True)
     course_ids = graphene.List(

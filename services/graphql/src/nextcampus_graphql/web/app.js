@@ -40,7 +40,7 @@ const EVENT_MESSAGE = `fragment EventMessage on ChatMessage {
   messageId userId content timestamp deleted replyTo editedAt replyCount lastReplyAt
   participants pinnedAt reactions { emoji count }
 }`;
-const ME = 'query Me { me { userId courses moderates } }';
+const ME = 'query Me { me { userId courseIds moderates } }';
 // Opening a course: its newest history with the event cursor to go live from, the edit
 // window, and the pinned messages, in one round trip.
 const OPEN_COURSE = `query OpenCourse($courseId: ID!, $limit: Int) {
@@ -1137,7 +1137,7 @@ async function loadViewer() {
   const before = state.viewer;
   state.viewer = me;
   state.viewerLine = () => t('viewer.signedInAs', { user: me.userId });
-  const options = me.courses.map((course) => {
+  const options = me.courseIds.map((course) => {
     const option = element('option');
     option.value = course;
     return option;
@@ -1148,14 +1148,14 @@ async function loadViewer() {
   const current = state.courseId;
   const sameRights =
     before?.userId === me.userId &&
-    me.courses.includes(current) &&
+    me.courseIds.includes(current) &&
     before.moderates.includes(current) === me.moderates.includes(current);
   if (current && !sameRights) leaveCourse();
   const remembered = storage.get(COURSE_KEY);
   const wanted =
     state.courseId ||
-    (me.courses.includes(remembered) ? remembered : '') ||
-    (me.courses.length === 1 ? me.courses[0] : '');
+    (me.courseIds.includes(remembered) ? remembered : '') ||
+    (me.courseIds.length === 1 ? me.courseIds[0] : '');
   ui.course.value = wanted;
   render();
   if (wanted) await openCourse(wanted);

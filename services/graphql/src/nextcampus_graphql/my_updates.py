@@ -1,0 +1,331 @@
+"""`myUpdates`: one viewer's news across every course of their token (README, "Read state,
+unread counts and mentions").
+
+A subscription watches each of its courses' shared SubscribeMessages stream (the ONE stream
+per course per process that `messageAdded` uses: upstream.py `watch`). A message added or
+deleted marks its course changed; a message mentioning the viewer is kept for the course's
+next update. A changed course is sent at most once per `interval` seconds: the counts read
+afresh from the store (one GetMyCourses for every course due at once, so they are exact),
+with the mentions since its previous update.
+
+Resuming loses no mention. Each update's `cursor` says, per course, the id up to which every
+mention was delivered (or came before the subscription); `myUpdates(after: cursor)` first
+sends the mentions above those ids (ListMyMentions), then goes on live, nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import time
+from dataclasses import dataclass, field
+from inspect import isawaitable
+
+import grpc
+import orjson
+from graphql import ExecutionResult, GraphQLSchema, execute
+
+from nextcampus_common.auth import Identity
+from nextcampus_common.chat_api import ChatApi
+from nextcampus_common.ids import InvalidId, check_course_id
+from nextcampus_common.logs import get_logger
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, CourseReadState
+from nextcampus_graphql.errors import ApiError, Code, from_grpc
+from nextcampus_graphql.fanout import Member
+from nextcampus_graphql.operations import Operation, format_result
+from nextcampus_graphql.schema.types import CourseState
+from nextcampus_graphql.upstream import Joined, UpstreamHub
+
+log = get_logger(__name__)
+
+# Resuming replays at most this many pages of mentions (ListMyMentions' largest): older ones
+# are in `myMentions`.
+MAX_REPLAY_PAGES = 10
+
+
+def encode_cursor(positions: dict[str, int]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(positions)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[str, int]:
+    """{course id: message id} of a cursor an update gave; BAD_USER_INPUT for anything else."""
+    try:
+        raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(raw, dict):
+            raise TypeError
+        return {
+            check_course_id(course): int(position)
+            for course, position in raw.items()
+            if isinstance(position, int) and position >= 0
+        }
+    except (ValueError, TypeError, binascii.Error, InvalidId):
+        raise ApiError(
+            Code.BAD_USER_INPUT, "after must be the cursor of an update myUpdates sent"
+        ) from None
+
+
+def mentions(message: ChatMessage, user_id: str) -> bool:
+    return message.user_id != user_id and (
+        message.mentions_course or user_id in message.mention_ids
+    )
+
+
+@dataclass(eq=False)
+class CourseNews:
+    """What one course has to tell the viewer since its last update."""
+
+    # Every mention of the course up to this id was sent (or came before the subscription).
+    position: int
+    seen: int  # the newest message id the watch passed on
+    changed: bool = False
+    mentions: dict[int, ChatMessage] = field(default_factory=dict)  # by id, oldest first
+    sent_at: float = float("-inf")  # monotonic
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """The root value of one `myUpdates` payload."""
+
+    course: CourseState
+    mentions: list[ChatMessage]
+    cursor: str
+
+
+class MyUpdates:
+    """One `myUpdates` subscription of one socket."""
+
+    def __init__(
+        self,
+        hub: UpstreamHub,
+        schema: GraphQLSchema,
+        operation: Operation,
+        member: Member,
+        identity: Identity,
+        token: str,
+        interval: float,
+    ) -> None:
+        self._hub = hub
+        self._chat: ChatApi = hub.chat
+        self._schema = schema
+        self._operation = operation
+        self._member = member
+        self._identity = identity
+        self._token = token
+        self._interval = interval
+        self._courses: dict[str, CourseNews] = {}
+        self._joined: list[Joined] = []
+        self._due: set[str] = set()
+        self._sending: asyncio.Task[None] | None = None
+        self._ended = False
+
+    @property
+    def user_id(self) -> str:
+        return self._identity.user_id
+
+    async def start(self, after: dict[str, int] | None) -> None:
+        """Watch every course, then send each course's state (with the mentions since
+        `after`, when resuming)."""
+        course_ids = sorted(self._identity.courses | self._identity.moderates)
+        try:
+            for course_id in course_ids:
+                joined, position = await self._hub.watch(
+                    course_id, self._member, functools.partial(self._on_message, course_id)
+                )
+                self._joined.append(joined)
+                self._courses[course_id] = CourseNews(position=position, seen=position)
+            if after is not None:
+                await self._replay(after)
+            states = await self._read_states(course_ids)
+        except BaseException:
+            self.stop()
+            raise
+        for course_id in course_ids:
+            await self._send(course_id, states[course_id])
+
+    def stop(self) -> None:
+        self._ended = True
+        for joined in self._joined:
+            joined.leave()
+        self._joined.clear()
+        for news in self._courses.values():
+            if news.timer is not None:
+                news.timer.cancel()
+        if self._sending is not None:
+            self._sending.cancel()
+
+    async def _replay(self, after: dict[str, int]) -> None:
+        """The mentions above the cursor's ids, from the store (the newest pages only)."""
+        floor = min((after[c] for c in self._courses if c in after), default=None)
+        if floor is None:
+            return
+        cursor = ""
+        for _ in range(MAX_REPLAY_PAGES):
+            try:
+                page = await self._chat.my_mentions(
+                    self._token, after=cursor or None, limit=self._hub.page_limit
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise from_grpc(exc) from None
+            for message in page.messages:
+                news = self._courses.get(message.course_id)
+                message_id = int(message.message_id)
+                if news is not None and message_id > after.get(message.course_id, message_id):
+                    news.mentions[message_id] = message
+                    news.position = max(news.position, message_id)
+            if not page.has_more or not page.messages or int(page.messages[-1].message_id) <= floor:
+                break
+            cursor = page.end_cursor
+        for news in self._courses.values():
+            news.mentions = dict(sorted(news.mentions.items()))
+
+    async def _read_states(self, course_ids: list[str]) -> dict[str, CourseReadState]:
+        try:
+            answer = await self._chat.my_courses(self._token, course_ids)
+        except grpc.aio.AioRpcError as exc:
+            raise from_grpc(exc) from None
+        return {state.course_id: state for state in answer.courses}
+
+    # -- live ------------------------------------------------------------------------------
+
+    def _on_message(self, course_id: str, message: ChatMessage) -> None:
+        news = self._courses.get(course_id)
+        if news is None:  # a message while `start` still watches the other courses
+            return
+        message_id = int(message.message_id)
+        if message_id > news.seen:
+            news.seen = message_id
+            if not message.deleted and mentions(message, self.user_id):
+                news.mentions[message_id] = message
+        elif message.deleted:
+            news.mentions.pop(message_id, None)  # deleted before its update went out
+        self.changed(course_id)
+
+    def changed(self, course_id: str) -> None:
+        """The course's counts may have changed (a message, or the viewer's own markRead):
+        send it once its interval since the last update has passed."""
+        news = self._courses.get(course_id)
+        if news is None or self._ended:
+            return
+        news.changed = True
+        if news.timer is not None or course_id in self._due:
+            return
+        delay = news.sent_at + self._interval - time.monotonic()
+        loop = asyncio.get_running_loop()
+        news.timer = loop.call_later(max(0.0, delay), self._make_due, course_id)
+
+    def _make_due(self, course_id: str) -> None:
+        self._courses[course_id].timer = None
+        self._due.add(course_id)
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send_due(), name="myUpdates")
+
+    async def _send_due(self) -> None:
+        """Send every course that is due, their counts read in one call."""
+        while self._due and not self._ended:
+            due = sorted(self._due)
+            self._due.clear()
+            # What the updates will say they delivered, fixed before the read.
+            taken = {c: self._take(c) for c in due}
+            try:
+                states = await self._read_states(due)
+            except ApiError as exc:
+                log.info("myUpdates: counts unavailable; trying again", error=exc.message)
+                for course_id, (seen, found) in taken.items():
+                    news = self._courses[course_id]
+                    news.mentions = {**found, **news.mentions}
+                    news.seen = max(news.seen, seen)
+                    news.sent_at = time.monotonic()
+                    self.changed(course_id)
+                return
+            for course_id, (seen, found) in taken.items():
+                self._courses[course_id].position = seen
+                await self._send(course_id, states[course_id], list(found.values()))
+                if self._courses[course_id].changed:  # more came while reading
+                    self.changed(course_id)
+
+    def _take(self, course_id: str) -> tuple[int, dict[int, ChatMessage]]:
+        news = self._courses[course_id]
+        found, news.mentions = news.mentions, {}
+        news.changed = False
+        return news.seen, found
+
+    async def _send(
+        self,
+        course_id: str,
+        state: CourseReadState,
+        found: list[ChatMessage] | None = None,
+    ) -> None:
+        news = self._courses[course_id]
+        if found is None:  # the first update: what the replay found
+            found = list(news.mentions.values())
+            news.mentions = {}
+        news.sent_at = time.monotonic()
+        cursor = encode_cursor({c: n.position for c, n in self._courses.items()})
+        update = Update(
+            CourseState(course_id, self._identity.may_moderate(course_id), known=state),
+            found,
+            cursor,
+        )
+        operation = self._operation
+        result = execute(
+            self._schema,
+            operation.document.node,
+            root_value=update,
+            variable_values=operation.variables,
+            operation_name=operation.name,
+        )
+        if isawaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        if not self._ended:
+            payload = orjson.dumps(format_result(result))
+            self._member.sink.write_frame(self._member.frame(payload))
+
+
+class ViewerUpdates:
+    """Every `myUpdates` subscription of this process, by user: the viewer's own markRead
+    (through this process) reaches their other sockets here at once."""
+
+    def __init__(self, hub: UpstreamHub, schema: GraphQLSchema, *, interval: float) -> None:
+        self._hub = hub
+        self._schema = schema
+        self._interval = interval
+        self._by_user: dict[str, set[MyUpdates]] = {}
+
+    async def subscribe(
+        self,
+        operation: Operation,
+        member: Member,
+        identity: Identity,
+        token: str,
+        after: str | None,
+    ) -> Joined:
+        positions = decode_cursor(after) if after else None
+        updates = MyUpdates(
+            self._hub, self._schema, operation, member, identity, token, self._interval
+        )
+        await updates.start(positions)
+        self._by_user.setdefault(identity.user_id, set()).add(updates)
+
+        def leave() -> None:
+            updates.stop()
+            subscribed = self._by_user.get(identity.user_id)
+            if subscribed is not None:
+                subscribed.discard(updates)
+                if not subscribed:
+                    del self._by_user[identity.user_id]
+
+        return Joined(leave)
+
+    def read_marked(self, user_id: str, course_id: str) -> None:
+        for updates in list(self._by_user.get(user_id, ())):
+            updates.changed(course_id)
+
+    def close(self) -> None:
+        for subscribed in list(self._by_user.values()):
+            for updates in subscribed:
+                updates.stop()
+        self._by_user.clear()
