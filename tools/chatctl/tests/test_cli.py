@@ -285,6 +285,36 @@ async def test_tail_prints_hostile_stored_content_without_acting_on_the_terminal
     ]
 
 
+async def test_unread_shows_each_course_and_the_newest_mentions(
+    client_for, make_token, chat_server, course_id
+):
+    other = f"{course_id}-b"
+    alice = client_for("alice", [course_id, other])
+    for i in range(3):
+        await alice.send(course_id, f"news {i}")
+    mention = (await alice.send(other, "@bob have a look")).message
+    unread = await asyncio.create_subprocess_exec(
+        *CHATCTL,
+        "unread",
+        "-t",
+        f"127.0.0.1:{chat_server.port}",
+        "--token",
+        make_token("bob", [course_id, other]),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await unread.communicate()
+    assert unread.returncode == 0, err
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in out.decode().splitlines()
+        if line.startswith("│")
+    ]
+    assert [row[:3] for row in rows] == [[course_id, "3", "0"], [other, "1", "1"]]
+    assert f"{other} #{mention.message_id} alice: @bob have a look" in out.decode()
+
+
 @pytest.mark.parametrize("args", [["send", "-c", "bad course!", "hi"], ["tail"]])
 def test_usage_errors_are_explained(args):
     result = chatctl(*args)

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from devstack.topology import DEV_JWT_SECRET, Topology
 from nextcampus_common.auth import issue_token
 from nextcampus_common.chat_api import ChatClient, stream_live_cursor
 from nextcampus_common.content import shown_on_terminal
+from nextcampus_common.keys import COUNT_CAP
 from nextcampus_common.proto.chat.v1 import chat_pb2
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -198,6 +200,57 @@ def tail(
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+    except grpc.aio.AioRpcError as exc:
+        raise _grpc_failure(exc) from None
+
+
+def _when(milliseconds: int) -> str:
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _count(value: int) -> str:
+    """A count as users read it: COUNT_CAP means that many or more."""
+    return f"{COUNT_CAP - 1}+" if value >= COUNT_CAP else str(value)
+
+
+@app.command()
+def unread(
+    course: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--course", "-c", help="course of the dev token (repeat; default demo, intro)"
+        ),
+    ] = None,
+    user: UserOption = "dev",
+    target: TargetOption = "127.0.0.1:8080",
+    token: TokenOption = None,
+    secret: SecretOption = DEV_JWT_SECRET,
+) -> None:
+    """What is new for the user: unread messages and mentions in each course of the token,
+    and the newest mentions."""
+    courses = course or ["demo", "intro"]
+
+    async def run() -> None:
+        jwt = token or issue_token(secret, user, courses)
+        async with ChatClient(target, jwt) as client:
+            states = await client.my_courses()
+            mentions = await client.my_mentions(limit=5)
+        table = Table("course", "unread", "mentions", "newest message")
+        for state in states.courses:
+            table.add_row(
+                shown_on_terminal(state.course_id),
+                _count(state.unread_count),
+                _count(state.mention_count),
+                _when(state.last_message_at) if state.last_message_id else "none kept",
+            )
+        Console(soft_wrap=True).print(table)
+        for message in mentions.messages:
+            print(f"{shown_on_terminal(message.course_id)} {_said(message)}")
+        if mentions.has_more:
+            console.print("(older mentions: myMentions in GraphQL pages on)")
+
+    try:
+        asyncio.run(run())
     except grpc.aio.AioRpcError as exc:
         raise _grpc_failure(exc) from None
 
