@@ -53,10 +53,11 @@ test: deps lint typecheck ## run the whole suite (lint, types, generated-code st
 	$(VENV_BIN)/pytest -n $(TEST_WORKERS) -m "not containers" $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: deps ## measure sends/s, latency, fan-out vs the peers, and a policy's TTL change of 100k messages
+bench: deps ## measure sends/s, latency, fan-out vs the peers, a policy's TTL change of 100k messages, a simulated campus
 	$(VENV_BIN)/chatctl bench
 	$(VENV_BIN)/chatctl bench-fanout
 	$(VENV_BIN)/chatctl bench-retime
+	$(VENV_BIN)/chatctl bench-campus
 
 .PHONY: bench-fanout
 bench-fanout: deps ## GraphQL fan-out vs the peers (FANOUT_ARGS="--gateway --no-peers": ours through Envoy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import signal
 import sys
 import threading
@@ -496,7 +497,6 @@ def bench(
 ) -> None:
     """Measure sends/s, send latency and fan-out deliveries/s of one chat process against a
     local Redis Cluster (load from separate processes); prints tables, writes JSON."""
-    import shlex
 
     from bench.chat import BenchError, BenchOptions, parse_int_list, parse_scenarios, run_bench
 
@@ -547,6 +547,38 @@ def bench_retime(
     except (StackError, RuntimeError) as exc:
         console.print(f"[red]bench-retime failed:[/red] {exc}")
         raise typer.Exit(1) from None
+
+
+@app.command("bench-campus")
+def bench_campus(
+    online: Annotated[int, typer.Option(min=2, help="users online, one socket each")] = 5_000,
+    users: Annotated[int, typer.Option(min=2, help="users of the campus")] = 20_000,
+    courses: Annotated[int, typer.Option(min=8, help="courses (each user in 6)")] = 500,
+    rate: Annotated[int, typer.Option(min=0, help="sends per second")] = 20,
+    duration: Annotated[int, typer.Option(min=5, help="seconds of the steady window")] = 60,
+    output: ResultsDirOption = RESULTS_DIR,
+    root: StackRootOption = None,
+) -> None:
+    """A simulated campus: read state, myUpdates, presence and typing at course scale on
+    the local topology (Redis and process CPU, me latency), then presence after kill -9 of
+    one GraphQL process."""
+    from bench.campus import CampusBenchError, CampusOptions, run_campus
+
+    if online > users:
+        console.print("[red]bench-campus:[/red] --online cannot be more than --users")
+        raise typer.Exit(2)
+    options = CampusOptions(
+        users=users,
+        courses=courses,
+        online=online,
+        rate=rate,
+        duration=duration,
+        output_dir=output,
+        root=root,
+        command_line=shlex.join(sys.argv),
+    )
+    with _bench_failures("bench-campus", CampusBenchError, StackError):
+        run_campus(options, progress=console, out=_tables_console(120))
 
 
 @app.command("bench-fanout")
@@ -608,7 +640,6 @@ def bench_fanout(
     KB per idle socket; then courseEvents saturation with messages only and with a mix of
     sends, reactions, edits and deletes. Tables against the targets, JSON in bench-results/."""
     import dataclasses
-    import shlex
 
     from bench.fanout import (
         FanoutBenchError,
