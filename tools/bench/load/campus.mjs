@@ -21,6 +21,8 @@
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 
+import { readOptions } from './options.mjs';
+
 const PAGE_SUBSCRIPTIONS = {
   u: 'subscription { myUpdates { course { courseId unreadCount mentionCount } mentions { messageId } cursor } }',
   e: 'subscription($c: ID!) { courseEvents(courseId: $c) { __typename cursor message { messageId content } } }',
@@ -32,14 +34,7 @@ const TYPING = 'mutation($c: ID!) { typing(courseId: $c) { published } }';
 const ME = '{ me { courses { courseId unreadCount mentionCount } } }';
 
 function parseArgs(argv) {
-  const options = {};
-  for (let i = 0; i < argv.length; i += 1) {
-    if (!argv[i].startsWith('--')) continue;
-    const name = argv[i].slice(2);
-    const next = argv[i + 1];
-    options[name] = next !== undefined && !next.startsWith('--') ? argv[(i += 1)] : true;
-  }
-  const number = (name, fallback) => (options[name] === undefined ? fallback : Number(options[name]));
+  const { options, number } = readOptions(argv);
   return {
     urls: String(options.urls).split(','),
     http: String(options.http).split(','),

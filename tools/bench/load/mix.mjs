@@ -19,6 +19,8 @@
 // Everything is bounded: connects, readiness, the window, the drain, and a hard deadline.
 import WebSocket from 'ws';
 
+import { readOptions } from './options.mjs';
+
 const EMOJI = ['👍', '🎉', '❤️', '👀'];
 const SUBSCRIPTION =
   'subscription($c: ID!) { courseEvents(courseId: $c) { __typename cursor message { messageId } ' +
@@ -43,14 +45,7 @@ const KEY_OF_TYPE = {
 const TARGETS_KEPT = 64;
 
 function parseArgs(argv) {
-  const options = {};
-  for (let i = 0; i < argv.length; i += 1) {
-    if (!argv[i].startsWith('--')) continue;
-    const name = argv[i].slice(2);
-    const next = argv[i + 1];
-    options[name] = next !== undefined && !next.startsWith('--') ? argv[(i += 1)] : true;
-  }
-  const number = (name, fallback) => (options[name] === undefined ? fallback : Number(options[name]));
+  const { options, number } = readOptions(argv);
   const mix = Object.fromEntries(
     String(options.mix ?? 'send=100')
       .split(',')

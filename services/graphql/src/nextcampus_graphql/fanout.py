@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 import orjson
 from google.protobuf.message import Message
-from graphql import ExecutionResult, GraphQLSchema, execute
+from graphql import ExecutionResult, GraphQLSchema
 
 from nextcampus_graphql.metrics import GraphqlMetrics
-from nextcampus_graphql.operations import Operation, format_result
+from nextcampus_graphql.operations import Operation, execute_event, format_result
 
 OPCODE_TEXT = 0x1
 
@@ -84,14 +84,7 @@ class Group:
     def render(self, event: Message) -> bytes:
         """The `payload` of a next/data message for this event (a ChatMessage, or a
         CourseEvent), serialized once. No context: nothing in it may depend on a viewer."""
-        operation = self._operation
-        result = execute(
-            self._schema,
-            operation.document.node,
-            root_value=event,
-            variable_values=operation.variables,
-            operation_name=operation.name,
-        )
+        result = execute_event(self._schema, self._operation, event)
         assert isinstance(result, ExecutionResult)  # every subscription resolver is sync
         return orjson.dumps(format_result(result))
 

@@ -25,7 +25,7 @@ from inspect import isawaitable
 
 import grpc
 import orjson
-from graphql import ExecutionResult, GraphQLSchema, execute
+from graphql import ExecutionResult, GraphQLSchema
 
 from nextcampus_common.auth import Identity
 from nextcampus_common.chat_api import ChatApi
@@ -34,7 +34,7 @@ from nextcampus_common.logs import get_logger
 from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, CourseReadState
 from nextcampus_graphql.errors import ApiError, Code, from_grpc
 from nextcampus_graphql.fanout import Member
-from nextcampus_graphql.operations import Operation, format_result
+from nextcampus_graphql.operations import Operation, execute_event, format_result
 from nextcampus_graphql.schema.types import CourseState
 from nextcampus_graphql.upstream import Joined, UpstreamHub
 
@@ -269,14 +269,7 @@ class MyUpdates:
             found,
             cursor,
         )
-        operation = self._operation
-        result = execute(
-            self._schema,
-            operation.document.node,
-            root_value=update,
-            variable_values=operation.variables,
-            operation_name=operation.name,
-        )
+        result = execute_event(self._schema, self._operation, update)
         if isawaitable(result):
             result = await result
         assert isinstance(result, ExecutionResult)

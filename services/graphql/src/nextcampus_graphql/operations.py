@@ -38,6 +38,7 @@ from graphql import (
 from graphql.execution.collect_fields import collect_fields
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import Visitor
+from graphql.pyutils import AwaitableOrValue
 
 from nextcampus_common.logs import get_logger
 from nextcampus_graphql.cost import operation_cost
@@ -316,6 +317,20 @@ class OperationFactory:
             )
         (nodes,) = fields.values()
         return tuple(nodes)
+
+
+def execute_event(
+    schema: GraphQLSchema, operation: Operation, root_value: Any
+) -> AwaitableOrValue[ExecutionResult]:
+    """A subscription's document executed for one event (its root value): what a `next`
+    message's payload is made of."""
+    return execute(
+        schema,
+        operation.document.node,
+        root_value=root_value,
+        variable_values=operation.variables,
+        operation_name=operation.name,
+    )
 
 
 def format_error(error: GraphQLError) -> dict[str, Any]:

@@ -105,11 +105,7 @@ end
 local mentions, mentions_course = ARGV[11] or '', ARGV[12] or ''
 local function index_mention(key)
   redis.call('ZADD', key, id, id)
-  -- As the course index: drop a few entries whose messages expired, oldest first.
-  for _, old in ipairs(redis.call('ZRANGE', key, 0, 3)) do
-    if redis.call('EXISTS', prefix .. old) == 1 then break end
-    redis.call('ZREM', key, old)
-  end
+  drop_expired_oldest(course, key, 4)
   expire_no_sooner(key, tonumber(expire_at))
 end
 if mentions ~= '' then
@@ -125,11 +121,7 @@ end
 redis.call('HSET', reads_key(course), user, id)
 expire_no_sooner(reads_key(course), tonumber(expire_at))
 redis.call('ZADD', index_key, id, id)
--- Drop index entries whose messages expired (bounded work per send; oldest first).
-for _, old in ipairs(redis.call('ZRANGE', index_key, 0, 7)) do
-  if redis.call('EXISTS', prefix .. old) == 1 then break end
-  redis.call('ZREM', index_key, old)
-end
+drop_expired_oldest(course, index_key, 8)
 -- The index lives as long as its newest message (and for ever while a message is pinned).
 extend_expiry(index_key, tonumber(expire_at))
 redis.call('SET', client_key, id, 'PXAT', expire_at)

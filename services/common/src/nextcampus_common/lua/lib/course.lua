@@ -63,6 +63,15 @@ local function expire_no_sooner(key, at)
   end
 end
 
+-- Drop the ids of expired messages from the old end of an index of ids (at most `count`,
+-- oldest first, until one is still kept): bounded work per write keeps indexes trim.
+local function drop_expired_oldest(course, index, count)
+  for _, old in ipairs(redis.call('ZRANGE', index, 0, count - 1)) do
+    if redis.call('EXISTS', message_key(course, old)) == 1 then break end
+    redis.call('ZREM', index, old)
+  end
+end
+
 -- Give a message's own keys (its edits, its reactors, its thread index) the message's expiry.
 local function follow_message_expiry(course, id)
   local at = redis.call('PEXPIRETIME', message_key(course, id))
