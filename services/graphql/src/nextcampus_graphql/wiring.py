@@ -13,6 +13,7 @@ from nextcampus_common.chat_api import ChatApi
 from nextcampus_graphql.limits import UserLimits
 from nextcampus_graphql.metrics import GraphqlMetrics
 from nextcampus_graphql.operations import OperationFactory
+from nextcampus_graphql.presence import PresenceTracker
 from nextcampus_graphql.schema import build_schema
 from nextcampus_graphql.settings import GraphqlSettings
 from nextcampus_graphql.upstream import UpstreamHub
@@ -28,11 +29,13 @@ class Wiring:
     upstream: UpstreamHub
     metrics: GraphqlMetrics
     users: UserLimits
+    presence: PresenceTracker
 
     async def close(self) -> None:
-        """End the upstream streams (their subscribers' sockets are closed by then), then
-        the chat channel."""
+        """End the upstream streams (their subscribers' sockets are closed by then), make
+        the last presence leaves, then close the chat channel."""
         await self.upstream.close()
+        await self.presence.close()
         await self.chat.close()
 
 
@@ -61,11 +64,15 @@ def wire(settings: GraphqlSettings, metrics: GraphqlMetrics) -> Wiring:
             metrics,
             history_page_limit=settings.history_page_limit,
             live_timeout_seconds=settings.chat_deadline_seconds * 2,
+            presence_coalesce_seconds=settings.presence_coalesce_seconds,
         ),
         metrics=metrics,
         users=UserLimits(
             max_sockets=settings.max_sockets_per_user,
             max_subscriptions=settings.max_subscriptions_per_user,
             max_subscription_cost=settings.max_subscription_cost_per_user,
+        ),
+        presence=PresenceTracker(
+            chat, metrics, heartbeat_seconds=settings.presence_heartbeat_seconds
         ),
     )

@@ -9,11 +9,16 @@ from typing import Any
 import graphene
 
 from nextcampus_graphql.schema.events import CourseEvent
+from nextcampus_graphql.schema.presence import PresenceChange, TypingState
 from nextcampus_graphql.schema.types import ChatMessage
 
 MESSAGE_ADDED = "messageAdded"
 MESSAGE_DELETED = "messageDeleted"
 COURSE_EVENTS = "courseEvents"
+PRESENCE_CHANGED = "presenceChanged"
+TYPING_CHANGED = "typingChanged"
+# The fields served from a course's SubscribeEvents upstream (the others: SubscribeMessages).
+EVENT_STREAM_FIELDS = frozenset({COURSE_EVENTS, PRESENCE_CHANGED, TYPING_CHANGED})
 
 
 def _event(root: Any, _info: Any, **_args: Any) -> Any:
@@ -48,4 +53,23 @@ class Subscription(graphene.ObjectType):
         resolver=_event,
         description="every change of the course once, in order: messages added, edited, "
         "deleted, reactions, pins (fragments on the event types select what each carries)",
+    )
+    presence_changed = graphene.Field(
+        PresenceChange,
+        required=True,
+        course_id=graphene.ID(required=True),
+        resolver=_event,
+        description="who came online and who went offline in the course, with the online "
+        "count: at most one update per second, each user once with their latest state (query "
+        "`presence` for the members). Live only; updates a slow socket cannot take are skipped, "
+        "the next one's count is right again",
+    )
+    typing_changed = graphene.Field(
+        TypingState,
+        required=True,
+        course_id=graphene.ID(required=True),
+        resolver=_event,
+        description="who is typing now in the course, and where: at once when you subscribe "
+        "(if anyone is), then at every change. A user stops typing when their `typing` is not "
+        "renewed within its TTL (6 s) or they send a message. Live only, never stored",
     )
