@@ -48,7 +48,10 @@ class ChatSettings(ServiceSettings, RedisSettings, JwtSettings, PolicyDefaultSet
         "plus one heartbeat of another process (GraphQL's presence_heartbeat_seconds)",
     )
     typing_throttle_seconds: float = Field(
-        default=3.0, gt=0, le=60, description="at most one typing event per user and course per"
+        default=3.0,
+        gt=0,
+        le=60,
+        description="at most one typing event per user and course per this many seconds (more are answered published=false)",
     )
     typing_ttl_seconds: float = Field(
         default=6.0,

@@ -13,7 +13,7 @@ import graphene
 from nextcampus_common.ids import InvalidId, check_user_id
 from nextcampus_common.proto.chat.v1 import chat_pb2
 from nextcampus_graphql.context import RequestContext, call_chat
-from nextcampus_graphql.ephemeral import PresenceUpdate, Typist, TypingUpdate
+from nextcampus_graphql.ephemeral import PresenceUpdate, TypingUpdate, Typist
 from nextcampus_graphql.errors import ApiError, Code
 
 MEMBERS_PAGE_DEFAULT = 50
