@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from testing.ws import Subscriber, still_serving
+from testing.ws import Subscriber, raw_socket, ready, still_serving
 
 PRESENCE_CHANGED = (
     "subscription($c: ID!) { presenceChanged(courseId: $c)"
@@ -260,3 +261,62 @@ async def test_the_new_fields_have_a_cost(graphql_server):
     assert query.cost == 1 + 1 + 1 + 1 + 200 * 2
     subscription = operations.prepare({"query": TYPING_CHANGED, "variables": {"c": "c1"}})
     assert subscription.cost == 1 + 2 + 1 + 3
+
+
+def small_receive_buffer() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+COURSE_EVENTS = (
+    "subscription($c: ID!) { courseEvents(courseId: $c) { cursor message { content } } }"
+)
+
+
+async def test_a_slow_socket_drops_typing_before_any_real_event(
+    graphql_settings_factory, make_token, course_id
+):
+    """A socket that stops reading skips typing updates once it has a backlog, while its
+    courseEvents frames are still written: typing never adds to what cuts it off (4008),
+    and a socket that reads gets every update."""
+    from testing.plugin import start_graphql_server
+
+    server = await start_graphql_server(graphql_settings_factory(socket_buffer_bytes=65_536))
+    metrics = server.wiring.metrics
+    slow_token, fast_token = make_token("slow", [course_id]), make_token("fast", [course_id])
+    connector = aiohttp.TCPConnector(socket_factory=lambda _addr: small_receive_buffer())
+    try:
+        async with (
+            Subscriber(server.ws_url, fast_token, TYPING_CHANGED, {"c": course_id}) as fast,
+            raw_socket(server.ws_url, connector=connector) as slow,
+            api(server.url, fast_token) as sender,
+        ):
+            await ready(slow, slow_token)
+            for operation_id, document in (("1", COURSE_EVENTS), ("2", TYPING_CHANGED)):
+                payload = {"query": document, "variables": {"c": course_id}}
+                await slow.send_json({"id": operation_id, "type": "subscribe", "payload": payload})
+            await until(lambda: _online(server, course_id, "slow"), what="slow subscribed")
+            await until(lambda: _online(server, course_id, "fast"), what="fast subscribed")
+            # Real events fill its backlog; a typing update after each few of them.
+            typists = 0
+            while not metrics.ephemeral_dropped._value.get():
+                assert typists < 1000, "no typing update was ever dropped"
+                await asyncio.gather(
+                    *(
+                        sender.data(SEND, c=course_id, b=f"{typists}.{i} " + "x" * 3000)
+                        for i in range(5)
+                    )
+                )
+                async with api(server.url, make_token(f"t{typists}", [course_id])) as typist:
+                    assert (await typist.data(TYPING, c=course_id))["typing"]["published"]
+                typists += 1
+            # Dropped while the real events were still written to it.
+            assert metrics.slow_consumer_closes._value.get() == 0
+            last = f"t{typists - 1}"
+            await fast.wait_until(
+                lambda s: bool(s.events) and s.events[-1]["users"][0]["userId"] == last,
+                within=20,
+            )
+    finally:
+        await server.runner.cleanup()

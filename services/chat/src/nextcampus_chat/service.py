@@ -19,6 +19,7 @@ from nextcampus_chat.reactions import check_emoji
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_chat.store import MessageStore
 from nextcampus_common.auth import AuthError, Identity, TokenVerifier, bearer_token
+from nextcampus_common.chat_api import MAX_DEPARTED_PER_HEARTBEAT
 from nextcampus_common.content import first_control_character
 from nextcampus_common.ids import (
     InvalidId,
@@ -41,8 +42,6 @@ from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 from nextcampus_common.redis_cluster import RedisUnavailable, WriteNotDurable
 
 DEFAULT_PAGE_LIMIT = 50
-# Leaves a GraphQL process could not make with the user's own token, sent with a heartbeat.
-MAX_DEPARTED_PER_HEARTBEAT = 1000
 
 STATUS_OF: dict[Problem, grpc.StatusCode] = {
     Problem.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,

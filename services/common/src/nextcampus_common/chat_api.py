@@ -25,6 +25,8 @@ from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 # it (chat's history_page_bytes), and a request carries at most 16,000 characters.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 MAX_REQUEST_BYTES = 256 * 1024
+# Leaves one PresenceHeartbeat may carry (departed_user_ids): the chat service refuses more.
+MAX_DEPARTED_PER_HEARTBEAT = 1000
 
 
 def service_config(max_attempts: int) -> str:

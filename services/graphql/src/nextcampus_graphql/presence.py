@@ -27,7 +27,7 @@ from typing import Protocol
 
 import grpc
 
-from nextcampus_common.chat_api import ChatApi
+from nextcampus_common.chat_api import MAX_DEPARTED_PER_HEARTBEAT, ChatApi
 from nextcampus_common.logs import get_logger
 from nextcampus_graphql.metrics import GraphqlMetrics
 from nextcampus_graphql.upstream import Joined
@@ -38,8 +38,6 @@ log = get_logger(__name__)
 SYNC_BATCH = 32
 # Courses whose heartbeats are sent at once.
 HEARTBEAT_BATCH = 32
-# At most this many leaves ride one heartbeat (the chat service's limit).
-MAX_DEPARTED_PER_HEARTBEAT = 1000
 # How long a shutdown waits for the last leaves to be made.
 CLOSE_SECONDS = 2.0
 RETRYABLE = {
