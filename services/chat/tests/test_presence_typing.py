@@ -144,6 +144,12 @@ async def test_typing_is_throttled_ephemeral_and_never_logged(
         await watcher.wait_for(lambda c: len(c.events) == 2)
         assert watcher.events[1].typing.thread_id == ""
         assert await ann.all_events(course_id) == []
+        # An archived (read-only) course: nobody sends there, so nobody types.
+        policy = CourseKeys(course_id).policy
+        await server.redis.command(policy, "HSET", policy, "read_only", "1")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ann.api.typing(ann.token, course_id)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         await watcher.close()
         await ann.close()

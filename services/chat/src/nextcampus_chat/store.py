@@ -592,7 +592,7 @@ class MessageStore:
         settings = self._settings
         published, retry_after_ms = await self._redis.script(
             scripts.TYPING,
-            [keys.typing(user_id), keys.events],
+            [keys.typing(user_id), keys.events, keys.policy],
             [
                 course_id,
                 user_id,
@@ -602,6 +602,8 @@ class MessageStore:
             ],
             replicated=False,
         )
+        if published == -1:
+            raise ChatError(Problem.READ_ONLY, f"course {course_id} is read-only")
         return Typing(published == 1, max(0, int(retry_after_ms)))
 
     async def last_sequence(self, course_id: str) -> int:

@@ -103,6 +103,7 @@ class PresenceTracker:
         self.instance_id = instance_id or uuid.uuid4().hex
         self.courses: dict[str, CoursePresence] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._checked_ttl = False  # against the chat service's TTL, at the first heartbeat
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -258,6 +259,15 @@ class PresenceTracker:
             self._failed("heartbeat", course, "", exc)
             return
         self.metrics.presence_calls.labels("heartbeat", "ok").inc()
+        if not self._checked_ttl and answer.ttl_seconds:
+            self._checked_ttl = True
+            if self.heartbeat_seconds * 2 > answer.ttl_seconds:
+                log.warning(
+                    "presence heartbeats are too rare for the chat service's presence TTL: "
+                    "a missed one drops this process's users",
+                    presence_heartbeat_seconds=self.heartbeat_seconds,
+                    presence_ttl_seconds=answer.ttl_seconds,
+                )
         course.departed.difference_update(departed)
         if (
             not in_flight
