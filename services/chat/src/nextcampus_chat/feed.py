@@ -28,7 +28,7 @@ from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.metrics import ChatMetrics
 from nextcampus_chat.pubsub import REDIS_FAILURES, ShardedSubscriptions
 from nextcampus_chat.store import MessageStore
-from nextcampus_common.events import ChangeNotice, CourseEvent
+from nextcampus_common.events import ChangeNotice, CourseEvent, EphemeralNotice
 from nextcampus_common.ids import event_cursor_key
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.logs import get_logger
@@ -96,6 +96,21 @@ class StreamQueue(Generic[Item]):
                     "stream fell behind and was cut off; resubscribe with after_message_id",
                 )
             )
+            return False
+        self._events.append(event)
+        self._bytes += event.size_bytes
+        self._wakeup.set()
+        return True
+
+    def offer(self, event: Item) -> bool:
+        """Queue an event that may be dropped (an ephemeral one): only while the queue is
+        less than half full, so a stream falling behind loses these first and is never cut
+        off for them."""
+        if (
+            self.closed is not None
+            or len(self._events) >= self._max_events // 2
+            or self._bytes + event.size_bytes > self._max_bytes // 2
+        ):
             return False
         self._events.append(event)
         self._bytes += event.size_bytes
@@ -234,10 +249,13 @@ class FeedHub:
                 self._subscriptions.detach_soon(feed)
 
     @contextlib.asynccontextmanager
-    async def follow_log(self, course_id: str) -> AsyncIterator[tuple[StreamQueue[LogEntry], str]]:
+    async def follow_log(
+        self, course_id: str, *, ephemeral: bool = False
+    ) -> AsyncIterator[tuple[StreamQueue[LogEntry], str]]:
         """Join the course's log tail (one per course per process, shared by every event
         stream of the course): the queue gets every entry of the course's event log after
-        the cursor yielded with it ("" when the log was empty)."""
+        the cursor yielded with it ("" when the log was empty), and with `ephemeral` the
+        course's typing and presence events (no cursor) as they come, dropped first."""
         if self._closing:
             raise ChatError(Problem.SHUTTING_DOWN, "server is shutting down; retry elsewhere")
         tail = self._tails.get(course_id)
@@ -248,6 +266,8 @@ class FeedHub:
             tail.task = asyncio.create_task(tail.run())
         queue: StreamQueue[LogEntry] = StreamQueue(course_id, self._queue_size, self._queue_bytes)
         tail.queues.add(queue)
+        if ephemeral:
+            tail.ephemeral_queues.add(queue)
         self._metrics.active_streams.inc()
         try:
             await tail.ready.wait()
@@ -257,6 +277,7 @@ class FeedHub:
         finally:
             self._metrics.active_streams.dec()
             tail.queues.discard(queue)
+            tail.ephemeral_queues.discard(queue)
             if not tail.queues and self._tails.get(course_id) is tail:
                 del self._tails[course_id]
                 if tail.task is not None:
@@ -292,7 +313,13 @@ class FeedHub:
         deliver(feed.queues, event, self._metrics)
         deliver(feed.watchers, event, self._metrics)
 
-    def on_notice(self, feed: CourseFeed, notice: ChangeNotice) -> None:
+    def on_notice(self, feed: CourseFeed, notice: ChangeNotice | EphemeralNotice) -> None:
+        if isinstance(notice, EphemeralNotice):
+            # Not a change of the log: straight to the event streams that asked for these.
+            tail = self._tails.get(feed.course_id)
+            if tail is not None:
+                tail.offer(notice.event, self._metrics)
+            return
         deliver(feed.watchers, notice, self._metrics)
 
     async def on_event(self, feed: CourseFeed, event: CourseEvent) -> None:
@@ -522,6 +549,8 @@ class CourseLogTail:
     page_limit: int
     course_id: str
     queues: set[StreamQueue[LogEntry]] = field(default_factory=set)
+    # Those of `queues` whose streams take the course's ephemeral events too.
+    ephemeral_queues: set[StreamQueue[LogEntry]] = field(default_factory=set)
     cursor: str | None = None  # the newest entry passed on; None until started
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -580,6 +609,16 @@ class CourseLogTail:
             )
             self.metrics.restored_messages.inc(added)
 
+    def offer(self, event: chat_pb2.CourseEvent, metrics: ChatMetrics) -> None:
+        """An ephemeral event to the streams that take them; a stream more than half full
+        drops it (typing and presence must never cost a stream its real events)."""
+        entry = LogEntry(event, event.ByteSize())
+        for queue in self.ephemeral_queues:
+            if queue.offer(entry):
+                metrics.deliveries.inc()
+            else:
+                metrics.ephemeral_dropped.inc()
+
     def close(self, error: ChatError) -> None:
         self.ready.set()
         for queue in self.queues:
@@ -594,12 +633,14 @@ async def stream_events(
     *,
     page_limit: int,
     on_live: Callable[[str], Awaitable[None]] | None = None,
+    ephemeral: bool = False,
 ) -> AsyncIterator[chat_pb2.CourseEvent]:
     """A course's changes for one stream: the log after `after` (None: from now on), then
     live — each once, in order. Joins the log tail first, reads the log after `after`, then
     passes on what the tail brings past the last cursor sent. `on_live(cursor)` runs once the
-    stream is sure to carry every change after `cursor`."""
-    async with hub.follow_log(course_id) as (queue, joined_at):
+    stream is sure to carry every change after `cursor`. With `ephemeral`, typing and
+    presence events (no cursor) come in between as they happen."""
+    async with hub.follow_log(course_id, ephemeral=ephemeral) as (queue, joined_at):
         last = joined_at
         if on_live is not None and after is None:
             await on_live(joined_at)
@@ -617,6 +658,9 @@ async def stream_events(
                     break
         while True:
             entry = await queue.get()
+            if not entry.event.cursor:  # ephemeral: not of the log's order
+                yield entry.event
+                continue
             if last and event_cursor_key(entry.event.cursor) <= event_cursor_key(last):
                 continue
             last = entry.event.cursor

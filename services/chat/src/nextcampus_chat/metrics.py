@@ -63,6 +63,11 @@ class ChatMetrics:
             "streams cut off because their queue was full",
             registry=r,
         )
+        self.ephemeral_dropped = Counter(
+            _name("ephemeral_dropped"),
+            "typing and presence events a stream more than half full did not take",
+            registry=r,
+        )
         self.redis_errors = Counter(
             _name("redis_errors"), "Redis errors seen (each is retried)", ["kind"], registry=r
         )

@@ -20,7 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from redis.asyncio.client import PubSub
 
 from nextcampus_chat.metrics import ChatMetrics
-from nextcampus_common.events import ChangeNotice, CourseEvent, decode_event
+from nextcampus_common.events import ChangeNotice, CourseEvent, EphemeralNotice, decode_event
 from nextcampus_common.keys import course_id_of
 from nextcampus_common.logs import get_logger
 from nextcampus_common.redis_cluster import RETRYABLE_ERRORS, ClusterClient, RedisUnavailable
@@ -58,8 +58,9 @@ class ChannelListener(Protocol[Channel]):
 
     async def on_event(self, channel: Channel, event: CourseEvent) -> None: ...
 
-    def on_notice(self, channel: Channel, notice: ChangeNotice) -> None:
-        """Some other change of the course went into its event log."""
+    def on_notice(self, channel: Channel, notice: ChangeNotice | EphemeralNotice) -> None:
+        """Some other change of the course went into its event log, or an ephemeral event
+        (typing, presence) happened."""
         ...
 
     async def on_subscribed(self, channel: Channel) -> None:
@@ -215,7 +216,7 @@ class ShardedSubscriptions(Generic[Channel]):
                     continue
                 if kind == "smessage":
                     event = decode_event(message["data"])
-                    if isinstance(event, ChangeNotice):
+                    if isinstance(event, ChangeNotice | EphemeralNotice):
                         listener.on_notice(channel, event)
                     else:
                         await listener.on_event(channel, event)

@@ -20,13 +20,16 @@ from nextcampus_chat.reactions import check_emoji
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_chat.store import MessageStore, mention_cursor, parse_mention_cursor
 from nextcampus_common.auth import AuthError, Identity, TokenVerifier, bearer_token
+from nextcampus_common.chat_api import MAX_DEPARTED_PER_HEARTBEAT
 from nextcampus_common.content import first_control_character
 from nextcampus_common.ids import (
     InvalidId,
     check_client_message_id,
     check_course_id,
     check_event_cursor,
+    check_instance_id,
     check_message_id,
+    check_user_id,
 )
 from nextcampus_common.metadata import (
     AUTHORIZATION,
@@ -499,6 +502,76 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         page = await self._store.events(request.course_id, after=after, limit=limit)
         return chat_pb2.ListEventsResponse(events=page.events, has_more=page.has_more)
 
+    # -- presence and typing ---------------------------------------------------------------
+
+    @_unary
+    async def JoinPresence(
+        self, request: chat_pb2.PresenceRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.PresenceResponse:
+        # Only the token's own user, only a member of the course.
+        identity = await self._member(context, request.course_id)
+        changed, count = await self._store.join_presence(
+            request.course_id, check_instance_id(request.instance_id), identity.user_id
+        )
+        return chat_pb2.PresenceResponse(changed=changed, online_count=count)
+
+    @_unary
+    async def LeavePresence(
+        self, request: chat_pb2.PresenceRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.PresenceResponse:
+        identity = await self._member(context, request.course_id)
+        changed, count = await self._store.leave_presence(
+            request.course_id, check_instance_id(request.instance_id), identity.user_id
+        )
+        return chat_pb2.PresenceResponse(changed=changed, online_count=count)
+
+    @_unary
+    async def PresenceHeartbeat(
+        self, request: chat_pb2.PresenceHeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.PresenceHeartbeatResponse:
+        await self._member(context, request.course_id)
+        if len(request.departed_user_ids) > MAX_DEPARTED_PER_HEARTBEAT:
+            raise ChatError(
+                Problem.INVALID_ARGUMENT,
+                f"at most {MAX_DEPARTED_PER_HEARTBEAT} departed users per heartbeat",
+            )
+        departed = [check_user_id(user) for user in request.departed_user_ids]
+        held, count = await self._store.presence_heartbeat(
+            request.course_id, check_instance_id(request.instance_id), departed
+        )
+        return chat_pb2.PresenceHeartbeatResponse(
+            instance_online=held,
+            online_count=count,
+            ttl_seconds=int(self._settings.presence_ttl_seconds),
+        )
+
+    @_unary
+    async def GetPresence(
+        self, request: chat_pb2.GetPresenceRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.PresencePage:
+        await self._member(context, request.course_id)
+        if not 0 <= request.limit <= self._settings.history_page_limit:
+            raise ChatError(
+                Problem.INVALID_ARGUMENT,
+                f"limit must be between 0 and {self._settings.history_page_limit}",
+            )
+        after = check_user_id(request.after) if request.after else ""
+        page = await self._store.presence(request.course_id, after=after, limit=request.limit)
+        return chat_pb2.PresencePage(
+            online_count=page.online_count, members=page.members, has_more=page.has_more
+        )
+
+    @_unary
+    async def SendTyping(
+        self, request: chat_pb2.SendTypingRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.SendTypingResponse:
+        identity = await self._member(context, request.course_id)
+        thread_id = self._optional_message_id(request.thread_id) or ""
+        typing = await self._store.typing(request.course_id, identity.user_id, thread_id)
+        return chat_pb2.SendTypingResponse(
+            published=typing.published, retry_after_ms=typing.retry_after_ms
+        )
+
     # -- streaming -------------------------------------------------------------------------
 
     async def SubscribeMessages(
@@ -539,6 +612,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 on_live=lambda cursor: context.send_initial_metadata(
                     ((STREAM_AFTER_CURSOR, cursor),)
                 ),
+                ephemeral=request.ephemeral,
             ):
                 yield event
 

@@ -38,3 +38,24 @@ class ChatSettings(ServiceSettings, RedisSettings, JwtSettings, PolicyDefaultSet
     # Edits, reactions and pins of one user in one course (sends have the course policy's).
     action_rate_limit_messages: int = Field(default=30, ge=0, description="0: no limit")
     action_rate_limit_seconds: int = Field(default=10, ge=1)
+    # Presence and typing (README, "Data model"): short-lived state, never in the event log.
+    presence_ttl_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=300,
+        description="how long a GraphQL process's presence in a course lives without a "
+        "heartbeat: a process killed without a goodbye has its users reaped after at most this "
+        "plus one heartbeat of another process (GraphQL's presence_heartbeat_seconds)",
+    )
+    typing_throttle_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="at most one typing event per user and course per this many seconds (more are answered published=false)",
+    )
+    typing_ttl_seconds: float = Field(
+        default=6.0,
+        gt=0,
+        le=120,
+        description="how long a typing event stands without a renewal (subscribers drop it then)",
+    )

@@ -21,6 +21,7 @@ from nextcampus_common.proto.chat.v1.chat_pb2 import (
     CoursePolicy,
     CourseReadState,
     MessageVersion,
+    PresenceMember,
     Reaction,
 )
 from nextcampus_common.redis_cluster import ClusterClient
@@ -46,6 +47,19 @@ class EventPage:
     has_more: bool
     # The cursor asked after is not in the log: a failover lost it (or it never was one).
     after_lost: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PresencePage:
+    online_count: int
+    members: list[PresenceMember]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    published: bool
+    retry_after_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,6 +642,70 @@ class MessageStore:
             rate_limit_seconds=_int_or(rate_seconds, settings.default_rate_limit_seconds),
             edit_window_seconds=_int_or(edit_window, settings.default_edit_window_seconds),
         )
+
+    # -- presence and typing (presence.lua, typing.lua): not replicated-waited, short-lived --
+
+    async def _presence(self, course_id: str, op: str, instance_id: str, *extra: str) -> Any:
+        keys = CourseKeys(course_id)
+        ttl_ms = round(self._settings.presence_ttl_seconds * 1000)
+        return await self._redis.script(
+            scripts.PRESENCE,
+            [keys.presence_instances, keys.online, keys.online_since, keys.events],
+            [op, keys.prefix, course_id, instance_id, ttl_ms, *extra],
+            replicated=False,
+        )
+
+    async def join_presence(
+        self, course_id: str, instance_id: str, user_id: str
+    ) -> tuple[bool, int]:
+        """`user_id` has a subscription of the course on `instance_id`: (they came online
+        course-wide with it, how many are online)."""
+        changed, count = await self._presence(course_id, "join", instance_id, user_id)
+        return changed == 1, int(count)
+
+    async def leave_presence(
+        self, course_id: str, instance_id: str, user_id: str
+    ) -> tuple[bool, int]:
+        """`user_id` has no subscription of the course on `instance_id` any more: (they went
+        offline course-wide with it, how many are online)."""
+        changed, count = await self._presence(course_id, "leave", instance_id, user_id)
+        return changed == 1, int(count)
+
+    async def presence_heartbeat(
+        self, course_id: str, instance_id: str, departed: Sequence[str]
+    ) -> tuple[int, int]:
+        """Keep the instance alive in the course (and reap dead ones): (users it holds, how
+        many are online)."""
+        held, count = await self._presence(course_id, "heartbeat", instance_id, *departed)
+        return int(held), int(count)
+
+    async def presence(self, course_id: str, *, after: str, limit: int) -> PresencePage:
+        reply = await self._presence(course_id, "read", "", after, str(limit))
+        pairs = reply[2:]
+        members = [
+            PresenceMember(user_id=pairs[i], since=int(pairs[i + 1]))
+            for i in range(0, len(pairs), 2)
+        ]
+        return PresencePage(int(reply[0]), members, reply[1] == 1)
+
+    async def typing(self, course_id: str, user_id: str, thread_id: str) -> Typing:
+        keys = CourseKeys(course_id)
+        settings = self._settings
+        published, retry_after_ms = await self._redis.script(
+            scripts.TYPING,
+            [keys.typing(user_id), keys.events, keys.policy],
+            [
+                course_id,
+                user_id,
+                thread_id,
+                round(settings.typing_throttle_seconds * 1000),
+                round(settings.typing_ttl_seconds * 1000),
+            ],
+            replicated=False,
+        )
+        if published == -1:
+            raise ChatError(Problem.READ_ONLY, f"course {course_id} is read-only")
+        return Typing(published == 1, max(0, int(retry_after_ms)))
 
     async def last_sequence(self, course_id: str) -> int:
         """The course's current sequence (0 when it has none yet)."""

@@ -25,6 +25,8 @@ from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 # it (chat's history_page_bytes), and a request carries at most 16,000 characters.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 MAX_REQUEST_BYTES = 256 * 1024
+# Leaves one PresenceHeartbeat may carry (departed_user_ids): the chat service refuses more.
+MAX_DEPARTED_PER_HEARTBEAT = 1000
 
 
 def service_config(max_attempts: int) -> str:
@@ -333,10 +335,61 @@ class ChatApi:
         return self._stub.SubscribeMessages(request, metadata=self._metadata(token))
 
     def subscribe_events(
-        self, token: str, course_id: str, after: str | None = None
+        self, token: str, course_id: str, after: str | None = None, *, ephemeral: bool = False
     ) -> grpc.aio.UnaryStreamCall:
-        request = chat_pb2.SubscribeEventsRequest(course_id=course_id, after=after or "")
+        request = chat_pb2.SubscribeEventsRequest(
+            course_id=course_id, after=after or "", ephemeral=ephemeral
+        )
         return self._stub.SubscribeEvents(request, metadata=self._metadata(token))
+
+    # -- presence and typing ---------------------------------------------------------------
+
+    async def join_presence(
+        self, token: str, course_id: str, instance_id: str
+    ) -> chat_pb2.PresenceResponse:
+        request = chat_pb2.PresenceRequest(course_id=course_id, instance_id=instance_id)
+        response: chat_pb2.PresenceResponse = await self._stub.JoinPresence(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return response
+
+    async def leave_presence(
+        self, token: str, course_id: str, instance_id: str
+    ) -> chat_pb2.PresenceResponse:
+        request = chat_pb2.PresenceRequest(course_id=course_id, instance_id=instance_id)
+        response: chat_pb2.PresenceResponse = await self._stub.LeavePresence(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return response
+
+    async def presence_heartbeat(
+        self, token: str, course_id: str, instance_id: str, departed: list[str] | None = None
+    ) -> chat_pb2.PresenceHeartbeatResponse:
+        request = chat_pb2.PresenceHeartbeatRequest(
+            course_id=course_id, instance_id=instance_id, departed_user_ids=departed or []
+        )
+        response: chat_pb2.PresenceHeartbeatResponse = await self._stub.PresenceHeartbeat(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return response
+
+    async def presence(
+        self, token: str, course_id: str, *, after: str | None = None, limit: int = 0
+    ) -> chat_pb2.PresencePage:
+        request = chat_pb2.GetPresenceRequest(course_id=course_id, after=after or "", limit=limit)
+        page: chat_pb2.PresencePage = await self._stub.GetPresence(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return page
+
+    async def typing(
+        self, token: str, course_id: str, thread_id: str | None = None
+    ) -> chat_pb2.SendTypingResponse:
+        request = chat_pb2.SendTypingRequest(course_id=course_id, thread_id=thread_id or "")
+        response: chat_pb2.SendTypingResponse = await self._stub.SendTyping(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return response
 
 
 class ChatClient:
@@ -430,8 +483,10 @@ class ChatClient:
     def subscribe(self, course_id: str, after: str = "") -> grpc.aio.UnaryStreamCall:
         return self.api.subscribe(self.token, course_id, after or None)
 
-    def subscribe_events(self, course_id: str, after: str = "") -> grpc.aio.UnaryStreamCall:
-        return self.api.subscribe_events(self.token, course_id, after or None)
+    def subscribe_events(
+        self, course_id: str, after: str = "", *, ephemeral: bool = False
+    ) -> grpc.aio.UnaryStreamCall:
+        return self.api.subscribe_events(self.token, course_id, after or None, ephemeral=ephemeral)
 
     async def messages(
         self, course_id: str, after: str = ""

@@ -18,6 +18,14 @@ Every change of a course is published there as one JSON object (README, "Data mo
     o  the users the message mentions, comma-separated (absent when none)
     w  1 when it mentions the whole course, @course (absent otherwise)
 
+A notice may be ephemeral — "e" names what it says, and it is never in the event log (older
+readers take it for a plain notice and look at the log once, finding nothing new):
+
+    e  "t" a user is typing (typing.lua): u = the user, h = the thread's root ("" for the
+       main conversation), x = how long it stands without a renewal (ms);
+       "p" presence changed (presence.lua): j = [[user, since ms], ...] came online,
+       l = [user, ...] went offline, n = how many are online now
+
 The Lua scripts publish it themselves (send.lua: "a"; delete.lua: "d"; retract.lua: "d"
 with r = 1; edit.lua, react.lua, pin.lua: "n"), in the same round trip as the write; `encode_event` builds the same object in
 Python, for tests. The two encoders must match: services/chat/tests/test_events.py decodes
@@ -27,15 +35,24 @@ what each script publishes on a real Redis Cluster and compares it with `encode_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal, NotRequired, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
 import orjson
 
-from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
+from nextcampus_common.proto.chat.v1.chat_pb2 import (
+    ChatMessage,
+    CourseEventKind,
+    PresenceEvent,
+    PresenceMember,
+    TypingEvent,
+)
+from nextcampus_common.proto.chat.v1.chat_pb2 import CourseEvent as LoggedEvent
 
 ADDED: Final = "a"
 DELETED: Final = "d"
 NOTICE: Final = "n"
+TYPING: Final = "t"
+PRESENCE: Final = "p"
 
 # Per event beyond its content: the message object and its other fields. What an event
 # costs a queue that holds it is this plus its content's bytes.
@@ -95,9 +112,54 @@ class ChangeNotice:
     size_bytes: int = EVENT_OVERHEAD_BYTES
 
 
-def decode_event(payload: str | bytes) -> CourseEvent | ChangeNotice:
+@dataclass(frozen=True, slots=True)
+class EphemeralNotice:
+    """A notice with "e": typing or presence, as the event streams that asked for ephemeral
+    events carry it (a CourseEvent without a cursor). None of the course's log."""
+
+    event: LoggedEvent
+    size_bytes: int = EVENT_OVERHEAD_BYTES
+
+    @property
+    def course_id(self) -> str:
+        return self.event.message.course_id
+
+
+def _as_list(value: object) -> list[Any]:
+    """A JSON array from Lua's cjson, which encodes an empty table as an object."""
+    return value if isinstance(value, list) else []
+
+
+def _ephemeral(raw: dict[str, Any]) -> EphemeralNotice | None:
+    kind = raw.get("e")
+    course = ChatMessage(course_id=raw["c"])
+    if kind == TYPING:
+        event = LoggedEvent(
+            kind=CourseEventKind.TYPING,
+            actor_user_id=str(raw["u"]),
+            message=course,
+            typing=TypingEvent(thread_id=str(raw.get("h") or ""), ttl_ms=int(raw["x"])),
+        )
+        return EphemeralNotice(event)
+    if kind == PRESENCE:
+        joined = [PresenceMember(user_id=str(u), since=int(t)) for u, t in _as_list(raw["j"])]
+        left = [str(u) for u in _as_list(raw["l"])]
+        event = LoggedEvent(
+            kind=CourseEventKind.PRESENCE_CHANGED,
+            message=course,
+            presence=PresenceEvent(joined=joined, left_user_ids=left, online_count=int(raw["n"])),
+        )
+        return EphemeralNotice(event, EVENT_OVERHEAD_BYTES + 32 * (len(joined) + len(left)))
+    return None
+
+
+def decode_event(payload: str | bytes) -> CourseEvent | ChangeNotice | EphemeralNotice:
     raw: EventFields = orjson.loads(payload)
     if raw["k"] == NOTICE:
+        if "e" in raw:
+            ephemeral = _ephemeral(dict(raw))
+            if ephemeral is not None:
+                return ephemeral
         return ChangeNotice(raw["c"])
     prev = raw.get("p")
     return CourseEvent(

@@ -11,6 +11,8 @@ CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # message ids are the decimal per-course sequence; 19 digits is int64's range.
 MESSAGE_ID = re.compile(r"^[1-9][0-9]{0,18}$")
 # event cursors are Redis stream ids: milliseconds and a sequence number.
+# A GraphQL process's presence instance id (random per process, never shown to clients).
+INSTANCE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 EVENT_CURSOR = re.compile(r"^[0-9]{1,15}-[0-9]{1,19}$")
 # A cursor before every change of a course: ListEvents and SubscribeEvents after it start at
 # the oldest change the log keeps (SubscribeEvents after "" would start live, later).
@@ -42,6 +44,10 @@ def check_client_message_id(value: object) -> str:
 
 def check_message_id(value: object) -> str:
     return _check(value, MESSAGE_ID, "message id", "a positive decimal number of up to 19 digits")
+
+
+def check_instance_id(value: object) -> str:
+    return _check(value, INSTANCE_ID, "instance id", "1-64 of A-Z a-z 0-9 _ -")
 
 
 def check_event_cursor(value: object) -> str:

@@ -141,3 +141,29 @@ class CourseKeys:
     def pins(self) -> str:
         """The course's pinned message ids, scored by when they were pinned (ms)."""
         return f"{self.prefix}pins"
+
+    # Presence and typing (presence.lua, typing.lua): short-lived, never in the event log.
+    @property
+    def presence_instances(self) -> str:
+        """The GraphQL processes holding users of the course: instance -> liveness deadline
+        (ms), renewed by each instance's heartbeat."""
+        return f"{self.prefix}presence"
+
+    def presence(self, instance_id: str) -> str:
+        """The users one GraphQL process has a subscription of the course for (a set)."""
+        return f"{self.prefix}presence:{instance_id}"
+
+    @property
+    def online(self) -> str:
+        """Every user online in the course (the union of the live instances' sets), scored 0:
+        ordered by id for paging."""
+        return f"{self.prefix}online"
+
+    @property
+    def online_since(self) -> str:
+        """user -> when they came online (ms)."""
+        return f"{self.prefix}online:since"
+
+    def typing(self, user_id: str) -> str:
+        """The user's typing throttle: set for `typing_throttle_seconds` per published event."""
+        return f"{self.prefix}typing:{user_id}"

@@ -237,6 +237,7 @@ def create_app(
         wiring = app[WIRING] = wire(settings, metrics)
         sockets = app[SOCKETS] = SocketRegistry()
         keepalive = asyncio.create_task(_keepalive(sockets, settings.keepalive_seconds))
+        wiring.presence.start()
         serve_metrics(metrics.registry, settings.metrics_host, settings.metrics_port)
         yield
         keepalive.cancel()

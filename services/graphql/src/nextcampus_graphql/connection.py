@@ -130,6 +130,16 @@ class Connection:
             return
         self.transport.write(frame)
 
+    def write_ephemeral(self, frame: bytes) -> bool:
+        """A frame that may be dropped (typing, presence): not written while the socket has a
+        backlog of a quarter of its limit, so it never adds to what cuts a socket off."""
+        if self.closing or self.transport.is_closing():
+            return False
+        if self.transport.get_write_buffer_size() > self.wiring.settings.socket_buffer_bytes // 4:
+            return False
+        self.transport.write(frame)
+        return True
+
     def send(self, message: dict[str, Any]) -> None:
         self.write_frame(websocket_text_frame(orjson.dumps(message)))
 
@@ -458,6 +468,8 @@ class Connection:
                     else message_id_arg(arguments.get("after"), "after")
                 )
                 joined = await wiring.upstream.join(operation, member, course_id, after)
+                assert self.identity is not None  # acknowledged
+                joined = wiring.presence.holding(joined, course_id, self.identity.user_id, self)
         except OperationError as exc:
             self.operation_failed(operation_id, [format_error(e) for e in exc.errors])
             return

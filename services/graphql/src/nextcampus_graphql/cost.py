@@ -8,9 +8,10 @@ limit: the number of fields execution would resolve, a page's fields once per me
   Fields are collected exactly as graphql-core's execution collects them.
 - A field that declares a cost in its extensions (`COST_EXTENSION`: its resolver makes a round
   trip of its own to the chat service, as `ChatMessage.editHistory`) costs that instead of 1.
-- The selection of a field with a `limit` argument (`messages(limit)`, a page of history)
-  costs `limit` times over: the limit clamped to 1…history page limit (a larger one is
-  refused by the resolver before any work), its schema default (50) when absent.
+- The selection of a field with a `limit` argument (`messages(limit)`, a page of history) or
+  a `first` argument (`presence { members(first) }`) costs that many times over: clamped to
+  1…history page limit (a larger one is refused by the resolver before any work), its
+  schema default (50) when absent.
 
 So `messages(courseId: $c, limit: 50) { messages { messageId content } hasMore }` costs
 1 + 50 × ((1 + 2) + 1) = 201. The cost of each distinct selection is computed once, which
@@ -39,7 +40,7 @@ from graphql import (
 from graphql.execution.collect_fields import collect_fields, collect_sub_fields
 from graphql.execution.values import get_argument_values
 
-PAGE_SIZE_ARGUMENT = "limit"
+PAGE_SIZE_ARGUMENTS = ("limit", "first")
 # A field's own cost, in its `extensions` (the schema sets it), when it is more than 1.
 COST_EXTENSION = "cost"
 META_FIELDS = {
@@ -97,10 +98,11 @@ class _Costing:
         return cost
 
     def page_size(self, node: FieldNode, definition: GraphQLField) -> int:
-        if PAGE_SIZE_ARGUMENT not in definition.args:
+        name = next((a for a in PAGE_SIZE_ARGUMENTS if a in definition.args), None)
+        if name is None:
             return 1
         try:
-            value = get_argument_values(definition, node, self.variables).get(PAGE_SIZE_ARGUMENT)
+            value = get_argument_values(definition, node, self.variables).get(name)
         except GraphQLError:  # execution reports it
             return 1
         if not isinstance(value, int):

@@ -47,6 +47,11 @@ class Sink(Protocol):
 
     def write_frame(self, frame: bytes) -> None: ...
 
+    def write_ephemeral(self, frame: bytes) -> bool:
+        """Write a frame that may be dropped (typing, presence): False when the socket has a
+        backlog and the frame was not written."""
+        ...
+
     def operation_failed(self, operation_id: str, errors: list[dict[str, Any]]) -> None: ...
 
 
@@ -81,9 +86,10 @@ class Group:
         self._on_empty = on_empty
         self.members: dict[Member, None] = {}  # insertion-ordered set
 
-    def render(self, event: Message) -> bytes:
-        """The `payload` of a next/data message for this event (a ChatMessage, or a
-        CourseEvent), serialized once. No context: nothing in it may depend on a viewer."""
+    def render(self, event: Message | object) -> bytes:
+        """The `payload` of a next/data message for this event (a ChatMessage, a CourseEvent,
+        or a presence or typing update), serialized once. No context: nothing in it may
+        depend on a viewer."""
         result = execute_event(self._schema, self._operation, event)
         assert isinstance(result, ExecutionResult)  # every subscription resolver is sync
         return orjson.dumps(format_result(result))
@@ -96,20 +102,31 @@ class Group:
         if not self.members:
             self._on_empty(self)
 
-    def publish(self, event: Message, *, occurred_at_ms: int) -> None:
+    def publish(
+        self, event: Message | object, *, occurred_at_ms: int | None = None, ephemeral: bool = False
+    ) -> None:
         """Render `event` once and write it to every member; `occurred_at_ms`: when the change
-        was stored (the delivery latency's start)."""
+        was stored (the delivery latency's start). An `ephemeral` event (typing, presence) is
+        skipped by a socket with a backlog instead of counting towards cutting it off."""
         if not self.members:
             return
         payload = self.render(event)
         frames: dict[bytes, bytes] = {}
+        metrics = self._metrics
+        written = 0
         # A write can close a slow socket, which leaves its group: iterate over a copy.
         for member in list(self.members):
             frame = frames.get(member.prefix)
             if frame is None:
                 frame = frames[member.prefix] = member.frame(payload)
-            member.sink.write_frame(frame)
-        metrics = self._metrics
-        metrics.deliveries.inc(len(self.members))
+            if not ephemeral:
+                member.sink.write_frame(frame)
+                written += 1
+            elif member.sink.write_ephemeral(frame):
+                written += 1
+            else:
+                metrics.ephemeral_dropped.inc()
+        metrics.deliveries.inc(written)
         metrics.fanout_group_size.observe(len(self.members))
-        metrics.delivery_latency.observe(max(0.0, time.time() - occurred_at_ms / 1000))
+        if occurred_at_ms is not None:
+            metrics.delivery_latency.observe(max(0.0, time.time() - occurred_at_ms / 1000))

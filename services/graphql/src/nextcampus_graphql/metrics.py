@@ -67,7 +67,25 @@ class GraphqlMetrics:
         )
         self.upstream_event_streams = Gauge(
             _name("upstream_event_streams"),
-            "SubscribeEvents streams to chat (one per course with courseEvents subscribers)",
+            "SubscribeEvents streams to chat (one per course with courseEvents, presenceChanged "
+            "or typingChanged subscribers)",
+            registry=r,
+        )
+        self.ephemeral_dropped = Counter(
+            _name("ephemeral_dropped"),
+            "typing and presence frames not written to a socket with a backlog (a quarter of "
+            "socket_buffer_bytes): they go first, so real events never wait for them",
+            registry=r,
+        )
+        self.presence_courses = Gauge(
+            _name("presence_courses"),
+            "courses this process holds presence in (one heartbeat each per interval)",
+            registry=r,
+        )
+        self.presence_calls = Counter(
+            _name("presence_calls"),
+            "presence calls to chat (join, leave, heartbeat) by outcome",
+            ["call", "outcome"],
             registry=r,
         )
         self.upstream_reconnects = Counter(

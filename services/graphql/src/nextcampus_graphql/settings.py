@@ -75,3 +75,19 @@ class GraphqlSettings(ServiceSettings, JwtSettings):
     )
     history_page_limit: int = Field(default=200, ge=1, le=1000)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Presence and typing (README, "Using the GraphQL API").
+    presence_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=100,
+        description="how often this process renews its presence in each course it holds users "
+        "of (one call per course, whatever its size); keep it a third of chat's "
+        "presence_ttl_seconds or less",
+    )
+    presence_coalesce_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="presenceChanged sends at most one update per course per this interval, "
+        "carrying every join and leave since the last one",
+    )

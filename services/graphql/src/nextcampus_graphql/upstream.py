@@ -19,7 +19,12 @@ nothing falls between.
 
 Messages go to every fan-out group of the course marked as added (a new id) or not (a live
 tombstone of an earlier message): `messageAdded` takes the added ones, `messageDeleted` the
-tombstones. Every `courseEvents` group takes every event.
+tombstones. Every `courseEvents` group takes every event of the log.
+
+`presenceChanged` and `typingChanged` ride the same `SubscribeEvents` stream (opened with
+`ephemeral`): its events without a cursor are a course's typing and presence (never in the
+log, never replayed), turned into updates by `ephemeral.py` and written as ephemeral frames,
+which a socket with a backlog skips.
 """
 
 from __future__ import annotations
@@ -39,7 +44,13 @@ from prometheus_client import Gauge
 from nextcampus_common.chat_api import ChatApi, stream_live_after, stream_live_cursor
 from nextcampus_common.ids import LOG_START_CURSOR, event_cursor_key
 from nextcampus_common.logs import get_logger
-from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, CourseEvent
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, CourseEvent, CourseEventKind
+from nextcampus_graphql.ephemeral import (
+    PresenceCoalescer,
+    PresenceUpdate,
+    TypingBoard,
+    TypingUpdate,
+)
 from nextcampus_graphql.errors import ApiError, Code, from_grpc, from_grpc_events
 from nextcampus_graphql.fanout import Group, Member
 from nextcampus_graphql.metrics import GraphqlMetrics
@@ -47,9 +58,12 @@ from nextcampus_graphql.operations import FanoutKey, Operation
 from nextcampus_graphql.schema.events import TYPE_OF_KIND
 from nextcampus_graphql.schema.subscriptions import (
     COURSE_EVENTS,
+    EVENT_STREAM_FIELDS,
     MESSAGE_ADDED,
     MESSAGE_DELETED,
     MY_UPDATES,
+    PRESENCE_CHANGED,
+    TYPING_CHANGED,
 )
 
 log = get_logger(__name__)
@@ -101,7 +115,7 @@ class Watch:
         self._on_message = on_message
         self._on_empty = on_empty
 
-    def publish(self, event: Any, *, occurred_at_ms: int) -> None:
+    def publish(self, event: Any, **_when: Any) -> None:
         self._on_message(event)  # only SubscribeMessages streams have watches: a ChatMessage
 
     def remove(self, member: Member) -> None:
@@ -151,6 +165,12 @@ class CourseUpstream(ABC, Generic[Item, Position]):
     @abstractmethod
     def streams_gauge(self) -> Gauge:
         """The metric that counts streams of this kind."""
+
+    def welcome(self, group: Group, member: Member) -> None:
+        """A subscription just joined `group` live: what it should have at once."""
+
+    def closed(self) -> None:
+        """The stream is dropped: stop whatever it keeps running."""
 
     # -- members ---------------------------------------------------------------------------
 
@@ -355,6 +375,10 @@ class EventUpstream(CourseUpstream[CourseEvent, tuple[int, int]]):
     def __init__(self, hub: UpstreamHub, course_id: str) -> None:
         super().__init__(hub, course_id)
         self.cursor: str | None = None  # the last cursor passed on ("": none, the log was empty)
+        self.presence = PresenceCoalescer(
+            course_id, hub.presence_coalesce_seconds, self._publish_presence
+        )
+        self.typing = TypingBoard(course_id, self._publish_typing)
 
     def streams_gauge(self) -> Gauge:
         return self.hub.metrics.upstream_event_streams
@@ -362,7 +386,7 @@ class EventUpstream(CourseUpstream[CourseEvent, tuple[int, int]]):
     def open(self, token: str) -> grpc.aio.UnaryStreamCall:
         # Reopened after an empty log: from its start, since "" would mean live only.
         after = None if self.cursor is None else self.cursor or LOG_START_CURSOR
-        return self.hub.chat.subscribe_events(token, self.course_id, after)
+        return self.hub.chat.subscribe_events(token, self.course_id, after, ephemeral=True)
 
     async def went_live(self, call: grpc.aio.UnaryStreamCall) -> tuple[int, int]:
         cursor = await stream_live_cursor(call)
@@ -375,6 +399,9 @@ class EventUpstream(CourseUpstream[CourseEvent, tuple[int, int]]):
 
     def dispatch(self, item: Any) -> None:
         event: CourseEvent = item
+        if not event.cursor:
+            self._ephemeral(event)
+            return
         position = event_cursor_key(event.cursor)
         if self.position is not None and position <= self.position:
             return  # again after a reopen: already passed on
@@ -383,8 +410,40 @@ class EventUpstream(CourseUpstream[CourseEvent, tuple[int, int]]):
             self._buffer(None)
             return
         self._buffer(event)
+        if event.kind == CourseEventKind.MESSAGE_ADDED:
+            self.typing.stopped(event.actor_user_id)  # what they typed is here
         for group in list(self.groups.values()):
-            group.publish(event, occurred_at_ms=position[0])  # the log's clock at the change
+            if group.field_name == COURSE_EVENTS:
+                group.publish(event, occurred_at_ms=position[0])  # the log's clock at it
+
+    def _ephemeral(self, event: CourseEvent) -> None:
+        if event.kind == CourseEventKind.TYPING:
+            self.typing.typing(event.actor_user_id, event.typing.thread_id, event.typing.ttl_ms)
+        elif event.kind == CourseEventKind.PRESENCE_CHANGED:
+            self.presence.add(event.presence)
+        # Another kind: a newer chat service's; nothing here knows what to make of it.
+
+    def _publish_ephemeral(self, field_name: str, update: Any) -> None:
+        for group in list(self.groups.values()):
+            if group.field_name == field_name:
+                group.publish(update, ephemeral=True)
+
+    def _publish_presence(self, update: PresenceUpdate) -> None:
+        self._publish_ephemeral(PRESENCE_CHANGED, update)
+
+    def _publish_typing(self, update: TypingUpdate) -> None:
+        self._publish_ephemeral(TYPING_CHANGED, update)
+
+    def welcome(self, group: Group, member: Member) -> None:
+        """A `typingChanged` subscriber learns at once who is typing (when anyone is)."""
+        if group.field_name == TYPING_CHANGED and self.typing.typists:
+            frame = member.frame(group.render(self.typing.update()))
+            if not member.sink.write_ephemeral(frame):
+                self.hub.metrics.ephemeral_dropped.inc()
+
+    def closed(self) -> None:
+        self.presence.close()
+        self.typing.close()
 
     async def replay(
         self, catch_up: CatchUp[CourseEvent, tuple[int, int]], group: Group, after: str
@@ -442,8 +501,10 @@ class UpstreamHub:
         *,
         history_page_limit: int,
         live_timeout_seconds: float,
+        presence_coalesce_seconds: float = 1.0,
     ) -> None:
         self.chat = chat
+        self.presence_coalesce_seconds = presence_coalesce_seconds
         self.schema = schema
         self.metrics = metrics
         self.page_limit = history_page_limit
@@ -474,6 +535,7 @@ class UpstreamHub:
         key = (course.rpc, course.course_id)
         if self.streams.get(key) is course:
             del self.streams[key]
+        course.closed()
         if course.task is not None and course.task is not asyncio.current_task():
             course.task.cancel()
 
@@ -547,7 +609,9 @@ class UpstreamHub:
         """Add one subscription to its course's fan-out; with `after` (a message id, or for
         `courseEvents` an event cursor), replay first."""
         kind = (
-            EventUpstream if operation.root_field.name.value == COURSE_EVENTS else MessageUpstream
+            EventUpstream
+            if operation.root_field.name.value in EVENT_STREAM_FIELDS
+            else MessageUpstream
         )
         course = self._course(kind, course_id)
         catch_up: CatchUp[Any, Any] | None = None
@@ -565,6 +629,7 @@ class UpstreamHub:
             course.waiting.discard(member)
             group.add(member)  # no await since the replay's last step: nothing falls between
             joined = True
+            course.welcome(group, member)
         finally:
             if not joined:
                 course.waiting.discard(member)

@@ -14,6 +14,7 @@ from nextcampus_graphql.limits import UserLimits
 from nextcampus_graphql.metrics import GraphqlMetrics
 from nextcampus_graphql.my_updates import ViewerUpdates
 from nextcampus_graphql.operations import OperationFactory
+from nextcampus_graphql.presence import PresenceTracker
 from nextcampus_graphql.schema import build_schema
 from nextcampus_graphql.settings import GraphqlSettings
 from nextcampus_graphql.upstream import UpstreamHub
@@ -30,12 +31,14 @@ class Wiring:
     updates: ViewerUpdates
     metrics: GraphqlMetrics
     users: UserLimits
+    presence: PresenceTracker
 
     async def close(self) -> None:
-        """End the upstream streams (their subscribers' sockets are closed by then), then
-        the chat channel."""
+        """End myUpdates and the upstream streams (their subscribers' sockets are closed by
+        then), make the last presence leaves, then close the chat channel."""
         self.updates.close()
         await self.upstream.close()
+        await self.presence.close()
         await self.chat.close()
 
 
@@ -52,6 +55,7 @@ def wire(settings: GraphqlSettings, metrics: GraphqlMetrics) -> Wiring:
         metrics,
         history_page_limit=settings.history_page_limit,
         live_timeout_seconds=settings.chat_deadline_seconds * 2,
+        presence_coalesce_seconds=settings.presence_coalesce_seconds,
     )
     return Wiring(
         settings=settings,
@@ -72,5 +76,8 @@ def wire(settings: GraphqlSettings, metrics: GraphqlMetrics) -> Wiring:
             max_sockets=settings.max_sockets_per_user,
             max_subscriptions=settings.max_subscriptions_per_user,
             max_subscription_cost=settings.max_subscription_cost_per_user,
+        ),
+        presence=PresenceTracker(
+            chat, metrics, heartbeat_seconds=settings.presence_heartbeat_seconds
         ),
     )

@@ -16,6 +16,7 @@ from nextcampus_graphql.context import (
     message_id_arg,
     required_message_id,
 )
+from nextcampus_graphql.schema.presence import TypingAck
 from nextcampus_graphql.schema.types import ChatMessage, CourseState, MyCourse
 
 
@@ -75,6 +76,26 @@ class Mutation(graphene.ObjectType):
     )
     pin_message = _change("by a moderator of the course; a pinned message does not expire")
     unpin_message = _change("by a moderator of the course")
+    typing = graphene.Field(
+        TypingAck,
+        required=True,
+        course_id=graphene.ID(required=True),
+        thread_id=graphene.ID(description="the root of the thread you type in (null: the course)"),
+        description="you are typing: `typingChanged` subscribers of the course see it for 6 s "
+        "unless renewed. At most one per user and course every 3 s is published; a call "
+        "within that answers `published: false` (no error). Never stored, not in the course's "
+        "event log",
+    )
+
+    @staticmethod
+    async def resolve_typing(
+        _root: Any, info: graphene.ResolveInfo, course_id: str, thread_id: str | None = None
+    ) -> chat_pb2.SendTypingResponse:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        return await call_chat(
+            context.chat.typing(token, course_id, message_id_arg(thread_id, "threadId"))
+        )
 
     @staticmethod
     async def resolve_send_message(

@@ -15,6 +15,7 @@ from nextcampus_graphql.context import (
     required_message_id,
 )
 from nextcampus_graphql.errors import ApiError, Code
+from nextcampus_graphql.schema.presence import CoursePresence, Presence
 from nextcampus_graphql.schema.types import (
     ChatMessage,
     CoursePolicy,
@@ -74,6 +75,12 @@ class Query(graphene.ObjectType):
         limit=graphene.Int(default_value=50),
         description="messages of all your courses that mention you or @course, newest first, "
         "kept as long as the messages are",
+    )
+    presence = graphene.Field(
+        Presence,
+        required=True,
+        course_id=graphene.ID(required=True),
+        description="who is online in the course: members with a subscription of it open",
     )
 
     @staticmethod
@@ -151,6 +158,11 @@ class Query(graphene.ObjectType):
     ) -> chat_pb2.CoursePolicy:
         context: RequestContext = info.context
         return await call_chat(context.chat.policy(context.member(course_id), course_id))
+
+    @staticmethod
+    def resolve_presence(_root: Any, info: graphene.ResolveInfo, course_id: str) -> CoursePresence:
+        context: RequestContext = info.context
+        return CoursePresence(course_id, context.member(course_id))
 
     @staticmethod
     def resolve_me(_root: Any, info: graphene.ResolveInfo) -> dict[str, object]:

@@ -9,12 +9,17 @@ from typing import Any
 import graphene
 
 from nextcampus_graphql.schema.events import CourseEvent
+from nextcampus_graphql.schema.presence import PresenceChange, TypingState
 from nextcampus_graphql.schema.types import ChatMessage, MyUpdate
 
 MESSAGE_ADDED = "messageAdded"
 MESSAGE_DELETED = "messageDeleted"
 COURSE_EVENTS = "courseEvents"
 MY_UPDATES = "myUpdates"
+PRESENCE_CHANGED = "presenceChanged"
+TYPING_CHANGED = "typingChanged"
+# The fields served from a course's SubscribeEvents upstream (the others: SubscribeMessages).
+EVENT_STREAM_FIELDS = frozenset({COURSE_EVENTS, PRESENCE_CHANGED, TYPING_CHANGED})
 
 
 def _event(root: Any, _info: Any, **_args: Any) -> Any:
@@ -58,4 +63,23 @@ class Subscription(graphene.ObjectType):
         description="your unread and mention counts in every course of your token: first "
         "one update per course (live from then on), then a course's whenever they change (at "
         "most one update per course per second), with the new mentions of you",
+    )
+    presence_changed = graphene.Field(
+        PresenceChange,
+        required=True,
+        course_id=graphene.ID(required=True),
+        resolver=_event,
+        description="who came online and who went offline in the course, with the online "
+        "count: at most one update per second, each user once with their latest state (query "
+        "`presence` for the members). Live only; updates a slow socket cannot take are skipped, "
+        "the next one's count is right again",
+    )
+    typing_changed = graphene.Field(
+        TypingState,
+        required=True,
+        course_id=graphene.ID(required=True),
+        resolver=_event,
+        description="who is typing now in the course, and where: at once when you subscribe "
+        "(if anyone is), then at every change. A user stops typing when their `typing` is not "
+        "renewed within its TTL (6 s) or they send a message. Live only, never stored",
     )

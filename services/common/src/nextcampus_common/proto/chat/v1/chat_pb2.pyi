@@ -46,6 +46,12 @@ class _CourseEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cours
     """A change of this message that streams had carried was lost in a Redis failover (it was
     never acknowledged): the message as the store keeps it now replaces what they carried.
     """
+    TYPING: _CourseEventKind.ValueType  # 20
+    """Ephemeral (SubscribeEventsRequest.ephemeral): never in the log, no cursor.
+    actor_user_id is typing; `typing` says where
+    """
+    PRESENCE_CHANGED: _CourseEventKind.ValueType  # 21
+    """members came online or went offline; `presence` says who"""
 
 class CourseEventKind(_CourseEventKind, metaclass=_CourseEventKindEnumTypeWrapper):
     """What one change of a course was."""
@@ -66,6 +72,12 @@ MESSAGE_RESTORED: CourseEventKind.ValueType  # 9
 """A change of this message that streams had carried was lost in a Redis failover (it was
 never acknowledged): the message as the store keeps it now replaces what they carried.
 """
+TYPING: CourseEventKind.ValueType  # 20
+"""Ephemeral (SubscribeEventsRequest.ephemeral): never in the log, no cursor.
+actor_user_id is typing; `typing` says where
+"""
+PRESENCE_CHANGED: CourseEventKind.ValueType  # 21
+"""members came online or went offline; `presence` says who"""
 Global___CourseEventKind: _TypeAlias = CourseEventKind  # noqa: Y015
 
 @_typing.final
@@ -733,6 +745,8 @@ class CourseEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     EMOJI_FIELD_NUMBER: _builtins.int
     ROOT_FIELD_NUMBER: _builtins.int
+    TYPING_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """Resume with it (ListEventsRequest.after): every later change, once, in order. Opaque;
     cursors increase within a course.
@@ -750,6 +764,17 @@ class CourseEvent(_message.Message):
     def root(self) -> Global___ChatMessage:
         """MESSAGE_ADDED of a reply: its thread's root as it is now (reply_count and all)."""
 
+    @_builtins.property
+    def typing(self) -> Global___TypingEvent:
+        """Ephemeral events (only to streams that asked with SubscribeEventsRequest.ephemeral):
+        cursor is "", they are not in the log, a stream that falls behind drops them first.
+        kind TYPING
+        """
+
+    @_builtins.property
+    def presence(self) -> Global___PresenceEvent:
+        """kind PRESENCE_CHANGED"""
+
     def __init__(
         self,
         *,
@@ -759,10 +784,12 @@ class CourseEvent(_message.Message):
         message: Global___ChatMessage | None = ...,
         emoji: _builtins.str = ...,
         root: Global___ChatMessage | None = ...,
+        typing: Global___TypingEvent | None = ...,
+        presence: Global___PresenceEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "root", b"root"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "presence", b"presence", "root", b"root", "typing", b"typing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_user_id", b"actor_user_id", "cursor", b"cursor", "emoji", b"emoji", "kind", b"kind", "message", b"message", "root", b"root"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_user_id", b"actor_user_id", "cursor", b"cursor", "emoji", b"emoji", "kind", b"kind", "message", b"message", "presence", b"presence", "root", b"root", "typing", b"typing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -830,20 +857,26 @@ class SubscribeEventsRequest(_message.Message):
 
     COURSE_ID_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     after: _builtins.str
     """Exclusive: every change after this cursor (refused as in ListEvents), then live. Empty:
     live changes only.
+    """
+    ephemeral: _builtins.bool
+    """Also send the course's ephemeral events (TYPING, PRESENCE_CHANGED) as they happen:
+    live only, never replayed, dropped first when the stream falls behind.
     """
     def __init__(
         self,
         *,
         course_id: _builtins.str = ...,
         after: _builtins.str = ...,
+        ephemeral: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "course_id", b"course_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "course_id", b"course_id", "ephemeral", b"ephemeral"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1016,3 +1049,287 @@ class ListMyMentionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMyMentionsResponse: _TypeAlias = ListMyMentionsResponse  # noqa: Y015
+
+@_typing.final
+class TypingEvent(_message.Message):
+    """Presence and typing"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    TTL_MS_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """the thread's root ("" for the course's main conversation)"""
+    ttl_ms: _builtins.int
+    """the user counts as typing this long unless a new event renews it"""
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        ttl_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["thread_id", b"thread_id", "ttl_ms", b"ttl_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TypingEvent: _TypeAlias = TypingEvent  # noqa: Y015
+
+@_typing.final
+class PresenceMember(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    since: _builtins.int
+    """ms: when they came online (their first subscription on any instance)"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        since: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceMember: _TypeAlias = PresenceMember  # noqa: Y015
+
+@_typing.final
+class PresenceEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOINED_FIELD_NUMBER: _builtins.int
+    LEFT_USER_IDS_FIELD_NUMBER: _builtins.int
+    ONLINE_COUNT_FIELD_NUMBER: _builtins.int
+    online_count: _builtins.int
+    """after this change"""
+    @_builtins.property
+    def joined(self) -> _containers.RepeatedCompositeFieldContainer[Global___PresenceMember]: ...
+    @_builtins.property
+    def left_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        joined: _abc.Iterable[Global___PresenceMember] | None = ...,
+        left_user_ids: _abc.Iterable[_builtins.str] | None = ...,
+        online_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["joined", b"joined", "left_user_ids", b"left_user_ids", "online_count", b"online_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceEvent: _TypeAlias = PresenceEvent  # noqa: Y015
+
+@_typing.final
+class PresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    instance_id: _builtins.str
+    """1-64 of A-Z a-z 0-9 _ -"""
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        instance_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceRequest: _TypeAlias = PresenceRequest  # noqa: Y015
+
+@_typing.final
+class PresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    ONLINE_COUNT_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """the caller came online (Join) or went offline (Leave) course-wide"""
+    online_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        changed: _builtins.bool = ...,
+        online_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "online_count", b"online_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceResponse: _TypeAlias = PresenceResponse  # noqa: Y015
+
+@_typing.final
+class PresenceHeartbeatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    DEPARTED_USER_IDS_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    instance_id: _builtins.str
+    @_builtins.property
+    def departed_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Users whose Leave could not be made with their own token (it expired): removed from
+        this instance only.
+        """
+
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        instance_id: _builtins.str = ...,
+        departed_user_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "departed_user_ids", b"departed_user_ids", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceHeartbeatRequest: _TypeAlias = PresenceHeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class PresenceHeartbeatResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ONLINE_FIELD_NUMBER: _builtins.int
+    ONLINE_COUNT_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    instance_online: _builtins.int
+    """users the instance holds in the course (a resync check)"""
+    online_count: _builtins.int
+    ttl_seconds: _builtins.int
+    """how long the instance stays alive without another heartbeat"""
+    def __init__(
+        self,
+        *,
+        instance_online: _builtins.int = ...,
+        online_count: _builtins.int = ...,
+        ttl_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_online", b"instance_online", "online_count", b"online_count", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceHeartbeatResponse: _TypeAlias = PresenceHeartbeatResponse  # noqa: Y015
+
+@_typing.final
+class GetPresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    after: _builtins.str
+    """a user id: the page starts after it (exclusive); "" from the first"""
+    limit: _builtins.int
+    """0: the count only; at most the history page limit"""
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        after: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "course_id", b"course_id", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPresenceRequest: _TypeAlias = GetPresenceRequest  # noqa: Y015
+
+@_typing.final
+class PresencePage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ONLINE_COUNT_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    online_count: _builtins.int
+    has_more: _builtins.bool
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___PresenceMember]:
+        """ordered by user id"""
+
+    def __init__(
+        self,
+        *,
+        online_count: _builtins.int = ...,
+        members: _abc.Iterable[Global___PresenceMember] | None = ...,
+        has_more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "members", b"members", "online_count", b"online_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresencePage: _TypeAlias = PresencePage  # noqa: Y015
+
+@_typing.final
+class SendTypingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    thread_id: _builtins.str
+    """optional: the thread's root message id ("": the main conversation)"""
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        thread_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendTypingRequest: _TypeAlias = SendTypingRequest  # noqa: Y015
+
+@_typing.final
+class SendTypingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLISHED_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_MS_FIELD_NUMBER: _builtins.int
+    published: _builtins.bool
+    """False: throttled (the caller's last event, at most typing_throttle_seconds ago, still
+    stands); nothing was sent.
+    """
+    retry_after_ms: _builtins.int
+    """when throttled: how long until one is published again"""
+    def __init__(
+        self,
+        *,
+        published: _builtins.bool = ...,
+        retry_after_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["published", b"published", "retry_after_ms", b"retry_after_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendTypingResponse: _TypeAlias = SendTypingResponse  # noqa: Y015

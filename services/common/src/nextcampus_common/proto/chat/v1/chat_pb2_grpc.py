@@ -131,6 +131,31 @@ class ChatServiceStub:
                 request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListMyMentionsRequest.SerializeToString,
                 response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListMyMentionsResponse.FromString,
                 _registered_method=True)
+        self.JoinPresence = channel.unary_unary(
+                '/chat.v1.ChatService/JoinPresence',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceResponse.FromString,
+                _registered_method=True)
+        self.LeavePresence = channel.unary_unary(
+                '/chat.v1.ChatService/LeavePresence',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceResponse.FromString,
+                _registered_method=True)
+        self.PresenceHeartbeat = channel.unary_unary(
+                '/chat.v1.ChatService/PresenceHeartbeat',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceHeartbeatRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceHeartbeatResponse.FromString,
+                _registered_method=True)
+        self.GetPresence = channel.unary_unary(
+                '/chat.v1.ChatService/GetPresence',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetPresenceRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresencePage.FromString,
+                _registered_method=True)
+        self.SendTyping = channel.unary_unary(
+                '/chat.v1.ChatService/SendTyping',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -262,6 +287,45 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JoinPresence(self, request, context):
+        """Presence and typing
+        A GraphQL process (`instance_id`: its own random id, never shown to clients) says the
+        caller has a subscription of the course there (Join) or no longer has one (Leave). The
+        caller is online while any live instance holds them (README, "Data model").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeavePresence(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PresenceHeartbeat(self, request, context):
+        """Keeps the instance's presence in the course alive for the chat service's
+        presence_ttl_seconds; its cost does not grow with the course. Any member's token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPresence(self, request, context):
+        """Who is online: the count and a page of members ordered by user id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendTyping(self, request, context):
+        """The caller is typing (in a thread, or the course's main conversation): throttled per
+        user and course; never stored beyond the throttle, never in the event log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -359,6 +423,31 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.ListMyMentions,
                     request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListMyMentionsRequest.FromString,
                     response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListMyMentionsResponse.SerializeToString,
+            ),
+            'JoinPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinPresence,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceResponse.SerializeToString,
+            ),
+            'LeavePresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeavePresence,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceResponse.SerializeToString,
+            ),
+            'PresenceHeartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.PresenceHeartbeat,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceHeartbeatRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceHeartbeatResponse.SerializeToString,
+            ),
+            'GetPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPresence,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetPresenceRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresencePage.SerializeToString,
+            ),
+            'SendTyping': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTyping,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -876,6 +965,141 @@ class ChatService:
             '/chat.v1.ChatService/ListMyMentions',
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListMyMentionsRequest.SerializeToString,
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListMyMentionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/JoinPresence',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeavePresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/LeavePresence',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PresenceHeartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/PresenceHeartbeat',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceHeartbeatRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresenceHeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/GetPresence',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.GetPresenceRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.PresencePage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendTyping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/SendTyping',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingResponse.FromString,
             options,
             channel_credentials,
             insecure,

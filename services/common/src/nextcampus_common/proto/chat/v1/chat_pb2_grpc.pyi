@@ -71,6 +71,23 @@ class ChatServiceStub:
     GetMyCourses: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetMyCoursesRequest, _chat_pb2.MyCourses]
     """One round trip to Redis per node, however many courses."""
     ListMyMentions: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListMyMentionsRequest, _chat_pb2.ListMyMentionsResponse]
+    JoinPresence: _grpc.UnaryUnaryMultiCallable[_chat_pb2.PresenceRequest, _chat_pb2.PresenceResponse]
+    """Presence and typing
+    A GraphQL process (`instance_id`: its own random id, never shown to clients) says the
+    caller has a subscription of the course there (Join) or no longer has one (Leave). The
+    caller is online while any live instance holds them (README, "Data model").
+    """
+    LeavePresence: _grpc.UnaryUnaryMultiCallable[_chat_pb2.PresenceRequest, _chat_pb2.PresenceResponse]
+    PresenceHeartbeat: _grpc.UnaryUnaryMultiCallable[_chat_pb2.PresenceHeartbeatRequest, _chat_pb2.PresenceHeartbeatResponse]
+    """Keeps the instance's presence in the course alive for the chat service's
+    presence_ttl_seconds; its cost does not grow with the course. Any member's token.
+    """
+    GetPresence: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetPresenceRequest, _chat_pb2.PresencePage]
+    """Who is online: the count and a page of members ordered by user id."""
+    SendTyping: _grpc.UnaryUnaryMultiCallable[_chat_pb2.SendTypingRequest, _chat_pb2.SendTypingResponse]
+    """The caller is typing (in a thread, or the course's main conversation): throttled per
+    user and course; never stored beyond the throttle, never in the event log.
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -110,6 +127,23 @@ class ChatServiceAsyncStub(ChatServiceStub):
     GetMyCourses: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetMyCoursesRequest, _chat_pb2.MyCourses]  # type: ignore[assignment]
     """One round trip to Redis per node, however many courses."""
     ListMyMentions: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListMyMentionsRequest, _chat_pb2.ListMyMentionsResponse]  # type: ignore[assignment]
+    JoinPresence: _aio.UnaryUnaryMultiCallable[_chat_pb2.PresenceRequest, _chat_pb2.PresenceResponse]  # type: ignore[assignment]
+    """Presence and typing
+    A GraphQL process (`instance_id`: its own random id, never shown to clients) says the
+    caller has a subscription of the course there (Join) or no longer has one (Leave). The
+    caller is online while any live instance holds them (README, "Data model").
+    """
+    LeavePresence: _aio.UnaryUnaryMultiCallable[_chat_pb2.PresenceRequest, _chat_pb2.PresenceResponse]  # type: ignore[assignment]
+    PresenceHeartbeat: _aio.UnaryUnaryMultiCallable[_chat_pb2.PresenceHeartbeatRequest, _chat_pb2.PresenceHeartbeatResponse]  # type: ignore[assignment]
+    """Keeps the instance's presence in the course alive for the chat service's
+    presence_ttl_seconds; its cost does not grow with the course. Any member's token.
+    """
+    GetPresence: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetPresenceRequest, _chat_pb2.PresencePage]  # type: ignore[assignment]
+    """Who is online: the count and a page of members ordered by user id."""
+    SendTyping: _aio.UnaryUnaryMultiCallable[_chat_pb2.SendTypingRequest, _chat_pb2.SendTypingResponse]  # type: ignore[assignment]
+    """The caller is typing (in a thread, or the course's main conversation): throttled per
+    user and course; never stored beyond the throttle, never in the event log.
+    """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """The caller's identity is the JWT in the `authorization: Bearer …` metadata, never a
@@ -260,5 +294,52 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chat_pb2.ListMyMentionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.ListMyMentionsResponse, _abc.Awaitable[_chat_pb2.ListMyMentionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def JoinPresence(
+        self,
+        request: _chat_pb2.PresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.PresenceResponse, _abc.Awaitable[_chat_pb2.PresenceResponse]]:
+        """Presence and typing
+        A GraphQL process (`instance_id`: its own random id, never shown to clients) says the
+        caller has a subscription of the course there (Join) or no longer has one (Leave). The
+        caller is online while any live instance holds them (README, "Data model").
+        """
+
+    @_abc_1.abstractmethod
+    def LeavePresence(
+        self,
+        request: _chat_pb2.PresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.PresenceResponse, _abc.Awaitable[_chat_pb2.PresenceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PresenceHeartbeat(
+        self,
+        request: _chat_pb2.PresenceHeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.PresenceHeartbeatResponse, _abc.Awaitable[_chat_pb2.PresenceHeartbeatResponse]]:
+        """Keeps the instance's presence in the course alive for the chat service's
+        presence_ttl_seconds; its cost does not grow with the course. Any member's token.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPresence(
+        self,
+        request: _chat_pb2.GetPresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.PresencePage, _abc.Awaitable[_chat_pb2.PresencePage]]:
+        """Who is online: the count and a page of members ordered by user id."""
+
+    @_abc_1.abstractmethod
+    def SendTyping(
+        self,
+        request: _chat_pb2.SendTypingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.SendTypingResponse, _abc.Awaitable[_chat_pb2.SendTypingResponse]]:
+        """The caller is typing (in a thread, or the course's main conversation): throttled per
+        user and course; never stored beyond the throttle, never in the event log.
+        """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
