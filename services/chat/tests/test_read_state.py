@@ -12,8 +12,11 @@ import grpc
 import pytest
 
 from nextcampus_chat.mentions import MAX_MENTIONED_USERS, parse_mentions
+from nextcampus_common.chat_api import stream_live_cursor
 from nextcampus_common.keys import COUNT_CAP, CourseKeys
 from nextcampus_common.proto.chat.v1 import chat_pb2
+from nextcampus_common.proto.chat.v1.chat_pb2 import CourseEventKind as Kind
+from testing.plugin import EventCollector
 
 
 async def refused(call: Any, code: grpc.StatusCode, says: str) -> None:
@@ -195,3 +198,26 @@ async def test_read_state_refuses_bad_input_and_other_users_courses(client_for, 
     await refused(alice.send(course_id, too_many), invalid, "at most")
     # The stranger's own answer is about the stranger's course only.
     assert [c.course_id for c in (await stranger.my_courses()).courses] != [course_id]
+
+
+async def test_a_moved_marker_is_told_to_ephemeral_streams_naming_the_user_only(
+    client_for, course_id
+):
+    alice, bob = client_for("alice", [course_id]), client_for("bob", [course_id])
+    watcher = EventCollector(alice.subscribe_events(course_id, ephemeral=True))
+    try:
+        await stream_live_cursor(watcher.call)
+        first, second = [(await alice.send(course_id, f"m{i}")).message for i in range(2)]
+        await bob.mark_read(course_id, second.message_id)
+        await bob.mark_read(course_id, first.message_id)  # no move: nothing told
+        await bob.mark_read(course_id, second.message_id)  # again: nothing told
+        # Typing goes out on the same channel after them: once it is here, so are they.
+        await bob.api.typing(bob.token, course_id)
+        await watcher.wait_for(lambda c: any(e.kind == Kind.TYPING for e in c.events))
+        reads = [e for e in watcher.events if e.kind == Kind.READ_STATE_CHANGED]
+        assert [(e.actor_user_id, e.cursor, e.message.message_id) for e in reads] == [
+            ("bob", "", "")
+        ]
+        assert {e.kind for e in await alice.all_events(course_id)} == {Kind.MESSAGE_ADDED}
+    finally:
+        await watcher.close()

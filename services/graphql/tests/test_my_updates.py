@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from testing.graphql_http import api
+from testing.plugin import start_graphql_server
 from testing.ws import Subscriber, next_json, raw_socket, ready
 
 MY_UPDATES = """subscription($after: String) {
@@ -135,24 +136,32 @@ async def test_resuming_after_a_cursor_brings_each_missed_mention_once(
             assert mention_ids(again) == []
 
 
-async def test_marking_read_reaches_the_viewers_other_socket(graphql_server, make_token, courses):
+async def test_marking_read_through_another_process_reaches_the_viewers_socket(
+    graphql_server, graphql_settings_factory, make_token, courses
+):
+    """The phone marks read through a second GraphQL process: the laptop's socket on the
+    first hears of it (the ephemeral read notice), not only at the course's next message."""
     url = graphql_server.url
     course = courses[0]
     token = make_token("bob", courses)
-    async with (
-        api(url, make_token("alice", courses)) as alice,
-        api(url, token) as bob_phone,
-        my_updates(url, token, name="laptop") as laptop,
-    ):
-        await laptop.wait_until(lambda s: len(s.events) == 3, within=30)
-        last = ""
-        for i in range(3):
-            last = await send(alice, course, f"m{i}")
-        await laptop.wait_until(lambda s: counts(s, course) == (3, 0), within=30)
-        answer = await bob_phone.data(MARK_READ, c=course, m=last)
-        assert answer["markRead"]["unreadCount"] == 0
-        await laptop.wait_until(lambda s: counts(s, course) == (0, 0), within=30)
-        assert latest(laptop, course)["lastReadMessageId"] == last  # type: ignore[index]
+    other = await start_graphql_server(graphql_settings_factory())
+    try:
+        async with (
+            api(url, make_token("alice", courses)) as alice,
+            api(other.url, token) as bob_phone,
+            my_updates(url, token, name="laptop") as laptop,
+        ):
+            await laptop.wait_until(lambda s: len(s.events) == 3, within=30)
+            last = ""
+            for i in range(3):
+                last = await send(alice, course, f"m{i}")
+            await laptop.wait_until(lambda s: counts(s, course) == (3, 0), within=30)
+            answer = await bob_phone.data(MARK_READ, c=course, m=last)
+            assert answer["markRead"]["unreadCount"] == 0
+            await laptop.wait_until(lambda s: counts(s, course) == (0, 0), within=30)
+            assert latest(laptop, course)["lastReadMessageId"] == last  # type: ignore[index]
+    finally:
+        await other.runner.cleanup()
 
 
 async def test_a_bad_cursor_is_bad_input_and_the_socket_stays_usable(graphql_server, make_token):

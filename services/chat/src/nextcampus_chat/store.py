@@ -565,8 +565,8 @@ class MessageStore:
         keys = CourseKeys(course_id)
         reply = await self._redis.script(
             scripts.MARK_READ,
-            [keys.reads],
-            [keys.prefix, user_id, message_id, self._settings.default_ttl_seconds],
+            [keys.reads, keys.events],
+            [keys.prefix, user_id, message_id, self._settings.default_ttl_seconds, course_id],
             replicated=True,
         )
         if reply[0] == "not_found":

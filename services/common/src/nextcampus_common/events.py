@@ -24,7 +24,8 @@ readers take it for a plain notice and look at the log once, finding nothing new
     e  "t" a user is typing (typing.lua): u = the user, h = the thread's root ("" for the
        main conversation), x = how long it stands without a renewal (ms);
        "p" presence changed (presence.lua): j = [[user, since ms], ...] came online,
-       l = [user, ...] went offline, n = how many are online now
+       l = [user, ...] went offline, n = how many are online now;
+       "r" a user's read marker moved (mark_read.lua): u = the user (never the position)
 
 The Lua scripts publish it themselves (send.lua: "a"; delete.lua: "d"; retract.lua: "d"
 with r = 1; edit.lua, react.lua, pin.lua: "n"), in the same round trip as the write; `encode_event` builds the same object in
@@ -53,6 +54,7 @@ DELETED: Final = "d"
 NOTICE: Final = "n"
 TYPING: Final = "t"
 PRESENCE: Final = "p"
+READ: Final = "r"
 
 # Per event beyond its content: the message object and its other fields. What an event
 # costs a queue that holds it is this plus its content's bytes.
@@ -114,7 +116,7 @@ class ChangeNotice:
 
 @dataclass(frozen=True, slots=True)
 class EphemeralNotice:
-    """A notice with "e": typing or presence, as the event streams that asked for ephemeral
+    """A notice with "e": typing, presence or a read marker, as the event streams that asked for ephemeral
     events carry it (a CourseEvent without a cursor). None of the course's log."""
 
     event: LoggedEvent
@@ -150,6 +152,11 @@ def _ephemeral(raw: dict[str, Any]) -> EphemeralNotice | None:
             presence=PresenceEvent(joined=joined, left_user_ids=left, online_count=int(raw["n"])),
         )
         return EphemeralNotice(event, EVENT_OVERHEAD_BYTES + 32 * (len(joined) + len(left)))
+    if kind == READ:
+        event = LoggedEvent(
+            kind=CourseEventKind.READ_STATE_CHANGED, actor_user_id=str(raw["u"]), message=course
+        )
+        return EphemeralNotice(event)
     return None
 
 

@@ -87,7 +87,6 @@ async def graphql_post(request: web.Request) -> web.Response:
         identity=identity,
         token=token,
         history_page_limit=wiring.settings.history_page_limit,
-        on_read=wiring.updates.read_marked,
     )
     result = await run_operation(
         wiring.schema,

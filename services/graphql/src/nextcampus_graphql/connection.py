@@ -402,7 +402,6 @@ class Connection:
             identity=self.identity,
             token=self.token,
             history_page_limit=self.wiring.settings.history_page_limit,
-            on_read=self.wiring.updates.read_marked,
         )
 
     def _complete(self, operation_id: str) -> None:

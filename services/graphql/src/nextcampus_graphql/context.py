@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -28,8 +28,6 @@ class RequestContext:
     identity: Identity | None
     token: str | None
     history_page_limit: int
-    # Told (user, course) when the viewer marks a course read: their myUpdates here follow.
-    on_read: Callable[[str, str], None] | None = None
 
     def viewer(self) -> tuple[Identity, str]:
         if self.identity is None or self.token is None:

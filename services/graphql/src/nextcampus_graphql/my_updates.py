@@ -1,12 +1,14 @@
 """`myUpdates`: one viewer's news across every course of their token (README, "Read state,
 unread counts and mentions").
 
-A subscription watches each of its courses' shared SubscribeMessages stream (the ONE stream
-per course per process that `messageAdded` uses: upstream.py `watch`). A message added or
-deleted marks its course changed; a message mentioning the viewer is kept for the course's
-next update. A changed course is sent at most once per `interval` seconds: the counts read
-afresh from the store (one GetMyCourses for every course due at once, so they are exact),
-with the mentions since its previous update.
+A subscription watches each of its courses' shared SubscribeEvents stream (the ONE stream
+per course per process that `courseEvents`, `presenceChanged` and `typingChanged` use:
+upstream.py `watch`). A message added, deleted, retracted or restored marks its course
+changed, and so does the viewer's own read marker moving (an ephemeral notice naming the
+user, made by MarkRead through any process); a message mentioning the viewer is kept for the
+course's next update. A changed course is sent at most once per `interval` seconds: the
+counts read afresh from the store (one GetMyCourses for every course due at once, so they
+are exact), with the mentions since its previous update.
 
 Resuming loses no mention. Each update's `cursor` says, per course, the id up to which every
 mention was delivered (or came before the subscription); `myUpdates(after: cursor)` first
@@ -31,7 +33,8 @@ from nextcampus_common.auth import Identity
 from nextcampus_common.chat_api import ChatApi
 from nextcampus_common.ids import InvalidId, check_course_id
 from nextcampus_common.logs import get_logger
-from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, CourseReadState
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, CourseEvent, CourseReadState
+from nextcampus_common.proto.chat.v1.chat_pb2 import CourseEventKind as Kind
 from nextcampus_graphql.errors import ApiError, Code, from_grpc
 from nextcampus_graphql.fanout import Member
 from nextcampus_graphql.operations import Operation, execute_event, format_result
@@ -77,8 +80,10 @@ class CourseNews:
     """What one course has to tell the viewer since its last update."""
 
     # Every mention of the course up to this id was sent (or came before the subscription).
-    position: int
-    seen: int  # the newest message id the watch passed on
+    position: int = 0
+    newest: int = 0  # the newest message id the watch passed on
+    # Mentions a resume replayed from the store: the stream may bring them again.
+    replayed: set[int] = field(default_factory=set)
     changed: bool = False
     mentions: dict[int, ChatMessage] = field(default_factory=dict)  # by id, oldest first
     sent_at: float = float("-inf")  # monotonic
@@ -118,6 +123,7 @@ class MyUpdates:
         self._courses: dict[str, CourseNews] = {}
         self._joined: list[Joined] = []
         self._due: set[str] = set()
+        self._reading: set[str] = set()  # taken for an update whose counts are being read
         self._sending: asyncio.Task[None] | None = None
         self._ended = False
 
@@ -131,11 +137,12 @@ class MyUpdates:
         course_ids = sorted(self._identity.courses | self._identity.moderates)
         try:
             for course_id in course_ids:
-                joined, position = await self._hub.watch(
-                    course_id, self._member, functools.partial(self._on_message, course_id)
+                self._courses[course_id] = CourseNews()
+                self._joined.append(
+                    await self._hub.watch(
+                        course_id, self._member, functools.partial(self._on_event, course_id)
+                    )
                 )
-                self._joined.append(joined)
-                self._courses[course_id] = CourseNews(position=position, seen=position)
             if after is not None:
                 await self._replay(after)
             states = await self._read_states(course_ids)
@@ -143,7 +150,11 @@ class MyUpdates:
             self.stop()
             raise
         for course_id in course_ids:
-            await self._send(course_id, states[course_id])
+            # Mentions up to the newest message now were replayed, have come live since the
+            # watch began (they are in this first update), or came before the subscription.
+            news = self._courses[course_id]
+            news.position = max(news.position, int(states[course_id].last_message_id or 0))
+            await self._send(course_id, states[course_id], self._take(course_id)[1])
 
     def stop(self) -> None:
         self._ended = True
@@ -174,12 +185,10 @@ class MyUpdates:
                 message_id = int(message.message_id)
                 if news is not None and message_id > after.get(message.course_id, message_id):
                     news.mentions[message_id] = message
-                    news.position = max(news.position, message_id)
+                    news.replayed.add(message_id)
             if not page.has_more or not page.messages or int(page.messages[-1].message_id) <= floor:
                 break
             cursor = page.end_cursor
-        for news in self._courses.values():
-            news.mentions = dict(sorted(news.mentions.items()))
 
     async def _read_states(self, course_ids: list[str]) -> dict[str, CourseReadState]:
         try:
@@ -190,28 +199,33 @@ class MyUpdates:
 
     # -- live ------------------------------------------------------------------------------
 
-    def _on_message(self, course_id: str, message: ChatMessage) -> None:
-        news = self._courses.get(course_id)
-        if news is None:  # a message while `start` still watches the other courses
-            return
-        message_id = int(message.message_id)
-        if message_id > news.seen:
-            news.seen = message_id
-            if not message.deleted and mentions(message, self.user_id):
+    def _on_event(self, course_id: str, event: CourseEvent) -> None:
+        news = self._courses[course_id]
+        kind, message = event.kind, event.message
+        if kind == Kind.MESSAGE_ADDED:
+            message_id = int(message.message_id)
+            news.newest = max(news.newest, message_id)
+            fresh = message_id not in news.replayed
+            if fresh and not message.deleted and mentions(message, self.user_id):
                 news.mentions[message_id] = message
-        elif message.deleted:
-            news.mentions.pop(message_id, None)  # deleted before its update went out
+        elif kind in (Kind.MESSAGE_DELETED, Kind.MESSAGE_RETRACTED):
+            news.mentions.pop(int(message.message_id), None)  # gone before its update
+        elif kind == Kind.READ_STATE_CHANGED:
+            if event.actor_user_id != self.user_id:
+                return
+        elif kind != Kind.MESSAGE_RESTORED:
+            return  # edits, reactions, pins: no count changes
         self.changed(course_id)
 
     def changed(self, course_id: str) -> None:
-        """The course's counts may have changed (a message, or the viewer's own markRead):
-        send it once its interval since the last update has passed."""
-        news = self._courses.get(course_id)
-        if news is None or self._ended:
+        """The course's counts may have changed: send it once its interval since the last
+        update has passed."""
+        news = self._courses[course_id]
+        if self._ended:
             return
         news.changed = True
-        if news.timer is not None or course_id in self._due:
-            return
+        if news.timer is not None or course_id in self._due or course_id in self._reading:
+            return  # already on its way; one being read is looked at again once sent
         delay = news.sent_at + self._interval - time.monotonic()
         loop = asyncio.get_running_loop()
         news.timer = loop.call_later(max(0.0, delay), self._make_due, course_id)
@@ -229,39 +243,36 @@ class MyUpdates:
             self._due.clear()
             # What the updates will say they delivered, fixed before the read.
             taken = {c: self._take(c) for c in due}
+            self._reading.update(due)
             try:
                 states = await self._read_states(due)
             except ApiError as exc:
+                self._reading.clear()
                 log.info("myUpdates: counts unavailable; trying again", error=exc.message)
-                for course_id, (seen, found) in taken.items():
+                for course_id, (_, found) in taken.items():
                     news = self._courses[course_id]
-                    news.mentions = {**found, **news.mentions}
-                    news.seen = max(news.seen, seen)
+                    news.mentions = {int(m.message_id): m for m in found} | news.mentions
                     news.sent_at = time.monotonic()
                     self.changed(course_id)
                 return
-            for course_id, (seen, found) in taken.items():
-                self._courses[course_id].position = seen
-                await self._send(course_id, states[course_id], list(found.values()))
-                if self._courses[course_id].changed:  # more came while reading
+            self._reading.clear()
+            for course_id, (newest, found) in taken.items():
+                news = self._courses[course_id]
+                news.position = max(news.position, newest)
+                await self._send(course_id, states[course_id], found)
+                if news.changed:  # more came while reading: the next update, an interval on
                     self.changed(course_id)
 
-    def _take(self, course_id: str) -> tuple[int, dict[int, ChatMessage]]:
+    def _take(self, course_id: str) -> tuple[int, list[ChatMessage]]:
+        """The course's news so far (its newest message id, the mentions, oldest first),
+        taken for an update."""
         news = self._courses[course_id]
         found, news.mentions = news.mentions, {}
         news.changed = False
-        return news.seen, found
+        return news.newest, [found[i] for i in sorted(found)]
 
-    async def _send(
-        self,
-        course_id: str,
-        state: CourseReadState,
-        found: list[ChatMessage] | None = None,
-    ) -> None:
+    async def _send(self, course_id: str, state: CourseReadState, found: list[ChatMessage]) -> None:
         news = self._courses[course_id]
-        if found is None:  # the first update: what the replay found
-            found = list(news.mentions.values())
-            news.mentions = {}
         news.sent_at = time.monotonic()
         cursor = encode_cursor({c: n.position for c, n in self._courses.items()})
         update = Update(
@@ -279,14 +290,13 @@ class MyUpdates:
 
 
 class ViewerUpdates:
-    """Every `myUpdates` subscription of this process, by user: the viewer's own markRead
-    (through this process) reaches their other sockets here at once."""
+    """Starts each `myUpdates` subscription of this process and ends them all at shutdown."""
 
     def __init__(self, hub: UpstreamHub, schema: GraphQLSchema, *, interval: float) -> None:
         self._hub = hub
         self._schema = schema
         self._interval = interval
-        self._by_user: dict[str, set[MyUpdates]] = {}
+        self._running: set[MyUpdates] = set()
 
     async def subscribe(
         self,
@@ -301,24 +311,15 @@ class ViewerUpdates:
             self._hub, self._schema, operation, member, identity, token, self._interval
         )
         await updates.start(positions)
-        self._by_user.setdefault(identity.user_id, set()).add(updates)
+        self._running.add(updates)
 
         def leave() -> None:
             updates.stop()
-            subscribed = self._by_user.get(identity.user_id)
-            if subscribed is not None:
-                subscribed.discard(updates)
-                if not subscribed:
-                    del self._by_user[identity.user_id]
+            self._running.discard(updates)
 
         return Joined(leave)
 
-    def read_marked(self, user_id: str, course_id: str) -> None:
-        for updates in list(self._by_user.get(user_id, ())):
-            updates.changed(course_id)
-
     def close(self) -> None:
-        for subscribed in list(self._by_user.values()):
-            for updates in subscribed:
-                updates.stop()
-        self._by_user.clear()
+        for updates in list(self._running):
+            updates.stop()
+        self._running.clear()

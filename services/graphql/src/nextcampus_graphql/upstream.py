@@ -97,9 +97,9 @@ class CatchUp(Generic[Item, Position]):
 
 
 class Watch:
-    """One socket's own listener on a course's SubscribeMessages stream (`myUpdates`, which
-    is per viewer): every message the stream passes on, unrendered, to `on_message`. It sits
-    among the course's fan-out groups and is dispatched to like one."""
+    """One socket's own listener on a course's SubscribeEvents stream (`myUpdates`, which is
+    per viewer): every change of the log and every read-marker notice, unrendered, to
+    `on_event`. It sits among the course's fan-out groups and is dispatched to like one."""
 
     field_name = MY_UPDATES
 
@@ -107,16 +107,18 @@ class Watch:
         self,
         key: FanoutKey,
         member: Member,
-        on_message: Callable[[ChatMessage], None],
+        on_event: Callable[[CourseEvent], None],
         on_empty: Callable[[Watch], None],
     ) -> None:
         self.key = key
         self.members: dict[Member, None] = {member: None}
-        self._on_message = on_message
+        self._on_event = on_event
         self._on_empty = on_empty
 
     def publish(self, event: Any, **_when: Any) -> None:
-        self._on_message(event)  # only SubscribeMessages streams have watches: a ChatMessage
+        self._on_event(
+            event
+        )  # only event streams have watches: a CourseEvent  # only SubscribeMessages streams have watches: a ChatMessage
 
     def remove(self, member: Member) -> None:
         self.members.pop(member, None)
@@ -269,9 +271,7 @@ class CourseUpstream(ABC, Generic[Item, Position]):
 def _takes(group: Group | Watch, message: ChatMessage, *, added: bool) -> bool:
     """`added`: the message is new to the course's stream (not a later tombstone of one it
     passed on before). `messageAdded` takes every new message (a tombstone when it was
-    deleted before it came), `messageDeleted` every tombstone, a `myUpdates` watch all."""
-    if group.field_name == MY_UPDATES:
-        return True
+    deleted before it came), `messageDeleted` every tombstone."""
     if group.field_name == MESSAGE_ADDED:
         return added
     return group.field_name == MESSAGE_DELETED and message.deleted
@@ -413,7 +413,7 @@ class EventUpstream(CourseUpstream[CourseEvent, tuple[int, int]]):
         if event.kind == CourseEventKind.MESSAGE_ADDED:
             self.typing.stopped(event.actor_user_id)  # what they typed is here
         for group in list(self.groups.values()):
-            if group.field_name == COURSE_EVENTS:
+            if group.field_name in (COURSE_EVENTS, MY_UPDATES):
                 group.publish(event, occurred_at_ms=position[0])  # the log's clock at it
 
     def _ephemeral(self, event: CourseEvent) -> None:
@@ -421,6 +421,10 @@ class EventUpstream(CourseUpstream[CourseEvent, tuple[int, int]]):
             self.typing.typing(event.actor_user_id, event.typing.thread_id, event.typing.ttl_ms)
         elif event.kind == CourseEventKind.PRESENCE_CHANGED:
             self.presence.add(event.presence)
+        elif event.kind == CourseEventKind.READ_STATE_CHANGED:
+            for group in list(self.groups.values()):
+                if group.field_name == MY_UPDATES:
+                    group.publish(event)
         # Another kind: a newer chat service's; nothing here knows what to make of it.
 
     def _publish_ephemeral(self, field_name: str, update: Any) -> None:
@@ -574,12 +578,11 @@ class UpstreamHub:
             raise ApiError(Code.UNAVAILABLE, "the course stream ended; subscribe again")
 
     async def watch(
-        self, course_id: str, member: Member, on_message: Callable[[ChatMessage], None]
-    ) -> tuple[Joined, int]:
-        """Pass every message (added, and tombstones) of the course's shared SubscribeMessages
-        stream to `on_message`, from the moment this returns: with the id the stream had
-        passed on by then (0: none), so that nothing above it is missed or seen twice."""
-        course = self._course(MessageUpstream, course_id)
+        self, course_id: str, member: Member, on_event: Callable[[CourseEvent], None]
+    ) -> Joined:
+        """Pass every change of the course's shared SubscribeEvents stream, and its read-marker
+        notices, to `on_event`, from the moment this returns."""
+        course = self._course(EventUpstream, course_id)
         key: FanoutKey = (MY_UPDATES, course_id, str(id(member)).encode())
         try:
             await self._until_live(course, member)
@@ -594,10 +597,8 @@ class UpstreamHub:
                 del course.groups[empty.key]
             self._leave_if_empty(course)
 
-        # No await since the stream was live: the watch sees every message after `position`.
-        watch = course.groups[key] = Watch(key, member, on_message, on_empty)
-        position = course.position or 0
-        return Joined(lambda: watch.remove(member)), position
+        watch = course.groups[key] = Watch(key, member, on_event, on_empty)
+        return Joined(lambda: watch.remove(member))
 
     async def join(
         self,

@@ -129,8 +129,6 @@ class Mutation(graphene.ObjectType):
         state = await call_chat(
             context.chat.mark_read(token, course_id, required_message_id(message_id, "messageId"))
         )
-        if context.on_read is not None:
-            context.on_read(identity.user_id, course_id)
         return CourseState(course_id, identity.may_moderate(course_id), known=state)
 
     @staticmethod

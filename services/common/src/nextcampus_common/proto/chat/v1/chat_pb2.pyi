@@ -52,6 +52,10 @@ class _CourseEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cours
     """
     PRESENCE_CHANGED: _CourseEventKind.ValueType  # 21
     """members came online or went offline; `presence` says who"""
+    READ_STATE_CHANGED: _CourseEventKind.ValueType  # 22
+    """actor_user_id's read marker moved (who only, never where): their other clients read
+    their counts again (GraphQL myUpdates).
+    """
 
 class CourseEventKind(_CourseEventKind, metaclass=_CourseEventKindEnumTypeWrapper):
     """What one change of a course was."""
@@ -78,6 +82,10 @@ actor_user_id is typing; `typing` says where
 """
 PRESENCE_CHANGED: CourseEventKind.ValueType  # 21
 """members came online or went offline; `presence` says who"""
+READ_STATE_CHANGED: CourseEventKind.ValueType  # 22
+"""actor_user_id's read marker moved (who only, never where): their other clients read
+their counts again (GraphQL myUpdates).
+"""
 Global___CourseEventKind: _TypeAlias = CourseEventKind  # noqa: Y015
 
 @_typing.final
