@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.redis_cluster import ClusterClient
-from nextcampus_common.scripts import SEND
+from nextcampus_common.scripts import SEND, UNREAD
 from nextcampus_common.settings import RedisSettings
 
 
@@ -50,5 +50,36 @@ async def test_a_configured_number_is_kept(redis_cluster, course_id):
         keys, args = send_args(course_id)
         await client.script(SEND, keys, args, replicated=True)
         assert client.min_replicas == 0  # the operator said so: not second-guessed
+    finally:
+        await client.close()
+
+
+async def test_scripts_by_node_makes_one_round_trip_per_node(redis_cluster, monkeypatch):
+    """GetMyCourses's read of many courses: the calls of each node go in ONE pipeline (one
+    round trip), whatever the number of courses, and the answers keep the calls' order. The
+    pipelines are counted by wrapping the real redis-py pipeline's `execute` (nothing is
+    replaced: every call still goes to the real cluster)."""
+    from redis.asyncio.client import Pipeline
+
+    client = ClusterClient(RedisSettings(redis_nodes=redis_cluster.nodes))
+    await client.start()
+    executed: list[int] = []
+    real_execute = Pipeline.execute
+
+    async def counting_execute(self: Pipeline, *args: object, **kwargs: object) -> object:
+        executed.append(len(self.command_stack))
+        return await real_execute(self, *args, **kwargs)
+
+    try:
+        courses = [f"rt-{i}" for i in range(40)]
+        nodes = {client.node_for(CourseKeys(c).reads).name for c in courses}
+        assert len(nodes) == 3  # 40 courses land on every primary
+        calls = [([CourseKeys(c).reads], [CourseKeys(c).prefix, "alice"]) for c in courses]
+        await client.scripts_by_node(UNREAD, calls)  # a fresh node loads the script first
+        monkeypatch.setattr(Pipeline, "execute", counting_execute)
+        states = await client.scripts_by_node(UNREAD, calls)
+        assert len(executed) == len(nodes)
+        assert sum(executed) == len(courses)
+        assert [state[1] for state in states] == [0] * len(courses)  # nothing unread anywhere
     finally:
         await client.close()
