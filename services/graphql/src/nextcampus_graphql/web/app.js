@@ -62,6 +62,8 @@ const MENTION = `fragment Mention on ChatMessage {
 }`;
 const ME = `query Me { me { userId courseIds moderates courses { ...CourseState } } }
 ${COURSE_STATE}`;
+const MY_COURSES = `query MyCourses { me { courses { ...CourseState } } }
+${COURSE_STATE}`;
 const MARK_READ = `mutation MarkRead($courseId: ID!, $messageId: ID!) {
   markRead(courseId: $courseId, messageId: $messageId) { ...CourseState }
 }
@@ -1433,11 +1435,11 @@ function badgesOf(unread, mentions) {
   const badges = element('span', 'badges');
   if (unread > 0) {
     names.push(countWords(unread, t('course.unread', { count: unread }), t('course.unreadMany')));
-    badges.append(element('span', 'badge unread', badgeNumber(unread)));
+    badges.append(element('span', 'badge unread-count', badgeNumber(unread)));
   }
   if (mentions > 0) {
     names.push(countWords(mentions, t('course.mentions', { count: mentions }), t('course.mentionsMany')));
-    badges.append(element('span', 'badge mention', `@${badgeNumber(mentions)}`));
+    badges.append(element('span', 'badge mention-count', `@${badgeNumber(mentions)}`));
   }
   if (names.length === 0) return null;
   badges.setAttribute('role', 'img');
@@ -1573,6 +1575,25 @@ async function markRead() {
   } finally {
     reads.marking = false;
     if (courseId === state.courseId && newestKnownId() !== messageId) scheduleMarkRead();
+  }
+}
+
+// A markRead made through another GraphQL process (another tab or device of the viewer)
+// reaches this page's myUpdates only with the course's next message: coming back to the
+// page, it asks for the counts once more, at most this often.
+const REFRESH_COURSES_MS = 5000;
+let coursesRefreshedAt = 0;
+
+async function refreshCourses() {
+  if (!state.viewer || Date.now() - coursesRefreshedAt < REFRESH_COURSES_MS) return;
+  coursesRefreshedAt = Date.now();
+  const { epoch } = reads;
+  try {
+    const { me } = await socket.request(MY_COURSES);
+    if (epoch === reads.epoch) for (const course of me.courses) applyCourseState(course);
+  } catch (error) {
+    // The badges stay as they were; myUpdates goes on correcting them.
+    console.info(`course counts not refreshed: ${error.message}`);
   }
 }
 
@@ -1957,8 +1978,24 @@ ui.mentions.addEventListener('keydown', (event) => {
   ui.mentionsToggle.focus();
 });
 // The newest message is read once the viewer is at the bottom of the timeline, looking.
-ui.history.addEventListener('scroll', scheduleMarkRead, { passive: true });
-document.addEventListener('visibilitychange', scheduleMarkRead);
+// A timeline at its bottom stays there when it is made smaller (a panel opens above it, the
+// window shrinks), as it does when messages come.
+let timelineAtBottom = true;
+ui.history.addEventListener(
+  'scroll',
+  () => {
+    timelineAtBottom = nearBottom(ui.history);
+    scheduleMarkRead();
+  },
+  { passive: true },
+);
+new ResizeObserver(() => {
+  if (timelineAtBottom) scrollToBottom(ui.history);
+}).observe(ui.history);
+document.addEventListener('visibilitychange', () => {
+  scheduleMarkRead();
+  if (document.visibilityState === 'visible') refreshCourses();
+});
 window.addEventListener('focus', scheduleMarkRead);
 ui.loadOlder.addEventListener('click', loadOlder);
 ui.threadOlder.addEventListener('click', () => {
