@@ -751,3 +751,126 @@ async def test_a_page_back_from_offline_resumes_every_change_from_its_cursor(
     assert summary["status"] == "실시간 연결됨"
     for name in ("offline-changes-en.png", "offline-resumed-ko.png"):
         assert_png(ARTIFACTS / name)
+
+
+MY_READ_STATE = """{ me { courses { courseId unreadCount mentionCount lastReadMessageId } } }"""
+MY_MENTIONS = """{ myMentions(limit: 10) { messages { courseId messageId userId } } }"""
+
+
+async def test_unread_badges_the_new_messages_divider_and_mentions_on_both_pages(
+    gateway: Gateway, browser_scripts: Path
+) -> None:
+    """jisoo (two courses, a Korean and an English page) and ben, who writes in one of them
+    and mentions her: both pages count up live, show "new messages" and the mention when she
+    opens the course; scrolling to the bottom marks it read and clears the badge;
+    the mentions panel lists the mentions, live, and opens one by keyboard
+    (page_read_state.mjs)."""
+    one, two = (f"browser-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    jisoo = gateway.token("jisoo", [one, two])
+    ben = gateway.token("ben", [two])
+    # ben writes 14 messages within seconds: more than the default budget of 10 per 10 s.
+    await gateway.apply_policy(two, rateLimit={"messages": 50, "perSeconds": 10})
+    shots = [
+        f"{name}-{language}.png" for name in ("read-state", "mentions") for language in ("ko", "en")
+    ]
+    for name in shots:
+        (ARTIFACTS / name).unlink(missing_ok=True)
+
+    summary = await run_script(
+        browser_scripts / "page_read_state.mjs",
+        {
+            "BASE_URL": gateway.url,
+            "JISOO_TOKEN": jisoo,
+            "BEN_TOKEN": ben,
+            "COURSE_ONE": one,
+            "COURSE_TWO": two,
+            "SCREENSHOT_DIR": str(ARTIFACTS),
+        },
+    )
+
+    assert summary["consoleProblems"] == []
+    assert summary["missing"] == {"jisoo-ko": [], "jisoo-en": [], "ben": []}
+    ids, texts = summary["ids"], summary["texts"]
+    news = ids["news"]
+    mention_id = news[1]
+
+    # Live badges: the unread count with the mention apart, named in words in each language;
+    # the course open on the page and ben's own course have none.
+    live = summary["badges"]["live"]
+    assert live["en"] == "12 unread, 1 mention"
+    assert live["ko"] == "안 읽은 메시지 12개, 멘션 1개"
+    assert live["shown"] == ["12", "@1"]
+    assert live["mentionsToggle"] == {"en": "1 mention", "ko": "멘션 1개"}
+    assert live["courseOne"] == {"en": None, "ko": None}
+    assert live["benCourseTwo"] is None
+    # ben's page highlights the mention too, but not as his own.
+    assert summary["benHighlighted"] == [{"text": "@jisoo", "me": False}]
+
+    # Opened: the divider right above ben's first new message (the earlier one was read),
+    # shown at the top of the view rather than scrolled past; the mention marked.
+    for language, words in (("en", "New messages"), ("ko", "새 메시지")):
+        opened = summary["opened"][language]
+        assert opened["divider"] == words
+        assert (opened["dividerAfter"], opened["dividerBefore"]) == (ids["earlier"], news[0])
+        assert opened["dividerShown"] is True
+        assert opened["atBottom"] is False
+        assert opened["mentionsOfMe"] == [mention_id]
+        assert opened["highlighted"] == ["@jisoo"]
+        assert opened["current"] == two
+    assert summary["opened"]["en"]["marker"] == "mentions you"
+    assert summary["opened"]["ko"]["marker"] == "나를 언급함"
+    assert summary["badges"]["opened"] == {
+        "en": "12 unread, 1 mention",
+        "ko": "안 읽은 메시지 12개, 멘션 1개",
+    }
+    assert_in_korean(summary["words"], {"jisoo", "ben", one, two})
+
+    # Scrolled to the bottom: read; the divider stays where it was.
+    assert summary["badges"]["read"] == {"ko": None, "mentionsToggle": 0}
+    assert summary["dividerStays"] == news[0]
+
+    # The panel: both mentions, newest first, each in its course and highlighted.
+    for language, heading, origin in (
+        ("en", "Mentions of you", "ben in " + two),
+        ("ko", "나를 언급한 메시지", f"{two} 강의의 ben 님"),
+    ):
+        panel = summary["panel"][language]
+        assert (panel["expanded"], panel["heading"]) == ("true", heading)
+        assert [(e["course"], e["id"], e["from"]) for e in panel["entries"]] == [
+            (two, ids["again"], origin),
+            (two, mention_id, origin),
+        ]
+        assert [e["text"] for e in panel["entries"]] == [texts["again"], texts["news"][1]]
+        assert all(e["highlighted"] == ["@jisoo"] for e in panel["entries"])
+
+    # Keyboard: Enter on a mention opens its course and focuses the message; Escape closes
+    # the panel and the focus returns to its toggle.
+    keyboard = summary["keyboard"]
+    assert keyboard["opened"]["message"] == mention_id
+    assert keyboard["current"] == two
+    assert keyboard["messageInView"] is True
+    assert keyboard["closed"]["id"] == "mentions-toggle"
+    assert keyboard["expanded"] == "false"
+
+    for view in ("readState", "mentions"):
+        assert summary["accessibility"][view] == {"ko": [], "en": []}, view
+    for name in shots:
+        assert_png(ARTIFACTS / name)
+
+    # What the pages showed is what the server keeps: read up to ben's newest message (the
+    # Korean page was at the bottom when it came), and both mentions.
+    data = await graphql_as(gateway, jisoo, MY_READ_STATE, {})
+    courses = {course["courseId"]: course for course in data["me"]["courses"]}
+    assert courses[two] == {
+        "courseId": two,
+        "unreadCount": 0,
+        "mentionCount": 0,
+        "lastReadMessageId": ids["again"],
+    }
+    data = await graphql_as(gateway, jisoo, MY_MENTIONS, {})
+    assert [
+        (m["courseId"], m["messageId"], m["userId"]) for m in data["myMentions"]["messages"]
+    ] == [
+        (two, ids["again"], "ben"),
+        (two, mention_id, "ben"),
+    ]

@@ -142,11 +142,16 @@ class Session {
   }
 }
 
+/** The button of `course` in the page's course list (its name and badges). */
+export const courseButton = (page, course) => page.locator(`#courses button[data-course-id=${quoted(course)}]`);
+
 export async function chooseCourse({ user, page }, course) {
-  await step(user, 'the course list', () =>
-    page.locator(`#course option[value=${quoted(course)}]`).waitFor({ state: 'attached' }),
+  const button = courseButton(page, course);
+  await step(user, 'the course list', () => button.waitFor());
+  await button.click();
+  await step(user, `${course} to be the open course`, () =>
+    page.locator(`#courses button[aria-current="true"][data-course-id=${quoted(course)}]`).waitFor(),
   );
-  await page.selectOption('#course', course);
   await waitForStatus({ user, page }, 'live');
 }
 

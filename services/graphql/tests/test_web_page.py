@@ -56,7 +56,9 @@ async def test_page_is_served_at_root(graphql_server):
     page.feed(body)
     # The hooks the browser test and other clients rely on.
     for element_id, tag in {
-        "course": "select",
+        "courses": "ul",
+        "mentions-toggle": "button",
+        "mention-list": "ol",
         "composer": "textarea",
         "send": "button",
         "status": "p",

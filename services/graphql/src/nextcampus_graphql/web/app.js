@@ -26,21 +26,59 @@ const SILENCE_LIMIT_MS = 35_000;
 const HISTORY_PAGE_SIZE = 50;
 const TOKEN_KEY = 'nextcampus.token';
 const COURSE_KEY = 'nextcampus.course';
+// Counts are exact below this; the server says this number for "this many or more" ("99+").
+const COUNT_CAP = 100;
+const MENTIONS_PAGE_SIZE = 20;
+// Scrolling, new messages and the page coming back are settled this long before a markRead.
+const MARK_READ_DELAY_MS = 400;
+// `@` and a user id not inside a word or an e-mail address, as the chat service parses it
+// (services/chat/.../mentions.py); only the names the server found (`mentions`) are shown
+// as mentions. Trailing dots, dashes, underscores and at signs end the sentence.
+const MENTION_PATTERN = /(?<![A-Za-z0-9._@-])@([A-Za-z0-9][A-Za-z0-9._@-]{0,127})/g;
+const MENTION_TRAILING = /[._@-]+$/;
+const COURSE_MENTION = 'course';
 // The reaction picker's choice; any other emoji someone used shows under the message too.
 const PICKER_EMOJI = ['👍', '❤️', '😂', '🎉', '🤔', '👀', '🙏', '✅'];
 
 // A message as queries and mutations answer it: `reactedByMe` is the viewer's own.
 const MESSAGE = `fragment Message on ChatMessage {
   messageId userId content timestamp deleted replyTo editedAt replyCount lastReplyAt
-  participants pinnedAt reactions { emoji count reactedByMe }
+  participants pinnedAt reactions { emoji count reactedByMe } mentions mentionsCourse
 }`;
 // A message in an event: the same bytes for every subscriber, so nothing of the viewer's
 // (the page keeps its own reactions from answers and from the events it made itself).
 const EVENT_MESSAGE = `fragment EventMessage on ChatMessage {
   messageId userId content timestamp deleted replyTo editedAt replyCount lastReplyAt
-  participants pinnedAt reactions { emoji count }
+  participants pinnedAt reactions { emoji count } mentions mentionsCourse
 }`;
-const ME = 'query Me { me { userId courseIds moderates } }';
+// Where the viewer is in a course: the badges of the course list and the read marker the
+// "new messages" divider is drawn at.
+const COURSE_STATE = `fragment CourseState on MyCourse {
+  courseId moderator unreadCount mentionCount lastReadMessageId lastMessageId lastMessageAt
+}`;
+// A message that mentions the viewer, in the mentions panel (any course).
+const MENTION = `fragment Mention on ChatMessage {
+  courseId messageId userId content timestamp deleted replyTo mentions mentionsCourse
+}`;
+const ME = `query Me { me { userId courseIds moderates courses { ...CourseState } } }
+${COURSE_STATE}`;
+const MY_COURSES = `query MyCourses { me { courses { ...CourseState } } }
+${COURSE_STATE}`;
+const MARK_READ = `mutation MarkRead($courseId: ID!, $messageId: ID!) {
+  markRead(courseId: $courseId, messageId: $messageId) { ...CourseState }
+}
+${COURSE_STATE}`;
+const MY_MENTIONS = `query MyMentions($after: String, $limit: Int) {
+  myMentions(after: $after, limit: $limit) { messages { ...Mention } hasMore endCursor }
+}
+${MENTION}`;
+// ONE subscription for the badges of every course and the mentions panel, resumed after a
+// reconnect with the last update's cursor (every mention since comes first, none twice).
+const MY_UPDATES = `subscription MyUpdates($after: String) {
+  myUpdates(after: $after) { course { ...CourseState } mentions { ...Mention } cursor }
+}
+${COURSE_STATE}
+${MENTION}`;
 // Opening a course: its newest history with the event cursor to go live from, the edit
 // window, and the pinned messages, in one round trip.
 const OPEN_COURSE = `query OpenCourse($courseId: ID!, $limit: Int) {
@@ -355,8 +393,13 @@ const ui = {
   tokenForm: $('token-form'),
   token: $('token'),
   chat: $('chat'),
-  courseForm: $('course-form'),
-  course: $('course'),
+  courses: $('courses'),
+  mentionsToggle: $('mentions-toggle'),
+  mentions: $('mentions'),
+  mentionsHeading: $('mentions-heading'),
+  mentionList: $('mention-list'),
+  mentionsEmpty: $('mentions-empty'),
+  mentionsMore: $('mentions-more'),
   pinsToggle: $('pins-toggle'),
   pins: $('pins'),
   pinsHeading: $('pins-heading'),
@@ -408,10 +451,36 @@ const noCourse = () => ({
   picker: null, // { messageId, view } of the open reaction picker
   edits: new Map(), // `${view}:${messageId}` → { versions } of an open edit history
   editTimers: new Map(), // messageId → the timeout that ends its edit action
+  // The read marker when the course was opened: "new messages" starts after it and stays
+  // there while the course is open (marking read as you go does not move it).
+  readMarkerAtOpen: null,
+  unreadAtOpen: 0,
+  historyNewestId: null, // the newest message of the history loaded at open
 });
 
+/**
+ * The viewer's read state in every course, and their mentions: kept across course switches,
+ * from `me`, `markRead` answers and the one `myUpdates` subscription.
+ */
+const noReads = () => ({
+  courses: new Map(), // courseId → MyCourse as last answered
+  cursor: null, // the last myUpdates update's cursor: where to resume after a reconnect
+  stopUpdates: null,
+  marked: new Map(), // courseId → the newest id a markRead was sent for (never sent again or older)
+  marking: false,
+  markTimer: 0,
+  mentions: new Map(), // `${courseId}:${messageId}` → the message
+  mentionsLoaded: false,
+  mentionsLoading: false,
+  mentionsHasMore: false,
+  mentionsCursor: null,
+  mentionsOpen: false,
+  epoch: 0, // bumped when another user signs in: late answers for the last one are dropped
+});
+const reads = noReads();
+
 const state = {
-  viewer: null, // { userId, courses, moderates }
+  viewer: null, // { userId, courseIds, moderates, courses }
   viewerLoading: false,
   generation: 0, // bumped on every course switch: late answers about the old one are dropped
   ...noCourse(),
@@ -587,6 +656,11 @@ function describe(error) {
 const known = (messageId) => state.messages.get(messageId)?.message;
 const moderator = () => state.viewer.moderates.includes(state.courseId);
 const isOwn = (message) => message.userId === state.viewer.userId;
+/** Whether the message asks for the viewer: names them, or (a moderator's) @course. */
+const mentionsViewer = (message) =>
+  !message.deleted &&
+  !isOwn(message) &&
+  (message.mentionsCourse || (message.mentions ?? []).includes(state.viewer.userId));
 const canDelete = (message) => !message.deleted && (isOwn(message) || moderator());
 const canReadEdits = (message) =>
   Boolean(message.editedAt) && !message.deleted && (isOwn(message) || moderator());
@@ -675,6 +749,7 @@ function applyEvent(event) {
   const followThread = nearBottom(ui.threadScroll);
   store(message);
   if (event.__typename === 'MessageAddedEvent') {
+    scheduleMarkRead();
     if (followTimeline) scrollToBottom(ui.history);
     if (followThread && state.thread) scrollToBottom(ui.threadScroll);
     if (state.liveOnly) {
@@ -734,6 +809,7 @@ function fillMessage(li) {
   li.classList.toggle('own', isOwn(message));
   li.classList.toggle('deleted', message.deleted);
   li.classList.toggle('pinned', Boolean(message.pinnedAt) && !message.deleted);
+  li.classList.toggle('mentions-me', mentionsViewer(message));
   const editor = sameOpen(state.editing, messageId, view)
     ? (li.querySelector(':scope > form.editor') ?? editorOf(message))
     : null;
@@ -793,19 +869,45 @@ function metaOf(message) {
     const title = t('pin.markerTitle', { time: when });
     meta.append(' ', timeElement('marker pinned', message.pinnedAt, t('pin.marker'), title));
   }
+  if (mentionsViewer(message)) {
+    const words = message.mentions.includes(state.viewer.userId) ? t('mention.marker') : t('mention.markerCourse');
+    meta.append(' ', element('span', 'marker mentioned', words));
+  }
   return meta;
 }
 
 function textOf(message) {
   if (!message.deleted) {
     const text = part('p', 'text');
-    text.textContent = message.content;
+    appendContent(text, message);
     return text;
   }
   const words = state.retracted.has(message.messageId) ? t('message.retracted') : t('message.deleted');
   const text = part('p', 'text');
   text.textContent = words;
   return text;
+}
+
+/**
+ * `message.content` into `node`, each mention the server found (`mentions`, `@course`) as a
+ * highlighted span; a mention of the viewer (or of the whole course) stands out more.
+ */
+function appendContent(node, message) {
+  const { content } = message;
+  const named = new Set(message.mentions ?? []);
+  let done = 0;
+  for (const match of content.matchAll(MENTION_PATTERN)) {
+    const name = match[1].replace(MENTION_TRAILING, '');
+    const everyone = name === COURSE_MENTION && message.mentionsCourse;
+    if (!everyone && !named.has(name)) continue;
+    const end = match.index + 1 + name.length;
+    const viewer = everyone || name === state.viewer.userId;
+    const mention = element('span', viewer ? 'mention me' : 'mention', content.slice(match.index, end));
+    if (match.index > done) node.append(content.slice(done, match.index));
+    node.append(mention);
+    done = end;
+  }
+  if (done < content.length) node.append(content.slice(done));
 }
 
 function editorOf(message) {
@@ -980,7 +1082,8 @@ function refillAll() {
 /** Insert `li` into `list` so it stays ordered by id (new messages usually go last). */
 function insertInOrder(list, li) {
   let after = list.lastElementChild;
-  while (after && compareIds(after.dataset.messageId, li.dataset.messageId) > 0) {
+  // The "new messages" divider has no id: it stays right above the message it marks.
+  while (after && (!after.dataset.messageId || compareIds(after.dataset.messageId, li.dataset.messageId) > 0)) {
     after = after.previousElementSibling;
   }
   if (after) after.after(li);
@@ -1021,6 +1124,7 @@ async function loadOlder() {
     for (const message of page.messages) store(message, eventCount);
     // Messages an event brought before the timeline reached back to them.
     for (const { message } of state.messages.values()) if (inTimeline(message)) place(message);
+    placeDivider();
     ui.history.scrollTop = ui.history.scrollHeight - fromBottom;
   } catch (error) {
     if (generation === state.generation) showError(() => describe(error));
@@ -1050,7 +1154,7 @@ function leaveCourse() {
 function stopCourse(generation, words) {
   if (generation !== state.generation) return;
   leaveCourse();
-  ui.course.value = '';
+  renderCourses();
   showError(words);
   render();
 }
@@ -1060,7 +1164,7 @@ async function openCourse(courseId) {
   leaveCourse();
   state.courseId = courseId;
   storage.set(COURSE_KEY, courseId);
-  ui.course.value = courseId;
+  renderCourses();
   render();
   if (courseId) await loadCourse();
 }
@@ -1086,7 +1190,12 @@ async function loadCourse() {
   state.oldestId = page.messages[0]?.messageId ?? null;
   state.cursor = page.eventCursor ?? null;
   state.liveOnly = state.cursor === null;
+  const course = reads.courses.get(courseId);
+  state.readMarkerAtOpen = course?.lastReadMessageId ?? null;
+  state.unreadAtOpen = course?.unreadCount ?? 0;
+  state.historyNewestId = page.messages.at(-1)?.messageId ?? null;
   for (const message of [...page.messages, ...data.pinnedMessages]) store(message, 0);
+  placeDivider();
   state.stopEvents = socket.subscribe(EVENTS, () => ({ courseId, after: state.cursor }), {
     next: (answer) => {
       if (generation === state.generation) applyEvent(answer.courseEvents);
@@ -1099,7 +1208,8 @@ async function loadCourse() {
   });
   state.subscribed = true;
   render();
-  scrollToBottom(ui.history);
+  scrollToUnread();
+  scheduleMarkRead();
   return true;
 }
 
@@ -1137,13 +1247,6 @@ async function loadViewer() {
   const before = state.viewer;
   state.viewer = me;
   state.viewerLine = () => t('viewer.signedInAs', { user: me.userId });
-  const options = me.courseIds.map((course) => {
-    const option = element('option');
-    option.value = course;
-    return option;
-  });
-  ui.course.replaceChildren(ui.course.options[0], ...options);
-  wordCourses();
   // A new token may be another user, or have other rights: then the course starts over.
   const current = state.courseId;
   const sameRights =
@@ -1151,22 +1254,56 @@ async function loadViewer() {
     me.courseIds.includes(current) &&
     before.moderates.includes(current) === me.moderates.includes(current);
   if (current && !sameRights) leaveCourse();
+  followUpdates(before?.userId !== me.userId || before.courseIds.join() !== me.courseIds.join());
+  for (const course of me.courses) applyCourseState(course);
+  renderCourses();
+  renderMentions();
   const remembered = storage.get(COURSE_KEY);
   const wanted =
     state.courseId ||
     (me.courseIds.includes(remembered) ? remembered : '') ||
     (me.courseIds.length === 1 ? me.courseIds[0] : '');
-  ui.course.value = wanted;
   render();
   if (wanted) await openCourse(wanted);
 }
 
-/** The course list's words: a course the viewer moderates says so. */
-function wordCourses() {
-  for (const option of [...ui.course.options].slice(1)) {
-    const course = option.value;
-    option.textContent = state.viewer.moderates.includes(course) ? t('course.moderated', { course }) : course;
-  }
+/**
+ * The one `myUpdates` subscription: every course's counts, then each change, and the new
+ * mentions. The socket resubscribes it after a reconnect with the last update's cursor; a
+ * token of another user (or with other courses) starts it over, from nothing.
+ */
+function followUpdates(startOver) {
+  if (reads.stopUpdates && !startOver) return;
+  reads.stopUpdates?.();
+  clearTimeout(reads.markTimer);
+  Object.assign(reads, noReads(), { epoch: reads.epoch + 1, mentionsOpen: reads.mentionsOpen });
+  subscribeUpdates(reads.epoch);
+  if (reads.mentionsOpen) loadMentions();
+}
+
+// After a refusal (too many subscriptions, say) the badges try again this much later.
+const UPDATES_RETRY_MS = 10_000;
+
+function subscribeUpdates(epoch) {
+  reads.stopUpdates = socket.subscribe(MY_UPDATES, () => ({ after: reads.cursor }), {
+    next: ({ myUpdates: update }) => {
+      if (epoch !== reads.epoch) return;
+      reads.cursor = update.cursor;
+      applyCourseState(update.course);
+      if (update.mentions.length > 0) addMentions(update.mentions);
+    },
+    error: (error) => {
+      if (epoch !== reads.epoch) return;
+      // The badges stop following for now: the page says so and subscribes again later,
+      // without the cursor if that is what the server refused.
+      if (error.code === 'BAD_USER_INPUT') reads.cursor = null;
+      showError(() => t('course.badgesStopped', { reason: describe(error) }));
+      const waitMs = Math.max(UPDATES_RETRY_MS, error.extensions.retryAfterMs ?? 0);
+      setTimeout(() => {
+        if (epoch === reads.epoch) subscribeUpdates(epoch);
+      }, waitMs);
+    },
+  });
 }
 
 // --- the thread panel -------------------------------------------------------------------
@@ -1282,6 +1419,305 @@ function renderPinsPanel() {
   ui.pinsToggle.setAttribute('aria-expanded', String(state.pinsOpen));
   ui.pins.hidden = !state.pinsOpen || !state.subscribed;
   ui.pinsEmpty.hidden = count > 0;
+}
+
+// --- read state: badges, the "new messages" divider, markRead ---------------------------
+
+const countWords = (count, exact, many) => (count >= COUNT_CAP ? many : exact);
+const badgeNumber = (count) => (count >= COUNT_CAP ? `${formatNumber(COUNT_CAP - 1)}+` : formatNumber(count));
+
+/**
+ * The badges of a course (or of all mentions): "3" unread and "@1" mentions, shown as they
+ * look and named in words ("3 unread, 1 mention") for a screen reader. Null: nothing unread.
+ */
+function badgesOf(unread, mentions) {
+  const names = [];
+  const badges = element('span', 'badges');
+  if (unread > 0) {
+    names.push(countWords(unread, t('course.unread', { count: unread }), t('course.unreadMany')));
+    badges.append(element('span', 'badge unread-count', badgeNumber(unread)));
+  }
+  if (mentions > 0) {
+    names.push(countWords(mentions, t('course.mentions', { count: mentions }), t('course.mentionsMany')));
+    badges.append(element('span', 'badge mention-count', `@${badgeNumber(mentions)}`));
+  }
+  if (names.length === 0) return null;
+  badges.setAttribute('role', 'img');
+  const label = names.length === 2 ? t('course.badges', { unread: names[0], mentions: names[1] }) : names[0];
+  badges.setAttribute('aria-label', label);
+  return badges;
+}
+
+/** Replace `node`'s children with `parts` unless they are the same already (focus stays). */
+function fillIfChanged(node, parts) {
+  const current = [...node.children];
+  if (current.length !== parts.length || current.some((child, index) => !child.isEqualNode(parts[index]))) {
+    node.replaceChildren(...parts);
+  }
+}
+
+/** The course list: a button per course with its name and badges, the open one current. */
+function renderCourses() {
+  if (!state.viewer) return;
+  const shown = new Map([...ui.courses.children].map((li) => [li.dataset.courseId, li]));
+  const items = state.viewer.courseIds.map((courseId) => {
+    let li = shown.get(courseId);
+    if (!li) {
+      li = element('li');
+      li.dataset.courseId = courseId;
+      const button = element('button', 'course');
+      button.type = 'button';
+      button.dataset.courseId = courseId;
+      li.append(button);
+    }
+    fillCourseButton(li.firstElementChild, courseId);
+    return li;
+  });
+  if (items.length !== ui.courses.childElementCount || items.some((li, index) => ui.courses.children[index] !== li)) {
+    const focused = ui.courses.contains(document.activeElement) ? document.activeElement : null;
+    ui.courses.replaceChildren(...items);
+    if (focused?.isConnected) focused.focus();
+  }
+  renderMentionsToggle();
+}
+
+function fillCourseButton(button, courseId) {
+  const course = reads.courses.get(courseId);
+  const unread = course?.unreadCount ?? 0;
+  const mentions = course?.mentionCount ?? 0;
+  const name = state.viewer.moderates.includes(courseId) ? t('course.moderated', { course: courseId }) : courseId;
+  fillIfChanged(button, [element('span', 'course-name', name), badgesOf(unread, mentions)].filter(Boolean));
+  button.classList.toggle('has-unread', unread > 0);
+  if (courseId === state.courseId) button.setAttribute('aria-current', 'true');
+  else button.removeAttribute('aria-current');
+}
+
+/**
+ * A course's read state as an answer or update says. One computed before a newer marker
+ * (a myUpdates update racing the page's own markRead) is older news: the server sends
+ * another update after the markRead anyway.
+ */
+function applyCourseState(next) {
+  const marker = reads.courses.get(next.courseId)?.lastReadMessageId;
+  if (marker && (!next.lastReadMessageId || compareIds(next.lastReadMessageId, marker) < 0)) return;
+  reads.courses.set(next.courseId, next);
+  renderCourses();
+}
+
+/**
+ * The divider's place: above the first message of the history loaded at open that came
+ * after the read marker and is not the viewer's own.
+ */
+function placeDivider() {
+  ui.list.querySelector(':scope > .unread-divider')?.remove();
+  if (state.unreadAtOpen === 0 || state.historyNewestId === null) return;
+  const marker = state.readMarkerAtOpen;
+  const first = [...ui.list.querySelectorAll(':scope > li[data-message-id]')].find((li) => {
+    const id = li.dataset.messageId;
+    const message = known(id);
+    return (
+      message &&
+      !isOwn(message) &&
+      !message.deleted &&
+      compareIds(id, state.historyNewestId) <= 0 &&
+      (marker === null || compareIds(id, marker) > 0)
+    );
+  });
+  if (!first) return;
+  const divider = element('li', 'unread-divider');
+  divider.id = 'unread-divider';
+  divider.append(element('span', '', t('history.newMessages')));
+  first.before(divider);
+}
+
+/** At open: the first unread message at the top when the unread ones overflow the view. */
+function scrollToUnread() {
+  scrollToBottom(ui.history);
+  const divider = $('unread-divider');
+  if (!divider) return;
+  const above = divider.getBoundingClientRect().top - ui.history.getBoundingClientRect().top;
+  if (above < 0) ui.history.scrollTop += above - 8;
+}
+
+/** The newest message the page has of the open course (timeline, threads, pins). */
+function newestKnownId() {
+  let newest = null;
+  for (const id of state.messages.keys()) if (newest === null || compareIds(id, newest) > 0) newest = id;
+  return newest;
+}
+
+/** Mark the open course read up to its newest message soon, if the viewer is looking at it. */
+function scheduleMarkRead() {
+  clearTimeout(reads.markTimer);
+  reads.markTimer = setTimeout(markRead, MARK_READ_DELAY_MS);
+}
+
+const lookingAtNewest = () =>
+  state.subscribed && document.visibilityState === 'visible' && nearBottom(ui.history);
+
+async function markRead() {
+  if (!lookingAtNewest() || reads.marking) return;
+  const { courseId } = state;
+  const messageId = newestKnownId();
+  if (messageId === null) return;
+  // Never for a message older than (or as old as) one already marked: a marker never moves back.
+  const marked = reads.marked.get(courseId) ?? reads.courses.get(courseId)?.lastReadMessageId;
+  if (marked && compareIds(messageId, marked) <= 0) return;
+  reads.marking = true;
+  reads.marked.set(courseId, messageId);
+  try {
+    const { markRead: course } = await socket.request(MARK_READ, { courseId, messageId });
+    applyCourseState(course);
+  } catch (error) {
+    // Nothing the viewer must act on: the next scroll or message tries again.
+    if (reads.marked.get(courseId) === messageId) reads.marked.delete(courseId);
+    console.info(`markRead of ${courseId} failed: ${error.message}`);
+  } finally {
+    reads.marking = false;
+    if (courseId === state.courseId && newestKnownId() !== messageId) scheduleMarkRead();
+  }
+}
+
+// A markRead made through another GraphQL process (another tab or device of the viewer)
+// reaches this page's myUpdates only with the course's next message: coming back to the
+// page, it asks for the counts once more, at most this often.
+const REFRESH_COURSES_MS = 5000;
+let coursesRefreshedAt = 0;
+
+async function refreshCourses() {
+  if (!state.viewer || Date.now() - coursesRefreshedAt < REFRESH_COURSES_MS) return;
+  coursesRefreshedAt = Date.now();
+  const { epoch } = reads;
+  try {
+    const { me } = await socket.request(MY_COURSES);
+    if (epoch === reads.epoch) for (const course of me.courses) applyCourseState(course);
+  } catch (error) {
+    // The badges stay as they were; myUpdates goes on correcting them.
+    console.info(`course counts not refreshed: ${error.message}`);
+  }
+}
+
+// --- the mentions panel -----------------------------------------------------------------
+
+const mentionKey = (message) => `${message.courseId}:${message.messageId}`;
+
+/** Newest first, across courses (ids only order the messages of one course). */
+const newestFirst = (a, b) =>
+  new Date(b.timestamp) - new Date(a.timestamp) ||
+  b.courseId.localeCompare(a.courseId) ||
+  compareIds(b.messageId, a.messageId);
+
+function addMentions(messages) {
+  for (const message of messages) {
+    if (message.deleted) reads.mentions.delete(mentionKey(message));
+    else reads.mentions.set(mentionKey(message), message);
+  }
+  renderMentions();
+}
+
+async function loadMentions() {
+  if (reads.mentionsLoading) return;
+  const hadFocus = document.activeElement === ui.mentionsMore;
+  const { epoch } = reads;
+  reads.mentionsLoading = true;
+  renderMentions();
+  try {
+    const variables = { after: reads.mentionsCursor, limit: MENTIONS_PAGE_SIZE };
+    const { myMentions: page } = await busy(ui.mentionList, socket.request(MY_MENTIONS, variables));
+    if (epoch !== reads.epoch) return;
+    reads.mentionsLoaded = true;
+    reads.mentionsHasMore = page.hasMore;
+    reads.mentionsCursor = page.endCursor ?? reads.mentionsCursor;
+    addMentions(page.messages);
+  } catch (error) {
+    if (epoch === reads.epoch) showError(() => t('mention.loadFailed', { reason: describe(error) }));
+  } finally {
+    if (epoch === reads.epoch) {
+      reads.mentionsLoading = false;
+      renderMentions();
+      // "Load more" is gone once everything is loaded: the oldest mention takes the focus.
+      if (hadFocus && ui.mentionsMore.hidden) ui.mentionList.lastElementChild?.querySelector('button')?.focus();
+    }
+  }
+}
+
+function mentionEntry(message) {
+  const li = element('li', 'message mention-entry');
+  li.dataset.key = mentionKey(message);
+  const button = element('button', 'mention-link');
+  button.type = 'button';
+  button.dataset.courseId = message.courseId;
+  button.dataset.messageId = message.messageId;
+  const meta = element('span', 'meta');
+  const from = t('mention.from', { user: message.userId, course: message.courseId });
+  const full = formatFullTime(new Date(message.timestamp));
+  meta.append(element('span', 'user', from), ' ', timeElement('', message.timestamp, shortTime(message), full));
+  const text = element('span', 'text');
+  appendContent(text, message);
+  button.append(meta, text);
+  li.append(button);
+  return li;
+}
+
+function renderMentions() {
+  if (!state.viewer) return;
+  const messages = [...reads.mentions.values()].sort(newestFirst);
+  const focusedKey = ui.mentionList.contains(document.activeElement)
+    ? document.activeElement.closest('li').dataset.key
+    : null;
+  const items = messages.map((message) => mentionEntry(message));
+  const current = [...ui.mentionList.children];
+  if (items.length !== current.length || items.some((li, index) => !li.isEqualNode(current[index]))) {
+    ui.mentionList.replaceChildren(...items);
+    if (focusedKey) {
+      (ui.mentionList.querySelector(`li[data-key="${focusedKey}"] button`) ?? ui.mentionsHeading).focus();
+    }
+  }
+  ui.mentions.hidden = !reads.mentionsOpen;
+  ui.mentionsEmpty.hidden = !reads.mentionsLoaded || messages.length > 0;
+  ui.mentionsMore.hidden = !reads.mentionsLoaded || !reads.mentionsHasMore;
+  ui.mentionsMore.disabled = reads.mentionsLoading;
+  setText(ui.mentionsMore, reads.mentionsLoading ? t('history.loading') : t('mention.loadMore'));
+  renderMentionsToggle();
+}
+
+/** "Mentions" with the badge of every course's mentions together. */
+function renderMentionsToggle() {
+  ui.mentionsToggle.setAttribute('aria-expanded', String(reads.mentionsOpen));
+  let total = 0;
+  for (const course of reads.courses.values()) total += course.mentionCount;
+  const badges = badgesOf(0, Math.min(total, COUNT_CAP));
+  fillIfChanged(ui.mentionsToggle, [element('span', 'toggle-name', t('mention.toggle')), badges].filter(Boolean));
+}
+
+function toggleMentions(open = !reads.mentionsOpen) {
+  reads.mentionsOpen = open;
+  renderMentions();
+  if (open && !reads.mentionsLoaded) loadMentions();
+}
+
+/** A mention chosen in the panel: its course, then the message (or its thread) when loaded. */
+async function openMention(courseId, messageId) {
+  const message = reads.mentions.get(`${courseId}:${messageId}`);
+  if (courseId !== state.courseId) await openCourse(courseId);
+  if (state.courseId !== courseId || !state.subscribed) return;
+  if (message?.replyTo) {
+    await openThread(message.replyTo, 'mention');
+    return;
+  }
+  // An older message: a few pages of history back, as "Load older" would.
+  for (let page = 0; page < 5 && !itemOf(messageId, 'timeline') && state.hasMore; page += 1) {
+    if (state.oldestId === null || compareIds(messageId, state.oldestId) > 0) break;
+    await loadOlder();
+    if (state.courseId !== courseId) return;
+  }
+  const li = itemOf(messageId, 'timeline');
+  if (li) {
+    li.scrollIntoView({ block: 'center' });
+    li.focus({ preventScroll: true });
+  } else {
+    ui.courses.querySelector('button[aria-current]')?.focus();
+  }
 }
 
 // --- sending and changing ---------------------------------------------------------------
@@ -1524,8 +1960,43 @@ ui.tokenForm.addEventListener('submit', (event) => {
   storage.set(TOKEN_KEY, token);
   start(token);
 });
-ui.courseForm.addEventListener('submit', (event) => event.preventDefault());
-ui.course.addEventListener('change', () => openCourse(ui.course.value));
+ui.courses.addEventListener('click', (event) => {
+  const button = event.target.closest('button[data-course-id]');
+  if (button) openCourse(button.dataset.courseId);
+});
+ui.mentionsToggle.addEventListener('click', () => toggleMentions());
+ui.mentionsMore.addEventListener('click', loadMentions);
+ui.mentionList.addEventListener('click', (event) => {
+  const button = event.target.closest('button.mention-link');
+  if (button) openMention(button.dataset.courseId, button.dataset.messageId);
+});
+// Escape in the mentions panel closes it; the focus goes back to its toggle.
+ui.mentions.addEventListener('keydown', (event) => {
+  if (event.key !== 'Escape' || event.isComposing) return;
+  event.preventDefault();
+  toggleMentions(false);
+  ui.mentionsToggle.focus();
+});
+// The newest message is read once the viewer is at the bottom of the timeline, looking.
+// A timeline at its bottom stays there when it is made smaller (a panel opens above it, the
+// window shrinks), as it does when messages come.
+let timelineAtBottom = true;
+ui.history.addEventListener(
+  'scroll',
+  () => {
+    timelineAtBottom = nearBottom(ui.history);
+    scheduleMarkRead();
+  },
+  { passive: true },
+);
+new ResizeObserver(() => {
+  if (timelineAtBottom) scrollToBottom(ui.history);
+}).observe(ui.history);
+document.addEventListener('visibilitychange', () => {
+  scheduleMarkRead();
+  if (document.visibilityState === 'visible') refreshCourses();
+});
+window.addEventListener('focus', scheduleMarkRead);
 ui.loadOlder.addEventListener('click', loadOlder);
 ui.threadOlder.addEventListener('click', () => {
   if (state.thread && !state.thread.loadingOlder) loadThread(state.thread.oldestId);
@@ -1622,15 +2093,21 @@ window.addEventListener('online', () => socket.reconnectNow());
 bindLanguageSelect(ui.language);
 onLanguageChange(() => {
   if (state.viewer) {
-    wordCourses();
+    renderCourses();
     refillAll();
+    renderMentions();
+    const divider = $('unread-divider');
+    if (divider) setText(divider.firstElementChild, t('history.newMessages'));
   }
   render();
 });
 // "Today" and "yesterday" move on at midnight: the message times are worded again then.
 function wordTimesAtMidnight() {
   setTimeout(() => {
-    if (state.viewer) refillAll();
+    if (state.viewer) {
+      refillAll();
+      renderMentions();
+    }
     wordTimesAtMidnight();
   }, untilMidnightMs());
 }

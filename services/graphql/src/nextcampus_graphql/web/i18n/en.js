@@ -26,9 +26,14 @@ export default {
   "signIn.connect": "Connect",
 
   "chat.label": "Course chat",
-  "course.label": "Course",
-  "course.choose": "Choose a course…",
   "course.moderated": "{course} (moderator)",
+  "course.list": "Courses",
+  "course.unread": { "one": "{count} unread", "other": "{count} unread" },
+  "course.unreadMany": "100 or more unread",
+  "course.mentions": { "one": "{count} mention", "other": "{count} mentions" },
+  "course.mentionsMany": "100 or more mentions",
+  "course.badges": "{unread}, {mentions}",
+  "course.badgesStopped": "Unread counts stopped following: {reason} Trying again shortly.",
   "course.liveStopped": "Live updates stopped: {reason} Choose the course again to retry.",
   "course.loadFailed": "Could not load {course}: {reason} Choose the course again to retry.",
 
@@ -36,6 +41,7 @@ export default {
   "history.loadOlder": "Load older messages",
   "history.loading": "Loading…",
   "history.empty": "No messages yet. Say hello!",
+  "history.newMessages": "New messages",
 
   "composer.label": "Message",
   "composer.hint": "Enter sends, Shift+Enter starts a new line.",
@@ -107,5 +113,14 @@ export default {
   "pin.panel": "Pinned messages",
   "pin.show": "Show pinned messages",
   "pin.empty": "No pinned messages yet.",
-  "pin.count": { "one": "{count} pinned message", "other": "{count} pinned messages" }
+  "pin.count": { "one": "{count} pinned message", "other": "{count} pinned messages" },
+
+  "mention.toggle": "Mentions",
+  "mention.panel": "Mentions of you",
+  "mention.empty": "No one has mentioned you yet.",
+  "mention.loadMore": "Load more mentions",
+  "mention.from": "{user} in {course}",
+  "mention.marker": "mentions you",
+  "mention.markerCourse": "mentions everyone",
+  "mention.loadFailed": "Could not load your mentions: {reason}"
 };

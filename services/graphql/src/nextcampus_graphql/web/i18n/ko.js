@@ -24,9 +24,14 @@ export default {
   "signIn.connect": "연결하기",
 
   "chat.label": "강의 채팅",
-  "course.label": "강의",
-  "course.choose": "강의를 선택해 주세요…",
   "course.moderated": "{course} (관리자)",
+  "course.list": "강의",
+  "course.unread": { "other": "안 읽은 메시지 {count}개" },
+  "course.unreadMany": "안 읽은 메시지 100개 이상",
+  "course.mentions": { "other": "멘션 {count}개" },
+  "course.mentionsMany": "멘션 100개 이상",
+  "course.badges": "{unread}, {mentions}",
+  "course.badgesStopped": "안 읽은 메시지 수를 받지 못하고 있어요. {reason} 곧 다시 시도할게요.",
   "course.liveStopped": "실시간 업데이트가 멈췄어요. {reason} 다시 시도하려면 강의를 다시 선택해 주세요.",
   "course.loadFailed": "{course} 강의를 불러오지 못했어요. {reason} 다시 시도하려면 강의를 다시 선택해 주세요.",
 
@@ -34,6 +39,7 @@ export default {
   "history.loadOlder": "이전 메시지 불러오기",
   "history.loading": "불러오는 중…",
   "history.empty": "아직 메시지가 없어요. 먼저 인사를 건네 보세요!",
+  "history.newMessages": "새 메시지",
 
   "composer.label": "메시지",
   "composer.hint": "Enter 키를 누르면 보내지고, Shift+Enter 키를 누르면 줄이 바뀌어요.",
@@ -102,5 +108,14 @@ export default {
   "pin.panel": "고정된 메시지",
   "pin.show": "고정된 메시지 보기",
   "pin.empty": "아직 고정된 메시지가 없어요.",
-  "pin.count": { "other": "고정된 메시지 {count}개" }
+  "pin.count": { "other": "고정된 메시지 {count}개" },
+
+  "mention.toggle": "멘션",
+  "mention.panel": "나를 언급한 메시지",
+  "mention.empty": "아직 나를 언급한 메시지가 없어요.",
+  "mention.loadMore": "멘션 더 불러오기",
+  "mention.from": "{course} 강의의 {user} 님",
+  "mention.marker": "나를 언급함",
+  "mention.markerCourse": "전체 언급",
+  "mention.loadFailed": "멘션을 불러오지 못했어요. {reason}"
 };
