@@ -78,8 +78,7 @@ async def test_every_course_first_then_changes_coalesced_with_the_mentions(
 
         # 30 messages at once: a few updates (at most one per course per second), the last
         # with every one of them counted.
-        for i in range(30):
-            await send(alice, busy, f"news {i}")
+        sent = [await send(alice, busy, f"news {i}") for i in range(30)]
         await bob.wait_until(lambda s: counts(s, busy) == (30, 0), within=30)
         busy_updates = [e for e in bob.events[3:] if e["course"]["courseId"] == busy]
         assert len(busy_updates) < 30
@@ -96,6 +95,18 @@ async def test_every_course_first_then_changes_coalesced_with_the_mentions(
             "mentionCount": 0,
             "lastReadMessageId": None,
         }
+        # A deletion is counted by the store (the next update reads the counts again).
+        await alice.data(
+            "mutation($c: ID!, $m: ID!) { deleteMessage(courseId: $c, messageId: $m) { deleted } }",
+            c=busy,
+            m=sent[0],
+        )
+        await bob.wait_until(lambda s: counts(s, busy) == (29, 0), within=30)
+        # Bob's own message marks the course read, here as in the store.
+        async with api(url, make_token("bob", courses)) as bob_api:
+            own = await send(bob_api, busy, "read them all")
+        await bob.wait_until(lambda s: counts(s, busy) == (0, 0), within=30)
+        assert latest(bob, busy)["lastReadMessageId"] == own  # type: ignore[index]
 
 
 async def test_resuming_after_a_cursor_brings_each_missed_mention_once(

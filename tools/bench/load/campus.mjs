@@ -79,6 +79,20 @@ class PageSocket {
     this.nextId = 0;
     this.coursesUpdated = new Set();
     this.ended = false;
+    this.attempts = {}; // page subscription id -> subscribes made
+    this.failed = new Set(); // page subscriptions refused for good
+  }
+
+  subscribePage(id) {
+    this.attempts[id] = (this.attempts[id] ?? 0) + 1;
+    const query = PAGE_SUBSCRIPTIONS[id];
+    const variables = id === 'u' ? {} : { c: this.user.open };
+    this.ws.send(JSON.stringify({ id, type: 'subscribe', payload: { query, variables } }));
+  }
+
+  /** Online in its open course: connected, and courseEvents & co. were not refused. */
+  get online() {
+    return !this.ended && !['e', 'p', 't'].some((id) => this.failed.has(id));
   }
 
   open() {
@@ -106,10 +120,7 @@ class PageSocket {
   onMessage(message, timer, resolve) {
     if (message.type === 'connection_ack') {
       clearTimeout(timer);
-      for (const [id, query] of Object.entries(PAGE_SUBSCRIPTIONS)) {
-        const variables = id === 'u' ? {} : { c: this.user.open };
-        this.ws.send(JSON.stringify({ id, type: 'subscribe', payload: { query, variables } }));
-      }
+      for (const id of Object.keys(PAGE_SUBSCRIPTIONS)) this.subscribePage(id);
       resolve(this);
     } else if (message.type === 'ping') {
       this.ws.send('{"type":"pong"}');
@@ -122,7 +133,14 @@ class PageSocket {
         if (at !== undefined) deliveryMs.push(nowMs() - at);
       }
     } else if (message.type === 'error' && message.id in PAGE_SUBSCRIPTIONS) {
-      bump(counts.errors, `${message.id}:${message.payload?.[0]?.extensions?.code ?? 'error'}`);
+      // As the page does: UNAVAILABLE is tried again after a backoff, a few times.
+      const code = message.payload?.[0]?.extensions?.code ?? 'error';
+      bump(counts.errors, `${message.id}:${code}`);
+      if (code === 'UNAVAILABLE' && this.attempts[message.id] < 5) {
+        setTimeout(() => !this.ended && this.subscribePage(message.id), 500 * 2 ** this.attempts[message.id]);
+      } else {
+        this.failed.add(message.id);
+      }
     } else if (message.type === 'next' || message.type === 'error') {
       const callback = this.pending.get(message.id);
       this.pending.delete(message.id);
@@ -168,7 +186,8 @@ async function connectAll() {
   });
   await Promise.all(opening);
   const readyBy = nowMs() + config.readyTimeout * 1000;
-  while (nowMs() < readyBy && sockets.some((s) => !s.ready && !s.ended)) await sleep(200);
+  const waiting = (s) => !s.ready && !s.ended && !s.failed.has('u');
+  while (nowMs() < readyBy && sockets.some(waiting)) await sleep(200);
   return { sockets, failures, connectMs: Math.round(nowMs() - started) };
 }
 
@@ -264,7 +283,7 @@ async function main() {
   const result = await steady(sockets);
   const onlineByCourse = {};
   for (const socket of sockets) {
-    if (socket.ended) continue;
+    if (!socket.online) continue;
     const row = (onlineByCourse[socket.user.open] ??= config.urls.map(() => 0));
     row[socket.urlIndex] += 1;
   }
@@ -285,7 +304,8 @@ async function main() {
       typing: counts.typing,
       typing_errors: counts.typingErrors,
       frames_in_window: frames,
-      subscription_errors: counts.errors,
+      subscription_errors: counts.errors, // each refusal, retried ones too
+      subscriptions_failed: sockets.filter((s) => s.failed.size).length,
       delivery_ms: { p50: percentile(deliveryMs, 50), p99: percentile(deliveryMs, 99), n: deliveryMs.length },
       me_ms: { p50: percentile(result.meMs, 50), p99: percentile(result.meMs, 99), n: result.meMs.length },
       me_errors: result.meErrors,

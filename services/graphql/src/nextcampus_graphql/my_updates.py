@@ -3,12 +3,15 @@ unread counts and mentions").
 
 A subscription watches each of its courses' shared SubscribeEvents stream (the ONE stream
 per course per process that `courseEvents`, `presenceChanged` and `typingChanged` use:
-upstream.py `watch`). A message added, deleted, retracted or restored marks its course
-changed, and so does the viewer's own read marker moving (an ephemeral notice naming the
-user, made by MarkRead through any process); a message mentioning the viewer is kept for the
-course's next update. A changed course is sent at most once per `interval` seconds: the
-counts read afresh from the store (one GetMyCourses for every course due at once, so they
-are exact), with the mentions since its previous update.
+upstream.py `watch`), starting from its counts as the store has them (GetMyCourses). A new
+message is counted here, as the store counts it: another's adds one unread (and one mention
+when it mentions the viewer or @course), the viewer's own marks the course read; one the
+counts already hold (its id at or below their newest message) adds nothing. What cannot be
+counted here — a deletion, a retraction, a restored message, the viewer's own read marker
+moving (an ephemeral notice naming the user, made by MarkRead through any process) — makes
+the next update read the course's counts from the store again. A changed course is sent at
+most once per `interval` seconds, with the mentions since its previous update; the courses
+due together that must be read again are read in one GetMyCourses.
 
 Resuming loses no mention. Each update's `cursor` says, per course, the id up to which every
 mention was delivered (or came before the subscription); `myUpdates(after: cursor)` first
@@ -32,6 +35,7 @@ from graphql import ExecutionResult, GraphQLSchema
 from nextcampus_common.auth import Identity
 from nextcampus_common.chat_api import ChatApi
 from nextcampus_common.ids import InvalidId, check_course_id
+from nextcampus_common.keys import COUNT_CAP
 from nextcampus_common.logs import get_logger
 from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, CourseEvent, CourseReadState
 from nextcampus_common.proto.chat.v1.chat_pb2 import CourseEventKind as Kind
@@ -85,6 +89,10 @@ class CourseNews:
     # Mentions a resume replayed from the store: the stream may bring them again.
     replayed: set[int] = field(default_factory=set)
     changed: bool = False
+    # The counts as last known (None before the first read), and whether they must be read
+    # from the store again before the next update.
+    state: CourseReadState | None = None
+    stale: bool = False
     mentions: dict[int, ChatMessage] = field(default_factory=dict)  # by id, oldest first
     sent_at: float = float("-inf")  # monotonic
     timer: asyncio.TimerHandle | None = None
@@ -135,14 +143,20 @@ class MyUpdates:
         """Watch every course, then send each course's state (with the mentions since
         `after`, when resuming)."""
         course_ids = sorted(self._identity.courses | self._identity.moderates)
+        for course_id in course_ids:
+            self._courses[course_id] = CourseNews()
         try:
-            for course_id in course_ids:
-                self._courses[course_id] = CourseNews()
-                self._joined.append(
-                    await self._hub.watch(
-                        course_id, self._member, functools.partial(self._on_event, course_id)
-                    )
-                )
+            watched = await asyncio.gather(
+                *(
+                    self._hub.watch(c, self._member, functools.partial(self._on_event, c))
+                    for c in course_ids
+                ),
+                return_exceptions=True,
+            )
+            self._joined += [w for w in watched if isinstance(w, Joined)]  # stop() leaves them
+            for failed in watched:
+                if isinstance(failed, BaseException):
+                    raise failed
             if after is not None:
                 await self._replay(after)
             states = await self._read_states(course_ids)
@@ -152,9 +166,14 @@ class MyUpdates:
         for course_id in course_ids:
             # Mentions up to the newest message now were replayed, have come live since the
             # watch began (they are in this first update), or came before the subscription.
-            news = self._courses[course_id]
-            news.position = max(news.position, int(states[course_id].last_message_id or 0))
-            await self._send(course_id, states[course_id], self._take(course_id)[1])
+            news, state = self._courses[course_id], states[course_id]
+            news.position = max(news.position, int(state.last_message_id or 0))
+            news.state = state
+            stale, news.stale = news.stale, False
+            await self._send(course_id, self._take(course_id)[1])
+            if stale:  # a deletion or a read while starting: the store says what it did
+                news.stale = True
+                self.changed(course_id)
 
     def stop(self) -> None:
         self._ended = True
@@ -208,14 +227,39 @@ class MyUpdates:
             fresh = message_id not in news.replayed
             if fresh and not message.deleted and mentions(message, self.user_id):
                 news.mentions[message_id] = message
+            self._count(news, message)
         elif kind in (Kind.MESSAGE_DELETED, Kind.MESSAGE_RETRACTED):
             news.mentions.pop(int(message.message_id), None)  # gone before its update
+            news.stale = True
         elif kind == Kind.READ_STATE_CHANGED:
             if event.actor_user_id != self.user_id:
                 return
-        elif kind != Kind.MESSAGE_RESTORED:
+            news.stale = True
+        elif kind == Kind.MESSAGE_RESTORED:
+            news.stale = True
+        else:
             return  # edits, reactions, pins: no count changes
+        if course_id in self._reading:
+            news.stale = True  # the counts being read may or may not hold it: read again
         self.changed(course_id)
+
+    def _count(self, news: CourseNews, message: ChatMessage) -> None:
+        """A new message, counted as the store counts it (lua/lib/course.lua read_state)."""
+        state = news.state
+        if state is None:  # before the first read, which may or may not hold it
+            news.stale = True
+            return
+        if int(message.message_id) <= int(state.last_message_id or 0):
+            return  # the counts hold it already
+        state.last_message_id = message.message_id
+        state.last_message_at = message.timestamp
+        if message.user_id == self.user_id:  # sending marks the course read
+            state.last_read_message_id = message.message_id
+            state.unread_count = state.mention_count = 0
+        elif not message.deleted:
+            state.unread_count = min(COUNT_CAP, state.unread_count + 1)
+            if mentions(message, self.user_id):
+                state.mention_count = min(COUNT_CAP, state.mention_count + 1)
 
     def changed(self, course_id: str) -> None:
         """The course's counts may have changed: send it once its interval since the last
@@ -237,30 +281,38 @@ class MyUpdates:
             self._sending = asyncio.create_task(self._send_due(), name="myUpdates")
 
     async def _send_due(self) -> None:
-        """Send every course that is due, their counts read in one call."""
+        """Send every course that is due; those whose counts must be read again are read in
+        one call."""
         while self._due and not self._ended:
             due = sorted(self._due)
             self._due.clear()
             # What the updates will say they delivered, fixed before the read.
             taken = {c: self._take(c) for c in due}
-            self._reading.update(due)
-            try:
-                states = await self._read_states(due)
-            except ApiError as exc:
+            stale = [c for c in due if self._courses[c].stale]
+            if stale:
+                for course_id in stale:
+                    self._courses[course_id].stale = False
+                self._reading.update(stale)
+                try:
+                    states = await self._read_states(stale)
+                except ApiError as exc:
+                    log.info("myUpdates: counts unavailable; trying again", error=exc.message)
+                    self._reading.clear()
+                    for course_id, (_, found) in taken.items():
+                        news = self._courses[course_id]
+                        news.mentions = {int(m.message_id): m for m in found} | news.mentions
+                        news.stale = course_id in stale or news.stale
+                        news.sent_at = time.monotonic()
+                        self.changed(course_id)
+                    return
                 self._reading.clear()
-                log.info("myUpdates: counts unavailable; trying again", error=exc.message)
-                for course_id, (_, found) in taken.items():
-                    news = self._courses[course_id]
-                    news.mentions = {int(m.message_id): m for m in found} | news.mentions
-                    news.sent_at = time.monotonic()
-                    self.changed(course_id)
-                return
-            self._reading.clear()
+                for course_id in stale:
+                    self._courses[course_id].state = states[course_id]
             for course_id, (newest, found) in taken.items():
                 news = self._courses[course_id]
                 news.position = max(news.position, newest)
-                await self._send(course_id, states[course_id], found)
-                if news.changed:  # more came while reading: the next update, an interval on
+                await self._send(course_id, found)
+                if news.changed:  # more came meanwhile: the next update, an interval on
                     self.changed(course_id)
 
     def _take(self, course_id: str) -> tuple[int, list[ChatMessage]]:
@@ -271,9 +323,12 @@ class MyUpdates:
         news.changed = False
         return news.newest, [found[i] for i in sorted(found)]
 
-    async def _send(self, course_id: str, state: CourseReadState, found: list[ChatMessage]) -> None:
+    async def _send(self, course_id: str, found: list[ChatMessage]) -> None:
         news = self._courses[course_id]
         news.sent_at = time.monotonic()
+        assert news.state is not None
+        state = CourseReadState()
+        state.CopyFrom(news.state)  # as it is now: later messages change news.state
         cursor = encode_cursor({c: n.position for c, n in self._courses.items()})
         update = Update(
             CourseState(course_id, self._identity.may_moderate(course_id), known=state),
