@@ -133,6 +133,7 @@ class MyUpdates:
         self._due: set[str] = set()
         self._reading: set[str] = set()  # taken for an update whose counts are being read
         self._sending: asyncio.Task[None] | None = None
+        self._started = False  # every course's first update sent
         self._ended = False
 
     @property
@@ -169,10 +170,14 @@ class MyUpdates:
             news, state = self._courses[course_id], states[course_id]
             news.position = max(news.position, int(state.last_message_id or 0))
             news.state = state
+            # A change while starting may or may not be in these counts: the update after
+            # the first reads them again.
             stale, news.stale = news.stale, False
             await self._send(course_id, self._take(course_id)[1])
-            if stale:  # a deletion or a read while starting: the store says what it did
-                news.stale = True
+            news.stale = news.stale or stale
+        self._started = True
+        for course_id, news in self._courses.items():
+            if news.stale or news.changed:
                 self.changed(course_id)
 
     def stop(self) -> None:
@@ -265,9 +270,9 @@ class MyUpdates:
         """The course's counts may have changed: send it once its interval since the last
         update has passed."""
         news = self._courses[course_id]
-        if self._ended:
-            return
         news.changed = True
+        if self._ended or not self._started:
+            return  # every course's first update comes first: `start` looks again then
         if news.timer is not None or course_id in self._due or course_id in self._reading:
             return  # already on its way; one being read is looked at again once sent
         delay = news.sent_at + self._interval - time.monotonic()
