@@ -53,7 +53,8 @@ const says = (user, selector, text) =>
     [selector, text],
   );
 
-const text = ({ page }, selector) => page.evaluate((selector) => document.querySelector(selector).textContent, selector);
+const text = ({ page }, selector) =>
+  page.evaluate((selector) => document.querySelector(selector).textContent, selector);
 
 /** The member list as shown: each member's name and their "online since" words. */
 const members = ({ page }) =>

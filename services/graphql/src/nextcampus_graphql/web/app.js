@@ -145,7 +145,9 @@ const ONLINE_COUNT = `query OnlineCount($courseId: ID!) {
   presence(courseId: $courseId) { courseId onlineCount }
 }`;
 const MEMBERS = `query Members($courseId: ID!, $first: Int, $after: ID) {
-  presence(courseId: $courseId) { courseId onlineCount members(first: $first, after: $after) { userId since } }
+  presence(courseId: $courseId) {
+    courseId onlineCount members(first: $first, after: $after) { userId since }
+  }
 }`;
 const PRESENCE_CHANGED = `subscription PresenceChanged($courseId: ID!) {
   presenceChanged(courseId: $courseId) { courseId onlineCount joined { userId since } left }
@@ -1854,7 +1856,8 @@ async function refreshPresence() {
   }
   try {
     const { presence: answer } = await socket.request(ONLINE_COUNT, { courseId });
-    if (state.presence === presence && presence.changes === changes) presence.onlineCount = answer.onlineCount;
+    const current = state.presence === presence && presence.changes === changes;
+    if (current) presence.onlineCount = answer.onlineCount;
   } catch (error) {
     if (state.presence === presence) showError(() => t('presence.loadFailed', { reason: describe(error) }));
   }
@@ -1910,7 +1913,8 @@ function memberItem(userId, since) {
   li.dataset.userId = userId;
   const name = userId === state.viewer.userId ? t('message.you', { user: userId }) : userId;
   const when = t('presence.since', { time: formatMessageTime(new Date(since)) });
-  li.append(element('span', 'user', name), ' ', timeElement('since', since, when, formatFullTime(new Date(since))));
+  const full = formatFullTime(new Date(since));
+  li.append(element('span', 'user', name), ' ', timeElement('since', since, when, full));
   return li;
 }
 
