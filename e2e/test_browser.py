@@ -711,7 +711,7 @@ async def test_a_page_back_from_offline_resumes_every_change_from_its_cursor(
 ) -> None:
     """minji's Korean page loses its socket while alice edits, reacts, deletes and sends;
     back online it resubscribes courseEvents after the last cursor it had seen and shows the
-    final state, each message once (page_events_offline.mjs)."""
+    final state, each message once, and is online again for alice (page_events_offline.mjs)."""
     course_id = f"browser-{uuid.uuid4().hex[:8]}"
     minji = gateway.token("minji", [course_id])
     alice = gateway.token("alice", [course_id])
@@ -749,6 +749,13 @@ async def test_a_page_back_from_offline_resumes_every_change_from_its_cursor(
         "deleted": "삭제된 메시지예요",
     }
     assert summary["status"] == "실시간 연결됨"
+    # Every subscription went with the socket and came back with it; presence is live only,
+    # so the page asked for the online count again (alice saw minji leave and come back).
+    operations = summary["operations"]
+    resumed = operations["all"][len(operations["before"]) :]
+    for name in ("Events", "MyUpdates", "PresenceChanged", "TypingChanged", "OnlineCount"):
+        assert name in operations["before"], (name, operations)
+        assert name in resumed, (name, operations)
     for name in ("offline-changes-en.png", "offline-resumed-ko.png"):
         assert_png(ARTIFACTS / name)
 
