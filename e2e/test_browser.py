@@ -711,7 +711,7 @@ async def test_a_page_back_from_offline_resumes_every_change_from_its_cursor(
 ) -> None:
     """minji's Korean page loses its socket while alice edits, reacts, deletes and sends;
     back online it resubscribes courseEvents after the last cursor it had seen and shows the
-    final state, each message once (page_events_offline.mjs)."""
+    final state, each message once, and is online again for alice (page_events_offline.mjs)."""
     course_id = f"browser-{uuid.uuid4().hex[:8]}"
     minji = gateway.token("minji", [course_id])
     alice = gateway.token("alice", [course_id])
@@ -749,6 +749,13 @@ async def test_a_page_back_from_offline_resumes_every_change_from_its_cursor(
         "deleted": "삭제된 메시지예요",
     }
     assert summary["status"] == "실시간 연결됨"
+    # Every subscription went with the socket and came back with it; presence is live only,
+    # so the page asked for the online count again (alice saw minji leave and come back).
+    operations = summary["operations"]
+    resumed = operations["all"][len(operations["before"]) :]
+    for name in ("Events", "MyUpdates", "PresenceChanged", "TypingChanged", "OnlineCount"):
+        assert name in operations["before"], (name, operations)
+        assert name in resumed, (name, operations)
     for name in ("offline-changes-en.png", "offline-resumed-ko.png"):
         assert_png(ARTIFACTS / name)
 
@@ -874,3 +881,98 @@ async def test_unread_badges_the_new_messages_divider_and_mentions_on_both_pages
         (two, ids["again"], "ben"),
         (two, mention_id, "ben"),
     ]
+
+
+PRESENCE = """query($c: ID!) { presence(courseId: $c) { onlineCount members { userId } } }"""
+
+
+async def test_who_is_online_and_who_types_on_a_korean_and_an_english_page(
+    gateway: Gateway, browser_scripts: Path
+) -> None:
+    """alice (English page, New York) and minji (Korean page, Seoul): "N online" live, the
+    member list on demand and by keyboard, "X is typing…" for the others only (written once
+    while renewed, gone with the send), in the thread panel for a thread's typists, two and
+    three typists worded as a list and as a count, and minji's closed page going offline
+    (page_presence.mjs)."""
+    course_id = f"browser-{uuid.uuid4().hex[:8]}"
+    tokens = {
+        f"{name.upper()}_TOKEN": gateway.token(name, [course_id])
+        for name in ("minji", "alice", "carol", "dan", "eve", "frank")
+    }
+    shots = [
+        f"{name}-{language}.png" for name in ("presence", "typing") for language in ("ko", "en")
+    ]
+    for name in shots:
+        (ARTIFACTS / name).unlink(missing_ok=True)
+
+    summary = await run_script(
+        browser_scripts / "page_presence.mjs",
+        {
+            "BASE_URL": gateway.url,
+            **tokens,
+            "COURSE_ID": course_id,
+            "SCREENSHOT_DIR": str(ARTIFACTS),
+        },
+    )
+
+    assert summary["consoleProblems"] == []
+    assert summary["missing"] == {"alice": [], "minji": []}
+
+    # "N online", live, in each language; the member list only on demand.
+    online = summary["online"]
+    assert online["before"] == {"en": "2 online", "ko": "2명 접속 중"}
+    assert online["listHiddenBefore"] is True
+    members = summary["members"]
+    assert [(m["id"], m["name"]) for m in members["en"]] == [
+        ("alice", "alice (you)"),
+        ("minji", "minji"),
+    ]
+    assert [(m["id"], m["name"]) for m in members["ko"]] == [
+        ("alice", "alice"),
+        ("minji", "minji (나)"),
+    ]
+    assert all(m["since"].startswith("online since ") for m in members["en"]), members
+    assert all(m["since"].endswith("부터 접속 중") for m in members["ko"]), members
+    # Enter opens the list with the focus on its heading; Escape closes it, focus back.
+    assert summary["keyboard"] == {
+        "opened": "presence-heading",
+        "expanded": "true",
+        "closed": "presence-toggle",
+        "expandedAfter": "false",
+    }
+
+    # Typing: the others only, written once however often renewed, gone with the send.
+    typing = summary["typing"]
+    assert typing["typedForMs"] > 6000  # minji's page renewed `typing` meanwhile
+    assert typing["shown"] == "minji is typing…"
+    assert typing["ownPage"] == ""
+    assert typing["writesWhileTyping"] == ["minji is typing…"]
+    assert (typing["afterSend"], typing["writes"]) == ("", ["minji is typing…", ""])
+    assert typing["composerAfterSend"] == ""
+    assert (typing["ko"], typing["aliceOwnPage"]) == ("alice 님이 입력하고 있어요…", "")
+    assert typing["thread"] == {"thread": "carol is typing…", "course": "", "minjiCourse": ""}
+    assert typing["two"] == {
+        "en": "dan and eve are typing…",
+        "ko": "dan 및 eve 님이 입력하고 있어요…",
+    }
+    assert typing["three"] == {"en": "3 people are typing…", "ko": "3명이 입력하고 있어요…"}
+    user_content = {"minji", "alice", course_id}
+    assert_in_korean(summary["words"]["presence"], user_content)
+    assert_in_korean(summary["words"]["typing"], user_content)
+
+    # minji's page closed: offline for alice, in the count and the list.
+    assert online["after"] == "1 online"
+    assert [m["id"] for m in members["after"]] == ["alice"]
+
+    for view in ("presence", "typing"):
+        assert summary["accessibility"][view] == {"ko": [], "en": []}, view
+    for name in shots:
+        assert_png(ARTIFACTS / name)
+
+    # Both pages closed: no one is online any more (the leaves are made as the sockets end).
+    async with asyncio.timeout(10):
+        while True:
+            data = await graphql_as(gateway, tokens["ALICE_TOKEN"], PRESENCE, {"c": course_id})
+            if data["presence"] == {"onlineCount": 0, "members": []}:
+                break
+            await asyncio.sleep(0.2)

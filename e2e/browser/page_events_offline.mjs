@@ -3,7 +3,9 @@
 // edits a message, reacts to another, deletes a third and sends a new one meanwhile; once the
 // route lets sockets through again, minji's page resubscribes courseEvents after the last
 // cursor it had seen and shows the final state: the new text and its marker, the reaction
-// (not hers), the tombstone, the new message, each once.
+// (not hers), the tombstone, the new message, each once. Presence follows: alice sees minji
+// go offline and come back, and minji's page subscribes presenceChanged and typingChanged
+// again and asks for the online count again (presence is live only).
 //
 // Env: BASE_URL KO_TOKEN EN_TOKEN COURSE_ID SCREENSHOT_DIR
 //   KO_TOKEN (minji) and EN_TOKEN (alice) are for COURSE_ID, a new course.
@@ -35,6 +37,7 @@ const network = {
   blocked: false,
   routes: new Set(),
   subscriptions: [], // the `after` of each courseEvents subscribe, in order
+  operations: [], // the operation name of every subscribe message (query, mutation, subscription)
   lastCursor: null, // of the newest courseEvents event delivered to the page
   async route(context) {
     await context.routeWebSocket(/\/graphql$/, (page) => {
@@ -46,6 +49,9 @@ const network = {
       network.routes.add({ page, server });
       page.onMessage((frame) => {
         const message = JSON.parse(frame);
+        if (message.type === 'subscribe') {
+          network.operations.push(/^\s*(?:query|mutation|subscription) (\w+)/.exec(message.payload.query)?.[1] ?? null);
+        }
         if (message.type === 'subscribe' && message.payload.query.includes('courseEvents')) {
           network.subscriptions.push(message.payload.variables.after ?? null);
         }
@@ -89,9 +95,13 @@ await run('page_events_offline', async (session) => {
     throw new Error(`minji: no event cursor seen (${JSON.stringify(network)})`);
   }
   const before = await idsInOrder(minji);
+  await until(alice, '2 online', () => document.getElementById('presence-toggle').textContent === '2 online');
+  const operationsBefore = [...network.operations];
 
   network.cut();
   await waitForStatus(minji, 'offline');
+  // minji's socket is gone: she is offline for alice (presence is live only).
+  await until(alice, '1 online', () => document.getElementById('presence-toggle').textContent === '1 online');
   const cursorWhenCut = network.lastCursor;
   const offlineStatus = await minji.page.textContent('#status');
 
@@ -125,6 +135,9 @@ await run('page_events_offline', async (session) => {
   ]);
   await until(minji, 'the reaction', (selector) => document.querySelector(selector), `${item(ids.reacted)} [data-emoji="🎉"]`);
   await until(minji, 'the tombstone', (selector) => document.querySelector(selector), `${item(ids.deleted)}.deleted`);
+  // Back: online again for alice, and minji's page asked for the count again.
+  await until(alice, '2 online again', () => document.getElementById('presence-toggle').textContent === '2 online');
+  await until(minji, '2명 접속 중', () => document.getElementById('presence-toggle').textContent === '2명 접속 중');
   await minji.page.screenshot({ path: `${given.SCREENSHOT_DIR}/offline-resumed-ko.png`, fullPage: true });
   const text = (selector) => minji.page.textContent(selector);
   return {
@@ -136,6 +149,7 @@ await run('page_events_offline', async (session) => {
     shownWhileOffline,
     cursorWhenCut,
     subscriptions: network.subscriptions,
+    operations: { before: operationsBefore, all: network.operations },
     after: await idsInOrder(minji),
     shown: {
       edited: await text(`${item(ids.edited)} .text`),

@@ -4,13 +4,24 @@ the API routes beside it (the page itself runs in a browser in e2e/test_browser.
 from __future__ import annotations
 
 import importlib.resources
+import re
 from html.parser import HTMLParser
 from typing import Any
 
 import aiohttp
 import pytest
+from graphql import (
+    FragmentDefinitionNode,
+    OperationDefinitionNode,
+    OperationType,
+    parse,
+    validate,
+)
 
 from nextcampus_graphql.app import WEB_FILES
+from nextcampus_graphql.cost import operation_cost
+from nextcampus_graphql.schema import build_schema
+from nextcampus_graphql.settings import GraphqlSettings
 
 WEB = importlib.resources.files("nextcampus_graphql").joinpath("web")
 
@@ -165,3 +176,40 @@ async def test_page_does_not_replace_the_api_routes(graphql_server, make_token, 
         ) as ws:  # the page's own handshake: the token in the connection_init payload
             await ws.send_json({"type": "connection_init", "payload": {"token": token}})
             assert await ws.receive_json(timeout=10) == {"type": "connection_ack"}
+
+
+# A template literal of app.js that holds a GraphQL document (`${NAME}` spreads another).
+DOCUMENT_CONSTANT = re.compile(r"^const (\w+) = `([^`]*)`;$", re.MULTILINE)
+
+
+def page_documents() -> dict[str, str]:
+    """The GraphQL documents app.js declares as constants, fragments filled in."""
+    constants = dict(DOCUMENT_CONSTANT.findall(WEB.joinpath("app.js").read_text(encoding="utf-8")))
+    return {
+        name: re.sub(r"\$\{(\w+)\}", lambda spread: constants[spread.group(1)], text)
+        for name, text in constants.items()
+    }
+
+
+def test_the_pages_subscriptions_fit_in_one_users_subscription_cost() -> None:
+    """Each distinct subscription document a user holds adds its cost to every event
+    (MAX_SUBSCRIPTION_COST_PER_USER): the page's all at once must fit, with room for a second
+    device's other course (the same documents, so nothing more). README, "Guards", names
+    these numbers."""
+    schema = build_schema()
+    settings = GraphqlSettings.model_fields
+    costs = {}
+    for name, text in page_documents().items():
+        document = parse(text)
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if not operations or operations[0].operation != OperationType.SUBSCRIPTION:
+            continue  # a fragment, a query or a mutation
+        (operation,) = operations
+        assert not validate(schema, document), name
+        fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        page_limit = settings["history_page_limit"].default
+        costs[name] = operation_cost(schema, fragments, operation, {}, page_limit=page_limit)
+    assert costs == {"EVENTS": 38, "MY_UPDATES": 20, "PRESENCE_CHANGED": 7, "TYPING_CHANGED": 7}
+    assert sum(costs.values()) <= settings["max_subscription_cost_per_user"].default

@@ -138,6 +138,26 @@ const REMOVE_REACTION = changeOf('RemoveReaction', 'removeReaction', { emoji: 'S
 const PIN = changeOf('Pin', 'pinMessage');
 const UNPIN = changeOf('Unpin', 'unpinMessage');
 const DELETE = changeOf('Delete', 'deleteMessage');
+// Who is here. Neither presence nor typing is in the course's event log: both subscriptions
+// are live only, so after a reconnect the page asks for the count (and the open member list)
+// again and forgets the typists (typingChanged names those still typing at once).
+const ONLINE_COUNT = `query OnlineCount($courseId: ID!) {
+  presence(courseId: $courseId) { courseId onlineCount }
+}`;
+const MEMBERS = `query Members($courseId: ID!, $first: Int, $after: ID) {
+  presence(courseId: $courseId) {
+    courseId onlineCount members(first: $first, after: $after) { userId since }
+  }
+}`;
+const PRESENCE_CHANGED = `subscription PresenceChanged($courseId: ID!) {
+  presenceChanged(courseId: $courseId) { courseId onlineCount joined { userId since } left }
+}`;
+const TYPING_CHANGED = `subscription TypingChanged($courseId: ID!) {
+  typingChanged(courseId: $courseId) { courseId typingCount users { userId threadId expiresAt } }
+}`;
+const TYPING = `mutation Typing($courseId: ID!, $threadId: ID) {
+  typing(courseId: $courseId, threadId: $threadId) { published retryAfterMs }
+}`;
 
 /**
  * GraphQL errors of one operation; `code` is the first `extensions.code`. The page words it by
@@ -405,6 +425,14 @@ const ui = {
   pinsHeading: $('pins-heading'),
   pinned: $('pinned'),
   pinsEmpty: $('pins-empty'),
+  presenceToggle: $('presence-toggle'),
+  presence: $('presence'),
+  presenceHeading: $('presence-heading'),
+  memberList: $('member-list'),
+  membersLoading: $('members-loading'),
+  membersMore: $('members-more'),
+  typing: $('typing'),
+  threadTyping: $('thread-typing'),
   panes: $('panes'),
   history: document.querySelector('.history'),
   loadOlder: $('load-older'),
@@ -426,6 +454,19 @@ const ui = {
   threadComposer: $('thread-composer'),
   threadSend: $('thread-send'),
 };
+
+/** Who is online in the open course: the count, and the member list once asked for. */
+const noPresence = () => ({
+  onlineCount: null, // unknown until the first answer or update
+  changes: 0, // presenceChanged updates applied: an answer to a query sent before one is older
+  stale: false, // the socket was down and updates were missed: asked for again when back
+  open: false, // the member list is shown
+  members: new Map(), // userId → since, of the pages loaded (then kept live)
+  loaded: false,
+  loading: false,
+  hasMore: false,
+  last: null, // the last userId loaded: the next page's `after`
+});
 
 /** What the page knows about the course it shows; all of it is dropped on a switch. */
 const noCourse = () => ({
@@ -456,6 +497,16 @@ const noCourse = () => ({
   readMarkerAtOpen: null,
   unreadAtOpen: 0,
   historyNewestId: null, // the newest message of the history loaded at open
+  presence: noPresence(),
+  stopPresence: null,
+  // The others who type, as the last typingChanged said: { userId, threadId, until }, `until`
+  // in this browser's clock; and how many type beyond the 20 the server names.
+  typists: [],
+  typistsUnnamed: 0,
+  stopTyping: null,
+  typingTimer: 0, // drops a typist whose expiry no update reported (a skipped one)
+  typingNextAt: 0, // when the page may call `typing` again (the server's throttle: 3 s)
+  typingBusy: false,
 });
 
 /**
@@ -605,6 +656,8 @@ function render() {
   ui.empty.hidden = !state.subscribed || ui.list.childElementCount > 0;
   renderPinsPanel();
   renderThreadPanel();
+  renderPresence();
+  renderTyping();
   setText(ui.error, state.error?.() ?? '');
   setText(ui.viewer, state.viewerLine?.() ?? '');
   setText(ui.signInReason, state.signInPrompt());
@@ -1142,6 +1195,9 @@ async function loadOlder() {
 
 function leaveCourse() {
   state.stopEvents?.();
+  state.stopPresence?.();
+  state.stopTyping?.();
+  clearTimeout(state.typingTimer);
   for (const timer of state.editTimers.values()) clearTimeout(timer);
   closeThread({ restoreFocus: false });
   Object.assign(state, noCourse(), { generation: state.generation + 1 });
@@ -1206,6 +1262,9 @@ async function loadCourse() {
       else stopCourse(generation, () => t('course.liveStopped', { reason: describe(error) }));
     },
   });
+  state.stopPresence = followCourse(PRESENCE_CHANGED, applyPresence, forgetPresence, refreshPresence);
+  state.stopTyping = followCourse(TYPING_CHANGED, applyTyping, forgetTypists);
+  refreshPresence();
   state.subscribed = true;
   render();
   scrollToUnread();
@@ -1220,11 +1279,13 @@ async function loadCourse() {
  */
 async function reloadCourse(error) {
   const { courseId, pinsOpen } = state;
+  const membersOpen = state.presence.open;
   const rootId = state.thread?.rootId;
   leaveCourse();
   showError(() => describe(error));
   state.courseId = courseId;
   state.pinsOpen = pinsOpen;
+  state.presence.open = membersOpen;
   render();
   if ((await loadCourse()) && rootId) openThread(rootId, null);
   if (state.error?.() === describe(error)) showError(null);
@@ -1720,6 +1781,252 @@ async function openMention(courseId, messageId) {
   }
 }
 
+// --- who is here: presence and typing ---------------------------------------------------
+
+const MEMBERS_PAGE_SIZE = 50;
+// The server publishes one `typing` per user and course every 3 s and shows it for 6 s, so
+// calling it as the user types, at most every 3 s, keeps them shown without a gap.
+const TYPING_EVERY_MS = 3000;
+const TYPING_TTL_MS = 6000;
+// A typist no update has dropped (one skipped while the socket was busy) goes this long
+// after their expiry; the server's next update has everyone right anyway.
+const TYPING_GRACE_MS = 1000;
+// After a refusal (too many subscriptions, say) a subscription tries again this much later.
+const EPHEMERAL_RETRY_MS = 10_000;
+
+/**
+ * Follow `query` (presenceChanged, typingChanged) for the open course: `apply` each answer.
+ * The socket subscribes it again after a reconnect; after a refusal `forget` drops what it
+ * said and it tries again later, then calls `resumed`. Returns the unsubscribe.
+ */
+function followCourse(query, apply, forget, resumed = () => {}) {
+  const { generation, courseId } = state;
+  let stop = null;
+  const subscribe = () => {
+    stop = socket.subscribe(query, () => ({ courseId }), {
+      next: (answer) => {
+        if (generation === state.generation) apply(answer);
+      },
+      error: (error) => {
+        if (generation !== state.generation) return;
+        forget();
+        render();
+        const waitMs = Math.max(EPHEMERAL_RETRY_MS, error.extensions.retryAfterMs ?? 0);
+        setTimeout(() => {
+          if (generation !== state.generation) return;
+          subscribe();
+          resumed();
+        }, waitMs);
+      },
+    });
+  };
+  subscribe();
+  return () => stop?.();
+}
+
+/** The socket was down: the counts and typists it missed are unknown. */
+function socketLost() {
+  state.presence.stale = true;
+  forgetTypists();
+}
+
+/** The socket is back (its subscriptions resubscribed): ask who is online again. */
+function socketBack() {
+  if (state.subscribed && state.presence.stale) refreshPresence();
+}
+
+function forgetPresence() {
+  state.presence = { ...noPresence(), open: state.presence.open, stale: true };
+}
+
+/**
+ * The online count (and the open member list, from its first page) as the server has it
+ * now. Subscribed first, so no change after this answer is missed.
+ */
+async function refreshPresence() {
+  const { courseId } = state;
+  // A new object: answers to the old one's requests are dropped, the count shows meanwhile.
+  const { open, onlineCount, changes } = state.presence;
+  const presence = { ...noPresence(), open, onlineCount, changes };
+  state.presence = presence;
+  render();
+  if (open) {
+    await loadMembers();
+    return;
+  }
+  try {
+    const { presence: answer } = await socket.request(ONLINE_COUNT, { courseId });
+    const current = state.presence === presence && presence.changes === changes;
+    if (current) presence.onlineCount = answer.onlineCount;
+  } catch (error) {
+    if (state.presence === presence) showError(() => t('presence.loadFailed', { reason: describe(error) }));
+  }
+  render();
+}
+
+/** The next page of the member list (the first, with `after` null). */
+async function loadMembers() {
+  const { presence, courseId } = state;
+  if (presence.loading) return;
+  const hadFocus = document.activeElement === ui.membersMore;
+  const { changes } = presence;
+  presence.loading = true;
+  render();
+  try {
+    const variables = { courseId, first: MEMBERS_PAGE_SIZE, after: presence.last };
+    const { presence: page } = await busy(ui.memberList, socket.request(MEMBERS, variables));
+    if (state.presence !== presence) return;
+    if (presence.changes === changes) presence.onlineCount = page.onlineCount;
+    for (const member of page.members) presence.members.set(member.userId, member.since);
+    presence.last = page.members.at(-1)?.userId ?? presence.last;
+    presence.hasMore = page.members.length === MEMBERS_PAGE_SIZE;
+    presence.loaded = true;
+  } catch (error) {
+    if (state.presence === presence) showError(() => t('presence.loadFailed', { reason: describe(error) }));
+  } finally {
+    if (state.presence === presence) {
+      presence.loading = false;
+      render();
+      // "Load more" is gone once everyone is listed: the list's heading takes the focus.
+      if (hadFocus && ui.membersMore.hidden) ui.presenceHeading.focus();
+    }
+  }
+}
+
+function applyPresence({ presenceChanged: change }) {
+  const { presence } = state;
+  presence.changes += 1;
+  presence.onlineCount = change.onlineCount;
+  for (const userId of change.left) presence.members.delete(userId);
+  for (const member of change.joined) {
+    // Members past the pages loaded come with the page that reaches them. User ids are
+    // ASCII and the server orders them bytewise, as `<` compares them here.
+    if (presence.loaded && (!presence.hasMore || member.userId <= presence.last)) {
+      presence.members.set(member.userId, member.since);
+    }
+  }
+  render();
+}
+
+function memberItem(userId, since) {
+  const li = element('li', 'member');
+  li.dataset.userId = userId;
+  const name = userId === state.viewer.userId ? t('message.you', { user: userId }) : userId;
+  const when = t('presence.since', { time: formatMessageTime(new Date(since)) });
+  const full = formatFullTime(new Date(since));
+  li.append(element('span', 'user', name), ' ', timeElement('since', since, when, full));
+  return li;
+}
+
+/** "N online" (once known) and, when open, the member list by user id. */
+function renderPresence() {
+  const { presence } = state;
+  const counted = Boolean(state.courseId) && presence.onlineCount !== null;
+  ui.presenceToggle.hidden = !counted;
+  if (counted) setText(ui.presenceToggle, t('presence.online', { count: presence.onlineCount }));
+  ui.presenceToggle.setAttribute('aria-expanded', String(presence.open));
+  ui.presence.hidden = !presence.open || !state.courseId;
+  if (ui.presence.hidden) {
+    if (ui.memberList.firstChild) ui.memberList.replaceChildren();
+  } else {
+    const ids = [...presence.members.keys()].sort();
+    fillIfChanged(ui.memberList, ids.map((userId) => memberItem(userId, presence.members.get(userId))));
+  }
+  ui.membersLoading.hidden = !presence.loading;
+  ui.membersMore.hidden = !presence.loaded || !presence.hasMore;
+  ui.membersMore.disabled = presence.loading;
+}
+
+function togglePresence(open = !state.presence.open) {
+  state.presence.open = open;
+  if (open && !state.presence.loaded) loadMembers();
+  render();
+}
+
+/** Everyone but the viewer who types now, from an update of typingChanged. */
+function applyTyping({ typingChanged: update }) {
+  const receivedAt = Date.now();
+  const viewer = state.viewer.userId;
+  state.typists = update.users
+    .filter((user) => user.userId !== viewer)
+    .map((user) => {
+      // The expiry in this browser's clock: the server's time can be off from ours.
+      const left = new Date(user.expiresAt).getTime() - receivedAt;
+      const ttl = left > 0 && left <= TYPING_TTL_MS ? left : TYPING_TTL_MS;
+      return { userId: user.userId, threadId: user.threadId, until: receivedAt + ttl + TYPING_GRACE_MS };
+    });
+  state.typistsUnnamed = Math.max(0, update.typingCount - update.users.length);
+  render();
+}
+
+function forgetTypists() {
+  state.typists = [];
+  state.typistsUnnamed = 0;
+  clearTimeout(state.typingTimer);
+  render();
+}
+
+/**
+ * "X is typing…", "X and Y are typing…", "N people are typing…". Names sorted, so a renewal
+ * (which puts its typist first in the server's list) does not change the words.
+ */
+function typingWords(typists, unnamed = 0) {
+  const names = [...new Set(typists.map((typist) => typist.userId))].sort();
+  const count = names.length + unnamed;
+  if (count === 0) return '';
+  if (count === 1) return t('typing.one', { user: names[0] });
+  if (count === 2 && unnamed === 0) return t('typing.two', { users: formatList(names) });
+  return t('typing.many', { count });
+}
+
+/**
+ * The typing lines: the course's main conversation under its composer, the open thread's in
+ * the thread panel. Each is a live region written only when its words change.
+ */
+function renderTyping() {
+  const now = Date.now();
+  state.typists = state.typists.filter((typist) => typist.until > now);
+  clearTimeout(state.typingTimer);
+  if (state.typists.length > 0) {
+    const next = Math.min(...state.typists.map((typist) => typist.until));
+    state.typingTimer = setTimeout(render, next - now);
+  }
+  const inMain = state.typists.filter((typist) => !typist.threadId);
+  const rootId = state.thread?.rootId;
+  const inThread = rootId ? state.typists.filter((typist) => typist.threadId === rootId) : [];
+  // Beyond the 20 the server names, where they type is unknown: counted in the course's.
+  setText(ui.typing, typingWords(inMain, state.typistsUnnamed));
+  setText(ui.threadTyping, typingWords(inThread));
+}
+
+/**
+ * The viewer types in `box`: tell the others, at most every 3 s, never for an empty box,
+ * never queued while offline (it would arrive stale). A `typing` the server throttles
+ * (`published: false`) still stands; the next one goes when it says.
+ */
+async function typed(box) {
+  if (!box.textarea.value.trim() || box.sending || !state.subscribed || !box.open()) return;
+  if (socket.state !== 'open' || state.typingBusy || Date.now() < state.typingNextAt) return;
+  const { generation, courseId } = state;
+  const threadId = box === composers.thread ? (state.thread?.rootId ?? null) : null;
+  state.typingBusy = true;
+  state.typingNextAt = Date.now() + TYPING_EVERY_MS;
+  try {
+    const { typing } = await socket.request(TYPING, { courseId, threadId });
+    if (generation === state.generation && !typing.published) {
+      state.typingNextAt = Date.now() + typing.retryAfterMs;
+    }
+  } catch (error) {
+    // Typing is a hint to the others, not worth an error line: a send says what is wrong
+    // (a read-only course, a rate limit). The page asks again only much later.
+    if (generation === state.generation) {
+      state.typingNextAt = Date.now() + Math.max(EPHEMERAL_RETRY_MS, error.extensions?.retryAfterMs ?? 0);
+    }
+  } finally {
+    if (generation === state.generation) state.typingBusy = false;
+  }
+}
+
 // --- sending and changing ---------------------------------------------------------------
 
 // How long a send is retried by itself while the service answers UNAVAILABLE (a Redis
@@ -1770,6 +2077,8 @@ async function send(box) {
         const { sendMessage } = await socket.request(SEND, variables);
         box.unsent = null;
         showError(null);
+        // The server stopped showing the viewer as typing: text typed next shows at once.
+        if (courseId === state.courseId) state.typingNextAt = 0;
         if (courseId === state.courseId) {
           store(sendMessage, eventCount);
           scrollToBottom(box.scroller);
@@ -1943,6 +2252,10 @@ const socket = new GraphqlSocket(socketUrl(), (socketState, detail) => {
     // The server's reason is for developers (in English): the console, not the page.
     if (detail) console.info(`token refused: ${detail}`);
   }
+  if (socketState === 'offline' || socketState === 'unauthenticated') socketLost();
+  // After the socket has written its subscriptions again: a request sent from inside this
+  // callback would be written twice (its own send, then the resubscribe loop).
+  if (socketState === 'open') setTimeout(socketBack);
   render();
   if (socketState === 'unauthenticated') ui.token.focus();
 });
@@ -2002,6 +2315,21 @@ ui.threadOlder.addEventListener('click', () => {
   if (state.thread && !state.thread.loadingOlder) loadThread(state.thread.oldestId);
 });
 ui.threadClose.addEventListener('click', () => closeThread());
+// The member list opens with the focus on its heading, as the thread does: the list itself
+// has nothing to focus, and Escape there closes it, the focus back on its toggle.
+ui.presenceToggle.addEventListener('click', () => {
+  togglePresence();
+  if (state.presence.open) ui.presenceHeading.focus();
+});
+ui.membersMore.addEventListener('click', loadMembers);
+for (const node of [ui.presence, ui.presenceToggle]) {
+  node.addEventListener('keydown', (event) => {
+    if (event.key !== 'Escape' || event.isComposing || !state.presence.open) return;
+    event.preventDefault();
+    togglePresence(false);
+    ui.presenceToggle.focus();
+  });
+}
 ui.pinsToggle.addEventListener('click', () => {
   state.pinsOpen = !state.pinsOpen;
   render();
@@ -2079,6 +2407,7 @@ for (const [form, box] of [
     event.preventDefault();
     send(box);
   });
+  box.textarea.addEventListener('input', () => typed(box));
 }
 ui.chat.addEventListener('keydown', (event) => {
   const form = event.target.closest('form.editor');

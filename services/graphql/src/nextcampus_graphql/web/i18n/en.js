@@ -122,5 +122,15 @@ export default {
   "mention.from": "{user} in {course}",
   "mention.marker": "mentions you",
   "mention.markerCourse": "mentions everyone",
-  "mention.loadFailed": "Could not load your mentions: {reason}"
+  "mention.loadFailed": "Could not load your mentions: {reason}",
+
+  "presence.online": { "one": "{count} online", "other": "{count} online" },
+  "presence.panel": "Online now",
+  "presence.since": "online since {time}",
+  "presence.loadMore": "Show more people online",
+  "presence.loadFailed": "Could not load who is online: {reason}",
+
+  "typing.one": "{user} is typing…",
+  "typing.two": "{users} are typing…",
+  "typing.many": { "one": "{count} person is typing…", "other": "{count} people are typing…" }
 };

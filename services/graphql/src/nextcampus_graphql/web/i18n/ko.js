@@ -117,5 +117,15 @@ export default {
   "mention.from": "{course} 강의의 {user} 님",
   "mention.marker": "나를 언급함",
   "mention.markerCourse": "전체 언급",
-  "mention.loadFailed": "멘션을 불러오지 못했어요. {reason}"
+  "mention.loadFailed": "멘션을 불러오지 못했어요. {reason}",
+
+  "presence.online": { "other": "{count}명 접속 중" },
+  "presence.panel": "지금 접속 중인 사람",
+  "presence.since": "{time}부터 접속 중",
+  "presence.loadMore": "접속 중인 사람 더 보기",
+  "presence.loadFailed": "접속 중인 사람을 불러오지 못했어요. {reason}",
+
+  "typing.one": "{user} 님이 입력하고 있어요…",
+  "typing.two": "{users} 님이 입력하고 있어요…",
+  "typing.many": { "other": "{count}명이 입력하고 있어요…" }
 };
