@@ -14,15 +14,15 @@ Cluster, real WebSocket clients.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
+from testing.graphql_http import api
 from testing.ws import Subscriber, raw_socket, ready, still_serving
 
 PRESENCE_CHANGED = (
@@ -54,40 +54,6 @@ def chat_settings_factory(chat_settings_factory: Callable[..., Any]) -> Callable
         )
 
     return make
-
-
-class Api:
-    """One user's GraphQL over HTTP."""
-
-    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
-        self.http, self.url, self.token = http, url, token
-
-    async def post(self, query: str, **variables: Any) -> dict[str, Any]:
-        async with self.http.post(
-            self.url,
-            json={"query": query, "variables": variables},
-            headers={"Authorization": f"Bearer {self.token}"},
-        ) as response:
-            body: dict[str, Any] = await response.json()
-        return body
-
-    async def data(self, query: str, **variables: Any) -> dict[str, Any]:
-        body = await self.post(query, **variables)
-        assert "errors" not in body, body
-        data: dict[str, Any] = body["data"]
-        return data
-
-    async def error_code(self, query: str, **variables: Any) -> str:
-        body = await self.post(query, **variables)
-        assert body.get("errors"), body
-        code: str = body["errors"][0]["extensions"]["code"]
-        return code
-
-
-@contextlib.asynccontextmanager
-async def api(url: str, token: str) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession() as http:
-        yield Api(http, url, token)
 
 
 def joined(subscriber: Subscriber) -> list[str]:

@@ -40,6 +40,13 @@ class Api:
         data: dict[str, Any] = body["data"]
         return data
 
+    async def error_code(self, query: str, **variables: Any) -> str:
+        """The code of the first error the operation answers (it must answer one)."""
+        body = await self.post(query, **variables)
+        assert body.get("errors"), body
+        code: str = body["errors"][0]["extensions"]["code"]
+        return code
+
     async def send(
         self, course_id: str, text: str, *, key: str | None = None, reply_to: int | None = None
     ) -> int:
