@@ -16,11 +16,13 @@ import asyncio
 import collections
 import datetime
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from nextcampus_common import schedule as timetable
+from nextcampus_common.keys import POLICY_RETIME_PENDING_FIELD
 from nextcampus_common.settings import PolicyDefaultSettings
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.spec import (
@@ -47,6 +49,10 @@ class Outcome:
     effective_ttl_seconds: int | None = None  # None: not in force (conflict, invalid, …)
     changed: bool = False  # Redis was written
     retimed: Retimed | None = None
+    # The schedule's mode now and the next one (None: no schedule applied, or no change
+    # within the segments' reach).
+    mode: timetable.Current | None = None
+    next_mode: timetable.Current | None = None
 
     @property
     def ready(self) -> bool:
@@ -60,8 +66,12 @@ class PolicyReconciler:
         defaults: PolicyDefaultSettings,
         metrics: OperatorMetrics | None = None,
         governance: CourseGovernance | None = None,
+        clock: Callable[[], datetime.datetime] | None = None,
     ) -> None:
         self.store = store
+        # The time the schedule's segments and the status's mode are computed for (tests
+        # pass a clock of their own).
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self.defaults = defaults
         self.metrics = metrics
         self.governance = governance or CourseGovernance()
@@ -114,11 +124,19 @@ class PolicyReconciler:
 
     async def _apply(self, owner: str, spec: PolicySpec, trigger: Trigger) -> Outcome:
         ttl = spec.ttl_seconds(self.defaults)
+        now = self.clock()
+        fields = spec.policy_fields(owner, now)
         async with self._locks[spec.course_id]:
-            written = await self.store.write(spec.course_id, spec.policy_fields(owner))
+            # The segments move on every UTC day: a re-write of them alone is no drift.
+            refreshed = False
+            if trigger is Trigger.RESYNC and spec.schedule:
+                before = await self.store.read(spec.course_id)
+                refreshed = _without_segments(before) == _without_segments(fields)
+            written = await self.store.write(spec.course_id, fields)
             retimed = await self._retime_if_pending(spec.course_id, written, ttl)
         message = spec.describe(self.defaults)
-        if trigger is Trigger.RESYNC and written.changed:
+        mode, next_mode = _modes(spec, fields, now)
+        if trigger is Trigger.RESYNC and written.changed and not refreshed:
             message += "; Redis had drifted from the policy and was repaired"
             if self.metrics is not None:
                 self.metrics.drift_repairs.inc()
@@ -128,6 +146,8 @@ class PolicyReconciler:
             effective_ttl_seconds=ttl,
             changed=written.changed,
             retimed=retimed,
+            mode=mode,
+            next_mode=next_mode,
         )
 
     async def release(
@@ -170,6 +190,8 @@ class PolicyReconciler:
                     effective_ttl_seconds=outcome.effective_ttl_seconds,
                     changed=outcome.changed,
                     retimed=outcome.retimed,
+                    mode=outcome.mode,
+                    next_mode=outcome.next_mode,
                 )
             return outcome
         try:
@@ -210,6 +232,24 @@ class PolicyReconciler:
             result = _snake(outcome.reason)
         self.metrics.reconciles.labels(result=result, trigger=trigger.value).inc()
         self.metrics.reconcile_duration.observe(time.monotonic() - started)
+
+
+def _without_segments(fields: Mapping[str, str]) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in fields.items()
+        if key not in ("schedule_segments", POLICY_RETIME_PENDING_FIELD)
+    }
+
+
+def _modes(
+    spec: PolicySpec, fields: Mapping[str, str], now: datetime.datetime
+) -> tuple[timetable.Current, timetable.Current | None]:
+    """The course's mode now and the next change, as the send script will see them."""
+    if spec.read_only:
+        return timetable.Current(timetable.Mode.READ_ONLY, 0, None), None
+    found = timetable.decode(fields.get("schedule_segments"))
+    return timetable.next_change(found, round(now.timestamp() * 1000))
 
 
 def _snake(reason: Reason) -> str:
@@ -255,12 +295,30 @@ def status_for(
     }
     if generation is not None:
         condition["observedGeneration"] = generation
-    new: dict[str, Any] = {"conditions": [condition], "effectiveTTLSeconds": None}
+    new: dict[str, Any] = {
+        "conditions": [condition],
+        "effectiveTTLSeconds": None,
+        "mode": None,
+        "nextMode": None,
+        "nextModeChange": None,
+    }
     if generation is not None:
         new["observedGeneration"] = generation
     if outcome.effective_ttl_seconds is not None:
         new["effectiveTTLSeconds"] = outcome.effective_ttl_seconds
+    if outcome.mode is not None:
+        new["mode"] = outcome.mode.mode.value
+    if outcome.next_mode is not None and outcome.mode is not None:
+        new["nextMode"] = outcome.next_mode.mode.value
+        new["nextModeChange"] = _rfc3339(outcome.mode.until_ms)
     return new
+
+
+def _rfc3339(milliseconds: int | None) -> str | None:
+    if milliseconds is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(milliseconds / 1000, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ready_condition(status: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

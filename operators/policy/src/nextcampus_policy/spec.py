@@ -4,14 +4,18 @@ instead of a crash), and what the spec means in the course's policy hash."""
 
 from __future__ import annotations
 
+import datetime
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nextcampus_common import schedule as timetable
 from nextcampus_common.ids import COURSE_ID
 from nextcampus_common.keys import POLICY_OWNER_FIELD
 from nextcampus_common.settings import PolicyDefaultSettings
@@ -52,6 +56,90 @@ class RateLimit(BaseModel):
     per_seconds: int = Field(alias="perSeconds", ge=1, le=86_400)
 
 
+# Bounds of a schedule (the CRD's, once more): enough windows for a term's exams and every
+# lecture of a week, few enough that a send scans a short string.
+MAX_WINDOWS = 32
+TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+END_OF_DAY = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+LOCAL_DATE_TIME = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]$"
+)
+TIME_ZONE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
+
+
+class WeeklyTimes(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    days: list[Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]] = Field(
+        min_length=1, max_length=7
+    )
+    start_time: str = Field(alias="startTime", pattern=TIME_OF_DAY)
+    end_time: str = Field(alias="endTime", pattern=END_OF_DAY)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WeeklyTimes:
+        if len(set(self.days)) != len(self.days):
+            raise ValueError("days must not repeat a day")
+        if self.end_time <= self.start_time:
+            raise ValueError(
+                "endTime must be after startTime (a window ends on the day it starts; "
+                "use 24:00 for midnight, or two windows across it)"
+            )
+        return self
+
+
+class DatedTimes(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: str = Field(pattern=LOCAL_DATE_TIME)
+    end: str = Field(pattern=LOCAL_DATE_TIME)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DatedTimes:
+        for value in (self.start, self.end):
+            try:
+                datetime.datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"{value} is not a date and time of the calendar") from None
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class ScheduleWindow(BaseModel):
+    """One window of `spec.schedule`: weekly or dated, in its own IANA time zone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    mode: Literal["ReadOnly", "SlowMode"]
+    slow_mode_seconds: int | None = Field(default=None, alias="slowModeSeconds", ge=1, le=86_400)
+    time_zone: str = Field(alias="timeZone", max_length=64, pattern=TIME_ZONE)
+    weekly: WeeklyTimes | None = None
+    dated: DatedTimes | None = None
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value} is not an IANA time zone (such as Europe/Berlin or UTC)"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ScheduleWindow:
+        if (self.weekly is None) == (self.dated is None):
+            raise ValueError("a window is either weekly or dated: give exactly one of them")
+        if (self.mode == "SlowMode") != (self.slow_mode_seconds is not None):
+            raise ValueError("slowModeSeconds is required with mode SlowMode and only there")
+        return self
+
+    def window(self) -> timetable.Window:
+        return timetable.window_of(self.model_dump(by_alias=True, exclude_none=True))
+
+
 class PolicySpec(BaseModel):
     """`spec` of a CourseChatPolicy (the bounds of the CRD's schema, once more)."""
 
@@ -67,14 +155,33 @@ class PolicySpec(BaseModel):
     edit_window_seconds: int | None = Field(
         default=None, alias="editWindowSeconds", ge=0, le=31_536_000
     )
+    schedule: list[ScheduleWindow] = Field(default_factory=list, max_length=MAX_WINDOWS)
+
+    def windows(self) -> list[timetable.Window]:
+        return [window.window() for window in self.schedule]
+
+    def schedule_fields(self, now: datetime.datetime) -> dict[str, str]:
+        """The schedule as the policy hash carries it: the windows as written (JSON, for
+        `GetCoursePolicy`) and the segments from today on (for the send script)."""
+        if not self.schedule:
+            return {}
+        return {
+            "schedule": json.dumps(
+                [w.model_dump(by_alias=True, exclude_none=True) for w in self.schedule],
+                separators=(",", ":"),
+            ),
+            "schedule_segments": timetable.encode(timetable.segments(self.windows(), now)),
+        }
 
     def ttl_seconds(self, defaults: PolicyDefaultSettings) -> int:
         return self.message_ttl_seconds or defaults.default_ttl_seconds
 
-    def policy_fields(self, owner: str) -> dict[str, str]:
+    def policy_fields(self, owner: str, now: datetime.datetime | None = None) -> dict[str, str]:
         """The course's policy hash: only what the spec sets (the chat service's defaults
-        cover the rest), and which policy wrote it."""
+        cover the rest), and which policy wrote it; the schedule's segments as of `now`."""
+        now = now or datetime.datetime.now(datetime.UTC)
         fields = {POLICY_OWNER_FIELD: owner, "read_only": "1" if self.read_only else "0"}
+        fields.update(self.schedule_fields(now))
         if self.message_ttl_seconds is not None:
             fields["ttl_seconds"] = str(self.message_ttl_seconds)
         if self.max_message_length is not None:
@@ -103,10 +210,15 @@ class PolicySpec(BaseModel):
             else defaults.default_edit_window_seconds
         )
         edits = f"edits for {window} s" if window else "no edits"
-        return (
+        described = (
             f"TTL {self.ttl_seconds(defaults)} s, max length {length}, "
             f"read-only {'yes' if self.read_only else 'no'}, rate limit {rate}, {edits}"
         )
+        if self.schedule:
+            described += f", {len(self.schedule)} schedule window" + (
+                "" if len(self.schedule) == 1 else "s"
+            )
+        return described
 
 
 def parse_spec(spec: Mapping[str, Any]) -> PolicySpec:

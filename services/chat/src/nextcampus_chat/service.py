@@ -271,6 +271,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             reply_to=self._optional_message_id(request.reply_to_message_id),
             mentions=mentions.user_ids,
             mentions_course=mentions.course,
+            moderator=identity.may_moderate(request.course_id),
         )
         self._metrics.sends.labels("duplicate" if result.duplicate else "ok").inc()
         self._metrics.send_duration.observe(time.perf_counter() - started)

@@ -3,8 +3,10 @@ scripts of DESIGN.md §2 (README, "Data model")."""
 
 from __future__ import annotations
 
+import datetime
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +14,14 @@ import orjson
 
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.settings import ChatSettings
+from nextcampus_common import schedule as timetable
 from nextcampus_common import scripts
 from nextcampus_common.keys import POLICY_FIELDS, CourseKeys
 from nextcampus_common.proto.chat.v1.chat_pb2 import (
+    COURSE_MODE_OPEN,
+    COURSE_MODE_READ_ONLY,
+    COURSE_MODE_SLOW,
+    COURSE_MODE_UNSPECIFIED,
     ChatMessage,
     CourseEvent,
     CourseEventKind,
@@ -23,6 +30,7 @@ from nextcampus_common.proto.chat.v1.chat_pb2 import (
     MessageVersion,
     PresenceMember,
     Reaction,
+    ScheduleWindow,
 )
 from nextcampus_common.redis_cluster import ClusterClient
 
@@ -173,9 +181,19 @@ def _int_or(value: str | None, default: int) -> int:
 
 
 class MessageStore:
-    def __init__(self, redis: ClusterClient, settings: ChatSettings) -> None:
+    def __init__(
+        self,
+        redis: ClusterClient,
+        settings: ChatSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = redis
         self._settings = settings
+        # What `policy` reports the schedule's mode for (the send script uses Redis's TIME).
+        self._clock = clock
+
+    def _now_ms(self) -> int:
+        return round(self._clock() * 1000)
 
     async def send(
         self,
@@ -187,6 +205,7 @@ class MessageStore:
         reply_to: str | None = None,
         mentions: Sequence[str] = (),
         mentions_course: bool = False,
+        moderator: bool = False,
     ) -> SendResult:
         # Without a client id the send still gets one: our own retries through a failover
         # must not store it twice either.
@@ -217,6 +236,7 @@ class MessageStore:
                 reply_to or "",
                 ",".join(mentions),
                 "1" if mentions_course else "",
+                "1" if moderator else "",
             ],
             replicated=True,
         )
@@ -248,8 +268,6 @@ class MessageStore:
             raise ChatError(
                 Problem.FAILED_PRECONDITION, f"message {reply_to} was deleted: it takes no replies"
             )
-        if outcome == "read_only":
-            raise ChatError(Problem.READ_ONLY, f"course {course_id} is read-only")
         _raise_refusal(reply, course_id, "send")
         raise AssertionError("unreachable")
 
@@ -631,16 +649,27 @@ class MessageStore:
             rate_messages,
             rate_seconds,
             edit_window,
+            windows,
+            segments,
         ) = await self._redis.command(key, "HMGET", key, *POLICY_FIELDS)
         settings = self._settings
+        read_only = read_only in ("1", "true")
+        now, following = timetable.next_change(timetable.decode(segments), self._now_ms())
+        if read_only:
+            now, following = timetable.Current(timetable.Mode.READ_ONLY, 0, None), None
         return CoursePolicy(
             course_id=course_id,
             ttl_seconds=_int_or(ttl, settings.default_ttl_seconds),
             max_length=_int_or(max_length, settings.default_max_length),
-            read_only=read_only in ("1", "true"),
+            read_only=read_only,
             rate_limit_messages=_int_or(rate_messages, settings.default_rate_limit_messages),
             rate_limit_seconds=_int_or(rate_seconds, settings.default_rate_limit_seconds),
             edit_window_seconds=_int_or(edit_window, settings.default_edit_window_seconds),
+            mode=_COURSE_MODES[now.mode],
+            mode_ends_at=now.until_ms or 0,
+            slow_mode_seconds=now.slow_mode_seconds,
+            next_mode=_COURSE_MODES[following.mode] if following else COURSE_MODE_UNSPECIFIED,
+            schedule=[_schedule_window(w) for w in orjson.loads(windows or "[]")],
         )
 
     # -- presence and typing (presence.lua, typing.lua): not replicated-waited, short-lived --
@@ -714,6 +743,38 @@ class MessageStore:
         return int(value) if value else 0
 
 
+_COURSE_MODES = {
+    timetable.Mode.OPEN: COURSE_MODE_OPEN,
+    timetable.Mode.READ_ONLY: COURSE_MODE_READ_ONLY,
+    timetable.Mode.SLOW_MODE: COURSE_MODE_SLOW,
+}
+
+
+def _schedule_window(spec: dict[str, Any]) -> ScheduleWindow:
+    window = timetable.window_of(spec)
+    return ScheduleWindow(
+        mode=_COURSE_MODES[window.mode],
+        slow_mode_seconds=window.slow_mode_seconds,
+        time_zone=window.time_zone,
+        days=window.days,
+        start_time=window.start_time,
+        end_time=window.end_time,
+        start=window.start,
+        end=window.end,
+    )
+
+
+def _read_only_message(course_id: str, reply: list[Any]) -> str:
+    until = reply[1] if len(reply) > 1 else ""
+    if not until:
+        return f"course {course_id} is read-only"
+    moment = datetime.datetime.fromtimestamp(int(until) / 1000, datetime.UTC)
+    return (
+        f"course {course_id} is read-only by its schedule until "
+        f"{moment.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    )
+
+
 def _raise_refusal(
     reply: list[Any], course_id: str, action: str, message_id: str | None = None
 ) -> None:
@@ -729,7 +790,7 @@ def _raise_refusal(
     if outcome == "forbidden":
         raise ChatError(Problem.PERMISSION_DENIED, f"only its author may {action} this message")
     if outcome == "read_only":
-        raise ChatError(Problem.READ_ONLY, f"course {course_id} is read-only")
+        raise ChatError(Problem.READ_ONLY, _read_only_message(course_id, reply))
     if outcome == "edits_disabled":
         raise ChatError(Problem.FAILED_PRECONDITION, f"course {course_id} does not allow edits")
     if outcome == "too_late":

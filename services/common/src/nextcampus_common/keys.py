@@ -39,6 +39,10 @@ POLICY_FIELDS = (
     "rate_limit_messages",
     "rate_limit_seconds",
     "edit_window_seconds",
+    # Timetable modes (nextcampus_common/schedule.py): the windows as written (JSON) and
+    # their segments in UTC milliseconds, which the scripts read.
+    "schedule",
+    "schedule_segments",
 )
 # Written beside them: which CourseChatPolicy (`namespace/name`) governs the course, and,
 # while the course's messages are being re-timed to a new TTL, a marker (policy.lua).
@@ -100,6 +104,10 @@ class CourseKeys:
     def rate(self, user_id: str) -> str:
         """Per-user send rate state (GCRA theoretical arrival time, milliseconds)."""
         return f"{self.prefix}rate:{user_id}"
+
+    def slow(self, user_id: str) -> str:
+        """Slow mode: present (with a PX TTL) while the user must wait to send again."""
+        return f"{self.prefix}slow:{user_id}"
 
     def action_rate(self, user_id: str) -> str:
         """Per-user rate state of the other changes (edits, reactions, pins), as `rate`."""

@@ -17,7 +17,8 @@ local h = redis.call('HMGET', key, 'user_id', 'deleted', 'timestamp', 'content',
 if not h[1] then return {'not_found'} end
 if h[2] == '1' then return {'deleted'} end
 if h[1] ~= user then return {'forbidden'} end
-if is_read_only(policy) then return {'read_only'} end
+local read_only, read_only_until = is_read_only(policy)
+if read_only then return {'read_only', read_only_until} end
 local window = policy_number(policy, 'edit_window_seconds', ARGV[6])
 if window <= 0 then return {'edits_disabled'} end
 local now_ms = now_millis()

@@ -17,7 +17,8 @@ if again then return again end
 local h = redis.call('HMGET', key, 'user_id', 'deleted', 'reactions')
 if not h[1] then return {'not_found'} end
 if h[2] == '1' then return {'deleted'} end
-if is_read_only(policy) then return {'read_only'} end
+local read_only, read_only_until = is_read_only(policy)
+if read_only then return {'read_only', read_only_until} end
 local retry_after = rate_limited(KEYS[6], now_millis(), tonumber(ARGV[8]), tonumber(ARGV[9]))
 if retry_after then return {'rate_limited', retry_after} end
 

@@ -15,7 +15,8 @@
 --       5 default ttl seconds, 6 default max length, 7 default rate messages,
 --       8 default rate seconds, 9 course id, 10 the message replied to or '',
 --       11 the users it mentions (comma-separated, checked by the service) or '',
---       12 '1' when it mentions the whole course (@course) or ''
+--       12 '1' when it mentions the whole course (@course) or '',
+--       13 '1' when the sender moderates the course (exempt from slow mode) or ''
 --
 -- A reply belongs to the thread of its root (a reply to a reply, to the same root): the
 -- root counts it, remembers when and who, and lives at least as long as its newest reply.
@@ -24,7 +25,7 @@
 -- Returns one of:
 --   {'ok', id, timestamp_ms, prev_id, thread root or ''}
 --   {'dup', record}  (the message stored by the first attempt, as it is now)
---   {'read_only'} | {'too_long', max_length} | {'rate_limited', retry_after_ms}
+--   {'read_only', until ms or ''} | {'too_long', max_length} | {'rate_limited', retry_after_ms}
 --   | {'reply_not_found'} | {'reply_deleted'}
 local policy_key, seq_key, index_key, events_key, client_key, rate_key, log_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -50,8 +51,16 @@ local max_length = tonumber(p[2]) or tonumber(ARGV[6])
 local rate_messages = tonumber(p[4]) or tonumber(ARGV[7])
 local rate_seconds = tonumber(p[5]) or tonumber(ARGV[8])
 
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
 if p[3] == '1' or p[3] == 'true' then
-  return {'read_only'}
+  return {'read_only', ''}
+end
+-- Timetable modes, by Redis's own clock: no operator round trip at a window's edge.
+local mode, slow_seconds, mode_until = scheduled_mode(policy_key, now_ms)
+if mode == 'r' then
+  return {'read_only', string.format('%.0f', mode_until)}
 end
 -- Characters, not bytes: count the bytes that do not continue a UTF-8 sequence.
 local _, length = string.gsub(content, '[^\128-\191]', '')
@@ -68,13 +77,20 @@ if reply_to ~= '' then
   if redis.call('EXISTS', prefix .. root) == 0 then return {'reply_not_found'} end
 end
 
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Slow mode: one message per user per slow_seconds (moderators exempt), on top of the
+-- rate limit; the key is set only once the send is sure to go through.
+local slow_key = nil
+if mode == 's' and ARGV[13] ~= '1' then
+  slow_key = course .. 'slow:' .. user
+  local wait = redis.call('PTTL', slow_key)
+  if wait > 0 then return {'rate_limited', wait} end
+end
 
 local retry_after = rate_limited(rate_key, now_ms, rate_messages, rate_seconds)
 if retry_after then
   return {'rate_limited', retry_after}
 end
+if slow_key then redis.call('SET', slow_key, '1', 'PX', slow_seconds * 1000) end
 
 local prev = redis.call('GET', seq_key) or ''
 local next_id = (tonumber(prev) or 0) + 1

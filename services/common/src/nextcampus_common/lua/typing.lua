@@ -4,9 +4,8 @@
 -- KEYS: 1 the user's typing throttle key, 2 events channel, 3 policy
 -- ARGV: 1 course id, 2 user id, 3 thread root id or '', 4 throttle ms, 5 ttl ms
 -- Returns {1, 0} published | {0, ms until the throttle ends} | {-1, 0} the course is
--- read-only (nobody can send there, so nobody types)
-local read_only = redis.call('HGET', KEYS[3], 'read_only')
-if read_only == '1' or read_only == 'true' then return {-1, 0} end
+-- read-only, archived or in a read-only window (nobody can send there, so nobody types)
+if is_read_only(KEYS[3]) then return {-1, 0} end
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[4]) then
   return {0, redis.call('PTTL', KEYS[1])}
 end

@@ -180,6 +180,66 @@ class ThreadPage(graphene.ObjectType):
     has_more = graphene.Boolean(required=True)
 
 
+class CourseMode(graphene.Enum):
+    """What a course takes now: its policy's own rules, nothing new (an archived course or
+    a read-only window such as an exam), or one message per user per slowModeSeconds."""
+
+    OPEN = "OPEN"
+    READ_ONLY = "READ_ONLY"
+    SLOW_MODE = "SLOW_MODE"
+
+
+_MODES = {
+    chat_pb2.COURSE_MODE_OPEN: CourseMode.OPEN,
+    chat_pb2.COURSE_MODE_READ_ONLY: CourseMode.READ_ONLY,
+    chat_pb2.COURSE_MODE_SLOW: CourseMode.SLOW_MODE,
+}
+
+
+def _mode(mode: int) -> Any:
+    return _MODES.get(mode)
+
+
+class ScheduleWindow(graphene.ObjectType):
+    """A window of the course's schedule: weekly (days, startTime-endTime) or dated
+    (start-end), in the local time of timeZone."""
+
+    mode = graphene.Field(CourseMode, required=True, description="READ_ONLY or SLOW_MODE")
+    slow_mode_seconds = graphene.Int(description="SLOW_MODE only")
+    time_zone = graphene.String(required=True, description="IANA, such as Europe/Berlin")
+    days = graphene.List(
+        graphene.NonNull(graphene.String), required=True, description="weekly: Mon … Sun"
+    )
+    start_time = graphene.String(description="weekly: local HH:MM")
+    end_time = graphene.String(description="weekly: local HH:MM or 24:00")
+    start = graphene.String(description="dated: local YYYY-MM-DDTHH:MM")
+    end = graphene.String(description="dated: local YYYY-MM-DDTHH:MM")
+
+    @staticmethod
+    def resolve_mode(window: chat_pb2.ScheduleWindow, _info: Any) -> Any:
+        return _mode(window.mode)
+
+    @staticmethod
+    def resolve_slow_mode_seconds(window: chat_pb2.ScheduleWindow, _info: Any) -> int | None:
+        return window.slow_mode_seconds or None
+
+    @staticmethod
+    def resolve_start_time(window: chat_pb2.ScheduleWindow, _info: Any) -> str | None:
+        return window.start_time or None
+
+    @staticmethod
+    def resolve_end_time(window: chat_pb2.ScheduleWindow, _info: Any) -> str | None:
+        return window.end_time or None
+
+    @staticmethod
+    def resolve_start(window: chat_pb2.ScheduleWindow, _info: Any) -> str | None:
+        return window.start or None
+
+    @staticmethod
+    def resolve_end(window: chat_pb2.ScheduleWindow, _info: Any) -> str | None:
+        return window.end or None
+
+
 class CoursePolicy(graphene.ObjectType):
     """The effective policy of a course: its CourseChatPolicy over the service defaults."""
 
@@ -192,6 +252,36 @@ class CoursePolicy(graphene.ObjectType):
     edit_window_seconds = graphene.Int(
         required=True, description="how long after a send its author may edit it; 0: never"
     )
+    mode = graphene.Field(
+        CourseMode, required=True, description="the mode now, readOnly and schedule applied"
+    )
+    mode_ends_at = graphene.DateTime(
+        description="when the schedule ends the current mode (null: it does not, within the "
+        "days the schedule is known ahead)"
+    )
+    slow_mode_seconds = graphene.Int(description="in SLOW_MODE: seconds between two messages")
+    next_mode = graphene.Field(CourseMode, description="the mode from modeEndsAt on")
+    schedule = graphene.List(
+        graphene.NonNull(ScheduleWindow),
+        required=True,
+        description="the windows of the course's CourseChatPolicy schedule",
+    )
+
+    @staticmethod
+    def resolve_mode(policy: chat_pb2.CoursePolicy, _info: Any) -> Any:
+        return _mode(policy.mode) or CourseMode.OPEN
+
+    @staticmethod
+    def resolve_mode_ends_at(policy: chat_pb2.CoursePolicy, _info: Any) -> datetime | None:
+        return _time(policy.mode_ends_at)
+
+    @staticmethod
+    def resolve_slow_mode_seconds(policy: chat_pb2.CoursePolicy, _info: Any) -> int | None:
+        return policy.slow_mode_seconds or None
+
+    @staticmethod
+    def resolve_next_mode(policy: chat_pb2.CoursePolicy, _info: Any) -> Any:
+        return _mode(policy.next_mode)
 
 
 class MentionPage(graphene.ObjectType):

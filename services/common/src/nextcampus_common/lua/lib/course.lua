@@ -158,9 +158,32 @@ local function policy_number(policy, field, default)
   return tonumber(redis.call('HGET', policy, field)) or tonumber(default)
 end
 
-local function is_read_only(policy)
+-- The mode the course's schedule puts it in at now_ms (README, "Course policies"): the
+-- operator writes `schedule_segments` as disjoint, sorted `start-end:r` (read-only) or
+-- `start-end:sN` (slow mode, N seconds) spans in UTC milliseconds (nextcampus_common/
+-- schedule.py). Returns 'r', 's' or nil, the slow mode's seconds, and when the segment
+-- ends (or the next begins). The scan stops at the first segment not yet over.
+local function scheduled_mode(policy, now_ms)
+  local text = redis.call('HGET', policy, 'schedule_segments')
+  if not text then return nil, 0, nil end
+  for from, to, mode, seconds in string.gmatch(text, '(%d+)-(%d+):(%a)(%d*)') do
+    from, to = tonumber(from), tonumber(to)
+    if to > now_ms then
+      if from <= now_ms then return mode, tonumber(seconds) or 0, to end
+      return nil, 0, from
+    end
+  end
+  return nil, 0, nil
+end
+
+-- Read-only: archived (`read_only`), or in a read-only window of the schedule. Returns
+-- whether, and until when ('' for as long as the policy says so).
+local function is_read_only(policy, now_ms)
   local value = redis.call('HGET', policy, 'read_only')
-  return value == '1' or value == 'true'
+  if value == '1' or value == 'true' then return true, '' end
+  local mode, _, until_ms = scheduled_mode(policy, now_ms or now_millis())
+  if mode == 'r' then return true, string.format('%.0f', until_ms) end
+  return false, ''
 end
 
 -- Unpin a message: it (and what belongs to it) gets the course TTL from now; once no

@@ -24,6 +24,27 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _CourseMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CourseModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CourseMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COURSE_MODE_UNSPECIFIED: _CourseMode.ValueType  # 0
+    COURSE_MODE_OPEN: _CourseMode.ValueType  # 1
+    COURSE_MODE_READ_ONLY: _CourseMode.ValueType  # 2
+    COURSE_MODE_SLOW: _CourseMode.ValueType  # 3
+    """one message per user per slow_mode_seconds; moderators exempt"""
+
+class CourseMode(_CourseMode, metaclass=_CourseModeEnumTypeWrapper): ...
+
+COURSE_MODE_UNSPECIFIED: CourseMode.ValueType  # 0
+COURSE_MODE_OPEN: CourseMode.ValueType  # 1
+COURSE_MODE_READ_ONLY: CourseMode.ValueType  # 2
+COURSE_MODE_SLOW: CourseMode.ValueType  # 3
+"""one message per user per slow_mode_seconds; moderators exempt"""
+Global___CourseMode: _TypeAlias = CourseMode  # noqa: Y015
+
 class _CourseEventKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -712,6 +733,11 @@ class CoursePolicy(_message.Message):
     RATE_LIMIT_MESSAGES_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_SECONDS_FIELD_NUMBER: _builtins.int
     EDIT_WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    MODE_ENDS_AT_FIELD_NUMBER: _builtins.int
+    SLOW_MODE_SECONDS_FIELD_NUMBER: _builtins.int
+    NEXT_MODE_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     ttl_seconds: _builtins.int
     max_length: _builtins.int
@@ -722,6 +748,19 @@ class CoursePolicy(_message.Message):
     rate_limit_seconds: _builtins.int
     edit_window_seconds: _builtins.int
     """how long after a send its author may edit it; 0: never"""
+    mode: Global___CourseMode.ValueType
+    """Timetable modes (CourseChatPolicy spec.schedule), as the send sees them now: the mode
+    (read_only above, or a read-only window, makes it COURSE_MODE_READ_ONLY), when it ends
+    (ms since the Unix epoch; 0: not by the schedule), the slow mode's seconds, the mode
+    that follows, and the windows as the policy wrote them.
+    """
+    mode_ends_at: _builtins.int
+    slow_mode_seconds: _builtins.int
+    """in COURSE_MODE_SLOW only"""
+    next_mode: Global___CourseMode.ValueType
+    """COURSE_MODE_UNSPECIFIED when mode_ends_at is 0"""
+    @_builtins.property
+    def schedule(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScheduleWindow]: ...
     def __init__(
         self,
         *,
@@ -732,14 +771,72 @@ class CoursePolicy(_message.Message):
         rate_limit_messages: _builtins.int = ...,
         rate_limit_seconds: _builtins.int = ...,
         edit_window_seconds: _builtins.int = ...,
+        mode: Global___CourseMode.ValueType = ...,
+        mode_ends_at: _builtins.int = ...,
+        slow_mode_seconds: _builtins.int = ...,
+        next_mode: Global___CourseMode.ValueType = ...,
+        schedule: _abc.Iterable[Global___ScheduleWindow] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "edit_window_seconds", b"edit_window_seconds", "max_length", b"max_length", "rate_limit_messages", b"rate_limit_messages", "rate_limit_seconds", b"rate_limit_seconds", "read_only", b"read_only", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "edit_window_seconds", b"edit_window_seconds", "max_length", b"max_length", "mode", b"mode", "mode_ends_at", b"mode_ends_at", "next_mode", b"next_mode", "rate_limit_messages", b"rate_limit_messages", "rate_limit_seconds", b"rate_limit_seconds", "read_only", b"read_only", "schedule", b"schedule", "slow_mode_seconds", b"slow_mode_seconds", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CoursePolicy: _TypeAlias = CoursePolicy  # noqa: Y015
+
+@_typing.final
+class ScheduleWindow(_message.Message):
+    """One window of a course's schedule: weekly (days, start_time to end_time) or dated
+    (start to end), in the local time of time_zone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    SLOW_MODE_SECONDS_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    mode: Global___CourseMode.ValueType
+    """COURSE_MODE_READ_ONLY or COURSE_MODE_SLOW"""
+    slow_mode_seconds: _builtins.int
+    time_zone: _builtins.str
+    """IANA, such as Europe/Berlin"""
+    start_time: _builtins.str
+    """weekly: HH:MM"""
+    end_time: _builtins.str
+    """weekly: HH:MM, or 24:00"""
+    start: _builtins.str
+    """dated: YYYY-MM-DDTHH:MM (local)"""
+    end: _builtins.str
+    """dated: YYYY-MM-DDTHH:MM (local)"""
+    @_builtins.property
+    def days(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """weekly: Mon … Sun"""
+
+    def __init__(
+        self,
+        *,
+        mode: Global___CourseMode.ValueType = ...,
+        slow_mode_seconds: _builtins.int = ...,
+        time_zone: _builtins.str = ...,
+        days: _abc.Iterable[_builtins.str] | None = ...,
+        start_time: _builtins.str = ...,
+        end_time: _builtins.str = ...,
+        start: _builtins.str = ...,
+        end: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "end", b"end", "end_time", b"end_time", "mode", b"mode", "slow_mode_seconds", b"slow_mode_seconds", "start", b"start", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleWindow: _TypeAlias = ScheduleWindow  # noqa: Y015
 
 @_typing.final
 class CourseEvent(_message.Message):
