@@ -25,7 +25,8 @@
 -- Returns one of:
 --   {'ok', id, timestamp_ms, prev_id, thread root or ''}
 --   {'dup', record}  (the message stored by the first attempt, as it is now)
---   {'read_only', until ms or ''} | {'too_long', max_length} | {'rate_limited', retry_after_ms}
+--   {'read_only', until ms or ''} | {'too_long', max_length}
+--   | {'rate_limited', retry_after_ms[, slow mode seconds]}
 --   | {'reply_not_found'} | {'reply_deleted'}
 local policy_key, seq_key, index_key, events_key, client_key, rate_key, log_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -83,7 +84,7 @@ local slow_key = nil
 if mode == 's' and ARGV[13] ~= '1' then
   slow_key = course .. 'slow:' .. user
   local wait = redis.call('PTTL', slow_key)
-  if wait > 0 then return {'rate_limited', wait} end
+  if wait > 0 then return {'rate_limited', wait, slow_seconds} end
 end
 
 local retry_after = rate_limited(rate_key, now_ms, rate_messages, rate_seconds)
