@@ -218,3 +218,186 @@ def test_the_course_of_a_policy_cannot_be_changed() -> None:
     assert allowed("cs101", "cs101")
     assert not allowed("cs101", "cs102")
     assert "immutable" in rule["message"]
+
+
+# -- timetable modes (spec.schedule) ------------------------------------------------------
+
+WEEKLY = {
+    "mode": "SlowMode",
+    "slowModeSeconds": 30,
+    "timeZone": "Europe/Berlin",
+    "weekly": {"days": ["Mon", "Thu"], "startTime": "09:00", "endTime": "11:00"},
+}
+DATED = {
+    "mode": "ReadOnly",
+    "timeZone": "Europe/Berlin",
+    "dated": {"start": "2027-02-15T08:00", "end": "2027-02-19T18:00"},
+}
+
+
+def with_window(**change: Any) -> dict[str, Any]:
+    window = copy.deepcopy(WEEKLY)
+    for key, value in change.items():
+        if value is None:
+            window.pop(key, None)
+        elif isinstance(value, dict) and isinstance(window.get(key), dict):
+            window[key] = {**window[key], **value}
+        else:
+            window[key] = value
+    return {"courseId": "c1", "schedule": [window]}
+
+
+SCHEDULE_INVALID = {
+    "unknown-mode": (with_window(mode="Quiet"), "'Quiet' is not one of"),
+    "slow-zero": (with_window(slowModeSeconds=0), "minimum of 1"),
+    "slow-over-a-day": (with_window(slowModeSeconds=86_401), "maximum of 86400"),
+    "no-zone": (with_window(timeZone=None), "'timeZone' is a required property"),
+    "zone-with-space": (with_window(timeZone="Europe/Bad Zone"), "does not match"),
+    "no-days": (with_window(weekly={"days": []}), "should be non-empty"),
+    "unknown-day": (with_window(weekly={"days": ["Monday"]}), "'Monday' is not one of"),
+    "hour-25": (with_window(weekly={"startTime": "25:00"}), "does not match"),
+    "seconds-in-time": (with_window(weekly={"endTime": "11:00:00"}), "endTime"),
+    "dated-with-offset": (
+        {
+            "courseId": "c1",
+            "schedule": [
+                {**DATED, "dated": {"start": "2027-02-15T08:00+01:00", "end": "2027-02-16T08:00"}}
+            ],
+        },
+        "start",
+    ),
+    "too-many-windows": ({"courseId": "c1", "schedule": [DATED] * 33}, "is too long"),
+    "unknown-window-field": (with_window(colour="red"), "'colour' was unexpected"),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULE_INVALID))
+def test_invalid_schedules_are_rejected_by_the_schema_and_the_operator(name: str) -> None:
+    spec, words = SCHEDULE_INVALID[name]
+    found = problems(policy(spec))
+    assert any(words in problem for problem in found), found
+    with pytest.raises(InvalidSpec, match="schedule"):
+        parse_spec(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        (with_window(dated=DATED["dated"]), "either weekly or dated"),
+        (with_window(weekly=None), "either weekly or dated"),
+        (with_window(slowModeSeconds=None), "slowModeSeconds is required with mode SlowMode"),
+        ({"courseId": "c1", "schedule": [{**DATED, "slowModeSeconds": 5}]}, "slowModeSeconds"),
+        (with_window(weekly={"startTime": "11:00", "endTime": "09:00"}), "endTime must be after"),
+        (
+            {
+                "courseId": "c1",
+                "schedule": [
+                    {**DATED, "dated": {"start": "2027-02-15T08:00", "end": "2027-02-15T08:00"}}
+                ],
+            },
+            "end must be after start",
+        ),
+        (with_window(timeZone="Mars/Olympus_Mons"), "not an IANA time zone"),
+        (
+            {
+                "courseId": "c1",
+                "schedule": [
+                    {**DATED, "dated": {"start": "2027-02-30T08:00", "end": "2027-03-02T08:00"}}
+                ],
+            },
+            "not a date and time of the calendar",
+        ),
+        (with_window(weekly={"days": ["Mon", "Mon"]}), "must not repeat"),
+    ],
+)
+def test_the_operator_refuses_what_only_cel_or_the_calendar_can_see(
+    spec: dict[str, Any], words: str
+) -> None:
+    """Cross-field rules are CEL in the CRD (jsonschema does not run CEL; the rules are
+    evaluated below) and the operator's own checks; calendar and time-zone facts only the
+    operator knows. Either way the policy is refused with words that say what to fix."""
+    with pytest.raises(InvalidSpec, match=re.escape(words)):
+        parse_spec(spec)
+
+
+def cel_rules(*path: str) -> list[dict[str, str]]:
+    node = version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["schedule"]
+    node = node["items"]
+    for part in path:
+        node = node["properties"][part]
+    rules: list[dict[str, str]] = node["x-kubernetes-validations"]
+    return rules
+
+
+def cel_accepts(rule: str, value: dict[str, Any]) -> bool:
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(rule))
+    return bool(program.evaluate({"self": celpy.json_to_cel(value)}))
+
+
+def test_the_schedules_cel_rules_agree_with_the_operator() -> None:
+    one_form, slow_seconds = (rule["rule"] for rule in cel_rules())
+    cases = [
+        WEEKLY,
+        DATED,
+        {**WEEKLY, "dated": DATED["dated"]},
+        {k: v for k, v in WEEKLY.items() if k != "weekly"},
+        {k: v for k, v in WEEKLY.items() if k != "slowModeSeconds"},
+        {**DATED, "slowModeSeconds": 5},
+    ]
+    for window in cases:
+        schema_accepts = cel_accepts(one_form, window) and cel_accepts(slow_seconds, window)
+        try:
+            parse_spec({"courseId": "c1", "schedule": [window]})
+            operator_accepts = True
+        except InvalidSpec:
+            operator_accepts = False
+        assert schema_accepts == operator_accepts, window
+    (weekly_order,) = cel_rules("weekly")
+    assert cel_accepts(weekly_order["rule"], {"startTime": "09:00", "endTime": "24:00"})
+    assert not cel_accepts(weekly_order["rule"], {"startTime": "09:00", "endTime": "09:00"})
+    (dated_order,) = cel_rules("dated")
+    assert cel_accepts(
+        dated_order["rule"], {"start": "2027-02-15T08:00", "end": "2027-02-15T08:01"}
+    )
+    assert not cel_accepts(
+        dated_order["rule"], {"start": "2027-02-16T08:00", "end": "2027-02-15T09:00"}
+    )
+
+
+SCHEDULE_BOUNDS = [
+    with_window(slowModeSeconds=1),
+    with_window(slowModeSeconds=86_400),
+    with_window(weekly={"startTime": "00:00", "endTime": "24:00"}),
+    with_window(weekly={"startTime": "23:59", "endTime": "24:00"}),
+    with_window(weekly={"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]}),
+    with_window(timeZone="UTC"),
+    with_window(timeZone="America/Argentina/Buenos_Aires"),
+    with_window(timeZone="Etc/GMT+5"),
+    {"courseId": "c1", "schedule": [DATED] * 32},
+]
+
+
+@pytest.mark.parametrize("spec", SCHEDULE_BOUNDS, ids=lambda spec: repr(spec)[:80])
+def test_the_operator_and_the_schema_accept_the_schedules_bounds(spec: dict[str, Any]) -> None:
+    assert problems(policy(spec)) == []
+    parse_spec(spec)
+
+
+def test_the_status_with_a_mode_fits_the_schema() -> None:
+    from nextcampus_common.schedule import Current, Mode
+
+    outcome = Outcome(
+        Reason.APPLIED,
+        "applied",
+        effective_ttl_seconds=3600,
+        mode=Current(Mode.SLOW_MODE, 30, 1_800_000_000_000),
+        next_mode=Current(Mode.OPEN, 0, None),
+    )
+    status = status_for(outcome, 3, None)
+    assert (status["mode"], status["nextMode"], status["nextModeChange"]) == (
+        "SlowMode",
+        "Open",
+        "2027-01-15T08:00:00Z",
+    )
+    assert problems(policy({"courseId": "c1"}, status=status)) == []

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import kmock
@@ -479,3 +481,55 @@ def test_bad_operator_settings_stop_it_with_a_clear_message() -> None:
     assert "invalid policy operator settings" in result.stderr
     assert "resync_seconds" in result.stderr
     assert "redis_nodes" in result.stderr
+
+
+async def test_the_status_shows_the_schedules_mode_and_its_next_change(
+    kube: kmock.KubernetesEmulator,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    cluster_client: Any,
+    course_id: str,
+) -> None:
+    # An exam around the real now (kopf's clock is the machine's), in the local time of
+    # a zone with an offset, ending on a whole minute.
+    zone = "Asia/Kolkata"  # UTC+05:30 all year
+    local = datetime.datetime.now(ZoneInfo(zone)).replace(second=0, microsecond=0)
+    end = local + datetime.timedelta(hours=2)
+    exam = {
+        "mode": "ReadOnly",
+        "timeZone": zone,
+        "dated": {
+            "start": (local - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+            "end": end.strftime("%Y-%m-%dT%H:%M"),
+        },
+    }
+    keys = CourseKeys(course_id)
+    async with operator(operator_settings, metrics):
+        await kube.post(url(), json=policy("exam", {"courseId": course_id, "schedule": [exam]}))
+        await eventually(lambda: stored(kube, "exam").get("status", {}).get("mode"), "a mode")
+        status = stored(kube, "exam")["status"]
+        assert (status["mode"], status["nextMode"]) == ("ReadOnly", "Open")
+        assert status["nextModeChange"] == end.astimezone(datetime.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        assert ready_condition(stored(kube, "exam"))["status"] == "True"
+        assert cluster_client.hget(keys.policy, "schedule_segments").endswith(":r")
+
+        # The schedule removed: the course is open, with no change ahead.
+        await kube.patch(url("exam"), json={"spec": {"schedule": None}})
+        await eventually(lambda: stored(kube, "exam")["status"].get("mode") == "Open", "Open")
+        assert "nextModeChange" not in stored(kube, "exam")["status"] or (
+            stored(kube, "exam")["status"]["nextModeChange"] is None
+        )
+        assert cluster_client.hget(keys.policy, "schedule_segments") is None
+
+        # A bad schedule: not ready, and the status says which field and why.
+        bad = {**exam, "dated": {"start": "2027-02-30T08:00", "end": "2027-03-02T08:00"}}
+        await kube.patch(url("exam"), json={"spec": {"schedule": [bad]}})
+        await eventually(
+            lambda: ready_condition(stored(kube, "exam")).get("reason") == "InvalidSpec",
+            "InvalidSpec",
+        )
+        message = ready_condition(stored(kube, "exam"))["message"]
+        assert "schedule.0.dated" in message
+        assert "not a date and time of the calendar" in message

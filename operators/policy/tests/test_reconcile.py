@@ -528,3 +528,103 @@ async def test_the_edit_window_reaches_the_chat_service(
     # Left out: the chat service's default.
     await reconciler.reconcile(ref(course_id), {"courseId": course_id})
     assert (await client.policy(course_id)).edit_window_seconds == 3600
+
+
+# -- timetable modes ------------------------------------------------------------------------
+
+LECTURES = {
+    "mode": "SlowMode",
+    "slowModeSeconds": 30,
+    "timeZone": "Europe/Berlin",
+    "weekly": {"days": ["Mon"], "startTime": "09:00", "endTime": "11:00"},
+}
+
+
+def utc(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC)
+
+
+def ms(text: str) -> int:
+    return round(utc(text).timestamp() * 1000)
+
+
+async def test_the_schedule_is_written_as_segments_and_the_mode_follows_a_test_clock(
+    reconciler: PolicyReconciler, cluster_client: Any, course_id: str, metric_value: Any
+) -> None:
+    spec = {"courseId": course_id, "schedule": [LECTURES]}
+    # Monday 2027-03-29, the day after Berlin went to summer time: 09:00 local is 07:00 UTC.
+    reconciler.clock = lambda: utc("2027-03-29T06:59:59")
+    outcome = await reconciler.reconcile(ref(course_id), spec)
+    assert outcome.ready
+    assert outcome.mode is not None
+    assert outcome.next_mode is not None
+    assert (outcome.mode.mode, outcome.mode.until_ms) == ("Open", ms("2027-03-29T07:00"))
+    assert (outcome.next_mode.mode, outcome.next_mode.slow_mode_seconds) == ("SlowMode", 30)
+    stored = cluster_client.hgetall(CourseKeys(course_id).policy)
+    first = stored["schedule_segments"].split(";")[0]
+    assert first == f"{ms('2027-03-29T07:00')}-{ms('2027-03-29T09:00')}:s30"
+    assert "Europe/Berlin" in stored["schedule"]
+    assert "1 schedule window" in outcome.message
+    status = status_for(outcome, 1, None)
+    assert (status["mode"], status["nextMode"], status["nextModeChange"]) == (
+        "Open",
+        "SlowMode",
+        "2027-03-29T07:00:00Z",
+    )
+
+    # The window's edge, one second later: the re-check reports slow mode until 09:00 UTC.
+    reconciler.clock = lambda: utc("2027-03-29T07:00:00")
+    outcome = await reconciler.reconcile(ref(course_id), spec, trigger=Trigger.RESYNC)
+    assert outcome.mode is not None
+    assert (outcome.mode.mode, outcome.mode.until_ms) == ("SlowMode", ms("2027-03-29T09:00"))
+    assert not outcome.changed
+
+    # A day later the segments start a day later: a refresh, not drift.
+    reconciler.clock = lambda: utc("2027-03-30T00:00:01")
+    outcome = await reconciler.reconcile(ref(course_id), spec, trigger=Trigger.RESYNC)
+    assert outcome.changed
+    assert "drifted" not in outcome.message
+    assert metric_value("nextcampus_operator_drift_repairs_total") == 0
+    segments = cluster_client.hget(CourseKeys(course_id).policy, "schedule_segments")
+    assert segments.split(";")[0].startswith(str(ms("2027-04-05T07:00")))
+
+
+async def test_a_read_only_window_the_operator_writes_stops_sends_at_once(
+    reconciler: PolicyReconciler,
+    client_for: Callable[..., ChatClient],
+    course_id: str,
+) -> None:
+    """The operator's segments, enforced by a real chat server on Redis's clock (the
+    window is around the real now: Redis TIME is the machine's)."""
+    now = datetime.datetime.now(datetime.UTC)
+    exam = {
+        "mode": "ReadOnly",
+        "timeZone": "UTC",
+        "dated": {
+            "start": (now - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+            "end": (now + datetime.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"),
+        },
+    }
+    alice = client_for("alice", [course_id])
+    outcome = await reconciler.reconcile(
+        ref(course_id), {"courseId": course_id, "schedule": [exam]}
+    )
+    assert outcome.mode is not None
+    assert outcome.mode.mode == "ReadOnly"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await alice.send(course_id, "during the exam")
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "read-only by its schedule until" in (refused.value.details() or "")
+    # The schedule goes: sends work again at once.
+    await reconciler.reconcile(ref(course_id), {"courseId": course_id})
+    assert not (await alice.send(course_id, "after the exam")).duplicate
+
+
+async def test_a_bad_schedule_is_an_invalid_spec_that_names_the_field(
+    reconciler: PolicyReconciler, course_id: str
+) -> None:
+    bad = {**LECTURES, "timeZone": "Europe/Atlantis"}
+    outcome = await reconciler.reconcile(ref(course_id), {"courseId": course_id, "schedule": [bad]})
+    assert outcome.reason is Reason.INVALID_SPEC
+    assert "schedule.0.timeZone" in outcome.message
+    assert "Europe/Atlantis is not an IANA time zone" in outcome.message
