@@ -197,7 +197,7 @@ _MODES = {
 
 
 def _mode(mode: int) -> Any:
-    return _MODES.get(mode)
+    return _MODES.get(chat_pb2.CourseMode.ValueType(mode))
 
 
 class ScheduleWindow(graphene.ObjectType):
