@@ -468,6 +468,10 @@ def test_status_keeps_the_transition_time_until_ready_changes() -> None:
     assert first == {
         "observedGeneration": 1,
         "effectiveTTLSeconds": 60,
+        # No schedule's mode known (an Outcome without one): removed from the status.
+        "mode": None,
+        "nextMode": None,
+        "nextModeChange": None,
         "conditions": [
             {
                 "type": "Ready",
