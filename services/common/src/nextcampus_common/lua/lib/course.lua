@@ -166,7 +166,7 @@ end
 local function scheduled_mode(policy, now_ms)
   local text = redis.call('HGET', policy, 'schedule_segments')
   if not text then return nil, 0, nil end
-  for from, to, mode, seconds in string.gmatch(text, '(%d+)-(%d+):(%a)(%d*)') do
+  for from, to, mode, seconds in string.gmatch(text, '(%d+)%-(%d+):(%a)(%d*)') do
     from, to = tonumber(from), tonumber(to)
     if to > now_ms then
       if from <= now_ms then return mode, tonumber(seconds) or 0, to end
