@@ -391,7 +391,7 @@ class ChatServiceServicer:
 
     def SimilarQuestions(self, request, context):
         """Earlier questions of the course that look like `text`: the newest
-        similar_questions_compared questions are compared (ChatSettings).
+        1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -99,7 +99,7 @@ class ChatServiceStub:
     ListQuestions: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListQuestionsRequest, _chat_pb2.ListQuestionsResponse]
     SimilarQuestions: _grpc.UnaryUnaryMultiCallable[_chat_pb2.SimilarQuestionsRequest, _chat_pb2.SimilarQuestionsResponse]
     """Earlier questions of the course that look like `text`: the newest
-    similar_questions_compared questions are compared (ChatSettings).
+    1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
     """
 
 @_typing.type_check_only
@@ -168,7 +168,7 @@ class ChatServiceAsyncStub(ChatServiceStub):
     ListQuestions: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListQuestionsRequest, _chat_pb2.ListQuestionsResponse]  # type: ignore[assignment]
     SimilarQuestions: _aio.UnaryUnaryMultiCallable[_chat_pb2.SimilarQuestionsRequest, _chat_pb2.SimilarQuestionsResponse]  # type: ignore[assignment]
     """Earlier questions of the course that look like `text`: the newest
-    similar_questions_compared questions are compared (ChatSettings).
+    1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
     """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -414,7 +414,7 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.SimilarQuestionsResponse, _abc.Awaitable[_chat_pb2.SimilarQuestionsResponse]]:
         """Earlier questions of the course that look like `text`: the newest
-        similar_questions_compared questions are compared (ChatSettings).
+        1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
         """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
