@@ -268,6 +268,26 @@ async def test_a_pinned_endorsed_answer_stays_until_both_are_undone(
     assert cluster_client.zcard(keys.endorsed) == 0
 
 
+async def test_an_endorsement_of_a_deleted_question_can_be_taken_back(
+    user_for, course_id, cluster_client
+):
+    alice, mod = user_for("alice", [course_id]), user_for("mod", [course_id], [course_id])
+    keys = CourseKeys(course_id)
+    question = await alice.ask(course_id, "Is the exam open book?")
+    answer = await mod.send(course_id, "No", reply_to=question.message_id)
+    late = await alice.send(course_id, "thanks", reply_to=question.message_id)
+    await mod.change("EndorseAnswer", course_id, answer.message_id)
+    await alice.client.delete(course_id, question.message_id)
+    await refused(
+        mod.change("EndorseAnswer", course_id, late.message_id),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"question {question.message_id} was deleted",
+    )
+    assert (await mod.change("UnendorseAnswer", course_id, answer.message_id)).endorsed_at == 0
+    assert cluster_client.pttl(keys.message(answer.message_id)) > 0
+    assert cluster_client.pttl(keys.message(question.message_id)) > 0
+
+
 async def test_similar_questions_suggest_earlier_questions_of_the_course(user_for, course_id):
     alice, bob = user_for("alice", [course_id]), user_for("bob", [course_id])
     await alice.ask(course_id, "과제 2 제출 마감이 언제인가요?")

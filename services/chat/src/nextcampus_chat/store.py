@@ -591,6 +591,11 @@ class MessageStore:
                 Problem.FAILED_PRECONDITION,
                 f"message {message_id} is not a question: only questions are resolved and reopened",
             )
+        if reply[0] == "question_deleted":
+            raise ChatError(
+                Problem.FAILED_PRECONDITION,
+                f"question {reply[1]} was deleted: its answers take no new endorsements",
+            )
         if reply[0] == "forbidden":
             raise ChatError(
                 Problem.PERMISSION_DENIED,

@@ -8,7 +8,8 @@
 --       | 'reopen', 5 client mutation id or '', 6 action rate count, 7 action rate seconds,
 --       8 default ttl seconds, 9 course id, 10 '1' when the caller moderates the course
 -- Returns {'ok', changed 0|1, record} | {'dup', record} | {'not_found'} | {'deleted'}
---   | {'not_question'} | {'not_answer'} | {'forbidden'} | {'rate_limited', retry after ms}
+--   | {'not_question'} | {'not_answer'} | {'question_deleted', question id} | {'forbidden'}
+--   | {'rate_limited', retry after ms}
 local key, policy = KEYS[1], KEYS[2]
 local course, id, user, op, mutation = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local answering = op == 'endorse' or op == 'unendorse'
@@ -26,7 +27,8 @@ if answering then
   question = h[4]
   local q = redis.call('HMGET', message_key(course, question), 'kind', 'deleted')
   if q[1] ~= 'q' then return {'not_answer'} end
-  if q[2] == '1' then return {'deleted'} end
+  -- A deleted question takes no new endorsement; one it has can still be taken back.
+  if q[2] == '1' and op == 'endorse' then return {'question_deleted', question} end
 else
   if h[3] ~= 'q' then return {'not_question'} end
   if h[1] ~= user and ARGV[10] ~= '1' then return {'forbidden'} end
