@@ -428,9 +428,10 @@ async def test_moderators_pin_and_a_pinned_message_does_not_expire_until_unpinne
     # A TTL change of the course (the operator's re-time) leaves it pinned.
     cluster_client.eval(
         scripts.RETIME.source,
-        2,
+        3,
         keys.messages,
         keys.pins,
+        keys.endorsed,
         *[keys.prefix, keys.client_prefix, 60_000, "-inf", 100],
     )
     assert cluster_client.pttl(message_key) == -1

@@ -14,7 +14,7 @@ import pytest
 
 from nextcampus_common.events import CourseEvent, decode_event, encode_event
 from nextcampus_common.keys import CourseKeys
-from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage
+from nextcampus_common.proto.chat.v1.chat_pb2 import ChatMessage, MessageKind
 
 
 @pytest.fixture
@@ -101,4 +101,10 @@ async def test_send_delete_and_retract_publish_what_decode_event_reads(
     )
     assert event == CourseEvent.from_message(expected, retracted=True)
     assert lua_json["r"] == 1
+    assert_encodes_like_lua(event, lua_json)
+
+    question = (await store.send(course_id, "ann", "a question?", "cm-4", question=True)).message
+    event, lua_json = await next_event(published)
+    assert event == CourseEvent.from_message(question)
+    assert (lua_json["y"], event.message.kind) == ("q", MessageKind.MESSAGE_KIND_QUESTION)
     assert_encodes_like_lua(event, lua_json)

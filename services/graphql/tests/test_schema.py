@@ -50,6 +50,7 @@ def test_the_schema_is_the_pinned_one():
         "content": "String!",
         "clientMessageId": "ID",
         "replyTo": "ID",
+        "kind": "MessageKind",
     }
     assert arguments(schema, "mutation", "deleteMessage") == {
         "courseId": "ID!",
@@ -71,6 +72,10 @@ def test_the_schema_is_the_pinned_one():
         "MessagePinnedEvent",
         "MessageUnpinnedEvent",
         "MessageRestoredEvent",
+        "AnswerEndorsedEvent",
+        "AnswerUnendorsedEvent",
+        "QuestionResolvedEvent",
+        "QuestionReopenedEvent",
     }
     assert parse(sdl)  # printable and parseable
 

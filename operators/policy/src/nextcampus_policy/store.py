@@ -71,7 +71,7 @@ class PolicyStore:
         while True:
             batch_retimed, batch_removed, last, done = await self._redis.script(
                 scripts.RETIME,
-                [keys.messages, keys.pins],
+                [keys.messages, keys.pins, keys.endorsed],
                 [
                     keys.prefix,
                     keys.client_prefix,

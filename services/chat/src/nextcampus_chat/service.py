@@ -12,13 +12,19 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
+from nextcampus_chat import similarity
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.feed import FeedHub, stream_events, stream_messages
 from nextcampus_chat.mentions import parse_mentions
 from nextcampus_chat.metrics import ChatMetrics
 from nextcampus_chat.reactions import check_emoji
 from nextcampus_chat.settings import ChatSettings
-from nextcampus_chat.store import MessageStore, mention_cursor, parse_mention_cursor
+from nextcampus_chat.store import (
+    MessageStore,
+    QuestionChange,
+    mention_cursor,
+    parse_mention_cursor,
+)
 from nextcampus_common.auth import AuthError, Identity, TokenVerifier, bearer_token
 from nextcampus_common.chat_api import MAX_DEPARTED_PER_HEARTBEAT
 from nextcampus_common.content import first_control_character
@@ -43,6 +49,14 @@ from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 from nextcampus_common.redis_cluster import RedisUnavailable, WriteNotDurable
 
 DEFAULT_PAGE_LIMIT = 50
+DEFAULT_SIMILAR_QUESTIONS = 5
+MAX_SIMILAR_QUESTIONS = 20
+QUESTION_STATES: dict[int, str] = {
+    chat_pb2.QUESTION_STATE_UNSPECIFIED: "all",
+    chat_pb2.QUESTION_STATE_ALL: "all",
+    chat_pb2.QUESTION_STATE_OPEN: "open",
+    chat_pb2.QUESTION_STATE_RESOLVED: "resolved",
+}
 # GetMyCourses with named courses: a page's worth (a token's own list has no such bound).
 MAX_COURSES_PER_CALL = 200
 
@@ -156,6 +170,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self._hub = hub
         self._verifier = verifier
         self._metrics = metrics
+        self._grams = similarity.GramCache()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -256,6 +271,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         client_message_id = request.client_message_id
         if client_message_id:
             check_client_message_id(client_message_id)
+        question = request.kind == chat_pb2.MESSAGE_KIND_QUESTION
+        if request.kind not in (chat_pb2.MESSAGE_KIND_UNSPECIFIED, chat_pb2.MESSAGE_KIND_QUESTION):
+            raise ChatError(Problem.INVALID_ARGUMENT, f"unknown message kind {request.kind}")
+        if question and request.reply_to_message_id:
+            raise ChatError(
+                Problem.INVALID_ARGUMENT,
+                "a question cannot be a reply: send it on its own, its replies are its answers",
+            )
         mentions = parse_mentions(content)
         if mentions.course and not identity.may_moderate(request.course_id):
             raise ChatError(
@@ -272,6 +295,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             mentions=mentions.user_ids,
             mentions_course=mentions.course,
             moderator=identity.may_moderate(request.course_id),
+            question=question,
         )
         self._metrics.sends.labels("duplicate" if result.duplicate else "ok").inc()
         self._metrics.send_duration.observe(time.perf_counter() - started)
@@ -412,6 +436,100 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         identity = await self._member(context, request.course_id)
         messages = await self._store.pinned(request.course_id, viewer=identity.user_id)
         return chat_pb2.ListPinnedResponse(messages=messages)
+
+    # -- questions and endorsed answers ----------------------------------------------------
+
+    async def _change_question(
+        self,
+        request: chat_pb2.QuestionChangeRequest,
+        context: grpc.aio.ServicerContext,
+        change: QuestionChange,
+    ) -> chat_pb2.ChatMessage:
+        identity = await self._member(context, request.course_id)
+        moderator = identity.may_moderate(request.course_id)
+        if change in ("endorse", "unendorse") and not moderator:
+            raise ChatError(
+                Problem.PERMISSION_DENIED,
+                f"only moderators of course {request.course_id} may endorse answers",
+            )
+        message, _changed = await self._store.change_question(
+            request.course_id,
+            check_message_id(request.message_id),
+            identity.user_id,
+            change=change,
+            moderator=moderator,
+            mutation_id=self._mutation_id(request.client_mutation_id),
+        )
+        return message
+
+    @_unary
+    async def EndorseAnswer(
+        self, request: chat_pb2.QuestionChangeRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        return await self._change_question(request, context, "endorse")
+
+    @_unary
+    async def UnendorseAnswer(
+        self, request: chat_pb2.QuestionChangeRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        return await self._change_question(request, context, "unendorse")
+
+    @_unary
+    async def ResolveQuestion(
+        self, request: chat_pb2.QuestionChangeRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        return await self._change_question(request, context, "resolve")
+
+    @_unary
+    async def ReopenQuestion(
+        self, request: chat_pb2.QuestionChangeRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatMessage:
+        return await self._change_question(request, context, "reopen")
+
+    @_unary
+    async def ListQuestions(
+        self, request: chat_pb2.ListQuestionsRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ListQuestionsResponse:
+        identity = await self._member(context, request.course_id)
+        state = QUESTION_STATES.get(request.state)
+        if state is None:
+            raise ChatError(Problem.INVALID_ARGUMENT, f"unknown question state {request.state}")
+        questions, has_more = await self._store.questions(
+            request.course_id,
+            state=state,
+            after=self._optional_message_id(request.after),
+            limit=self._page_limit(request.limit),
+            viewer=identity.user_id,
+        )
+        return chat_pb2.ListQuestionsResponse(questions=questions, has_more=has_more)
+
+    @_unary
+    async def SimilarQuestions(
+        self, request: chat_pb2.SimilarQuestionsRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.SimilarQuestionsResponse:
+        identity = await self._member(context, request.course_id)
+        text = self._checked_content(request.text)
+        limit = request.limit or DEFAULT_SIMILAR_QUESTIONS
+        if not 1 <= limit <= MAX_SIMILAR_QUESTIONS:
+            raise ChatError(
+                Problem.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_SIMILAR_QUESTIONS}"
+            )
+        texts = await self._store.question_texts(request.course_id, similarity.MAX_COMPARED)
+        candidates = self._grams.grams_of(request.course_id, texts)
+        # Pure Python, up to tens of ms for MAX_COMPARED questions: off the event loop, so
+        # streams keep flowing meanwhile.
+        matches = await asyncio.to_thread(similarity.rank, text, candidates, limit=limit)
+        found = await self._store.questions_by_id(
+            request.course_id, [match.question_id for match in matches], viewer=identity.user_id
+        )
+        by_id = {question.message_id: question for question in found}
+        return chat_pb2.SimilarQuestionsResponse(
+            questions=[
+                chat_pb2.SimilarQuestion(question=by_id[match.question_id], score=match.score)
+                for match in matches
+                if match.question_id in by_id
+            ]
+        )
 
     @_unary
     async def GetThread(

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -27,6 +27,7 @@ from nextcampus_common.proto.chat.v1.chat_pb2 import (
     CourseEventKind,
     CoursePolicy,
     CourseReadState,
+    MessageKind,
     MessageVersion,
     PresenceMember,
     Reaction,
@@ -89,7 +90,14 @@ EVENT_KINDS = {
     "p": CourseEventKind.MESSAGE_PINNED,
     "q": CourseEventKind.MESSAGE_UNPINNED,
     "c": CourseEventKind.MESSAGE_RESTORED,  # relog.lua
+    # question.lua
+    "g": CourseEventKind.ANSWER_ENDORSED,
+    "h": CourseEventKind.ANSWER_UNENDORSED,
+    "s": CourseEventKind.QUESTION_RESOLVED,
+    "o": CourseEventKind.QUESTION_REOPENED,
 }
+# What question.lua changes (its ARGV 4).
+QuestionChange = Literal["endorse", "unendorse", "resolve", "reopen"]
 # At most this many distinct emoji on one message, and pinned messages in one course.
 MAX_REACTIONS_PER_MESSAGE = 20
 MAX_PINS_PER_COURSE = 50
@@ -115,6 +123,10 @@ def _message(course_id: str, record: Sequence[Any]) -> ChatMessage:
         pinned_at,
         mentions,
         mentions_course,
+        kind,
+        resolved_at,
+        endorsed_at,
+        endorsed_count,
         mine,
     ) = record
     own = set(mine.split(" ")) if mine else set()
@@ -139,6 +151,12 @@ def _message(course_id: str, record: Sequence[Any]) -> ChatMessage:
         pinned_at=int(pinned_at),
         mention_ids=mentions.split(",") if mentions else [],
         mentions_course=mentions_course == "1",
+        kind=MessageKind.MESSAGE_KIND_QUESTION
+        if kind == "q"
+        else MessageKind.MESSAGE_KIND_UNSPECIFIED,
+        resolved_at=int(resolved_at),
+        endorsed_at=int(endorsed_at),
+        endorsed_answer_count=int(endorsed_count),
     )
 
 
@@ -206,6 +224,7 @@ class MessageStore:
         mentions: Sequence[str] = (),
         mentions_course: bool = False,
         moderator: bool = False,
+        question: bool = False,
     ) -> SendResult:
         # Without a client id the send still gets one: our own retries through a failover
         # must not store it twice either.
@@ -237,6 +256,7 @@ class MessageStore:
                 ",".join(mentions),
                 "1" if mentions_course else "",
                 "1" if moderator else "",
+                "q" if question else "",
             ],
             replicated=True,
         )
@@ -254,6 +274,9 @@ class MessageStore:
                 reply_to_message_id=root,
                 mention_ids=mentions,
                 mentions_course=mentions_course,
+                kind=MessageKind.MESSAGE_KIND_QUESTION
+                if question
+                else MessageKind.MESSAGE_KIND_UNSPECIFIED,
             )
             return SendResult(message, duplicate=False)
         if outcome == "dup":
@@ -538,6 +561,106 @@ class MessageStore:
             replicated=True,
         )
         return self._changed(reply, course_id, "pin", message_id)
+
+    async def change_question(
+        self,
+        course_id: str,
+        message_id: str,
+        user_id: str,
+        *,
+        change: QuestionChange,
+        moderator: bool,
+        mutation_id: str,
+    ) -> tuple[ChatMessage, bool]:
+        """Endorse or un-endorse an answer, resolve or reopen a question (question.lua)."""
+        keys = CourseKeys(course_id)
+        settings = self._settings
+        reply = await self._redis.script(
+            scripts.QUESTION,
+            [
+                keys.message(message_id),
+                keys.policy,
+                keys.events,
+                keys.log,
+                keys.action_rate(user_id),
+            ],
+            [
+                keys.prefix,
+                message_id,
+                user_id,
+                change,
+                mutation_id,
+                settings.action_rate_limit_messages,
+                settings.action_rate_limit_seconds,
+                settings.default_ttl_seconds,
+                course_id,
+                "1" if moderator else "0",
+            ],
+            replicated=True,
+        )
+        if reply[0] == "not_answer":
+            raise ChatError(
+                Problem.FAILED_PRECONDITION,
+                f"message {message_id} is not an answer: only replies to a question can be "
+                "endorsed",
+            )
+        if reply[0] == "not_question":
+            raise ChatError(
+                Problem.FAILED_PRECONDITION,
+                f"message {message_id} is not a question: only questions are resolved and reopened",
+            )
+        if reply[0] == "question_deleted":
+            raise ChatError(
+                Problem.FAILED_PRECONDITION,
+                f"question {reply[1]} was deleted: its answers take no new endorsements",
+            )
+        if reply[0] == "forbidden":
+            raise ChatError(
+                Problem.PERMISSION_DENIED,
+                f"only the question's author and the moderators of course {course_id} may "
+                f"{change} it",
+            )
+        return self._changed(reply, course_id, change, message_id)
+
+    async def questions(
+        self, course_id: str, *, state: str, after: str | None, limit: int, viewer: str
+    ) -> tuple[list[ChatMessage], bool]:
+        """A page of the course's questions in `state` ('open', 'resolved', 'all'), the
+        newest first, after the question `after`."""
+        keys = CourseKeys(course_id)
+        reply = await self._redis.script(
+            scripts.QUESTIONS,
+            [keys.open_questions, keys.resolved_questions],
+            [keys.prefix, viewer, "page", state, after or "", limit],
+            replicated=False,
+        )
+        return [_message(course_id, record) for record in reply[1:]], reply[0] == 1
+
+    async def question_texts(self, course_id: str, count: int) -> list[tuple[str, str]]:
+        """(id, content) of the course's newest `count` questions, kept and not deleted."""
+        keys = CourseKeys(course_id)
+        flat = await self._redis.script(
+            scripts.QUESTIONS,
+            [keys.open_questions, keys.resolved_questions],
+            [keys.prefix, "", "texts", count],
+            replicated=False,
+        )
+        return list(zip(flat[::2], flat[1::2], strict=True))
+
+    async def questions_by_id(
+        self, course_id: str, ids: Sequence[str], *, viewer: str
+    ) -> list[ChatMessage]:
+        """These questions as they are now (those still kept), in this order."""
+        if not ids:
+            return []
+        keys = CourseKeys(course_id)
+        records = await self._redis.script(
+            scripts.QUESTIONS,
+            [keys.open_questions, keys.resolved_questions],
+            [keys.prefix, viewer, "records", *ids],
+            replicated=False,
+        )
+        return [_message(course_id, record) for record in records]
 
     @staticmethod
     def _changed(

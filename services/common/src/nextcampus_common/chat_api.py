@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import grpc
 
@@ -127,6 +128,7 @@ class ChatApi:
         client_message_id: str | None = None,
         *,
         reply_to: str | None = None,
+        question: bool = False,
         deadline_seconds: float | None = None,
     ) -> chat_pb2.SendMessageResponse:
         request = chat_pb2.SendMessageRequest(
@@ -134,6 +136,7 @@ class ChatApi:
             content=content,
             client_message_id=client_id(client_message_id),
             reply_to_message_id=reply_to or "",
+            kind=chat_pb2.MESSAGE_KIND_QUESTION if question else chat_pb2.MESSAGE_KIND_UNSPECIFIED,
         )
         response: chat_pb2.SendMessageResponse = await self._stub.SendMessage(
             request, metadata=self._metadata(token), timeout=deadline_seconds or self._deadline
@@ -253,6 +256,58 @@ class ChatApi:
             request, metadata=self._metadata(token), timeout=self._deadline
         )
         return message
+
+    async def change_question(
+        self,
+        token: str,
+        course_id: str,
+        message_id: str,
+        *,
+        change: Literal["endorse", "unendorse", "resolve", "reopen"],
+        client_mutation_id: str | None = None,
+    ) -> chat_pb2.ChatMessage:
+        """Endorse or un-endorse an answer; resolve or reopen a question."""
+        request = chat_pb2.QuestionChangeRequest(
+            course_id=course_id,
+            message_id=message_id,
+            client_mutation_id=client_id(client_mutation_id),
+        )
+        method = {
+            "endorse": self._stub.EndorseAnswer,
+            "unendorse": self._stub.UnendorseAnswer,
+            "resolve": self._stub.ResolveQuestion,
+            "reopen": self._stub.ReopenQuestion,
+        }[change]
+        message: chat_pb2.ChatMessage = await method(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return message
+
+    async def questions(
+        self,
+        token: str,
+        course_id: str,
+        *,
+        state: chat_pb2.QuestionState.ValueType,
+        after: str | None = None,
+        limit: int,
+    ) -> chat_pb2.ListQuestionsResponse:
+        request = chat_pb2.ListQuestionsRequest(
+            course_id=course_id, state=state, after=after or "", limit=limit
+        )
+        response: chat_pb2.ListQuestionsResponse = await self._stub.ListQuestions(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return response
+
+    async def similar_questions(
+        self, token: str, course_id: str, text: str, *, limit: int
+    ) -> chat_pb2.SimilarQuestionsResponse:
+        request = chat_pb2.SimilarQuestionsRequest(course_id=course_id, text=text, limit=limit)
+        response: chat_pb2.SimilarQuestionsResponse = await self._stub.SimilarQuestions(
+            request, metadata=self._metadata(token), timeout=self._deadline
+        )
+        return response
 
     async def pinned(self, token: str, course_id: str) -> chat_pb2.ListPinnedResponse:
         request = chat_pb2.ListPinnedRequest(course_id=course_id)
@@ -426,6 +481,7 @@ class ChatClient:
         deadline_seconds: float = 10.0,
         *,
         reply_to: str = "",
+        question: bool = False,
     ) -> chat_pb2.SendMessageResponse:
         return await self.api.send(
             self.token,
@@ -433,6 +489,7 @@ class ChatClient:
             content,
             client_message_id or None,
             reply_to=reply_to or None,
+            question=question,
             deadline_seconds=deadline_seconds,
         )
 

@@ -17,6 +17,7 @@ Every change of a course is published there as one JSON object (README, "Data mo
     q  the root of the thread the message replies to (absent when it is not a reply)
     o  the users the message mentions, comma-separated (absent when none)
     w  1 when it mentions the whole course, @course (absent otherwise)
+    y  "q" when an added message is a question (absent otherwise; never in a tombstone)
 
 A notice may be ephemeral — "e" names what it says, and it is never in the event log (older
 readers take it for a plain notice and look at the log once, finding nothing new):
@@ -28,7 +29,7 @@ readers take it for a plain notice and look at the log once, finding nothing new
        "r" a user's read marker moved (mark_read.lua): u = the user (never the position)
 
 The Lua scripts publish it themselves (send.lua: "a"; delete.lua: "d"; retract.lua: "d"
-with r = 1; edit.lua, react.lua, pin.lua: "n"), in the same round trip as the write; `encode_event` builds the same object in
+with r = 1; edit.lua, react.lua, pin.lua, question.lua: "n"), in the same round trip as the write; `encode_event` builds the same object in
 Python, for tests. The two encoders must match: services/chat/tests/test_events.py decodes
 what each script publishes on a real Redis Cluster and compares it with `encode_event`.
 """
@@ -43,6 +44,7 @@ import orjson
 from nextcampus_common.proto.chat.v1.chat_pb2 import (
     ChatMessage,
     CourseEventKind,
+    MessageKind,
     PresenceEvent,
     PresenceMember,
     TypingEvent,
@@ -76,6 +78,7 @@ class EventFields(TypedDict):
     q: NotRequired[str]
     o: NotRequired[str]
     w: NotRequired[int]
+    y: NotRequired[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,9 @@ def decode_event(payload: str | bytes) -> CourseEvent | ChangeNotice | Ephemeral
             reply_to_message_id=raw.get("q", ""),
             mention_ids=raw["o"].split(",") if "o" in raw else [],
             mentions_course=bool(raw.get("w")),
+            kind=MessageKind.MESSAGE_KIND_QUESTION
+            if raw.get("y") == "q"
+            else MessageKind.MESSAGE_KIND_UNSPECIFIED,
         ),
         prev=None if prev is None else int(prev or 0),
         retracted=bool(raw.get("r")),
@@ -210,4 +216,6 @@ def encode_event(event: CourseEvent) -> bytes:
         fields["o"] = ",".join(message.mention_ids)
     if message.mentions_course:
         fields["w"] = 1
+    if message.kind == MessageKind.MESSAGE_KIND_QUESTION and not message.deleted:
+        fields["y"] = "q"
     return orjson.dumps(fields)

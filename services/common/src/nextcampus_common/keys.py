@@ -10,7 +10,9 @@ from dataclasses import dataclass
 # before it; a tombstone of a message lost in a failover also has `retracted` = 1
 # (retract.lua). `participants` is comma-separated (user ids have no comma), `reactions` JSON
 # [[emoji, count], ...] (react.lua), `mentions` comma-separated user ids and
-# `mentions_course` "1" for @course (send.lua).
+# `mentions_course` "1" for @course (send.lua). Questions (question.lua): `kind` "q" on a
+# question, `resolved_at` (ms) on a resolved one, `endorsed_at` (ms) on an endorsed answer,
+# `endorsed_count` on a question with endorsed answers.
 MESSAGE_FIELDS = (
     "user_id",
     "content",
@@ -27,6 +29,10 @@ MESSAGE_FIELDS = (
     "pinned_at",
     "mentions",
     "mentions_course",
+    "kind",
+    "resolved_at",
+    "endorsed_at",
+    "endorsed_count",
 )
 # Unread and mention counts are exact below this; COUNT_CAP itself means "this many or more"
 # (lua/lib/course.lua says the same to the scripts).
@@ -110,7 +116,8 @@ class CourseKeys:
         return f"{self.prefix}slow:{user_id}"
 
     def action_rate(self, user_id: str) -> str:
-        """Per-user rate state of the other changes (edits, reactions, pins), as `rate`."""
+        """Per-user rate state of the other changes (edits, reactions, endorsements,
+        resolutions), as `rate`."""
         return f"{self.prefix}actions:{user_id}"
 
     # Beside each message, living as long as it (lua/lib/course.lua names them the same):
@@ -149,6 +156,23 @@ class CourseKeys:
     def pins(self) -> str:
         """The course's pinned message ids, scored by when they were pinned (ms)."""
         return f"{self.prefix}pins"
+
+    # Questions and endorsed answers (question.lua, questions.lua)
+    @property
+    def open_questions(self) -> str:
+        """The course's open questions (sorted set of ids scored by id)."""
+        return f"{self.prefix}questions:open"
+
+    @property
+    def resolved_questions(self) -> str:
+        """The course's resolved questions (sorted set of ids scored by id)."""
+        return f"{self.prefix}questions:resolved"
+
+    @property
+    def endorsed(self) -> str:
+        """The course's endorsed answers, scored by when they were endorsed (ms): while any
+        is, the indexes do not expire (as with `pins`)."""
+        return f"{self.prefix}endorsed"
 
     # Presence and typing (presence.lua, typing.lua): short-lived, never in the event log.
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -142,6 +142,9 @@ class Operation:
     # A subscription's one root field, as graphql-core collects it (through fragments and
     # inline fragments): every node selecting it, all with the same arguments (validated).
     root_fields: tuple[FieldNode, ...] = ()
+    # The variables as the request gave them: what execution coerces (again). Coerced values
+    # do not always coerce twice: an enum's is its graphene member, not its name.
+    given_variables: dict[str, Any] = field(default_factory=dict)
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -299,6 +302,7 @@ class OperationFactory:
             variables=coerced,
             cost=cost,
             root_fields=root_fields,
+            given_variables=dict(variables or {}),
         )
 
     def _subscription_root(
@@ -328,7 +332,7 @@ def execute_event(
         schema,
         operation.document.node,
         root_value=root_value,
-        variable_values=operation.variables,
+        variable_values=operation.given_variables,
         operation_name=operation.name,
     )
 
@@ -380,7 +384,7 @@ async def run_operation(
         schema,
         operation.document.node,
         context_value=context,
-        variable_values=operation.variables,
+        variable_values=operation.given_variables,
         operation_name=operation.name,
     )
     if inspect.isawaitable(result):

@@ -137,7 +137,8 @@ def _said(message: chat_pb2.ChatMessage) -> str:
     author = shown_on_terminal(message.user_id)
     text = shown_on_terminal(message.content, continuation=TAIL_CONTINUATION)
     thread = f" ↳ #{message.reply_to_message_id}" if message.reply_to_message_id else ""
-    return f"#{message.message_id}{thread} {author}: {text}"
+    asks = " (question)" if message.kind == chat_pb2.MESSAGE_KIND_QUESTION else ""
+    return f"#{message.message_id}{thread}{asks} {author}: {text}"
 
 
 def _change(event: chat_pb2.CourseEvent) -> str:
@@ -155,6 +156,10 @@ def _change(event: chat_pb2.CourseEvent) -> str:
         kinds.MESSAGE_PINNED: lambda: f"#{message.message_id} pinned by {actor}",
         kinds.MESSAGE_UNPINNED: lambda: f"#{message.message_id} unpinned by {actor}",
         kinds.MESSAGE_RESTORED: lambda: f"{_said(message)}  (restored after a failover)",
+        kinds.ANSWER_ENDORSED: lambda: f"#{message.message_id} endorsed by {actor}",
+        kinds.ANSWER_UNENDORSED: lambda: f"#{message.message_id} un-endorsed by {actor}",
+        kinds.QUESTION_RESOLVED: lambda: f"#{message.message_id} resolved by {actor}",
+        kinds.QUESTION_REOPENED: lambda: f"#{message.message_id} reopened by {actor}",
     }.get(event.kind, lambda: f"#{message.message_id} changed ({event.kind})")()
     return f"{line}  [{event.cursor}]"
 

@@ -27,10 +27,8 @@ if pinning then
   if redis.call('ZCARD', pins) >= tonumber(ARGV[6]) then return {'too_many', ARGV[6]} end
   redis.call('HSET', key, 'pinned_at', string.format('%.0f', now_ms))
   redis.call('ZADD', pins, now_ms, id)
-  redis.call('PERSIST', key)
-  follow_message_expiry(course, id)
   -- History lists it for as long as it is pinned.
-  redis.call('PERSIST', index)
+  keep(course, id)
 else
   unpin(course, id, policy_number(policy, 'ttl_seconds', ARGV[7]), now_ms)
 end

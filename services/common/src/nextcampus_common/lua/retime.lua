@@ -4,11 +4,12 @@
 -- retry key of a message (client_message_id) expires with it. The last batch lets the
 -- index live exactly as long as its newest message.
 --
--- Pinned messages keep no expiry (and the index none while any is pinned); a thread's root
+-- Pinned messages, endorsed answers and their questions keep no expiry (and the indexes
+-- none while any is kept); the question indexes end as the course index; a thread's root
 -- is timed from its newest reply when that is later; what belongs to a message (its edits,
 -- reactors, thread index) follows it.
 --
--- KEYS: 1 index, 2 pins
+-- KEYS: 1 index, 2 pins, 3 endorsed answers
 -- ARGV: 1 course key prefix, 2 retry key prefix (`…:client:`), 3 ttl in ms,
 --       4 exclusive lower bound of the sequence ('-inf' to start), 5 batch size
 -- Returns {retimed, removed, last sequence seen or '', done 0|1}
@@ -25,15 +26,15 @@ for _, id in ipairs(ids) do
   last = id
   local key = prefix .. id
   local h = redis.call('HMGET', key, 'timestamp', 'user_id', 'client_message_id', 'pinned_at',
-    'last_reply_at')
+    'last_reply_at', 'endorsed_at', 'endorsed_count')
   local retry_key = nil
   if h[2] and h[3] and h[3] ~= '' then
     retry_key = client_prefix .. h[2] .. ':' .. h[3]
   end
   if not h[1] then
     redis.call('ZREM', index, id)
-  elseif h[4] and h[4] ~= '0' then
-    retimed = retimed + 1  -- pinned: no expiry until unpinned
+  elseif (h[4] and h[4] ~= '0') or (h[6] and h[6] ~= '0') or (tonumber(h[7]) or 0) > 0 then
+    retimed = retimed + 1  -- pinned or endorsed: no expiry until unpinned, un-endorsed
   else
     local expire_at = math.max(tonumber(h[1]), tonumber(h[5]) or 0) + ttl_ms
     if expire_at <= now_ms then
@@ -57,8 +58,10 @@ for _, id in ipairs(ids) do
 end
 
 local done = #ids < batch
-if done and redis.call('EXISTS', KEYS[2]) == 1 then
+local questions = {open_questions_key(course), resolved_questions_key(course)}
+if done and (redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1) then
   redis.call('PERSIST', index)
+  for _, key in ipairs(questions) do redis.call('PERSIST', key) end
 elseif done then
   local newest = redis.call('ZRANGE', index, -1, -1)
   if #newest == 0 then
@@ -67,6 +70,10 @@ elseif done then
     local expiry = redis.call('PEXPIRETIME', prefix .. newest[1])
     if expiry > 0 then
       redis.call('PEXPIREAT', index, expiry)
+      -- Every question is a message of the index: none outlives its newest message.
+      for _, key in ipairs(questions) do
+        if redis.call('EXISTS', key) == 1 then redis.call('PEXPIREAT', key, expiry) end
+      end
     end
   end
 end

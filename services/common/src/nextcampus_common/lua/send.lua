@@ -17,6 +17,7 @@
 --       11 the users it mentions (comma-separated, checked by the service) or '',
 --       12 '1' when it mentions the whole course (@course) or '',
 --       13 '1' when the sender moderates the course (exempt from slow mode) or ''
+--       14 'q' for a question (never a reply: the service checks) or ''
 --
 -- A reply belongs to the thread of its root (a reply to a reply, to the same root): the
 -- root counts it, remembers when and who, and lives at least as long as its newest reply.
@@ -135,6 +136,14 @@ if mentions_course == '1' then
   redis.call('HSET', message_key, 'mentions_course', '1')
   index_mention(mentioned_course_key(course))
 end
+if ARGV[14] == 'q' then
+  -- Listed among the open questions for as long as any message of it may be kept.
+  redis.call('HSET', message_key, 'kind', 'q')
+  local open = open_questions_key(course)
+  redis.call('ZADD', open, id, id)
+  drop_expired_oldest(course, open, 4)
+  if not course_keeps_any(course) then expire_no_sooner(open, tonumber(expire_at)) end
+end
 redis.call('HSET', reads_key(course), user, id)
 expire_no_sooner(reads_key(course), tonumber(expire_at))
 redis.call('ZADD', index_key, id, id)
@@ -154,5 +163,6 @@ local event = {k = 'a', c = ARGV[9], i = id, u = user, b = content, t = now, m =
 if root ~= '' then event.q = root end
 if mentions ~= '' then event.o = mentions end
 if mentions_course == '1' then event.w = 1 end
+if ARGV[14] == 'q' then event.y = 'q' end
 redis.call('SPUBLISH', events_key, cjson.encode(event))
 return {'ok', id, now, prev, root}

@@ -130,6 +130,43 @@ class MessageRestoredEvent(graphene.ObjectType):
         interfaces = (CourseEvent,)
 
 
+class AnswerEndorsedEvent(graphene.ObjectType):
+    """A moderator endorsed an answer: `message` is the answer (its question keeps
+    `endorsedAnswerCount`)."""
+
+    class Meta:
+        interfaces = (CourseEvent,)
+
+    actor_id = _actor()
+
+
+class AnswerUnendorsedEvent(graphene.ObjectType):
+    """A moderator took an endorsement back: `message` is the answer."""
+
+    class Meta:
+        interfaces = (CourseEvent,)
+
+    actor_id = _actor()
+
+
+class QuestionResolvedEvent(graphene.ObjectType):
+    """The question's author or a moderator marked it resolved: `message` is the question."""
+
+    class Meta:
+        interfaces = (CourseEvent,)
+
+    actor_id = _actor()
+
+
+class QuestionReopenedEvent(graphene.ObjectType):
+    """A resolved question is open again: `message` is the question."""
+
+    class Meta:
+        interfaces = (CourseEvent,)
+
+    actor_id = _actor()
+
+
 TYPE_OF_KIND: dict[int, type[graphene.ObjectType]] = {
     Kind.MESSAGE_ADDED: MessageAddedEvent,
     Kind.MESSAGE_EDITED: MessageEditedEvent,
@@ -140,5 +177,9 @@ TYPE_OF_KIND: dict[int, type[graphene.ObjectType]] = {
     Kind.MESSAGE_PINNED: MessagePinnedEvent,
     Kind.MESSAGE_UNPINNED: MessageUnpinnedEvent,
     Kind.MESSAGE_RESTORED: MessageRestoredEvent,
+    Kind.ANSWER_ENDORSED: AnswerEndorsedEvent,
+    Kind.ANSWER_UNENDORSED: AnswerUnendorsedEvent,
+    Kind.QUESTION_RESOLVED: QuestionResolvedEvent,
+    Kind.QUESTION_REOPENED: QuestionReopenedEvent,
 }
 EVENT_TYPES = tuple(dict.fromkeys(TYPE_OF_KIND.values()))

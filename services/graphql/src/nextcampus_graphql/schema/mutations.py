@@ -4,7 +4,7 @@ is after the change; the chat service decides who may change what (author, moder
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import graphene
 
@@ -17,7 +17,7 @@ from nextcampus_graphql.context import (
     required_message_id,
 )
 from nextcampus_graphql.schema.presence import TypingAck
-from nextcampus_graphql.schema.types import ChatMessage, CourseState, MyCourse
+from nextcampus_graphql.schema.types import ChatMessage, CourseState, MessageKind, MyCourse
 
 
 def _change(description: str, **arguments: graphene.Argument) -> graphene.Field:
@@ -52,6 +52,11 @@ class Mutation(graphene.ObjectType):
         reply_to=graphene.ID(
             description="reply in the thread of this message (a reply's id: its root's thread)"
         ),
+        kind=graphene.Argument(
+            MessageKind,
+            default_value="MESSAGE",
+            description="QUESTION: its replies are answers; a question is never a reply",
+        ),
     )
     delete_message = _change("by its author or a moderator of the course: it becomes a tombstone")
     edit_message = _change(
@@ -76,6 +81,16 @@ class Mutation(graphene.ObjectType):
     )
     pin_message = _change("by a moderator of the course; a pinned message does not expire")
     unpin_message = _change("by a moderator of the course")
+    endorse_answer = _change(
+        "by a moderator of the course: `messageId` is a reply to a question; the answer and "
+        "its question do not expire while it is endorsed"
+    )
+    unendorse_answer = _change(
+        "by a moderator of the course; the answer and its question get the course TTL back "
+        "from now (unless pinned or another endorsement keeps them)"
+    )
+    resolve_question = _change("by the question's author or a moderator of the course")
+    reopen_question = _change("by the question's author or a moderator of the course")
     typing = graphene.Field(
         TypingAck,
         required=True,
@@ -105,6 +120,7 @@ class Mutation(graphene.ObjectType):
         content: str,
         client_message_id: str | None = None,
         reply_to: str | None = None,
+        kind: str = "MESSAGE",
     ) -> chat_pb2.ChatMessage:
         context: RequestContext = info.context
         token = context.member(course_id)
@@ -115,6 +131,7 @@ class Mutation(graphene.ObjectType):
                 content,
                 client_id_arg(client_message_id, "clientMessageId"),
                 reply_to=message_id_arg(reply_to, "replyTo"),
+                question=kind == "QUESTION",
             )
         )
         return response.message
@@ -194,6 +211,51 @@ class Mutation(graphene.ObjectType):
         _root: Any, info: graphene.ResolveInfo, **arguments: Any
     ) -> chat_pb2.ChatMessage:
         return await _pin(info, pin=False, **arguments)
+
+    @staticmethod
+    async def resolve_endorse_answer(
+        _root: Any, info: graphene.ResolveInfo, **arguments: Any
+    ) -> chat_pb2.ChatMessage:
+        return await _change_question(info, "endorse", **arguments)
+
+    @staticmethod
+    async def resolve_unendorse_answer(
+        _root: Any, info: graphene.ResolveInfo, **arguments: Any
+    ) -> chat_pb2.ChatMessage:
+        return await _change_question(info, "unendorse", **arguments)
+
+    @staticmethod
+    async def resolve_resolve_question(
+        _root: Any, info: graphene.ResolveInfo, **arguments: Any
+    ) -> chat_pb2.ChatMessage:
+        return await _change_question(info, "resolve", **arguments)
+
+    @staticmethod
+    async def resolve_reopen_question(
+        _root: Any, info: graphene.ResolveInfo, **arguments: Any
+    ) -> chat_pb2.ChatMessage:
+        return await _change_question(info, "reopen", **arguments)
+
+
+async def _change_question(
+    info: graphene.ResolveInfo,
+    change: Literal["endorse", "unendorse", "resolve", "reopen"],
+    *,
+    course_id: str,
+    message_id: str,
+    client_mutation_id: str | None = None,
+) -> chat_pb2.ChatMessage:
+    context: RequestContext = info.context
+    token = context.member(course_id)
+    return await call_chat(
+        context.chat.change_question(
+            token,
+            course_id,
+            required_message_id(message_id, "messageId"),
+            change=change,
+            client_mutation_id=client_id_arg(client_mutation_id, "clientMutationId"),
+        )
+    )
 
 
 async def _react(

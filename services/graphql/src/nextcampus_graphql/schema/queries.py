@@ -17,12 +17,16 @@ from nextcampus_graphql.context import (
 from nextcampus_graphql.errors import ApiError, Code
 from nextcampus_graphql.schema.presence import CoursePresence, Presence
 from nextcampus_graphql.schema.types import (
+    QUESTION_STATE_OF,
     ChatMessage,
     CoursePolicy,
     CourseState,
     MentionPage,
     MessagePage,
+    QuestionPage,
+    QuestionState,
     ReadStates,
+    SimilarQuestion,
     ThreadPage,
     Viewer,
 )
@@ -66,6 +70,24 @@ class Query(graphene.ObjectType):
     )
     course_policy = graphene.Field(
         CoursePolicy, required=True, course_id=graphene.ID(required=True)
+    )
+    questions = graphene.Field(
+        QuestionPage,
+        required=True,
+        course_id=graphene.ID(required=True),
+        state=graphene.Argument(QuestionState, default_value="ALL"),
+        after=graphene.ID(description="a previous page's last question: the page after it"),
+        limit=graphene.Int(default_value=50),
+        description="the course's questions in a state, the newest first",
+    )
+    similar_questions = graphene.List(
+        graphene.NonNull(SimilarQuestion),
+        required=True,
+        course_id=graphene.ID(required=True),
+        text=graphene.String(required=True, description="the question being typed"),
+        limit=graphene.Int(default_value=5, description="1..20"),
+        description="earlier questions of the course that look like `text`, the most alike "
+        "first (the newest 1,000 questions are compared)",
     )
     me = graphene.Field(Viewer, required=True)
     my_mentions = graphene.Field(
@@ -151,6 +173,39 @@ class Query(graphene.ObjectType):
         token = context.member(course_id)
         response = await call_chat(context.chat.pinned(token, course_id))
         return list(response.messages)
+
+    @staticmethod
+    async def resolve_questions(
+        _root: Any,
+        info: graphene.ResolveInfo,
+        course_id: str,
+        state: str = "ALL",
+        after: str | None = None,
+        limit: int = 50,
+    ) -> chat_pb2.ListQuestionsResponse:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        _check_limit(context, limit)
+        return await call_chat(
+            context.chat.questions(
+                token,
+                course_id,
+                state=QUESTION_STATE_OF[state],
+                after=message_id_arg(after, "after"),
+                limit=limit,
+            )
+        )
+
+    @staticmethod
+    async def resolve_similar_questions(
+        _root: Any, info: graphene.ResolveInfo, course_id: str, text: str, limit: int = 5
+    ) -> list[chat_pb2.SimilarQuestion]:
+        context: RequestContext = info.context
+        token = context.member(course_id)
+        response = await call_chat(
+            context.chat.similar_questions(token, course_id, text, limit=limit)
+        )
+        return list(response.questions)
 
     @staticmethod
     async def resolve_course_policy(

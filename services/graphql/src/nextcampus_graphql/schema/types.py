@@ -55,6 +55,21 @@ class MessageVersion(graphene.ObjectType):
         return datetime.fromtimestamp(version.written_at / 1000, tz=UTC)
 
 
+# The GraphQL enums' values are their names: operations.py coerces variables once and
+# execution coerces the result again, which a name survives (an enum member does not).
+class MessageKind(graphene.Enum):
+    """What a message was sent as."""
+
+    MESSAGE = "MESSAGE"
+    QUESTION = "QUESTION"
+
+    @property
+    def description(self) -> str:
+        if self == MessageKind.QUESTION:
+            return "a question: its replies are its answers; open until resolved"
+        return "a plain message"
+
+
 class ChatMessage(graphene.ObjectType):
     course_id = graphene.ID(required=True)
     message_id = graphene.ID(required=True)
@@ -94,6 +109,17 @@ class ChatMessage(graphene.ObjectType):
     mentions_course = graphene.Boolean(
         required=True, description="whether it mentions the whole course (`@course`)"
     )
+    kind = graphene.Field(MessageKind, required=True)
+    resolved_at = graphene.DateTime(
+        description="on a question: when it was resolved (null: open, or not a question)"
+    )
+    endorsed_at = graphene.DateTime(
+        description="on an answer: when a moderator endorsed it (null: not endorsed). An "
+        "endorsed answer and its question do not expire while it is endorsed"
+    )
+    endorsed_answer_count = graphene.Int(
+        required=True, description="on a question: how many of its answers are endorsed"
+    )
     edit_history = graphene.List(
         graphene.NonNull(MessageVersion),
         description="earlier contents, oldest first (the current one is `content`): for the "
@@ -128,6 +154,18 @@ class ChatMessage(graphene.ObjectType):
     @staticmethod
     def resolve_pinned_at(message: chat_pb2.ChatMessage, _info: Any) -> datetime | None:
         return _time(message.pinned_at)
+
+    @staticmethod
+    def resolve_kind(message: chat_pb2.ChatMessage, _info: Any) -> str:
+        return "QUESTION" if message.kind == chat_pb2.MESSAGE_KIND_QUESTION else "MESSAGE"
+
+    @staticmethod
+    def resolve_resolved_at(message: chat_pb2.ChatMessage, _info: Any) -> datetime | None:
+        return _time(message.resolved_at)
+
+    @staticmethod
+    def resolve_endorsed_at(message: chat_pb2.ChatMessage, _info: Any) -> datetime | None:
+        return _time(message.endorsed_at)
 
     @staticmethod
     def resolve_mentions(message: chat_pb2.ChatMessage, _info: Any) -> list[str]:
@@ -168,6 +206,42 @@ class MessagePage(graphene.ObjectType):
     def resolve_event_cursor(page: chat_pb2.ListMessagesResponse, _info: Any) -> str:
         # "" before the course's first change: then every change is one since.
         return page.event_cursor or LOG_START_CURSOR
+
+
+class QuestionState(graphene.Enum):
+    """Which of a course's questions to list."""
+
+    OPEN = "OPEN"
+    RESOLVED = "RESOLVED"
+    ALL = "ALL"
+
+
+QUESTION_STATE_OF = {
+    "OPEN": chat_pb2.QUESTION_STATE_OPEN,
+    "RESOLVED": chat_pb2.QUESTION_STATE_RESOLVED,
+    "ALL": chat_pb2.QUESTION_STATE_ALL,
+}
+
+
+class QuestionPage(graphene.ObjectType):
+    questions = graphene.List(
+        graphene.NonNull(ChatMessage),
+        required=True,
+        description="the newest first; kept and not deleted",
+    )
+    has_more = graphene.Boolean(
+        required=True, description="older questions exist: ask again with `after` the last one"
+    )
+
+
+class SimilarQuestion(graphene.ObjectType):
+    """An earlier question of the course that looks like the text."""
+
+    question = graphene.Field(ChatMessage, required=True)
+    score = graphene.Float(
+        required=True,
+        description="how alike, 0..1 (cosine similarity of character 2-3-gram TF-IDF vectors)",
+    )
 
 
 class ThreadPage(graphene.ObjectType):

@@ -6,8 +6,10 @@
 -- compares the two), and what a record says for a field the hash does not have.
 local MESSAGE_FIELDS = {'user_id', 'content', 'timestamp', 'deleted', 'client_message_id',
   'prev_id', 'reply_to', 'edited_at', 'reply_count', 'last_reply_at', 'participants',
-  'reactions', 'pinned_at', 'mentions', 'mentions_course'}
-local MESSAGE_DEFAULTS = {'', '', '0', '0', '', '', '', '0', '0', '0', '', '', '0', '', ''}
+  'reactions', 'pinned_at', 'mentions', 'mentions_course', 'kind', 'resolved_at', 'endorsed_at',
+  'endorsed_count'}
+local MESSAGE_DEFAULTS = {'', '', '0', '0', '', '', '', '0', '0', '0', '', '', '0', '', '', '',
+  '0', '0', '0'}
 -- How long a client_mutation_id is remembered (a retry comes within seconds).
 local MUTATION_TTL_MS = 86400000
 
@@ -186,19 +188,62 @@ local function is_read_only(policy, now_ms)
   return false, ''
 end
 
--- Unpin a message: it (and what belongs to it) gets the course TTL from now; once no
--- message is pinned, the index expires again, not before any message it lists.
-local function unpin(course, id, ttl_seconds, now_ms)
-  local key = message_key(course, id)
+-- Questions (README, "Questions and endorsed answers"): a question's hash has kind = 'q';
+-- the open and the resolved ones are listed by two sorted sets of ids (scored by id); the
+-- endorsed answers by one (scored by when they were endorsed).
+local function open_questions_key(course) return course .. 'questions:open' end
+local function resolved_questions_key(course) return course .. 'questions:resolved' end
+local function endorsed_key(course) return course .. 'endorsed' end
+
+-- Whether a message is kept past the course TTL: pinned, an endorsed answer, or a question
+-- with an endorsed answer.
+local function kept(course, id)
+  local h = redis.call('HMGET', message_key(course, id), 'pinned_at', 'endorsed_at',
+    'endorsed_count')
+  return (h[1] and h[1] ~= '0') or (h[2] and h[2] ~= '0')
+    or (tonumber(h[3]) or 0) > 0
+end
+
+-- Whether any message of the course is kept past its TTL: the indexes listing them then do
+-- not expire either.
+local function course_keeps_any(course)
+  return redis.call('ZCARD', course .. 'pins') > 0 or redis.call('ZCARD', endorsed_key(course)) > 0
+end
+
+-- A message no longer kept for one reason gets the course TTL from now, unless another
+-- reason keeps it (pinned and endorsed); once the course keeps nothing, its indexes expire
+-- again, not before any message they list.
+local function release(course, id, ttl_seconds, now_ms)
   local at = string.format('%.0f', now_ms + ttl_seconds * 1000)
-  redis.call('HDEL', key, 'pinned_at')
-  redis.call('ZREM', course .. 'pins', id)
-  redis.call('PEXPIREAT', key, at)
-  follow_message_expiry(course, id)
-  if redis.call('ZCARD', course .. 'pins') == 0
-      and redis.call('PEXPIRETIME', course .. 'messages') == -1 then
-    redis.call('PEXPIREAT', course .. 'messages', at)
+  if not kept(course, id) then
+    redis.call('PEXPIREAT', message_key(course, id), at)
+    follow_message_expiry(course, id)
   end
+  if not course_keeps_any(course) then
+    for _, index in ipairs({course .. 'messages', open_questions_key(course),
+        resolved_questions_key(course)}) do
+      if redis.call('PEXPIRETIME', index) == -1 then redis.call('PEXPIREAT', index, at) end
+    end
+  end
+end
+
+-- Keep a message (and what belongs to it) and the course's indexes for ever: while pinned
+-- or endorsed, history and the question lists show it.
+local function keep(course, id)
+  redis.call('PERSIST', message_key(course, id))
+  follow_message_expiry(course, id)
+  for _, index in ipairs({course .. 'messages', open_questions_key(course),
+      resolved_questions_key(course)}) do
+    redis.call('PERSIST', index)
+  end
+end
+
+-- Unpin a message: it (and what belongs to it) gets the course TTL from now unless an
+-- endorsement keeps it (release).
+local function unpin(course, id, ttl_seconds, now_ms)
+  redis.call('HDEL', message_key(course, id), 'pinned_at')
+  redis.call('ZREM', course .. 'pins', id)
+  release(course, id, ttl_seconds, now_ms)
 end
 
 -- A page of the messages a sorted set of ids lists (the course index, a thread index),

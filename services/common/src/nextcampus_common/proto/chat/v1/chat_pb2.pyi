@@ -24,6 +24,26 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _MessageKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MessageKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MESSAGE_KIND_UNSPECIFIED: _MessageKind.ValueType  # 0
+    """a plain message"""
+    MESSAGE_KIND_QUESTION: _MessageKind.ValueType  # 1
+    """a question: its replies are answers, it is open until resolved"""
+
+class MessageKind(_MessageKind, metaclass=_MessageKindEnumTypeWrapper):
+    """What a message is sent as."""
+
+MESSAGE_KIND_UNSPECIFIED: MessageKind.ValueType  # 0
+"""a plain message"""
+MESSAGE_KIND_QUESTION: MessageKind.ValueType  # 1
+"""a question: its replies are answers, it is open until resolved"""
+Global___MessageKind: _TypeAlias = MessageKind  # noqa: Y015
+
 class _CourseMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -77,6 +97,13 @@ class _CourseEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cours
     """actor_user_id's read marker moved (who only, never where): their other clients read
     their counts again (GraphQL myUpdates).
     """
+    ANSWER_ENDORSED: _CourseEventKind.ValueType  # 30
+    """Questions (README, "Questions and endorsed answers"): `message` is the answer for
+    ANSWER_*, the question for QUESTION_*; actor_user_id who made the change.
+    """
+    ANSWER_UNENDORSED: _CourseEventKind.ValueType  # 31
+    QUESTION_RESOLVED: _CourseEventKind.ValueType  # 32
+    QUESTION_REOPENED: _CourseEventKind.ValueType  # 33
 
 class CourseEventKind(_CourseEventKind, metaclass=_CourseEventKindEnumTypeWrapper):
     """What one change of a course was."""
@@ -107,7 +134,35 @@ READ_STATE_CHANGED: CourseEventKind.ValueType  # 22
 """actor_user_id's read marker moved (who only, never where): their other clients read
 their counts again (GraphQL myUpdates).
 """
+ANSWER_ENDORSED: CourseEventKind.ValueType  # 30
+"""Questions (README, "Questions and endorsed answers"): `message` is the answer for
+ANSWER_*, the question for QUESTION_*; actor_user_id who made the change.
+"""
+ANSWER_UNENDORSED: CourseEventKind.ValueType  # 31
+QUESTION_RESOLVED: CourseEventKind.ValueType  # 32
+QUESTION_REOPENED: CourseEventKind.ValueType  # 33
 Global___CourseEventKind: _TypeAlias = CourseEventKind  # noqa: Y015
+
+class _QuestionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QuestionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QuestionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUESTION_STATE_UNSPECIFIED: _QuestionState.ValueType  # 0
+    """as ALL"""
+    QUESTION_STATE_OPEN: _QuestionState.ValueType  # 1
+    QUESTION_STATE_RESOLVED: _QuestionState.ValueType  # 2
+    QUESTION_STATE_ALL: _QuestionState.ValueType  # 3
+
+class QuestionState(_QuestionState, metaclass=_QuestionStateEnumTypeWrapper): ...
+
+QUESTION_STATE_UNSPECIFIED: QuestionState.ValueType  # 0
+"""as ALL"""
+QUESTION_STATE_OPEN: QuestionState.ValueType  # 1
+QUESTION_STATE_RESOLVED: QuestionState.ValueType  # 2
+QUESTION_STATE_ALL: QuestionState.ValueType  # 3
+Global___QuestionState: _TypeAlias = QuestionState  # noqa: Y015
 
 @_typing.final
 class ChatMessage(_message.Message):
@@ -136,6 +191,10 @@ class ChatMessage(_message.Message):
     PINNED_AT_FIELD_NUMBER: _builtins.int
     MENTION_IDS_FIELD_NUMBER: _builtins.int
     MENTIONS_COURSE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    ENDORSED_AT_FIELD_NUMBER: _builtins.int
+    ENDORSED_ANSWER_COUNT_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     user_id: _builtins.str
     message_id: _builtins.str
@@ -164,6 +223,18 @@ class ChatMessage(_message.Message):
     pinned_at: _builtins.int
     """ms; 0 when not pinned. A pinned message does not expire."""
     mentions_course: _builtins.bool
+    kind: Global___MessageKind.ValueType
+    """Questions and endorsed answers (README, "Questions and endorsed answers"). A question's
+    replies are its answers.
+    """
+    resolved_at: _builtins.int
+    """ms, on a question; 0 while it is open"""
+    endorsed_at: _builtins.int
+    """ms, on an answer a moderator endorsed; 0 when not endorsed. An endorsed answer and its
+    question do not expire while it is endorsed.
+    """
+    endorsed_answer_count: _builtins.int
+    """on a question: how many of its answers are endorsed"""
     @_builtins.property
     def participant_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -197,10 +268,14 @@ class ChatMessage(_message.Message):
         pinned_at: _builtins.int = ...,
         mention_ids: _abc.Iterable[_builtins.str] | None = ...,
         mentions_course: _builtins.bool = ...,
+        kind: Global___MessageKind.ValueType = ...,
+        resolved_at: _builtins.int = ...,
+        endorsed_at: _builtins.int = ...,
+        endorsed_answer_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "deleted", b"deleted", "edited_at", b"edited_at", "last_reply_at", b"last_reply_at", "mention_ids", b"mention_ids", "mentions_course", b"mentions_course", "message_id", b"message_id", "participant_ids", b"participant_ids", "pinned_at", b"pinned_at", "previous_message_id", b"previous_message_id", "reactions", b"reactions", "reply_count", b"reply_count", "reply_to_message_id", b"reply_to_message_id", "timestamp", b"timestamp", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "deleted", b"deleted", "edited_at", b"edited_at", "endorsed_answer_count", b"endorsed_answer_count", "endorsed_at", b"endorsed_at", "kind", b"kind", "last_reply_at", b"last_reply_at", "mention_ids", b"mention_ids", "mentions_course", b"mentions_course", "message_id", b"message_id", "participant_ids", b"participant_ids", "pinned_at", b"pinned_at", "previous_message_id", b"previous_message_id", "reactions", b"reactions", "reply_count", b"reply_count", "reply_to_message_id", b"reply_to_message_id", "resolved_at", b"resolved_at", "timestamp", b"timestamp", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -243,6 +318,7 @@ class SendMessageRequest(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     CLIENT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     REPLY_TO_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     content: _builtins.str
     client_message_id: _builtins.str
@@ -251,6 +327,10 @@ class SendMessageRequest(_message.Message):
     """
     reply_to_message_id: _builtins.str
     """Optional: reply in the thread of this message of the same course."""
+    kind: Global___MessageKind.ValueType
+    """Optional: MESSAGE_KIND_QUESTION sends a question (never a reply: reply_to_message_id
+    must be empty). Numbered from 30: the other features of issue 16 take 5-29.
+    """
     def __init__(
         self,
         *,
@@ -258,10 +338,11 @@ class SendMessageRequest(_message.Message):
         content: _builtins.str = ...,
         client_message_id: _builtins.str = ...,
         reply_to_message_id: _builtins.str = ...,
+        kind: Global___MessageKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "reply_to_message_id", b"reply_to_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "kind", b"kind", "reply_to_message_id", b"reply_to_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1154,6 +1235,170 @@ class ListMyMentionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMyMentionsResponse: _TypeAlias = ListMyMentionsResponse  # noqa: Y015
+
+@_typing.final
+class QuestionChangeRequest(_message.Message):
+    """Questions and endorsed answers (README, "Questions and endorsed answers").
+
+    EndorseAnswer / UnendorseAnswer: moderators only; message_id is a reply to a question.
+    ResolveQuestion / ReopenQuestion: a moderator or the question's author; message_id is a
+    question. Rate-limited as the other changes (edits, reactions).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_MUTATION_ID_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    message_id: _builtins.str
+    client_mutation_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        client_mutation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_mutation_id", b"client_mutation_id", "course_id", b"course_id", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuestionChangeRequest: _TypeAlias = QuestionChangeRequest  # noqa: Y015
+
+@_typing.final
+class ListQuestionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    state: Global___QuestionState.ValueType
+    after: _builtins.str
+    """a previous page's last question id (exclusive); "" for the newest"""
+    limit: _builtins.int
+    """1..200; 0 means the default (50)"""
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        state: Global___QuestionState.ValueType = ...,
+        after: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "course_id", b"course_id", "limit", b"limit", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQuestionsRequest: _TypeAlias = ListQuestionsRequest  # noqa: Y015
+
+@_typing.final
+class ListQuestionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUESTIONS_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    has_more: _builtins.bool
+    """older questions of this state exist: ask again after the last one"""
+    @_builtins.property
+    def questions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """the newest first; kept and not deleted"""
+
+    def __init__(
+        self,
+        *,
+        questions: _abc.Iterable[Global___ChatMessage] | None = ...,
+        has_more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "questions", b"questions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQuestionsResponse: _TypeAlias = ListQuestionsResponse  # noqa: Y015
+
+@_typing.final
+class SimilarQuestionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    course_id: _builtins.str
+    text: _builtins.str
+    """what is being typed (at most the course's content limit)"""
+    limit: _builtins.int
+    """1..20; 0 means the default (5)"""
+    def __init__(
+        self,
+        *,
+        course_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "limit", b"limit", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimilarQuestionsRequest: _TypeAlias = SimilarQuestionsRequest  # noqa: Y015
+
+@_typing.final
+class SimilarQuestion(_message.Message):
+    """A question that looks like the text, and how much (cosine similarity of character 2-3
+    gram TF-IDF vectors, 0..1).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUESTION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    score: _builtins.float
+    @_builtins.property
+    def question(self) -> Global___ChatMessage: ...
+    def __init__(
+        self,
+        *,
+        question: Global___ChatMessage | None = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["question", b"question"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["question", b"question", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimilarQuestion: _TypeAlias = SimilarQuestion  # noqa: Y015
+
+@_typing.final
+class SimilarQuestionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUESTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def questions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimilarQuestion]:
+        """the most similar first"""
+
+    def __init__(
+        self,
+        *,
+        questions: _abc.Iterable[Global___SimilarQuestion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["questions", b"questions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimilarQuestionsResponse: _TypeAlias = SimilarQuestionsResponse  # noqa: Y015
 
 @_typing.final
 class TypingEvent(_message.Message):

@@ -156,6 +156,36 @@ class ChatServiceStub:
                 request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingRequest.SerializeToString,
                 response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingResponse.FromString,
                 _registered_method=True)
+        self.EndorseAnswer = channel.unary_unary(
+                '/chat.v1.ChatService/EndorseAnswer',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+                _registered_method=True)
+        self.UnendorseAnswer = channel.unary_unary(
+                '/chat.v1.ChatService/UnendorseAnswer',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+                _registered_method=True)
+        self.ResolveQuestion = channel.unary_unary(
+                '/chat.v1.ChatService/ResolveQuestion',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+                _registered_method=True)
+        self.ReopenQuestion = channel.unary_unary(
+                '/chat.v1.ChatService/ReopenQuestion',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+                _registered_method=True)
+        self.ListQuestions = channel.unary_unary(
+                '/chat.v1.ChatService/ListQuestions',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListQuestionsRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListQuestionsResponse.FromString,
+                _registered_method=True)
+        self.SimilarQuestions = channel.unary_unary(
+                '/chat.v1.ChatService/SimilarQuestions',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -326,6 +356,47 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EndorseAnswer(self, request, context):
+        """Questions and endorsed answers: each change is one event of the course's log.
+        answers the answer
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnendorseAnswer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveQuestion(self, request, context):
+        """answers the question
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReopenQuestion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQuestions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SimilarQuestions(self, request, context):
+        """Earlier questions of the course that look like `text`: the newest
+        1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -448,6 +519,36 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.SendTyping,
                     request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingRequest.FromString,
                     response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingResponse.SerializeToString,
+            ),
+            'EndorseAnswer': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndorseAnswer,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            ),
+            'UnendorseAnswer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnendorseAnswer,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            ),
+            'ResolveQuestion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveQuestion,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            ),
+            'ReopenQuestion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenQuestion,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            ),
+            'ListQuestions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuestions,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListQuestionsRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListQuestionsResponse.SerializeToString,
+            ),
+            'SimilarQuestions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimilarQuestions,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1100,6 +1201,168 @@ class ChatService:
             '/chat.v1.ChatService/SendTyping',
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingRequest.SerializeToString,
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendTypingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndorseAnswer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/EndorseAnswer',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnendorseAnswer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/UnendorseAnswer',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveQuestion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/ResolveQuestion',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReopenQuestion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/ReopenQuestion',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.QuestionChangeRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuestions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/ListQuestions',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListQuestionsRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ListQuestionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimilarQuestions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/SimilarQuestions',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -88,6 +88,19 @@ class ChatServiceStub:
     """The caller is typing (in a thread, or the course's main conversation): throttled per
     user and course; never stored beyond the throttle, never in the event log.
     """
+    EndorseAnswer: _grpc.UnaryUnaryMultiCallable[_chat_pb2.QuestionChangeRequest, _chat_pb2.ChatMessage]
+    """Questions and endorsed answers: each change is one event of the course's log.
+    answers the answer
+    """
+    UnendorseAnswer: _grpc.UnaryUnaryMultiCallable[_chat_pb2.QuestionChangeRequest, _chat_pb2.ChatMessage]
+    ResolveQuestion: _grpc.UnaryUnaryMultiCallable[_chat_pb2.QuestionChangeRequest, _chat_pb2.ChatMessage]
+    """answers the question"""
+    ReopenQuestion: _grpc.UnaryUnaryMultiCallable[_chat_pb2.QuestionChangeRequest, _chat_pb2.ChatMessage]
+    ListQuestions: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListQuestionsRequest, _chat_pb2.ListQuestionsResponse]
+    SimilarQuestions: _grpc.UnaryUnaryMultiCallable[_chat_pb2.SimilarQuestionsRequest, _chat_pb2.SimilarQuestionsResponse]
+    """Earlier questions of the course that look like `text`: the newest
+    1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -143,6 +156,19 @@ class ChatServiceAsyncStub(ChatServiceStub):
     SendTyping: _aio.UnaryUnaryMultiCallable[_chat_pb2.SendTypingRequest, _chat_pb2.SendTypingResponse]  # type: ignore[assignment]
     """The caller is typing (in a thread, or the course's main conversation): throttled per
     user and course; never stored beyond the throttle, never in the event log.
+    """
+    EndorseAnswer: _aio.UnaryUnaryMultiCallable[_chat_pb2.QuestionChangeRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
+    """Questions and endorsed answers: each change is one event of the course's log.
+    answers the answer
+    """
+    UnendorseAnswer: _aio.UnaryUnaryMultiCallable[_chat_pb2.QuestionChangeRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
+    ResolveQuestion: _aio.UnaryUnaryMultiCallable[_chat_pb2.QuestionChangeRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
+    """answers the question"""
+    ReopenQuestion: _aio.UnaryUnaryMultiCallable[_chat_pb2.QuestionChangeRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
+    ListQuestions: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListQuestionsRequest, _chat_pb2.ListQuestionsResponse]  # type: ignore[assignment]
+    SimilarQuestions: _aio.UnaryUnaryMultiCallable[_chat_pb2.SimilarQuestionsRequest, _chat_pb2.SimilarQuestionsResponse]  # type: ignore[assignment]
+    """Earlier questions of the course that look like `text`: the newest
+    1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
     """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -340,6 +366,55 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_chat_pb2.SendTypingResponse, _abc.Awaitable[_chat_pb2.SendTypingResponse]]:
         """The caller is typing (in a thread, or the course's main conversation): throttled per
         user and course; never stored beyond the throttle, never in the event log.
+        """
+
+    @_abc_1.abstractmethod
+    def EndorseAnswer(
+        self,
+        request: _chat_pb2.QuestionChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]:
+        """Questions and endorsed answers: each change is one event of the course's log.
+        answers the answer
+        """
+
+    @_abc_1.abstractmethod
+    def UnendorseAnswer(
+        self,
+        request: _chat_pb2.QuestionChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def ResolveQuestion(
+        self,
+        request: _chat_pb2.QuestionChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]:
+        """answers the question"""
+
+    @_abc_1.abstractmethod
+    def ReopenQuestion(
+        self,
+        request: _chat_pb2.QuestionChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def ListQuestions(
+        self,
+        request: _chat_pb2.ListQuestionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ListQuestionsResponse, _abc.Awaitable[_chat_pb2.ListQuestionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SimilarQuestions(
+        self,
+        request: _chat_pb2.SimilarQuestionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.SimilarQuestionsResponse, _abc.Awaitable[_chat_pb2.SimilarQuestionsResponse]]:
+        """Earlier questions of the course that look like `text`: the newest
+        1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
         """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
