@@ -18,7 +18,7 @@ from nextcampus_common.keys import MESSAGE_FIELDS, CourseKeys
 from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
 from nextcampus_common.proto.chat.v1 import chat_pb2
 from nextcampus_common.proto.chat.v1.chat_pb2 import CourseEventKind as Kind
-from testing.grpc_calls import StubCalls
+from testing.grpc_calls import StubCalls, refused
 
 COMMON_EMOJI = ["👍", "❤️", "😂", "🎉", "🤔", "👀", "🙏", "🔥", "✅", "💯", "😮", "😢"]
 
@@ -92,14 +92,6 @@ class User:
 @pytest.fixture
 def user_for(client_for: Callable[..., Any]) -> Callable[..., User]:
     return lambda *args, **kw: User(client_for(*args, **kw))
-
-
-async def refused(call: Any, code: grpc.StatusCode, says: str) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    assert says in (caught.value.details() or ""), caught.value.details()
-    return caught.value
 
 
 def reactions(message: chat_pb2.ChatMessage) -> list[tuple[str, int, bool]]:

@@ -15,7 +15,7 @@ from nextcampus_common import scripts
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.proto.chat.v1 import chat_pb2
 from nextcampus_common.proto.chat.v1.chat_pb2 import CourseEventKind as Kind
-from testing.grpc_calls import StubCalls
+from testing.grpc_calls import StubCalls, refused
 
 QUESTION = chat_pb2.MESSAGE_KIND_QUESTION
 OPEN, RESOLVED, ALL = (
@@ -69,13 +69,6 @@ class Asker:
 @pytest.fixture
 def user_for(client_for: Callable[..., Any]) -> Callable[..., Asker]:
     return lambda *args, **kw: Asker(client_for(*args, **kw))
-
-
-async def refused(call: Any, code: grpc.StatusCode, says: str) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    assert says in (caught.value.details() or ""), caught.value.details()
 
 
 def ids(messages: Any) -> list[str]:

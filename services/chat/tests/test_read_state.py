@@ -16,14 +16,8 @@ from nextcampus_common.chat_api import stream_live_cursor
 from nextcampus_common.keys import COUNT_CAP, CourseKeys
 from nextcampus_common.proto.chat.v1 import chat_pb2
 from nextcampus_common.proto.chat.v1.chat_pb2 import CourseEventKind as Kind
+from testing.grpc_calls import refused
 from testing.plugin import EventCollector
-
-
-async def refused(call: Any, code: grpc.StatusCode, says: str) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    assert says in (caught.value.details() or ""), caught.value.details()
 
 
 def states(courses: chat_pb2.MyCourses) -> dict[str, tuple[str, int, int]]:

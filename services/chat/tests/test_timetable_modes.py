@@ -8,11 +8,11 @@ import json
 from typing import Any
 
 import grpc
-import pytest
 
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
 from nextcampus_common.proto.chat.v1 import chat_pb2
+from testing.grpc_calls import refused
 
 MINUTE_MS = 60_000
 
@@ -31,14 +31,6 @@ def write_segments(cluster_client: Any, course_id: str, *spans: tuple[int, int, 
     text = ";".join(f"{now + start}-{now + end}:{code}" for start, end, code in spans)
     cluster_client.hset(key, mapping={"schedule_segments": text})
     return now
-
-
-async def refused(call: Any, code: grpc.StatusCode, says: str) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    assert says in (caught.value.details() or ""), caught.value.details()
-    return caught.value
 
 
 async def test_a_read_only_window_refuses_sends_edits_reactions_and_typing(
