@@ -4,6 +4,7 @@ is after the change; the chat service decides who may change what (author, moder
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import graphene
@@ -237,66 +238,65 @@ class Mutation(graphene.ObjectType):
         return await _change_question(info, "reopen", **arguments)
 
 
-async def _change_question(
+# The chat call of one change of a message: (token, course, message id, client mutation id).
+MessageChange = Callable[[str, str, str, str | None], Awaitable[chat_pb2.ChatMessage]]
+
+
+async def _change_message(
     info: graphene.ResolveInfo,
-    change: Literal["endorse", "unendorse", "resolve", "reopen"],
+    call: MessageChange,
     *,
     course_id: str,
     message_id: str,
     client_mutation_id: str | None = None,
 ) -> chat_pb2.ChatMessage:
+    """A mutation of one message: the caller a member, the ids well formed, then the call."""
     context: RequestContext = info.context
     token = context.member(course_id)
     return await call_chat(
-        context.chat.change_question(
+        call(
             token,
             course_id,
             required_message_id(message_id, "messageId"),
-            change=change,
-            client_mutation_id=client_id_arg(client_mutation_id, "clientMutationId"),
+            client_id_arg(client_mutation_id, "clientMutationId"),
         )
+    )
+
+
+async def _change_question(
+    info: graphene.ResolveInfo,
+    change: Literal["endorse", "unendorse", "resolve", "reopen"],
+    **arguments: Any,
+) -> chat_pb2.ChatMessage:
+    chat = info.context.chat
+    return await _change_message(
+        info,
+        lambda token, course, message, key: chat.change_question(
+            token, course, message, change=change, client_mutation_id=key
+        ),
+        **arguments,
     )
 
 
 async def _react(
-    info: graphene.ResolveInfo,
-    *,
-    add: bool,
-    course_id: str,
-    message_id: str,
-    emoji: str,
-    client_mutation_id: str | None = None,
+    info: graphene.ResolveInfo, *, add: bool, emoji: str, **arguments: Any
 ) -> chat_pb2.ChatMessage:
-    context: RequestContext = info.context
-    token = context.member(course_id)
-    return await call_chat(
-        context.chat.react(
-            token,
-            course_id,
-            required_message_id(message_id, "messageId"),
-            emoji,
-            add=add,
-            client_mutation_id=client_id_arg(client_mutation_id, "clientMutationId"),
-        )
+    chat = info.context.chat
+    return await _change_message(
+        info,
+        lambda token, course, message, key: chat.react(
+            token, course, message, emoji, add=add, client_mutation_id=key
+        ),
+        **arguments,
     )
 
 
-async def _pin(
-    info: graphene.ResolveInfo,
-    *,
-    pin: bool,
-    course_id: str,
-    message_id: str,
-    client_mutation_id: str | None = None,
-) -> chat_pb2.ChatMessage:
-    context: RequestContext = info.context
-    token = context.member(course_id)
-    return await call_chat(
-        context.chat.pin(
-            token,
-            course_id,
-            required_message_id(message_id, "messageId"),
-            pin=pin,
-            client_mutation_id=client_id_arg(client_mutation_id, "clientMutationId"),
-        )
+async def _pin(info: graphene.ResolveInfo, *, pin: bool, **arguments: Any) -> chat_pb2.ChatMessage:
+    chat = info.context.chat
+    return await _change_message(
+        info,
+        lambda token, course, message, key: chat.pin(
+            token, course, message, pin=pin, client_mutation_id=key
+        ),
+        **arguments,
     )
