@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,26 @@ def stack(gateway: Gateway) -> Iterator[Topology | ContainerTopology]:
     topology = gateway.faults()
     yield topology
     topology.heal()
+
+
+# The gateway's answers a failed test may have met: its 5xx lines (the access log's flags say
+# why: UH no healthy upstream, UF connect failure, UR reset, UO overflow) and its last lines.
+GATEWAY_LOG_LINES = 400
+GATEWAY_TAIL_LINES = 30
+SERVER_ERROR = re.compile(r'"status": ?"?5\d\d')
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    gateway = getattr(item, "funcargs", {}).get("gateway")
+    if report.failed and isinstance(gateway, Gateway):
+        topology = gateway.containers or gateway.topology
+        if topology is not None and topology.gateway is not None:
+            lines = topology.gateway.tail(GATEWAY_LOG_LINES).splitlines()
+            errors = [line for line in lines if SERVER_ERROR.search(line)]
+            tail = lines[-GATEWAY_TAIL_LINES:]
+            report.sections.append(("gateway log", "\n".join([*errors, "…", *tail])))
+    return report

@@ -177,6 +177,10 @@ class PodHandle:
     def wait_ready(self, timeout: float = 60.0) -> None:
         self.topology.wait_ready([self.pod], timeout)
 
+    def tail(self, lines: int = 30) -> str:
+        """The last lines its container wrote (as ManagedProcess.tail of a local process)."""
+        return "\n".join(self.topology.logs(self.pod.name).splitlines()[-lines:])
+
 
 @dataclass
 class GatewayHandle(PodHandle):
