@@ -317,7 +317,7 @@ async def test_a_change_a_failover_lost_is_restored_on_course_events(
         """Wait until the process's SubscribeEvents stream carried the change at `cursor`
         (the subscriber may have read it in its catch-up first)."""
         for _ in range(200):
-            upstream = hub.course_logs.get(course_id)
+            upstream = hub.course_logs().get(course_id)
             if upstream is not None and upstream.position >= event_cursor_key(cursor):
                 return
             await asyncio.sleep(0.05)
@@ -519,10 +519,10 @@ async def test_subscribers_of_a_course_share_one_upstream_event_stream(
             sent = await alice.send(course_id, "to both")
             for subscriber in subscribers:
                 await has_changes(subscriber, [("MessageAddedEvent", sent)])
-            assert list(wiring.upstream.course_logs) == [course_id]
+            assert list(wiring.upstream.course_logs()) == [course_id]
             assert event_streams() == 1
             # Both in one fan-out group: the same document renders the same bytes for both.
-            assert len(wiring.upstream.course_logs[course_id].groups) == 1
+            assert len(wiring.upstream.course_logs()[course_id].groups) == 1
         finally:
             for subscriber in subscribers:
                 await subscriber.close()
@@ -531,7 +531,7 @@ async def test_subscribers_of_a_course_share_one_upstream_event_stream(
             break
         await asyncio.sleep(0.05)
     assert event_streams() == 0
-    assert course_id not in wiring.upstream.course_logs
+    assert course_id not in wiring.upstream.course_logs()
 
 
 async def test_message_added_is_unchanged_beside_course_events(

@@ -155,7 +155,7 @@ async def test_subscriptions_through_fragments_deliver_and_share_a_group(
             },
         }
         # One fan-out group in each course's upstream, under one key.
-        courses = wiring.upstream.courses
+        courses = wiring.upstream.courses()
         assert {course_id, other_course} <= set(courses)
         groups = [courses[course].groups for course in (course_id, other_course)]
         assert len(groups[0]) == len(groups[1]) == 1

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nextcampus_common import schedule as timetable
 from nextcampus_common.ids import COURSE_ID
-from nextcampus_common.keys import POLICY_OWNER_FIELD
+from nextcampus_common.keys import ANONYMOUS_TO_CLASSMATES, POLICY_OWNER_FIELD
 from nextcampus_common.settings import PolicyDefaultSettings
 
 GROUP = "chat.nextcampus.io"
@@ -156,6 +156,9 @@ class PolicySpec(BaseModel):
         default=None, alias="editWindowSeconds", ge=0, le=31_536_000
     )
     schedule: list[ScheduleWindow] = Field(default_factory=list, max_length=MAX_WINDOWS)
+    anonymous_posting: Literal["Disabled", "ToClassmates"] = Field(
+        default="Disabled", alias="anonymousPosting"
+    )
 
     def windows(self) -> list[timetable.Window]:
         return [window.window() for window in self.schedule]
@@ -191,6 +194,8 @@ class PolicySpec(BaseModel):
             fields["rate_limit_seconds"] = str(self.rate_limit.per_seconds)
         if self.edit_window_seconds is not None:
             fields["edit_window_seconds"] = str(self.edit_window_seconds)
+        if self.anonymous_posting == "ToClassmates":
+            fields["anonymous_posting"] = ANONYMOUS_TO_CLASSMATES
         return fields
 
     def describe(self, defaults: PolicyDefaultSettings) -> str:
@@ -214,6 +219,8 @@ class PolicySpec(BaseModel):
             f"TTL {self.ttl_seconds(defaults)} s, max length {length}, "
             f"read-only {'yes' if self.read_only else 'no'}, rate limit {rate}, {edits}"
         )
+        if self.anonymous_posting == "ToClassmates":
+            described += ", anonymous to classmates"
         if self.schedule:
             described += f", {len(self.schedule)} schedule window" + (
                 "" if len(self.schedule) == 1 else "s"

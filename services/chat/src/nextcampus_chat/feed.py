@@ -422,6 +422,8 @@ class FeedHub:
                 deleted=True,
                 client_message_id=message.client_message_id,
                 previous_message_id=str(survivor) if survivor else "",
+                anonymous=message.anonymous,
+                pseudonym=message.pseudonym,
             )
             feed.mark_retracted(int(message.message_id))
             self._deliver(feed, CourseEvent.from_message(tombstone, retracted=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -13,6 +14,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from nextcampus_chat import similarity
+from nextcampus_chat.anonymity import seen_by
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.feed import FeedHub, stream_events, stream_messages
 from nextcampus_chat.mentions import parse_mentions
@@ -75,9 +77,13 @@ STATUS_OF: dict[Problem, grpc.StatusCode] = {
     Problem.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
+# Who the current call is from, once its token was verified: every answer is shown as they
+# may see it (anonymity.seen_by). Each call runs in a task of its own, so in a context of its own.
+CALLER: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("caller", default=None)
+
 Request = TypeVar("Request")
-Response = TypeVar("Response")
-Item = TypeVar("Item")
+Response = TypeVar("Response", bound=Message)
+Item = TypeVar("Item", bound=Message)
 
 
 def _invalid(exc: InvalidId) -> ChatError:
@@ -177,9 +183,11 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def _identity(self, context: grpc.aio.ServicerContext) -> Identity:
         header = metadata_value(context.invocation_metadata(), AUTHORIZATION)
         try:
-            return await self._verifier.verify(bearer_token(header))
+            identity = await self._verifier.verify(bearer_token(header))
         except AuthError as exc:
             raise ChatError(Problem.UNAUTHENTICATED, str(exc)) from exc
+        CALLER.set(identity)
+        return identity
 
     async def _member(self, context: grpc.aio.ServicerContext, course_id: str) -> Identity:
         identity = await self._identity(context)
@@ -246,6 +254,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         ) -> Response:
             try:
                 response = await method(self, _parsed(request), context)
+                caller = CALLER.get()
+                if caller is not None:
+                    response = seen_by(response, caller.may_moderate)
             except Exception as exc:
                 error = _as_chat_error(exc)
                 if error is None:
@@ -296,6 +307,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             mentions_course=mentions.course,
             moderator=identity.may_moderate(request.course_id),
             question=question,
+            anonymous=request.anonymous,
         )
         self._metrics.sends.labels("duplicate" if result.duplicate else "ok").inc()
         self._metrics.send_duration.observe(time.perf_counter() - started)
@@ -769,7 +781,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     raise ChatError(
                         Problem.UNAUTHENTICATED, "token expired: resume with a new token"
                     ) from None
-                yield item
+                yield seen_by(item, identity.may_moderate)
         except Exception as exc:
             error = _as_chat_error(exc)
             if error is None:

@@ -4,6 +4,7 @@ scripts of DESIGN.md §2 (README, "Data model")."""
 from __future__ import annotations
 
 import datetime
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -16,8 +17,10 @@ from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_common import schedule as timetable
 from nextcampus_common import scripts
-from nextcampus_common.keys import POLICY_FIELDS, CourseKeys
+from nextcampus_common.keys import ANONYMOUS_TO_CLASSMATES, POLICY_FIELDS, CourseKeys
 from nextcampus_common.proto.chat.v1.chat_pb2 import (
+    ANONYMOUS_POSTING_DISABLED,
+    ANONYMOUS_POSTING_TO_CLASSMATES,
     COURSE_MODE_OPEN,
     COURSE_MODE_READ_ONLY,
     COURSE_MODE_SLOW,
@@ -127,6 +130,8 @@ def _message(course_id: str, record: Sequence[Any]) -> ChatMessage:
         resolved_at,
         endorsed_at,
         endorsed_count,
+        anonymous,
+        pseudonym,
         mine,
     ) = record
     own = set(mine.split(" ")) if mine else set()
@@ -157,6 +162,8 @@ def _message(course_id: str, record: Sequence[Any]) -> ChatMessage:
         resolved_at=int(resolved_at),
         endorsed_at=int(endorsed_at),
         endorsed_answer_count=int(endorsed_count),
+        anonymous=anonymous == "1",
+        pseudonym=pseudonym,
     )
 
 
@@ -225,6 +232,7 @@ class MessageStore:
         mentions_course: bool = False,
         moderator: bool = False,
         question: bool = False,
+        anonymous: bool = False,
     ) -> SendResult:
         # Without a client id the send still gets one: our own retries through a failover
         # must not store it twice either.
@@ -257,12 +265,15 @@ class MessageStore:
                 "1" if mentions_course else "",
                 "1" if moderator else "",
                 "q" if question else "",
+                "1" if anonymous else "",
+                # The course's pseudonym salt, should this be its first anonymous message.
+                secrets.token_hex(16) if anonymous else "",
             ],
             replicated=True,
         )
         outcome = reply[0]
         if outcome == "ok":
-            _, message_id, timestamp, prev_id, root = reply
+            _, message_id, timestamp, prev_id, root, pseudonym = reply
             message = ChatMessage(
                 course_id=course_id,
                 message_id=message_id,
@@ -277,6 +288,8 @@ class MessageStore:
                 kind=MessageKind.MESSAGE_KIND_QUESTION
                 if question
                 else MessageKind.MESSAGE_KIND_UNSPECIFIED,
+                anonymous=bool(pseudonym),
+                pseudonym=pseudonym,
             )
             return SendResult(message, duplicate=False)
         if outcome == "dup":
@@ -286,6 +299,12 @@ class MessageStore:
                 Problem.NOT_FOUND,
                 f"message {reply_to} (replied to) not found in {course_id}: it may have "
                 "expired, or belong to another course",
+            )
+        if outcome == "anonymous_disabled":
+            raise ChatError(
+                Problem.FAILED_PRECONDITION,
+                f"course {course_id} does not allow anonymous messages (its policy's "
+                "anonymousPosting is Disabled): send it under your name, or not at all",
             )
         if outcome == "reply_deleted":
             raise ChatError(
@@ -693,6 +712,7 @@ class MessageStore:
                 message.user_id,
                 message.timestamp,
                 message.client_message_id,
+                message.pseudonym if message.anonymous else "",
             ]
         reply = await self._redis.script(
             scripts.RETRACT,
@@ -774,6 +794,7 @@ class MessageStore:
             edit_window,
             windows,
             segments,
+            anonymous_posting,
         ) = await self._redis.command(key, "HMGET", key, *POLICY_FIELDS)
         settings = self._settings
         read_only = read_only in ("1", "true")
@@ -793,6 +814,9 @@ class MessageStore:
             slow_mode_seconds=now.slow_mode_seconds,
             next_mode=_COURSE_MODES[following.mode] if following else COURSE_MODE_UNSPECIFIED,
             schedule=[_schedule_window(w) for w in orjson.loads(windows or "[]")],
+            anonymous_posting=ANONYMOUS_POSTING_TO_CLASSMATES
+            if anonymous_posting == ANONYMOUS_TO_CLASSMATES
+            else ANONYMOUS_POSTING_DISABLED,
         )
 
     # -- presence and typing (presence.lua, typing.lua): not replicated-waited, short-lived --

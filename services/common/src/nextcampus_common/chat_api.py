@@ -129,6 +129,7 @@ class ChatApi:
         *,
         reply_to: str | None = None,
         question: bool = False,
+        anonymous: bool = False,
         deadline_seconds: float | None = None,
     ) -> chat_pb2.SendMessageResponse:
         request = chat_pb2.SendMessageRequest(
@@ -137,6 +138,7 @@ class ChatApi:
             client_message_id=client_id(client_message_id),
             reply_to_message_id=reply_to or "",
             kind=chat_pb2.MESSAGE_KIND_QUESTION if question else chat_pb2.MESSAGE_KIND_UNSPECIFIED,
+            anonymous=anonymous,
         )
         response: chat_pb2.SendMessageResponse = await self._stub.SendMessage(
             request, metadata=self._metadata(token), timeout=deadline_seconds or self._deadline
@@ -482,6 +484,7 @@ class ChatClient:
         *,
         reply_to: str = "",
         question: bool = False,
+        anonymous: bool = False,
     ) -> chat_pb2.SendMessageResponse:
         return await self.api.send(
             self.token,
@@ -490,6 +493,7 @@ class ChatClient:
             client_message_id or None,
             reply_to=reply_to or None,
             question=question,
+            anonymous=anonymous,
             deadline_seconds=deadline_seconds,
         )
 

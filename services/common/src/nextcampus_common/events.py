@@ -18,6 +18,9 @@ Every change of a course is published there as one JSON object (README, "Data mo
     o  the users the message mentions, comma-separated (absent when none)
     w  1 when it mentions the whole course, @course (absent otherwise)
     y  "q" when an added message is a question (absent otherwise; never in a tombstone)
+    v  the author's pseudonym when the message was sent anonymously to classmates (absent
+       otherwise); `u` is the author all the same: only the chat service's answers to those
+       who do not moderate the course put the pseudonym in its place
 
 A notice may be ephemeral — "e" names what it says, and it is never in the event log (older
 readers take it for a plain notice and look at the log once, finding nothing new):
@@ -79,6 +82,7 @@ class EventFields(TypedDict):
     o: NotRequired[str]
     w: NotRequired[int]
     y: NotRequired[str]
+    v: NotRequired[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +192,8 @@ def decode_event(payload: str | bytes) -> CourseEvent | ChangeNotice | Ephemeral
             kind=MessageKind.MESSAGE_KIND_QUESTION
             if raw.get("y") == "q"
             else MessageKind.MESSAGE_KIND_UNSPECIFIED,
+            anonymous="v" in raw,
+            pseudonym=raw.get("v", ""),
         ),
         prev=None if prev is None else int(prev or 0),
         retracted=bool(raw.get("r")),
@@ -218,4 +224,6 @@ def encode_event(event: CourseEvent) -> bytes:
         fields["w"] = 1
     if message.kind == MessageKind.MESSAGE_KIND_QUESTION and not message.deleted:
         fields["y"] = "q"
+    if message.anonymous:
+        fields["v"] = message.pseudonym
     return orjson.dumps(fields)

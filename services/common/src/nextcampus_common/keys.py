@@ -12,7 +12,8 @@ from dataclasses import dataclass
 # [[emoji, count], ...] (react.lua), `mentions` comma-separated user ids and
 # `mentions_course` "1" for @course (send.lua). Questions (question.lua): `kind` "q" on a
 # question, `resolved_at` (ms) on a resolved one, `endorsed_at` (ms) on an endorsed answer,
-# `endorsed_count` on a question with endorsed answers.
+# `endorsed_count` on a question with endorsed answers. Anonymous to classmates (send.lua):
+# `anonymous` "1" and the author's `pseudonym`.
 MESSAGE_FIELDS = (
     "user_id",
     "content",
@@ -33,6 +34,8 @@ MESSAGE_FIELDS = (
     "resolved_at",
     "endorsed_at",
     "endorsed_count",
+    "anonymous",
+    "pseudonym",
 )
 # Unread and mention counts are exact below this; COUNT_CAP itself means "this many or more"
 # (lua/lib/course.lua says the same to the scripts).
@@ -49,10 +52,14 @@ POLICY_FIELDS = (
     # their segments in UTC milliseconds, which the scripts read.
     "schedule",
     "schedule_segments",
+    # "classmates" when members may send anonymously to classmates (absent: they may not).
+    "anonymous_posting",
 )
 # Written beside them: which CourseChatPolicy (`namespace/name`) governs the course, and,
 # while the course's messages are being re-timed to a new TTL, a marker (policy.lua).
 POLICY_OWNER_FIELD = "owner"
+# The value of `anonymous_posting` that lets members send anonymously (send.lua reads it).
+ANONYMOUS_TO_CLASSMATES = "classmates"
 POLICY_RETIME_PENDING_FIELD = "retime_pending"
 
 

@@ -466,8 +466,14 @@ class Connection:
                     if operation.root_field.name.value == COURSE_EVENTS
                     else message_id_arg(arguments.get("after"), "after")
                 )
-                joined = await wiring.upstream.join(operation, member, course_id, after)
                 assert self.identity is not None  # acknowledged
+                joined = await wiring.upstream.join(
+                    operation,
+                    member,
+                    course_id,
+                    after,
+                    moderator=self.identity.may_moderate(course_id),
+                )
                 joined = wiring.presence.holding(joined, course_id, self.identity.user_id, self)
         except OperationError as exc:
             self.operation_failed(operation_id, [format_error(e) for e in exc.errors])

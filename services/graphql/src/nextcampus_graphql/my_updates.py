@@ -149,7 +149,12 @@ class MyUpdates:
         try:
             watched = await asyncio.gather(
                 *(
-                    self._hub.watch(c, self._member, functools.partial(self._on_event, c))
+                    self._hub.watch(
+                        c,
+                        self._member,
+                        functools.partial(self._on_event, c),
+                        moderator=self._identity.may_moderate(c),
+                    )
                     for c in course_ids
                 ),
                 return_exceptions=True,
@@ -232,7 +237,12 @@ class MyUpdates:
             fresh = message_id not in news.replayed
             if fresh and not message.deleted and mentions(message, self.user_id):
                 news.mentions[message_id] = message
-            self._count(news, message)
+            if message.anonymous and message.user_id == message.pseudonym:
+                # Its author is hidden from this view: it may be the viewer's own (which
+                # marks the course read), so the store counts it.
+                news.stale = True
+            else:
+                self._count(news, message)
         elif kind in (Kind.MESSAGE_DELETED, Kind.MESSAGE_RETRACTED):
             news.mentions.pop(int(message.message_id), None)  # gone before its update
             news.stale = True

@@ -1,12 +1,18 @@
-"""ONE upstream stream per course and kind per process, shared by every local subscription
-of the course (DESIGN.md §3, hop 2):
+"""ONE upstream stream per course, kind and view per process, shared by every local
+subscription of the course with that view (DESIGN.md §3, hop 2):
 
 - `MessageUpstream`: `SubscribeMessages`, for `messageAdded` and `messageDeleted`;
 - `EventUpstream`: `SubscribeEvents`, the course's event log (every change), for
   `courseEvents`.
 
-A stream is opened on first use with the token of a current subscriber (any member of a
-course may read it; chat checks) and remembers its position: the last message id, or event
+Views (README, "Anonymous to classmates"): the chat service shows each caller the authors of
+anonymous messages only in courses they moderate. So a course's moderators and its other
+members share no stream, no fan-out group and no rendered payload: each view has streams of its
+own, opened with the token of a subscriber of that view only, and the real author of an
+anonymous message never reaches a member's stream, let alone their socket.
+
+A stream is opened on first use with the token of a current subscriber of its view (any
+member of a course may read it; chat checks) and remembers its position: the last message id, or event
 cursor, it passed on. When it breaks — a chat pod restarting, a token expiring — it reopens,
 round-robin on another pod, after that position; what comes again at or below it is
 dropped, so every subscriber sees each event once, in order. It closes when the last
@@ -132,9 +138,10 @@ class CourseUpstream(ABC, Generic[Item, Position]):
 
     rpc: ClassVar[str]
 
-    def __init__(self, hub: UpstreamHub, course_id: str) -> None:
+    def __init__(self, hub: UpstreamHub, course_id: str, moderators: bool) -> None:
         self.hub = hub
         self.course_id = course_id
+        self.moderators = moderators  # the view: its subscribers moderate the course, or not
         self.groups: dict[FanoutKey, Group | Watch] = {}
         self.catching_up: set[CatchUp[Item, Position]] = set()
         self.waiting: set[Member] = set()  # joined, waiting for the stream to be live
@@ -372,8 +379,8 @@ class EventUpstream(CourseUpstream[CourseEvent, tuple[int, int]]):
 
     rpc = "SubscribeEvents"
 
-    def __init__(self, hub: UpstreamHub, course_id: str) -> None:
-        super().__init__(hub, course_id)
+    def __init__(self, hub: UpstreamHub, course_id: str, moderators: bool) -> None:
+        super().__init__(hub, course_id, moderators)
         self.cursor: str | None = None  # the last cursor passed on ("": none, the log was empty)
         self.presence = PresenceCoalescer(
             course_id, hub.presence_coalesce_seconds, self._publish_presence
@@ -513,30 +520,35 @@ class UpstreamHub:
         self.metrics = metrics
         self.page_limit = history_page_limit
         self.live_timeout_seconds = live_timeout_seconds
-        # (rpc, course id) → its stream
-        self.streams: dict[tuple[str, str], CourseUpstream[Any, Any]] = {}
+        # (rpc, course id, moderators' view) → its stream
+        self.streams: dict[tuple[str, str, bool], CourseUpstream[Any, Any]] = {}
 
-    @property
-    def courses(self) -> dict[str, CourseUpstream[Any, Any]]:
-        """The courses' SubscribeMessages streams, by course id."""
-        return {c: s for (rpc, c), s in self.streams.items() if rpc == MessageUpstream.rpc}
+    def _of_kind(self, rpc: str, moderators: bool) -> dict[str, CourseUpstream[Any, Any]]:
+        return {c: s for (r, c, m), s in self.streams.items() if r == rpc and m == moderators}
 
-    @property
-    def course_logs(self) -> dict[str, CourseUpstream[Any, Any]]:
-        """The courses' SubscribeEvents streams, by course id."""
-        return {c: s for (rpc, c), s in self.streams.items() if rpc == EventUpstream.rpc}
+    def courses(self, *, moderators: bool = False) -> dict[str, CourseUpstream[Any, Any]]:
+        """The courses' SubscribeMessages streams of one view, by course id."""
+        return self._of_kind(MessageUpstream.rpc, moderators)
+
+    def course_logs(self, *, moderators: bool = False) -> dict[str, CourseUpstream[Any, Any]]:
+        """The courses' SubscribeEvents streams of one view, by course id."""
+        return self._of_kind(EventUpstream.rpc, moderators)
 
     def _course(
-        self, kind: type[CourseUpstream[Any, Any]], course_id: str
+        self, kind: type[CourseUpstream[Any, Any]], course_id: str, moderators: bool
     ) -> CourseUpstream[Any, Any]:
-        key = (kind.rpc, course_id)
+        key = (kind.rpc, course_id, moderators)
         course = self.streams.get(key)
         if course is None:
-            course = self.streams[key] = kind(self, course_id)
+            course = self.streams[key] = kind(self, course_id, moderators)
         return course
 
+    @staticmethod
+    def _key(course: CourseUpstream[Any, Any]) -> tuple[str, str, bool]:
+        return (course.rpc, course.course_id, course.moderators)
+
     def drop(self, course: CourseUpstream[Any, Any]) -> None:
-        key = (course.rpc, course.course_id)
+        key = self._key(course)
         if self.streams.get(key) is course:
             del self.streams[key]
         course.closed()
@@ -568,21 +580,29 @@ class UpstreamHub:
         course.waiting.add(member)
         if course.task is None:
             course.task = asyncio.create_task(
-                course.run(), name=f"upstream {course.rpc} {course.course_id}"
+                course.run(),
+                name=f"upstream {course.rpc} {course.course_id}"
+                + (" moderators" if course.moderators else ""),
             )
         try:
             await asyncio.wait_for(course.live.wait(), self.live_timeout_seconds)
         except TimeoutError:
             raise ApiError(Code.UNAVAILABLE, "the chat service is unreachable") from None
-        if self.streams.get((course.rpc, course.course_id)) is not course:  # failed meanwhile
+        if self.streams.get(self._key(course)) is not course:  # failed meanwhile
             raise ApiError(Code.UNAVAILABLE, "the course stream ended; subscribe again")
 
     async def watch(
-        self, course_id: str, member: Member, on_event: Callable[[CourseEvent], None]
+        self,
+        course_id: str,
+        member: Member,
+        on_event: Callable[[CourseEvent], None],
+        *,
+        moderator: bool,
     ) -> Joined:
-        """Pass every change of the course's shared SubscribeEvents stream, and its read-marker
-        notices, to `on_event`, from the moment this returns."""
-        course = self._course(EventUpstream, course_id)
+        """Pass every change of the course's shared SubscribeEvents stream (of the member's
+        view: `moderator` of the course or not), and its read-marker notices, to `on_event`,
+        from the moment this returns."""
+        course = self._course(EventUpstream, course_id, moderator)
         key: FanoutKey = (MY_UPDATES, course_id, str(id(member)).encode())
         try:
             await self._until_live(course, member)
@@ -606,15 +626,18 @@ class UpstreamHub:
         member: Member,
         course_id: str,
         after: str | None,
+        *,
+        moderator: bool,
     ) -> Joined:
-        """Add one subscription to its course's fan-out; with `after` (a message id, or for
-        `courseEvents` an event cursor), replay first."""
+        """Add one subscription to its course's fan-out of its view (`moderator` of the course
+        or not); with `after` (a message id, or for `courseEvents` an event cursor), replay
+        first."""
         kind = (
             EventUpstream
             if operation.root_field.name.value in EVENT_STREAM_FIELDS
             else MessageUpstream
         )
-        course = self._course(kind, course_id)
+        course = self._course(kind, course_id, moderator)
         catch_up: CatchUp[Any, Any] | None = None
         group: Group | None = None
         joined = False

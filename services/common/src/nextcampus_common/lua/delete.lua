@@ -47,5 +47,6 @@ local record = read_message(course, id, '')
 local event = {k = 'd', c = ARGV[3], i = id, u = record[2], b = '', t = record[4],
   m = record[6], p = record[7]}
 if record[8] ~= '' then event.q = record[8] end
+if record[21] == '1' then event.v = record[22] end  -- anonymous: its pseudonym
 redis.call('SPUBLISH', KEYS[2], cjson.encode(event))
 return {'ok', '1', record}

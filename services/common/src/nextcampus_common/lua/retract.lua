@@ -6,7 +6,8 @@
 --
 -- KEYS: 1 index, 2 events channel, 3 policy, 4 seq, 5 event log
 -- ARGV: 1 message key prefix, 2 course id, 3 default ttl seconds, 4 the newest id that
---       survived, then per message: id, user id, timestamp ms, client message id
+--       survived, then per message: id, user id, timestamp ms, client message id, the
+--       pseudonym of an anonymous message or ''
 -- Returns {retracted here, id of a live message found under a lost id, ...}
 local index_key, events_key, policy_key, seq_key, log_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, course, survivor = ARGV[1], ARGV[2], ARGV[4]
@@ -16,8 +17,9 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local out = {0}
 local highest = tonumber(redis.call('GET', seq_key)) or 0
-for i = 5, #ARGV, 4 do
-  local id, user, timestamp, cmid = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for i = 5, #ARGV, 5 do
+  local id, user, timestamp, cmid, pseudonym = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4]
   local key = prefix .. id
   local expire_at = tonumber(timestamp) + ttl * 1000
   if tonumber(id) > highest then highest = tonumber(id) end
@@ -28,6 +30,7 @@ for i = 5, #ARGV, 4 do
     local at = string.format('%.0f', expire_at)
     redis.call('HSET', key, 'user_id', user, 'content', '', 'timestamp', timestamp,
       'deleted', '1', 'client_message_id', cmid, 'prev_id', survivor, 'retracted', '1')
+    if pseudonym ~= '' then redis.call('HSET', key, 'anonymous', '1', 'pseudonym', pseudonym) end
     redis.call('PEXPIREAT', key, at)
     redis.call('ZADD', index_key, id, id)
     if redis.call('PEXPIRETIME', index_key) < expire_at then
@@ -40,10 +43,10 @@ for i = 5, #ARGV, 4 do
     end
     -- The event's fields are documented in nextcampus_common/events.py, whose encode_event must
     -- build the same object (services/chat/tests/test_events.py compares them).
-    redis.call('SPUBLISH', events_key, cjson.encode({
-      k = 'd', c = course, i = id, u = user, b = '', t = timestamp, m = cmid, p = survivor,
-      r = 1,
-    }))
+    local event = {k = 'd', c = course, i = id, u = user, b = '', t = timestamp, m = cmid,
+      p = survivor, r = 1}
+    if pseudonym ~= '' then event.v = pseudonym end
+    redis.call('SPUBLISH', events_key, cjson.encode(event))
     out[1] = out[1] + 1
   end
 end

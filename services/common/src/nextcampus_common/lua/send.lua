@@ -17,18 +17,20 @@
 --       11 the users it mentions (comma-separated, checked by the service) or '',
 --       12 '1' when it mentions the whole course (@course) or '',
 --       13 '1' when the sender moderates the course (exempt from slow mode) or ''
---       14 'q' for a question (never a reply: the service checks) or ''
+--       14 'q' for a question (never a reply: the service checks) or '',
+--       15 '1' to send anonymously to classmates or '', 16 a random salt (hex): the course's
+--       pseudonym salt unless it has one (lib/course.lua pseudonym_of)
 --
 -- A reply belongs to the thread of its root (a reply to a reply, to the same root): the
 -- root counts it, remembers when and who, and lives at least as long as its newest reply.
 -- Each user it mentions (but the author) finds it in their mention index; sending marks
 -- the course read for the author up to the new message.
 -- Returns one of:
---   {'ok', id, timestamp_ms, prev_id, thread root or ''}
+--   {'ok', id, timestamp_ms, prev_id, thread root or '', pseudonym of an anonymous send or ''}
 --   {'dup', record}  (the message stored by the first attempt, as it is now)
 --   {'read_only', until ms or ''} | {'too_long', max_length}
 --   | {'rate_limited', retry_after_ms[, slow mode seconds]}
---   | {'reply_not_found'} | {'reply_deleted'}
+--   | {'reply_not_found'} | {'reply_deleted'} | {'anonymous_disabled'}
 local policy_key, seq_key, index_key, events_key, client_key, rate_key, log_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local course, user, content, cmid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -47,7 +49,8 @@ if existing then
 end
 
 local p = redis.call('HMGET', policy_key,
-  'ttl_seconds', 'max_length', 'read_only', 'rate_limit_messages', 'rate_limit_seconds')
+  'ttl_seconds', 'max_length', 'read_only', 'rate_limit_messages', 'rate_limit_seconds',
+  'anonymous_posting')
 local ttl = tonumber(p[1]) or tonumber(ARGV[5])
 local max_length = tonumber(p[2]) or tonumber(ARGV[6])
 local rate_messages = tonumber(p[4]) or tonumber(ARGV[7])
@@ -68,6 +71,10 @@ end
 local _, length = string.gsub(content, '[^\128-\191]', '')
 if length > max_length then
   return {'too_long', max_length}
+end
+local anonymous = ARGV[15] == '1'
+if anonymous and p[6] ~= 'classmates' then
+  return {'anonymous_disabled'}
 end
 
 local root = ''
@@ -107,12 +114,18 @@ local message_key = prefix .. id
 redis.call('HSET', message_key, 'user_id', user, 'content', content, 'timestamp', now,
   'deleted', '0', 'client_message_id', cmid, 'prev_id', prev)
 redis.call('PEXPIREAT', message_key, expire_at)
+-- Who the course's members see: the author, or their pseudonym (threads' participants too).
+local shown = user
+if anonymous then
+  shown = pseudonym_of(course, user, ARGV[16], tonumber(expire_at))
+  redis.call('HSET', message_key, 'anonymous', '1', 'pseudonym', shown)
+end
 if root ~= '' then
   redis.call('HSET', message_key, 'reply_to', root)
   local root_key = prefix .. root
-  local participants = {user}
+  local participants = {shown}
   for other in string.gmatch(redis.call('HGET', root_key, 'participants') or '', '[^,]+') do
-    if other ~= user and #participants < 5 then participants[#participants + 1] = other end
+    if other ~= shown and #participants < 5 then participants[#participants + 1] = other end
   end
   redis.call('HINCRBY', root_key, 'reply_count', 1)
   redis.call('HSET', root_key, 'last_reply_at', now, 'participants', table.concat(participants, ','))
@@ -164,5 +177,6 @@ if root ~= '' then event.q = root end
 if mentions ~= '' then event.o = mentions end
 if mentions_course == '1' then event.w = 1 end
 if ARGV[14] == 'q' then event.y = 'q' end
+if anonymous then event.v = shown end
 redis.call('SPUBLISH', events_key, cjson.encode(event))
-return {'ok', id, now, prev, root}
+return {'ok', id, now, prev, root, anonymous and shown or ''}

@@ -58,6 +58,12 @@ class Mutation(graphene.ObjectType):
             default_value="MESSAGE",
             description="QUESTION: its replies are answers; a question is never a reply",
         ),
+        anonymous=graphene.Boolean(
+            default_value=False,
+            description="send anonymously to classmates: other students see your pseudonym, "
+            "the course's moderators see you (FAILED_PRECONDITION unless the course's "
+            "`anonymousPosting` is TO_CLASSMATES)",
+        ),
     )
     delete_message = _change("by its author or a moderator of the course: it becomes a tombstone")
     edit_message = _change(
@@ -122,6 +128,7 @@ class Mutation(graphene.ObjectType):
         client_message_id: str | None = None,
         reply_to: str | None = None,
         kind: str = "MESSAGE",
+        anonymous: bool = False,
     ) -> chat_pb2.ChatMessage:
         context: RequestContext = info.context
         token = context.member(course_id)
@@ -133,6 +140,7 @@ class Mutation(graphene.ObjectType):
                 client_id_arg(client_message_id, "clientMessageId"),
                 reply_to=message_id_arg(reply_to, "replyTo"),
                 question=kind == "QUESTION",
+                anonymous=anonymous,
             )
         )
         return response.message

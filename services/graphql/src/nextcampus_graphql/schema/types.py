@@ -120,6 +120,16 @@ class ChatMessage(graphene.ObjectType):
     endorsed_answer_count = graphene.Int(
         required=True, description="on a question: how many of its answers are endorsed"
     )
+    anonymous = graphene.Boolean(
+        required=True,
+        description="sent anonymously to classmates: unless you moderate the course, `userId` "
+        "is the author's pseudonym (as here in `pseudonym`), and so is an event's "
+        "`actorUserId` for what the author did",
+    )
+    pseudonym = graphene.String(
+        description="of an anonymous message: its author's pseudonym in the course "
+        "(`anonymous:` and 8 hex digits, never a user id; stable for the author and course)"
+    )
     edit_history = graphene.List(
         graphene.NonNull(MessageVersion),
         description="earlier contents, oldest first (the current one is `content`): for the "
@@ -166,6 +176,10 @@ class ChatMessage(graphene.ObjectType):
     @staticmethod
     def resolve_endorsed_at(message: chat_pb2.ChatMessage, _info: Any) -> datetime | None:
         return _time(message.endorsed_at)
+
+    @staticmethod
+    def resolve_pseudonym(message: chat_pb2.ChatMessage, _info: Any) -> str | None:
+        return message.pseudonym or None
 
     @staticmethod
     def resolve_mentions(message: chat_pb2.ChatMessage, _info: Any) -> list[str]:
@@ -314,6 +328,23 @@ class ScheduleWindow(graphene.ObjectType):
         return window.end or None
 
 
+class AnonymousPosting(graphene.Enum):
+    """Whether a course's members may send anonymously (its CourseChatPolicy's
+    `anonymousPosting`)."""
+
+    DISABLED = "DISABLED"
+    TO_CLASSMATES = "TO_CLASSMATES"
+
+    @property
+    def description(self) -> str:
+        if self == AnonymousPosting.TO_CLASSMATES:
+            return (
+                "members may send anonymously: other students see a pseudonym, the course's "
+                "moderators see the author"
+            )
+        return "every message shows its author"
+
+
 class CoursePolicy(graphene.ObjectType):
     """The effective policy of a course: its CourseChatPolicy over the service defaults."""
 
@@ -340,6 +371,17 @@ class CoursePolicy(graphene.ObjectType):
         required=True,
         description="the windows of the course's CourseChatPolicy schedule",
     )
+    anonymous_posting = graphene.Field(
+        AnonymousPosting,
+        required=True,
+        description="whether members may send anonymously to classmates",
+    )
+
+    @staticmethod
+    def resolve_anonymous_posting(policy: chat_pb2.CoursePolicy, _info: Any) -> Any:
+        if policy.anonymous_posting == chat_pb2.ANONYMOUS_POSTING_TO_CLASSMATES:
+            return AnonymousPosting.TO_CLASSMATES
+        return AnonymousPosting.DISABLED
 
     @staticmethod
     def resolve_mode(policy: chat_pb2.CoursePolicy, _info: Any) -> Any:

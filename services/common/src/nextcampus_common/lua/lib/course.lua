@@ -7,9 +7,9 @@
 local MESSAGE_FIELDS = {'user_id', 'content', 'timestamp', 'deleted', 'client_message_id',
   'prev_id', 'reply_to', 'edited_at', 'reply_count', 'last_reply_at', 'participants',
   'reactions', 'pinned_at', 'mentions', 'mentions_course', 'kind', 'resolved_at', 'endorsed_at',
-  'endorsed_count'}
+  'endorsed_count', 'anonymous', 'pseudonym'}
 local MESSAGE_DEFAULTS = {'', '', '0', '0', '', '', '', '0', '0', '0', '', '', '0', '', '', '',
-  '0', '0', '0'}
+  '0', '0', '0', '0', ''}
 -- How long a client_mutation_id is remembered (a retry comes within seconds).
 local MUTATION_TTL_MS = 86400000
 
@@ -63,6 +63,17 @@ local function expire_no_sooner(key, at)
   if current == -1 or current < at then
     redis.call('PEXPIREAT', key, string.format('%.0f', at))
   end
+end
+
+-- Anonymous to classmates (README, "Anonymous to classmates"): the author's pseudonym in the
+-- course, stable while the course's salt lives (as long as its newest anonymous message may):
+-- the first anonymous send stores `salt` (random, from the service), later ones reuse it.
+-- Not a user id: user ids have no ':'. Only the service's answers to moderators undo it.
+local function pseudonym_of(course, user, salt, expire_at)
+  local key = course .. 'anonymous-salt'
+  redis.call('SET', key, salt, 'NX')
+  expire_no_sooner(key, expire_at)
+  return 'anonymous:' .. string.sub(redis.sha1hex(redis.call('GET', key) .. ':' .. user), 1, 8)
 end
 
 -- Drop the ids of expired messages from the old end of an index of ids (at most `count`,

@@ -44,6 +44,26 @@ MESSAGE_KIND_QUESTION: MessageKind.ValueType  # 1
 """a question: its replies are answers, it is open until resolved"""
 Global___MessageKind: _TypeAlias = MessageKind  # noqa: Y015
 
+class _AnonymousPosting:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AnonymousPostingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AnonymousPosting.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ANONYMOUS_POSTING_UNSPECIFIED: _AnonymousPosting.ValueType  # 0
+    ANONYMOUS_POSTING_DISABLED: _AnonymousPosting.ValueType  # 1
+    ANONYMOUS_POSTING_TO_CLASSMATES: _AnonymousPosting.ValueType  # 2
+    """Other students see a pseudonym; the course's moderators see the author."""
+
+class AnonymousPosting(_AnonymousPosting, metaclass=_AnonymousPostingEnumTypeWrapper):
+    """Whether members may send anonymously (CourseChatPolicy spec.anonymousPosting)."""
+
+ANONYMOUS_POSTING_UNSPECIFIED: AnonymousPosting.ValueType  # 0
+ANONYMOUS_POSTING_DISABLED: AnonymousPosting.ValueType  # 1
+ANONYMOUS_POSTING_TO_CLASSMATES: AnonymousPosting.ValueType  # 2
+"""Other students see a pseudonym; the course's moderators see the author."""
+Global___AnonymousPosting: _TypeAlias = AnonymousPosting  # noqa: Y015
+
 class _CourseMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -191,6 +211,8 @@ class ChatMessage(_message.Message):
     PINNED_AT_FIELD_NUMBER: _builtins.int
     MENTION_IDS_FIELD_NUMBER: _builtins.int
     MENTIONS_COURSE_FIELD_NUMBER: _builtins.int
+    ANONYMOUS_FIELD_NUMBER: _builtins.int
+    PSEUDONYM_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
     ENDORSED_AT_FIELD_NUMBER: _builtins.int
@@ -223,6 +245,13 @@ class ChatMessage(_message.Message):
     pinned_at: _builtins.int
     """ms; 0 when not pinned. A pinned message does not expire."""
     mentions_course: _builtins.bool
+    anonymous: _builtins.bool
+    """Anonymous to classmates (README, "Anonymous to classmates"): sent anonymously, and the
+    author's stable pseudonym in the course ("anonymous:" and 8 hex digits, never a user id).
+    Whoever does not moderate the course gets the pseudonym as user_id too, in every answer
+    and stream (the actor of an event by the author as well); moderators get the real author.
+    """
+    pseudonym: _builtins.str
     kind: Global___MessageKind.ValueType
     """Questions and endorsed answers (README, "Questions and endorsed answers"). A question's
     replies are its answers.
@@ -268,6 +297,8 @@ class ChatMessage(_message.Message):
         pinned_at: _builtins.int = ...,
         mention_ids: _abc.Iterable[_builtins.str] | None = ...,
         mentions_course: _builtins.bool = ...,
+        anonymous: _builtins.bool = ...,
+        pseudonym: _builtins.str = ...,
         kind: Global___MessageKind.ValueType = ...,
         resolved_at: _builtins.int = ...,
         endorsed_at: _builtins.int = ...,
@@ -275,7 +306,7 @@ class ChatMessage(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "deleted", b"deleted", "edited_at", b"edited_at", "endorsed_answer_count", b"endorsed_answer_count", "endorsed_at", b"endorsed_at", "kind", b"kind", "last_reply_at", b"last_reply_at", "mention_ids", b"mention_ids", "mentions_course", b"mentions_course", "message_id", b"message_id", "participant_ids", b"participant_ids", "pinned_at", b"pinned_at", "previous_message_id", b"previous_message_id", "reactions", b"reactions", "reply_count", b"reply_count", "reply_to_message_id", b"reply_to_message_id", "resolved_at", b"resolved_at", "timestamp", b"timestamp", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anonymous", b"anonymous", "client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "deleted", b"deleted", "edited_at", b"edited_at", "endorsed_answer_count", b"endorsed_answer_count", "endorsed_at", b"endorsed_at", "kind", b"kind", "last_reply_at", b"last_reply_at", "mention_ids", b"mention_ids", "mentions_course", b"mentions_course", "message_id", b"message_id", "participant_ids", b"participant_ids", "pinned_at", b"pinned_at", "previous_message_id", b"previous_message_id", "pseudonym", b"pseudonym", "reactions", b"reactions", "reply_count", b"reply_count", "reply_to_message_id", b"reply_to_message_id", "resolved_at", b"resolved_at", "timestamp", b"timestamp", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,6 +349,7 @@ class SendMessageRequest(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     CLIENT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     REPLY_TO_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    ANONYMOUS_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     content: _builtins.str
@@ -327,6 +359,10 @@ class SendMessageRequest(_message.Message):
     """
     reply_to_message_id: _builtins.str
     """Optional: reply in the thread of this message of the same course."""
+    anonymous: _builtins.bool
+    """Optional: send anonymously to classmates (FAILED_PRECONDITION unless the course's policy
+    allows it: CoursePolicy.anonymous_posting). Rate limits and moderation apply as to any.
+    """
     kind: Global___MessageKind.ValueType
     """Optional: MESSAGE_KIND_QUESTION sends a question (never a reply: reply_to_message_id
     must be empty). Numbered from 30: the other features of issue 16 take 5-29.
@@ -338,11 +374,12 @@ class SendMessageRequest(_message.Message):
         content: _builtins.str = ...,
         client_message_id: _builtins.str = ...,
         reply_to_message_id: _builtins.str = ...,
+        anonymous: _builtins.bool = ...,
         kind: Global___MessageKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "kind", b"kind", "reply_to_message_id", b"reply_to_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anonymous", b"anonymous", "client_message_id", b"client_message_id", "content", b"content", "course_id", b"course_id", "kind", b"kind", "reply_to_message_id", b"reply_to_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -819,6 +856,7 @@ class CoursePolicy(_message.Message):
     SLOW_MODE_SECONDS_FIELD_NUMBER: _builtins.int
     NEXT_MODE_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
+    ANONYMOUS_POSTING_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     ttl_seconds: _builtins.int
     max_length: _builtins.int
@@ -840,6 +878,7 @@ class CoursePolicy(_message.Message):
     """in COURSE_MODE_SLOW only"""
     next_mode: Global___CourseMode.ValueType
     """COURSE_MODE_UNSPECIFIED when mode_ends_at is 0"""
+    anonymous_posting: Global___AnonymousPosting.ValueType
     @_builtins.property
     def schedule(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScheduleWindow]: ...
     def __init__(
@@ -857,10 +896,11 @@ class CoursePolicy(_message.Message):
         slow_mode_seconds: _builtins.int = ...,
         next_mode: Global___CourseMode.ValueType = ...,
         schedule: _abc.Iterable[Global___ScheduleWindow] | None = ...,
+        anonymous_posting: Global___AnonymousPosting.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "edit_window_seconds", b"edit_window_seconds", "max_length", b"max_length", "mode", b"mode", "mode_ends_at", b"mode_ends_at", "next_mode", b"next_mode", "rate_limit_messages", b"rate_limit_messages", "rate_limit_seconds", b"rate_limit_seconds", "read_only", b"read_only", "schedule", b"schedule", "slow_mode_seconds", b"slow_mode_seconds", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anonymous_posting", b"anonymous_posting", "course_id", b"course_id", "edit_window_seconds", b"edit_window_seconds", "max_length", b"max_length", "mode", b"mode", "mode_ends_at", b"mode_ends_at", "next_mode", b"next_mode", "rate_limit_messages", b"rate_limit_messages", "rate_limit_seconds", b"rate_limit_seconds", "read_only", b"read_only", "schedule", b"schedule", "slow_mode_seconds", b"slow_mode_seconds", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
