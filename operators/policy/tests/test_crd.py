@@ -120,6 +120,11 @@ INVALID = {
         {"courseId": "c1", "editWindowSeconds": "10m"},
         "not of type 'integer'",
     ),
+    "anonymous-unknown-value": (
+        {"courseId": "c1", "anonymousPosting": "ToEveryone"},
+        "is not one of ['Disabled', 'ToClassmates']",
+    ),
+    "anonymous-as-boolean": ({"courseId": "c1", "anonymousPosting": True}, "not of type"),
     "unknown-spec-field": ({"courseId": "c1", "ttl": 60}, "'ttl' was unexpected"),
     "unknown-rate-field": (
         {"courseId": "c1", "rateLimit": {"messages": 1, "perSeconds": 1, "burst": 3}},
@@ -166,6 +171,9 @@ BOUNDS = [
     {"courseId": "a" * 65},
     {"courseId": "-leading-dash"},
     {"courseId": "x.y_z-1"},
+    {"anonymousPosting": "Disabled"},
+    {"anonymousPosting": "ToClassmates"},
+    {"anonymousPosting": "toclassmates"},
 ]
 
 

@@ -15,6 +15,10 @@ import pytest
 
 from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
+from nextcampus_common.proto.chat.v1.chat_pb2 import (
+    ANONYMOUS_POSTING_DISABLED,
+    ANONYMOUS_POSTING_TO_CLASSMATES,
+)
 from nextcampus_common.redis_cluster import ClusterClient
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.reconcile import (
@@ -532,6 +536,28 @@ async def test_the_edit_window_reaches_the_chat_service(
     # Left out: the chat service's default.
     await reconciler.reconcile(ref(course_id), {"courseId": course_id})
     assert (await client.policy(course_id)).edit_window_seconds == 3600
+
+
+async def test_anonymous_posting_reaches_the_chat_service_and_goes_when_switched_off(
+    reconciler: PolicyReconciler, client_for: Callable[..., ChatClient], course_id: str
+) -> None:
+    client = client_for("ada", [course_id])
+    outcome = await reconciler.reconcile(
+        ref(course_id), {"courseId": course_id, "anonymousPosting": "ToClassmates"}
+    )
+    assert outcome.ready
+    assert "anonymous to classmates" in outcome.message
+    assert (await client.policy(course_id)).anonymous_posting == ANONYMOUS_POSTING_TO_CLASSMATES
+    sent = (await client.send(course_id, "nobody knows", anonymous=True)).message
+    assert sent.anonymous
+    # Switched off after abuse (or left out: the default): no anonymous message any more.
+    await reconciler.reconcile(
+        ref(course_id), {"courseId": course_id, "anonymousPosting": "Disabled"}
+    )
+    assert (await client.policy(course_id)).anonymous_posting == ANONYMOUS_POSTING_DISABLED
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.send(course_id, "again", anonymous=True)
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
 
 
 # -- timetable modes ------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def test_the_schema_is_the_pinned_one():
         "clientMessageId": "ID",
         "replyTo": "ID",
         "kind": "MessageKind",
+        "anonymous": "Boolean",
     }
     assert arguments(schema, "mutation", "deleteMessage") == {
         "courseId": "ID!",
