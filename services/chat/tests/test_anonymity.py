@@ -12,21 +12,14 @@ from typing import Any
 import grpc
 
 from nextcampus_common.chat_api import ChatClient, stream_live_after, stream_live_cursor
-from nextcampus_common.keys import ANONYMOUS_TO_CLASSMATES, CourseKeys
+from nextcampus_common.keys import CourseKeys
 from nextcampus_common.proto.chat.v1 import chat_pb2
 from testing.grpc_calls import RawCalls, StubCalls, refused
 from testing.plugin import StreamCollector
+from testing.policy_hash import allow_anonymous
 
 # Distinctive, so that finding it in bytes means it was there, and only there.
 AUTHOR = "hidden-author-7f3q"
-
-
-def allow_anonymous(cluster_client: Any, course_id: str, allowed: bool = True) -> None:
-    key = CourseKeys(course_id).policy
-    if allowed:
-        cluster_client.hset(key, "anonymous_posting", ANONYMOUS_TO_CLASSMATES)
-    else:
-        cluster_client.hdel(key, "anonymous_posting")
 
 
 class Received:

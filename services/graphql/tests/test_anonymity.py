@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from nextcampus_common.keys import ANONYMOUS_TO_CLASSMATES, CourseKeys
 from testing.graphql_http import Api, api
+from testing.policy_hash import allow_anonymous
 from testing.ws import next_json, raw_socket, ready
 
 AUTHOR = "hidden-author-7f3q"  # distinctive: found in bytes only where it was sent
@@ -51,14 +51,6 @@ READS = {
     "pinnedMessages": """query($c: ID!) { pinnedMessages(courseId: $c) { userId } }""",
     "myMentions": """query { myMentions { messages { messageId userId } } }""",
 }
-
-
-def allow_anonymous(cluster_client: Any, course_id: str, allowed: bool = True) -> None:
-    key = CourseKeys(course_id).policy
-    if allowed:
-        cluster_client.hset(key, "anonymous_posting", ANONYMOUS_TO_CLASSMATES)
-    else:
-        cluster_client.hdel(key, "anonymous_posting")
 
 
 async def send(user: Api, course_id: str, text: str, **kw: Any) -> dict[str, Any]:
