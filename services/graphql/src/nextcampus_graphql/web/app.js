@@ -892,9 +892,10 @@ function applyEvent(event) {
   const followTimeline = nearBottom(ui.history);
   const followThread = nearBottom(ui.threadScroll);
   store(message);
+  // A question asked, resolved or reopened within the range the list has loaded joins it
+  // (the list shows those its filter matches: a reopened one is back under "Open").
+  if (isQuestion(message) && withinQuestions(id)) state.questions.ids.add(id);
   if (event.__typename === 'MessageAddedEvent') {
-    // A question asked since the list was loaded is the newest: it goes on top.
-    if (isQuestion(message) && state.questions.loaded) state.questions.ids.add(id);
     scheduleMarkRead();
     if (followTimeline) scrollToBottom(ui.history);
     if (followThread && state.thread) scrollToBottom(ui.threadScroll);
@@ -2017,6 +2018,12 @@ function questionLink(message) {
   return button;
 }
 
+/** Whether `id` is no older than the last question the list's pages reached. */
+function withinQuestions(id) {
+  const { loaded, hasMore, last } = state.questions;
+  return loaded && (!hasMore || last === null || compareIds(id, last) >= 0);
+}
+
 const QUESTION_FILTERS = {
   OPEN: (message) => !message.resolvedAt,
   RESOLVED: (message) => Boolean(message.resolvedAt),
@@ -2153,7 +2160,7 @@ function renderSimilar() {
   fillIfChanged(
     ui.similarList,
     questions.map((message) => {
-      const li = element('li');
+      const li = element('li', 'message question-entry');
       li.append(questionLink(message));
       return li;
     }),
