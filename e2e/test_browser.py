@@ -1051,6 +1051,7 @@ async def test_questions_endorsed_answers_and_the_mode_banner_on_two_pages(
         "questions-endorsed-en.png",
         "questions-resolved-ko.png",
         "questions-list-ko.png",
+        "questions-list-en.png",
         "mode-read-only-ko.png",
         "mode-read-only-en.png",
         "mode-slow-ko.png",
@@ -1114,6 +1115,12 @@ async def test_questions_endorsed_answers_and_the_mode_banner_on_two_pages(
     # mia reopened it: back under "Open" on minji's page, live; Escape closed the list.
     assert listed["reopened"] == question_id
     assert listed["closed"] == "questions-toggle"
+    assert summary["english"] == {
+        "toggle": "Questions",
+        "heading": "Questions in this course",
+        "filters": ["Open", "Resolved", "All"],
+        "similarHeading": "Asked before — the answer may be there already",
+    }
 
     # Read-only: the banner with the window's end in each page's locale and time zone, and
     # no composer, for the moderator too (the chat service refuses everyone).
@@ -1175,7 +1182,7 @@ async def test_questions_endorsed_answers_and_the_mode_banner_on_two_pages(
     assert refused["state"]["send"] is True
 
     for name, words in summary["words"].items():
-        if name == "endorsed":
+        if name in ("endorsed", "english"):
             assert_in_english(words)
         else:
             assert_in_korean(words, user_content)

@@ -239,6 +239,27 @@ await run('page_questions', async (session) => {
   await step('minji', 'the questions list to close', () => minji.page.locator('#questions').waitFor({ state: 'hidden' }));
   summary.list.closed = await activeElement(minji);
 
+  // --- the same parts in English, on mia's page: the questions list and a suggestion ---
+  await mia.page.click('#questions-toggle');
+  await step('mia', 'the questions list', () => mia.page.locator('#question-list button').first().waitFor());
+  await mia.page.check('#ask-question');
+  await mia.page.fill('#composer', given.TYPED_QUESTION);
+  await step('mia', 'the similar question suggested', () =>
+    mia.page.locator(`#similar-list button[data-message-id="${given.SIMILAR_ID}"]`).waitFor(),
+  );
+  summary.english = {
+    toggle: await text(mia, '#questions-toggle'),
+    heading: await text(mia, '#questions-heading'),
+    filters: await mia.page.$$eval('#questions-filter option', (options) => options.map((o) => o.textContent)),
+    similarHeading: await text(mia, '#similar-heading'),
+  };
+  summary.accessibility.english = await accessibilityViolations(mia);
+  summary.words.english = await pageWords(mia);
+  await shot(mia, 'questions-list-en');
+  await mia.page.fill('#composer', '');
+  await mia.page.uncheck('#ask-question');
+  await step('mia', 'the suggestions to go', () => mia.page.locator('#similar').waitFor({ state: 'hidden' }));
+
   // --- the mode banner: read-only, for everyone ---
   await chooseCourse(minji, given.READ_ONLY_COURSE);
   await chooseCourse(mia, given.READ_ONLY_COURSE);
