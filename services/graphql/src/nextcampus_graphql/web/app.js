@@ -91,7 +91,7 @@ ${MENTION}`;
 // What the page follows of a course's policy: the edit window, and the timetable mode now
 // (the banner, the composer) with when it ends.
 const POLICY = `fragment Policy on CoursePolicy {
-  editWindowSeconds mode modeEndsAt slowModeSeconds nextMode
+  editWindowSeconds mode modeEndsAt slowModeSeconds
 }`;
 // Opening a course: its newest history with the event cursor to go live from, its policy,
 // and the pinned messages, in one round trip.
@@ -113,7 +113,7 @@ const QUESTIONS = `query Questions($courseId: ID!, $state: QuestionState, $after
 }
 ${MESSAGE}`;
 const SIMILAR_QUESTIONS = `query SimilarQuestions($courseId: ID!, $text: String!, $limit: Int) {
-  similarQuestions(courseId: $courseId, text: $text, limit: $limit) { question { ...Message } score }
+  similarQuestions(courseId: $courseId, text: $text, limit: $limit) { question { ...Message } }
 }
 ${MESSAGE}`;
 const HISTORY = `query History($courseId: ID!, $before: ID, $limit: Int) {
@@ -1502,7 +1502,10 @@ function renderSendWait() {
     setText(line, words);
   }
   clearTimeout(state.sendWaitTimer);
-  if (waitMs > 0) state.sendWaitTimer = setTimeout(render, Math.min(waitMs, 1000));
+  // Worded again every second; at the end the composers are rendered with Send enabled.
+  if (waitMs > 0) {
+    state.sendWaitTimer = setTimeout(() => (slowWaitMs() > 0 ? renderSendWait() : render()), Math.min(waitMs, 1000));
+  }
 }
 
 async function loadViewer() {
