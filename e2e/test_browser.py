@@ -1162,22 +1162,22 @@ async def test_questions_endorsed_answers_and_the_mode_banner_on_two_pages(
     # says it (its retry-after), the text stays in the box.
     slow_mode = summary["slow"]
     assert re.fullmatch(
-        r"\d{4}\. \d{1,2}\. \d{1,2}\. (오전|오후) \d{1,2}:\d{2}까지 슬로 모드예요\. "
+        r"\d{4}\. \d{1,2}\. \d{1,2}\. (오전|오후) \d{1,2}:\d{2}까지 슬로우 모드예요\. "
         r"한 사람당 1시간에 메시지를 하나만 보낼 수 있어요\.|"
-        r"(오전|오후) \d{1,2}:\d{2}까지 슬로 모드예요\. 한 사람당 1시간에 메시지를 하나만 보낼 수 있어요\.",
+        r"(오전|오후) \d{1,2}:\d{2}까지 슬로우 모드예요\. 한 사람당 1시간에 메시지를 하나만 보낼 수 있어요\.",
         slow_mode["before"]["banner"],
     ), slow_mode["before"]
     assert slow_mode["mia"]["banner"].endswith(
         ": one message per person every 1 hour. Moderators are exempt."
     ), slow_mode["mia"]
     assert (slow_mode["before"]["composer"], slow_mode["before"]["send"]) == (False, False)
-    assert slow_mode["wait"] == "슬로 모드라서 다음 메시지는 60분 후 보낼 수 있어요.", slow_mode
+    assert slow_mode["wait"] == "슬로우 모드라서 다음 메시지는 60분 후 보낼 수 있어요.", slow_mode
     assert (slow_mode["after"]["composer"], slow_mode["after"]["send"]) == (False, True)
     assert slow_mode["miaWait"] is True
     assert slow_mode["afterReload"]["send"] is False
     refused = slow_mode["refused"]
     assert slow_mode["refusedAccepted"] is False
-    assert re.fullmatch(r"슬로 모드라서 다음 메시지는 \d+분 후 보낼 수 있어요\.", refused["wait"])
+    assert re.fullmatch(r"슬로우 모드라서 다음 메시지는 \d+분 후 보낼 수 있어요\.", refused["wait"])
     assert refused["composer"].startswith("또 보내요 ")
     assert refused["state"]["send"] is True
 

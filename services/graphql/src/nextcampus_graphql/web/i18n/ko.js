@@ -139,10 +139,10 @@ export default {
   "answer.unendorseLabel": "{user} 님이 {time}에 단 답변 추천 취소",
   "mode.readOnly": "이 강의 채팅은 읽기 전용이에요. 메시지를 보낼 수 없어요.",
   "mode.readOnlyUntil": "이 강의 채팅은 {time}까지 읽기 전용이에요. 그때까지는 메시지를 보낼 수 없어요.",
-  "mode.slow": "슬로 모드예요. 한 사람당 {interval}에 메시지를 하나만 보낼 수 있어요.",
-  "mode.slowUntil": "{time}까지 슬로 모드예요. 한 사람당 {interval}에 메시지를 하나만 보낼 수 있어요.",
+  "mode.slow": "슬로우 모드예요. 한 사람당 {interval}에 메시지를 하나만 보낼 수 있어요.",
+  "mode.slowUntil": "{time}까지 슬로우 모드예요. 한 사람당 {interval}에 메시지를 하나만 보낼 수 있어요.",
   "mode.moderatorExempt": "관리자는 제한 없이 보낼 수 있어요.",
-  "mode.nextSend": "슬로 모드라서 다음 메시지는 {when} 보낼 수 있어요.",
+  "mode.nextSend": "슬로우 모드라서 다음 메시지는 {when} 보낼 수 있어요.",
 
   "mention.toggle": "멘션",
   "mention.panel": "나를 언급한 메시지",
