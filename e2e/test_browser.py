@@ -19,7 +19,7 @@ import subprocess
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -976,3 +976,228 @@ async def test_who_is_online_and_who_types_on_a_korean_and_an_english_page(
             if data["presence"] == {"onlineCount": 0, "members": []}:
                 break
             await asyncio.sleep(0.2)
+
+
+ASK = """mutation($c: ID!, $text: String!) {
+  sendMessage(courseId: $c, content: $text, kind: QUESTION) { messageId }
+}"""
+ANSWER = """mutation($c: ID!, $text: String!, $question: ID!) {
+  sendMessage(courseId: $c, content: $text, replyTo: $question) { messageId }
+}"""
+QUESTION_THREAD = """query($c: ID!, $root: ID!) {
+  thread(courseId: $c, rootId: $root) {
+    root { messageId userId kind resolvedAt endorsedAnswerCount }
+    replies { messageId userId endorsedAt }
+  }
+}"""
+# The question the page must suggest while minji types a rewording of it, among others of
+# the course (similarQuestions: character n-gram TF-IDF; the suggestion is the page's part).
+SEEDED_QUESTION = "How do I submit homework 3 on the course portal?"
+TYPED_QUESTION = "How can I hand in the third homework on the course portal?"
+OTHER_QUESTIONS = [
+    "When is the midterm exam, and which chapters does it cover?",
+    "Is there a recording of the week 2 lecture?",
+    "Can we work in pairs for the final project?",
+]
+# More open questions than one page of the list (20): "load more" has something to load.
+FILLER_QUESTIONS = [f"Which pages of reading list {n} matter for seminar {n}?" for n in range(18)]
+
+
+def window_in_force(mode: str, end: datetime, **extra: Any) -> dict[str, Any]:
+    """A dated schedule window (UTC) from an hour ago until `end`: in force while the test
+    runs, ending at a minute the pages show as "until …"."""
+    minute = "%Y-%m-%dT%H:%M"
+    start = datetime.now(UTC) - timedelta(hours=1)
+    dated = {"start": start.strftime(minute), "end": end.strftime(minute)}
+    return {"mode": mode, "timeZone": "UTC", "dated": dated, **extra}
+
+
+async def test_questions_endorsed_answers_and_the_mode_banner_on_two_pages(
+    gateway: Gateway, browser_scripts: Path
+) -> None:
+    """minji (a student, Korean page, Seoul) and mia (a moderator, English page, New York):
+    a question like one asked before is suggested while typed; a new one shows live as an
+    open question, mia endorses its answer and minji sees it live and marks it resolved;
+    the questions list filters open/resolved and pages; the mode banner of a read-only and
+    a slow-mode course, the composer disabled or waiting as the server enforces
+    (page_questions.mjs)."""
+    course_id, read_only, slow = (f"browser-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    courses = [course_id, read_only, slow]
+    # Seeded by three users, none past the default rate limit (10 per 10 s).
+    seeders = [gateway.token(f"seeder-{n}", [course_id]) for n in range(3)]
+    seeded_texts = [*OTHER_QUESTIONS[:1], SEEDED_QUESTION, *OTHER_QUESTIONS[1:], *FILLER_QUESTIONS]
+    seeded = []
+    for n, text in enumerate(seeded_texts):
+        data = await graphql_as(gateway, seeders[n % 3], ASK, {"c": course_id, "text": text})
+        seeded.append(data["sendMessage"]["messageId"])
+    similar_id = seeded[1]
+    await graphql_as(
+        gateway,
+        seeders[0],
+        ANSWER,
+        {"c": course_id, "text": "Upload a PDF under Assignments.", "question": similar_id},
+    )
+    # Both windows end tomorrow, at a whole minute.
+    end = (datetime.now(UTC) + timedelta(days=1)).replace(second=0, microsecond=0)
+    await gateway.apply_policy(read_only, schedule=[window_in_force("ReadOnly", end)])
+    # An hour: nothing the page does is slow enough to reach the end of minji's wait.
+    await gateway.apply_policy(
+        slow, schedule=[window_in_force("SlowMode", end, slowModeSeconds=3600)]
+    )
+    minji = gateway.token("minji", courses)
+    mia = gateway.token("mia", courses, moderates=courses)
+    shots = [
+        "questions-similar-ko.png",
+        "questions-endorsed-en.png",
+        "questions-resolved-ko.png",
+        "questions-list-ko.png",
+        "questions-list-en.png",
+        "mode-read-only-ko.png",
+        "mode-read-only-en.png",
+        "mode-slow-ko.png",
+        "mode-slow-en.png",
+    ]
+    for name in shots:
+        (ARTIFACTS / name).unlink(missing_ok=True)
+
+    summary = await run_script(
+        browser_scripts / "page_questions.mjs",
+        {
+            "BASE_URL": gateway.url,
+            "STUDENT_TOKEN": minji,
+            "MODERATOR_TOKEN": mia,
+            "COURSE_ID": course_id,
+            "READ_ONLY_COURSE": read_only,
+            "SLOW_COURSE": slow,
+            "TYPED_QUESTION": TYPED_QUESTION,
+            "SIMILAR_ID": similar_id,
+            "SCREENSHOT_DIR": str(ARTIFACTS),
+        },
+    )
+
+    assert summary["consoleProblems"] == []
+    assert summary["missing"] == {"mia": [], "minji": []}
+    question_id, answer_id = summary["ids"]["question"], summary["ids"]["answer"]
+    user_content = {"minji", "mia", "seeder-0", "seeder-1", "seeder-2", *courses}
+
+    # Asking: the question asked before is suggested (a few at most), and opens its thread
+    # by keyboard; Escape closes it, the focus back on the suggestion.
+    similar = summary["similar"]
+    assert similar_id in similar["ids"], similar
+    assert len(similar["ids"]) <= 3, similar
+    assert similar["heading"] == "먼저 올라온 비슷한 질문 — 답변이 이미 있을 수 있어요"
+    assert (similar["threadFocus"], similar["focusBack"]) == ("thread-heading", similar_id)
+    # Asked: an open question on both pages, live on mia's; the toggle is off again.
+    asked = summary["asked"]
+    assert (asked["askAfterSend"], asked["similarHidden"]) == (False, True)
+    assert (asked["minji"], asked["mia"]) == (["미해결 질문"], ["open question"])
+
+    # Endorsing: mia's, not minji's; the answer marked and the question counted, live.
+    endorse = summary["endorse"]
+    assert (endorse["minjiButtons"], endorse["miaResolveOnAnswer"]) == (0, 0)
+    assert endorse["miaLabel"].startswith("Endorse the answer of mia at "), endorse
+    assert endorse["minji"] == {"answer": ["추천됨"], "question": ["미해결 질문", "추천 답변 1개"]}
+    # Resolved by its author, seen live by mia.
+    resolve = summary["resolve"]
+    assert re.fullmatch(r"minji 님이 .+에 올린 질문을 해결됨으로 표시", resolve["label"]), resolve
+    assert resolve["minji"] == ["해결된 질문", "추천 답변 1개"]
+    assert resolve["mia"] == ["resolved question", "1 endorsed answer"]
+
+    # The list: newest first, a page of 20 then the rest; Open, Resolved, All.
+    newest_first = seeded[::-1]
+    listed = summary["list"]
+    assert listed["opened"] == "questions-heading"
+    assert (listed["open"], listed["moreShown"]) == (newest_first[:20], True)
+    assert listed["openAll"] == newest_first
+    assert listed["resolved"] == [question_id]
+    assert listed["all"] == [question_id, *newest_first]
+    assert listed["focusAfterThread"] == similar_id
+    # mia reopened it: back under "Open" on minji's page, live; Escape closed the list.
+    assert listed["reopened"] == question_id
+    assert listed["closed"] == "questions-toggle"
+    assert summary["english"] == {
+        "toggle": "Questions",
+        "heading": "Questions in this course",
+        "filters": ["Open", "Resolved", "All"],
+        "similarHeading": "Asked before — the answer may be there already",
+    }
+
+    # Read-only: the banner with the window's end in each page's locale and time zone, and
+    # no composer, for the moderator too (the chat service refuses everyone).
+    ro = summary["readOnly"]
+    for who in ("minji", "mia"):
+        state = ro[who]
+        assert (state["composer"], state["send"], state["ask"], state["bannerHidden"]) == (
+            True,
+            True,
+            True,
+            False,
+        ), state
+    korean = re.fullmatch(
+        r"이 강의 채팅은 (.+)까지 읽기 전용이에요\. 그때까지는 메시지를 보낼 수 없어요\.",
+        ro["minji"]["banner"],
+    )
+    assert korean is not None, ro["minji"]
+    english = re.fullmatch(
+        r"This course chat is read-only until (.+): nothing can be sent until then\.",
+        ro["mia"]["banner"],
+    )
+    assert english is not None, ro["mia"]
+    # "until" the window's end, at its hour and minute in Seoul and in New York.
+    korean_end = re.search(r"(오전|오후) (\d{1,2}):(\d{2})$", korean.group(1))
+    assert korean_end is not None, korean.group(1)
+    assert (int(korean_end.group(2)), int(korean_end.group(3))) == local_time(
+        end.isoformat(), "Asia/Seoul"
+    )
+    english_end = re.search(r"(\d{1,2}):(\d{2})\s(AM|PM)$", english.group(1))
+    assert english_end is not None, english.group(1)
+    assert (int(english_end.group(1)), int(english_end.group(2))) == local_time(
+        end.isoformat(), "America/New_York"
+    )
+    assert ro["minji"]["bannerTitle"].endswith("GMT+9"), ro["minji"]
+    assert re.search(r" E[SD]T$", ro["mia"]["bannerTitle"]), ro["mia"]
+
+    # Slow mode: open to type; after minji's send the page says how long until her next
+    # (the course's slowModeSeconds), mia is exempt; after a reload the server's refusal
+    # says it (its retry-after), the text stays in the box.
+    slow_mode = summary["slow"]
+    assert re.fullmatch(
+        r"\d{4}\. \d{1,2}\. \d{1,2}\. (오전|오후) \d{1,2}:\d{2}까지 슬로우 모드예요\. "
+        r"한 사람당 1시간에 메시지를 하나만 보낼 수 있어요\.|"
+        r"(오전|오후) \d{1,2}:\d{2}까지 슬로우 모드예요\. 한 사람당 1시간에 메시지를 하나만 보낼 수 있어요\.",
+        slow_mode["before"]["banner"],
+    ), slow_mode["before"]
+    assert slow_mode["mia"]["banner"].endswith(
+        ": one message per person every 1 hour. Moderators are exempt."
+    ), slow_mode["mia"]
+    assert (slow_mode["before"]["composer"], slow_mode["before"]["send"]) == (False, False)
+    assert slow_mode["wait"] == "슬로우 모드라서 다음 메시지는 60분 후 보낼 수 있어요.", slow_mode
+    assert (slow_mode["after"]["composer"], slow_mode["after"]["send"]) == (False, True)
+    assert slow_mode["miaWait"] is True
+    assert slow_mode["afterReload"]["send"] is False
+    refused = slow_mode["refused"]
+    assert slow_mode["refusedAccepted"] is False
+    assert re.fullmatch(r"슬로우 모드라서 다음 메시지는 \d+분 후 보낼 수 있어요\.", refused["wait"])
+    assert refused["composer"].startswith("또 보내요 ")
+    assert refused["state"]["send"] is True
+
+    for name, words in summary["words"].items():
+        if name in ("endorsed", "english"):
+            assert_in_english(words)
+        else:
+            assert_in_korean(words, user_content)
+    for name, found in summary["accessibility"].items():
+        assert found in ([], {"ko": [], "en": []}), (name, found)
+    for name in shots:
+        assert_png(ARTIFACTS / name)
+
+    # What the pages showed is what the server stored: the answer endorsed, the question
+    # reopened with its count; the slow course has minji's one message and mia's two.
+    data = await graphql_as(gateway, minji, QUESTION_THREAD, {"c": course_id, "root": question_id})
+    root, replies = data["thread"]["root"], data["thread"]["replies"]
+    assert (root["userId"], root["kind"], root["resolvedAt"]) == ("minji", "QUESTION", None)
+    assert root["endorsedAnswerCount"] == 1
+    assert [(r["messageId"], r["userId"], r["endorsedAt"] is not None) for r in replies] == [
+        (answer_id, "mia", True)
+    ]
+    assert [m["userId"] for m in await stored(gateway, mia, slow)] == ["minji", "mia", "mia"]

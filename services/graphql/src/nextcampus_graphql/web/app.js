@@ -5,6 +5,7 @@
 
 import {
   bindLanguageSelect,
+  formatDuration,
   formatFromNow,
   formatFullTime,
   formatList,
@@ -29,6 +30,12 @@ const COURSE_KEY = 'nextcampus.course';
 // Counts are exact below this; the server says this number for "this many or more" ("99+").
 const COUNT_CAP = 100;
 const MENTIONS_PAGE_SIZE = 20;
+const QUESTIONS_PAGE_SIZE = 20;
+// Earlier questions suggested while one is typed: a few, once the text says something, and
+// asked for once the typing pauses.
+const SIMILAR_LIMIT = 3;
+const SIMILAR_MIN_CHARACTERS = 10;
+const SIMILAR_DELAY_MS = 300;
 // Scrolling, new messages and the page coming back are settled this long before a markRead.
 const MARK_READ_DELAY_MS = 400;
 // `@` and a user id not inside a word or an e-mail address, as the chat service parses it
@@ -44,12 +51,14 @@ const PICKER_EMOJI = ['👍', '❤️', '😂', '🎉', '🤔', '👀', '🙏', 
 const MESSAGE = `fragment Message on ChatMessage {
   messageId userId content timestamp deleted replyTo editedAt replyCount lastReplyAt
   participants pinnedAt reactions { emoji count reactedByMe } mentions mentionsCourse
+  kind resolvedAt endorsedAt endorsedAnswerCount
 }`;
 // A message in an event: the same bytes for every subscriber, so nothing of the viewer's
 // (the page keeps its own reactions from answers and from the events it made itself).
 const EVENT_MESSAGE = `fragment EventMessage on ChatMessage {
   messageId userId content timestamp deleted replyTo editedAt replyCount lastReplyAt
   participants pinnedAt reactions { emoji count } mentions mentionsCourse
+  kind resolvedAt endorsedAt endorsedAnswerCount
 }`;
 // Where the viewer is in a course: the badges of the course list and the read marker the
 // "new messages" divider is drawn at.
@@ -79,12 +88,32 @@ const MY_UPDATES = `subscription MyUpdates($after: String) {
 }
 ${COURSE_STATE}
 ${MENTION}`;
-// Opening a course: its newest history with the event cursor to go live from, the edit
-// window, and the pinned messages, in one round trip.
+// What the page follows of a course's policy: the edit window, and the timetable mode now
+// (the banner, the composer) with when it ends.
+const POLICY = `fragment Policy on CoursePolicy {
+  editWindowSeconds mode modeEndsAt slowModeSeconds
+}`;
+// Opening a course: its newest history with the event cursor to go live from, its policy,
+// and the pinned messages, in one round trip.
 const OPEN_COURSE = `query OpenCourse($courseId: ID!, $limit: Int) {
   messages(courseId: $courseId, limit: $limit) { messages { ...Message } hasMore eventCursor }
-  coursePolicy(courseId: $courseId) { editWindowSeconds }
+  coursePolicy(courseId: $courseId) { ...Policy }
   pinnedMessages(courseId: $courseId) { ...Message }
+}
+${MESSAGE}
+${POLICY}`;
+// No event says the policy changed: the page asks again when the mode is due to end, after
+// a refused send, and when the page or the socket comes back.
+const COURSE_POLICY = `query CoursePolicy($courseId: ID!) { coursePolicy(courseId: $courseId) { ...Policy } }
+${POLICY}`;
+const QUESTIONS = `query Questions($courseId: ID!, $state: QuestionState, $after: ID, $limit: Int) {
+  questions(courseId: $courseId, state: $state, after: $after, limit: $limit) {
+    questions { ...Message } hasMore
+  }
+}
+${MESSAGE}`;
+const SIMILAR_QUESTIONS = `query SimilarQuestions($courseId: ID!, $text: String!, $limit: Int) {
+  similarQuestions(courseId: $courseId, text: $text, limit: $limit) { question { ...Message } }
 }
 ${MESSAGE}`;
 const HISTORY = `query History($courseId: ID!, $before: ID, $limit: Int) {
@@ -115,8 +144,12 @@ const EVENTS = `subscription Events($courseId: ID!, $after: String) {
   }
 }
 ${EVENT_MESSAGE}`;
-const SEND = `mutation Send($courseId: ID!, $content: String!, $clientMessageId: ID, $replyTo: ID) {
-  sendMessage(courseId: $courseId, content: $content, clientMessageId: $clientMessageId, replyTo: $replyTo) {
+const SEND = `mutation Send(
+  $courseId: ID!, $content: String!, $clientMessageId: ID, $replyTo: ID, $kind: MessageKind = MESSAGE
+) {
+  sendMessage(
+    courseId: $courseId, content: $content, clientMessageId: $clientMessageId, replyTo: $replyTo, kind: $kind
+  ) {
     ...Message
   }
 }
@@ -138,6 +171,10 @@ const REMOVE_REACTION = changeOf('RemoveReaction', 'removeReaction', { emoji: 'S
 const PIN = changeOf('Pin', 'pinMessage');
 const UNPIN = changeOf('Unpin', 'unpinMessage');
 const DELETE = changeOf('Delete', 'deleteMessage');
+const ENDORSE = changeOf('Endorse', 'endorseAnswer');
+const UNENDORSE = changeOf('Unendorse', 'unendorseAnswer');
+const RESOLVE = changeOf('Resolve', 'resolveQuestion');
+const REOPEN = changeOf('Reopen', 'reopenQuestion');
 // Who is here. Neither presence nor typing is in the course's event log: both subscriptions
 // are live only, so after a reconnect the page asks for the count (and the open member list)
 // again and forgets the typists (typingChanged names those still typing at once).
@@ -421,6 +458,20 @@ const ui = {
   mentionsEmpty: $('mentions-empty'),
   mentionsMore: $('mentions-more'),
   pinsToggle: $('pins-toggle'),
+  questionsToggle: $('questions-toggle'),
+  questions: $('questions'),
+  questionsHeading: $('questions-heading'),
+  questionsFilter: $('questions-filter'),
+  questionList: $('question-list'),
+  questionsLoading: $('questions-loading'),
+  questionsEmpty: $('questions-empty'),
+  questionsMore: $('questions-more'),
+  modeBanner: $('mode-banner'),
+  askQuestion: $('ask-question'),
+  similar: $('similar'),
+  similarList: $('similar-list'),
+  sendWait: $('send-wait'),
+  threadSendWait: $('thread-send-wait'),
   pins: $('pins'),
   pinsHeading: $('pins-heading'),
   pinned: $('pinned'),
@@ -468,6 +519,17 @@ const noPresence = () => ({
   last: null, // the last userId loaded: the next page's `after`
 });
 
+/** The questions panel of the open course: the pages loaded for its filter, then kept live. */
+const noQuestions = (filter = 'OPEN', open = false) => ({
+  open,
+  filter, // OPEN, RESOLVED or ALL: the `state` asked for
+  ids: new Set(), // the questions the pages brought, and those asked since (live)
+  loaded: false,
+  loading: false,
+  hasMore: false,
+  last: null, // the last question of the last page: the next page's `after`
+});
+
 /** What the page knows about the course it shows; all of it is dropped on a switch. */
 const noCourse = () => ({
   courseId: '',
@@ -480,6 +542,17 @@ const noCourse = () => ({
   cursor: null, // the last event's cursor (first the history's eventCursor): where to resume
   eventCount: 0, // events applied so far: an answer older than an event is not applied
   editWindowMs: 0,
+  policy: null, // the mode part of the course's policy as last read (POLICY)
+  policyTimer: 0, // reads the policy again when its mode is due to end
+  policyReads: 0, // policy requests sent: only the newest one's answer is applied
+  // Slow mode: when the viewer may send next (this browser's clock), from their last send
+  // or the server's refusal; shown and enforced while the course is in slow mode.
+  sendAllowedAt: 0,
+  sendWaitTimer: 0,
+  questions: noQuestions(),
+  // Earlier questions like the one typed: { text, questions } of the newest answer.
+  similar: { text: '', questions: [] },
+  similarTimer: 0,
   // messageId → { message, eventCount }: each message as the newest event or answer says,
   // and how many events had been applied when an event last set it.
   messages: new Map(),
@@ -644,17 +717,26 @@ function render() {
   const signedOut = socket.state === 'idle' || socket.state === 'unauthenticated';
   ui.signIn.hidden = !signedOut;
   ui.chat.hidden = !state.viewer;
-  const canWrite = Boolean(state.courseId) && !signedOut;
+  // Read-only refuses every send, a moderator's too (the chat service exempts them from
+  // slow mode only): nothing to type into.
+  const readOnly = state.policy?.mode === 'READ_ONLY';
+  const canWrite = Boolean(state.courseId) && !signedOut && !readOnly;
+  const waiting = slowWaitMs() > 0;
   for (const box of Object.values(composers)) {
     box.textarea.disabled = !canWrite || !box.open();
-    box.button.disabled = box.textarea.disabled || Boolean(box.sending);
+    box.button.disabled = box.textarea.disabled || Boolean(box.sending) || waiting;
     setText(box.button, box.sending ? t('composer.sending') : t('composer.send'));
   }
+  ui.askQuestion.disabled = !canWrite;
   ui.loadOlder.hidden = !state.subscribed || !state.hasMore;
   ui.loadOlder.disabled = state.loadingOlder;
   setText(ui.loadOlder, state.loadingOlder ? t('history.loading') : t('history.loadOlder'));
   ui.empty.hidden = !state.subscribed || ui.list.childElementCount > 0;
   renderPinsPanel();
+  renderQuestions();
+  renderSimilar();
+  renderModeBanner();
+  renderSendWait();
   renderThreadPanel();
   renderPresence();
   renderTyping();
@@ -714,6 +796,10 @@ const mentionsViewer = (message) =>
   !message.deleted &&
   !isOwn(message) &&
   (message.mentionsCourse || (message.mentions ?? []).includes(state.viewer.userId));
+/** A reply in a question's thread: an answer, which a moderator may endorse. */
+const isAnswer = (message) => Boolean(message.replyTo) && known(message.replyTo)?.kind === 'QUESTION';
+const isQuestion = (message) => message.kind === 'QUESTION';
+const canResolve = (message) => isQuestion(message) && !message.deleted && (isOwn(message) || moderator());
 const canDelete = (message) => !message.deleted && (isOwn(message) || moderator());
 const canReadEdits = (message) =>
   Boolean(message.editedAt) && !message.deleted && (isOwn(message) || moderator());
@@ -784,6 +870,11 @@ function applyEvent(event) {
       state.retracted.delete(id);
       refreshMessage(id);
       break;
+    case 'AnswerEndorsedEvent':
+    case 'AnswerUnendorsedEvent':
+      // The event carries the answer; its question's endorsedAnswerCount changed with it.
+      if (message.replyTo && known(message.replyTo)) refreshMessage(message.replyTo);
+      break;
     case 'ReactionAddedEvent':
     case 'ReactionRemovedEvent':
       if (mine) {
@@ -801,6 +892,9 @@ function applyEvent(event) {
   const followTimeline = nearBottom(ui.history);
   const followThread = nearBottom(ui.threadScroll);
   store(message);
+  // A question asked, resolved or reopened within the range the list has loaded joins it
+  // (the list shows those its filter matches: a reopened one is back under "Open").
+  if (isQuestion(message) && withinQuestions(id)) state.questions.ids.add(id);
   if (event.__typename === 'MessageAddedEvent') {
     scheduleMarkRead();
     if (followTimeline) scrollToBottom(ui.history);
@@ -863,6 +957,7 @@ function fillMessage(li) {
   li.classList.toggle('deleted', message.deleted);
   li.classList.toggle('pinned', Boolean(message.pinnedAt) && !message.deleted);
   li.classList.toggle('mentions-me', mentionsViewer(message));
+  li.classList.toggle('endorsed', Boolean(message.endorsedAt) && !message.deleted);
   const editor = sameOpen(state.editing, messageId, view)
     ? (li.querySelector(':scope > form.editor') ?? editorOf(message))
     : null;
@@ -926,7 +1021,29 @@ function metaOf(message) {
     const words = message.mentions.includes(state.viewer.userId) ? t('mention.marker') : t('mention.markerCourse');
     meta.append(' ', element('span', 'marker mentioned', words));
   }
+  for (const marker of questionMarkers(message)) meta.append(' ', marker);
   return meta;
+}
+
+/** A question's state and its endorsed answers, an answer's endorsement: the markers. */
+function questionMarkers(message) {
+  if (message.deleted) return [];
+  const markers = [];
+  if (isQuestion(message)) {
+    if (message.resolvedAt) {
+      const title = t('question.resolvedTitle', { time: formatFullTime(new Date(message.resolvedAt)) });
+      markers.push(timeElement('marker question resolved', message.resolvedAt, t('question.resolved'), title));
+    } else {
+      markers.push(element('span', 'marker question open', t('question.open')));
+    }
+    const count = message.endorsedAnswerCount;
+    if (count > 0) markers.push(element('span', 'marker endorsed-count', t('question.endorsedCount', { count })));
+  }
+  if (message.endorsedAt) {
+    const title = t('answer.endorsedTitle', { time: formatFullTime(new Date(message.endorsedAt)) });
+    markers.push(timeElement('marker endorsed', message.endorsedAt, t('answer.endorsed'), title));
+  }
+  return markers;
 }
 
 function textOf(message) {
@@ -1109,6 +1226,21 @@ function actionsOf(message, view) {
         : actionButton('pin', t('pin.action'), { 'aria-label': t('pin.actionLabel', about) }),
     );
   }
+  // In a question's thread: endorsing its answers (moderators), resolving it (its author too).
+  if (view === 'thread' && !message.deleted && isAnswer(message) && moderator()) {
+    actions.append(
+      message.endorsedAt
+        ? actionButton('unendorse', t('answer.unendorse'), { 'aria-label': t('answer.unendorseLabel', about) })
+        : actionButton('endorse', t('answer.endorse'), { 'aria-label': t('answer.endorseLabel', about) }),
+    );
+  }
+  if (view === 'thread' && canResolve(message)) {
+    actions.append(
+      message.resolvedAt
+        ? actionButton('reopen', t('question.reopen'), { 'aria-label': t('question.reopenLabel', about) })
+        : actionButton('resolve', t('question.resolve'), { 'aria-label': t('question.resolveLabel', about) }),
+    );
+  }
   if (view !== 'pins' && canDelete(message)) {
     const label = t('message.deleteLabel', about);
     actions.append(actionButton('delete', t('message.delete'), { 'aria-label': label }));
@@ -1198,11 +1330,16 @@ function leaveCourse() {
   state.stopPresence?.();
   state.stopTyping?.();
   clearTimeout(state.typingTimer);
+  clearTimeout(state.policyTimer);
+  clearTimeout(state.similarTimer);
+  clearTimeout(state.sendWaitTimer);
   for (const timer of state.editTimers.values()) clearTimeout(timer);
   closeThread({ restoreFocus: false });
   Object.assign(state, noCourse(), { generation: state.generation + 1 });
   ui.list.replaceChildren();
   ui.pinned.replaceChildren();
+  ui.questionList.replaceChildren();
+  ui.similarList.replaceChildren();
   showError(null);
 }
 
@@ -1241,7 +1378,7 @@ async function loadCourse() {
   }
   if (generation !== state.generation) return false;
   const page = data.messages;
-  state.editWindowMs = data.coursePolicy.editWindowSeconds * 1000;
+  applyPolicy(data.coursePolicy);
   state.hasMore = page.hasMore;
   state.oldestId = page.messages[0]?.messageId ?? null;
   state.cursor = page.eventCursor ?? null;
@@ -1280,15 +1417,95 @@ async function loadCourse() {
 async function reloadCourse(error) {
   const { courseId, pinsOpen } = state;
   const membersOpen = state.presence.open;
+  const { filter, open: questionsOpen } = state.questions;
   const rootId = state.thread?.rootId;
   leaveCourse();
   showError(() => describe(error));
   state.courseId = courseId;
   state.pinsOpen = pinsOpen;
   state.presence.open = membersOpen;
+  state.questions = noQuestions(filter, questionsOpen);
   render();
-  if ((await loadCourse()) && rootId) openThread(rootId, null);
+  if (!(await loadCourse())) return;
+  if (rootId) openThread(rootId, null);
+  if (questionsOpen) loadQuestions();
   if (state.error?.() === describe(error)) showError(null);
+}
+
+// --- the course's policy: the mode banner ----------------------------------------------
+
+// A mode's end is read again this long after it (the server's clock decides the edge).
+const POLICY_EDGE_MS = 1000;
+// setTimeout's longest delay (about 24 days); a mode that lasts longer is read again then.
+const LONGEST_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** The policy as answered: the edit window, the mode, and a timer for the mode's end. */
+function applyPolicy(policy) {
+  state.editWindowMs = policy.editWindowSeconds * 1000;
+  state.policy = policy;
+  clearTimeout(state.policyTimer);
+  if (policy.modeEndsAt) {
+    const untilEndMs = new Date(policy.modeEndsAt).getTime() - Date.now() + POLICY_EDGE_MS;
+    const delay = Math.min(Math.max(untilEndMs, POLICY_EDGE_MS), LONGEST_TIMEOUT_MS);
+    state.policyTimer = setTimeout(loadPolicy, delay);
+  }
+}
+
+/** Read the open course's policy again (the mode may have changed). */
+async function loadPolicy() {
+  if (!state.courseId) return;
+  state.policyReads += 1;
+  const { generation, courseId, policyReads } = state;
+  try {
+    const { coursePolicy } = await socket.request(COURSE_POLICY, { courseId });
+    if (generation !== state.generation || policyReads !== state.policyReads) return;
+    applyPolicy(coursePolicy);
+    render();
+  } catch (error) {
+    // The banner stays as it was; the next send's refusal, or coming back, asks again.
+    console.info(`course policy not read again: ${error.message}`);
+  }
+}
+
+/** The banner's words for the mode now ('' when the course is open). */
+function modeWords(policy) {
+  const until = policy.modeEndsAt ? formatMessageTime(new Date(policy.modeEndsAt)) : null;
+  if (policy.mode === 'READ_ONLY') return until ? t('mode.readOnlyUntil', { time: until }) : t('mode.readOnly');
+  if (policy.mode !== 'SLOW_MODE') return '';
+  const interval = formatDuration(policy.slowModeSeconds ?? 0);
+  const words = until ? t('mode.slowUntil', { time: until, interval }) : t('mode.slow', { interval });
+  return moderator() ? `${words} ${t('mode.moderatorExempt')}` : words;
+}
+
+function renderModeBanner() {
+  const policy = state.subscribed ? state.policy : null;
+  const words = policy ? modeWords(policy) : '';
+  ui.modeBanner.hidden = !words;
+  ui.modeBanner.dataset.mode = words ? policy.mode : 'OPEN';
+  setText(ui.modeBanner, words);
+  if (words && policy.modeEndsAt) ui.modeBanner.title = formatFullTime(new Date(policy.modeEndsAt));
+  else ui.modeBanner.removeAttribute('title');
+}
+
+/** Slow mode: how long until the viewer may send again (0: now, or not in slow mode). */
+function slowWaitMs() {
+  if (state.policy?.mode !== 'SLOW_MODE' || moderator()) return 0;
+  return Math.max(0, state.sendAllowedAt - Date.now());
+}
+
+/** "You can send your next message in 58 seconds." under both composers, worded down to 0. */
+function renderSendWait() {
+  const waitMs = slowWaitMs();
+  const words = waitMs > 0 ? t('mode.nextSend', { when: formatFromNow(waitMs) }) : '';
+  for (const line of [ui.sendWait, ui.threadSendWait]) {
+    line.hidden = !words;
+    setText(line, words);
+  }
+  clearTimeout(state.sendWaitTimer);
+  // Worded again every second; at the end the composers are rendered with Send enabled.
+  if (waitMs > 0) {
+    state.sendWaitTimer = setTimeout(() => (slowWaitMs() > 0 ? renderSendWait() : render()), Math.min(waitMs, 1000));
+  }
 }
 
 async function loadViewer() {
@@ -1424,7 +1641,10 @@ function closeThread({ restoreFocus = true } = {}) {
   ui.threadReplies.replaceChildren();
   render();
   const li = refreshTimelineItem(thread.rootId);
-  if (restoreFocus) (li?.querySelector(`[data-action="${thread.opener}"]`) ?? li ?? ui.composer).focus();
+  // Opened from the questions list or a suggestion: back to the entry that opened it.
+  const entries = { question: ui.questionList, similar: ui.similarList }[thread.opener];
+  const entry = entries?.querySelector(`button[data-message-id="${thread.rootId}"]`);
+  if (restoreFocus) (entry ?? li?.querySelector(`[data-action="${thread.opener}"]`) ?? li ?? ui.composer).focus();
 }
 
 function refreshTimelineItem(messageId) {
@@ -1781,6 +2001,176 @@ async function openMention(courseId, messageId) {
   }
 }
 
+// --- questions: the list, and the earlier ones like the one typed -----------------------
+
+/** A question as a button that opens its thread: who asked, when, its state, its text. */
+function questionLink(message) {
+  const button = element('button', 'question-link');
+  button.type = 'button';
+  button.dataset.messageId = message.messageId;
+  const meta = element('span', 'meta');
+  const full = formatFullTime(new Date(message.timestamp));
+  meta.append(element('span', 'user', userName(message)), ' ', timeElement('', message.timestamp, shortTime(message), full));
+  for (const marker of questionMarkers(message)) meta.append(' ', marker);
+  if (message.replyCount > 0) {
+    meta.append(' ', element('span', 'reply-count', t('thread.replyCount', { count: message.replyCount })));
+  }
+  const text = element('span', 'text');
+  appendContent(text, message);
+  button.append(meta, text);
+  return button;
+}
+
+/** Whether `id` is no older than the last question the list's pages reached. */
+function withinQuestions(id) {
+  const { loaded, hasMore, last } = state.questions;
+  return loaded && (!hasMore || last === null || compareIds(id, last) >= 0);
+}
+
+const QUESTION_FILTERS = {
+  OPEN: (message) => !message.resolvedAt,
+  RESOLVED: (message) => Boolean(message.resolvedAt),
+  ALL: () => true,
+};
+const QUESTIONS_EMPTY = {
+  OPEN: () => t('question.emptyOpen'),
+  RESOLVED: () => t('question.emptyResolved'),
+  ALL: () => t('question.empty'),
+};
+
+/** The next page of the questions of the panel's filter (the first, with `after` null). */
+async function loadQuestions() {
+  const { questions, generation, eventCount, courseId } = state;
+  if (questions.loading) return;
+  const hadFocus = document.activeElement === ui.questionsMore;
+  questions.loading = true;
+  render();
+  try {
+    const variables = { courseId, state: questions.filter, after: questions.last, limit: QUESTIONS_PAGE_SIZE };
+    const { questions: page } = await busy(ui.questionList, socket.request(QUESTIONS, variables));
+    if (generation !== state.generation || state.questions !== questions) return;
+    for (const question of page.questions) {
+      store(question, eventCount);
+      questions.ids.add(question.messageId);
+    }
+    questions.last = page.questions.at(-1)?.messageId ?? questions.last;
+    questions.hasMore = page.hasMore;
+    questions.loaded = true;
+  } catch (error) {
+    if (state.questions === questions) showError(() => t('question.loadFailed', { reason: describe(error) }));
+  } finally {
+    if (state.questions === questions) {
+      questions.loading = false;
+      render();
+      // "Load more" is gone once every question is listed: the list's heading takes the focus.
+      if (hadFocus && ui.questionsMore.hidden) ui.questionsHeading.focus();
+    }
+  }
+}
+
+/**
+ * The panel: the questions loaded that match its filter as they are now (one resolved
+ * meanwhile leaves "Open" and is back when reopened), newest first.
+ */
+function renderQuestions() {
+  const { questions } = state;
+  ui.questionsToggle.hidden = !state.subscribed;
+  ui.questionsToggle.setAttribute('aria-expanded', String(questions.open));
+  ui.questions.hidden = !questions.open || !state.subscribed;
+  ui.questionsFilter.value = questions.filter;
+  let shown = [];
+  if (ui.questions.hidden) {
+    if (ui.questionList.firstChild) ui.questionList.replaceChildren();
+  } else {
+    const matches = QUESTION_FILTERS[questions.filter];
+    shown = [...questions.ids]
+      .map(known)
+      .filter((message) => message && !message.deleted && matches(message))
+      .sort((a, b) => compareIds(b.messageId, a.messageId));
+    const focusedId = ui.questionList.contains(document.activeElement)
+      ? document.activeElement.dataset.messageId
+      : null;
+    const items = shown.map((message) => {
+      const li = element('li', 'message question-entry');
+      li.dataset.questionId = message.messageId;
+      li.append(questionLink(message));
+      return li;
+    });
+    const current = [...ui.questionList.children];
+    if (items.length !== current.length || items.some((li, index) => !li.isEqualNode(current[index]))) {
+      ui.questionList.replaceChildren(...items);
+      if (focusedId) {
+        (ui.questionList.querySelector(`button[data-message-id="${focusedId}"]`) ?? ui.questionsHeading).focus();
+      }
+    }
+  }
+  ui.questionsLoading.hidden = !questions.loading;
+  ui.questionsEmpty.hidden = !questions.loaded || shown.length > 0;
+  setText(ui.questionsEmpty, QUESTIONS_EMPTY[questions.filter]());
+  ui.questionsMore.hidden = !questions.loaded || !questions.hasMore;
+  ui.questionsMore.disabled = questions.loading;
+}
+
+function toggleQuestions(open = !state.questions.open) {
+  state.questions.open = open;
+  if (open && !state.questions.loaded) loadQuestions();
+  render();
+}
+
+/** Another filter: its questions from the first page. */
+function filterQuestions(filter) {
+  if (filter === state.questions.filter) return;
+  state.questions = noQuestions(filter, state.questions.open);
+  loadQuestions();
+}
+
+/** Ask for earlier questions like the one typed once the typing pauses. */
+function scheduleSimilar() {
+  clearTimeout(state.similarTimer);
+  state.similarTimer = setTimeout(loadSimilar, SIMILAR_DELAY_MS);
+}
+
+const questionTyped = () => (ui.askQuestion.checked ? ui.composer.value.trim() : '');
+
+async function loadSimilar() {
+  const text = questionTyped();
+  if (text === state.similar.text) return;
+  if (text.length < SIMILAR_MIN_CHARACTERS || !state.subscribed) {
+    state.similar = { text, questions: [] };
+    renderSimilar();
+    return;
+  }
+  const { generation, courseId, eventCount } = state;
+  try {
+    const variables = { courseId, text, limit: SIMILAR_LIMIT };
+    const { similarQuestions } = await socket.request(SIMILAR_QUESTIONS, variables);
+    // Typed on meanwhile: the request for the newer text answers that.
+    if (generation !== state.generation || questionTyped() !== text) return;
+    for (const { question } of similarQuestions) store(question, eventCount);
+    state.similar = { text, questions: similarQuestions.map(({ question }) => question.messageId) };
+  } catch (error) {
+    // A suggestion, not worth an error line: the question can be asked anyway.
+    console.info(`no similar questions: ${error.message}`);
+  }
+  renderSimilar();
+}
+
+/** The earlier questions like the one typed, each a button to its thread. */
+function renderSimilar() {
+  const questions = ui.askQuestion.checked
+    ? state.similar.questions.map(known).filter((message) => message && !message.deleted)
+    : [];
+  fillIfChanged(
+    ui.similarList,
+    questions.map((message) => {
+      const li = element('li', 'message question-entry');
+      li.append(questionLink(message));
+      return li;
+    }),
+  );
+  ui.similar.hidden = questions.length === 0;
+}
+
 // --- who is here: presence and typing ---------------------------------------------------
 
 const MEMBERS_PAGE_SIZE = 50;
@@ -1833,6 +2223,7 @@ function socketLost() {
 /** The socket is back (its subscriptions resubscribed): ask who is online again. */
 function socketBack() {
   if (state.subscribed && state.presence.stale) refreshPresence();
+  if (state.subscribed) loadPolicy();
 }
 
 function forgetPresence() {
@@ -2057,14 +2448,16 @@ const composers = {
 
 async function send(box) {
   const content = box.textarea.value;
-  if (!content.trim() || box.sending || !state.courseId || !box.open()) return;
+  if (!content.trim() || box.sending || !state.courseId || !box.open() || slowWaitMs() > 0) return;
   const { courseId, eventCount } = state;
   const replyTo = box.replyTo();
+  const kind = box === composers.main && ui.askQuestion.checked ? 'QUESTION' : 'MESSAGE';
   // The same clientMessageId on every retry: the server stores the message once. A send
   // that failed keeps its id for the same text, so pressing Send again cannot store a copy
   // of one the server kept after all.
   const { unsent } = box;
-  const again = unsent?.courseId === courseId && unsent.content === content && unsent.replyTo === replyTo;
+  const again =
+    unsent?.courseId === courseId && unsent.content === content && unsent.replyTo === replyTo && unsent.kind === kind;
   const clientMessageId = again ? unsent.clientMessageId : newClientId();
   box.sending = { clientMessageId, content };
   showError(null);
@@ -2073,17 +2466,25 @@ async function send(box) {
   try {
     for (;;) {
       try {
-        const variables = { courseId, content, clientMessageId, replyTo };
+        const variables = { courseId, content, clientMessageId, replyTo, kind };
         const { sendMessage } = await socket.request(SEND, variables);
         box.unsent = null;
         showError(null);
+        if (courseId === state.courseId && state.policy?.mode === 'SLOW_MODE') {
+          state.sendAllowedAt = Date.now() + (state.policy.slowModeSeconds ?? 0) * 1000;
+        }
         // The server stopped showing the viewer as typing: text typed next shows at once.
         if (courseId === state.courseId) state.typingNextAt = 0;
         if (courseId === state.courseId) {
           store(sendMessage, eventCount);
           scrollToBottom(box.scroller);
         }
-        if (box.textarea.value === content) box.textarea.value = '';
+        if (box.textarea.value === content) {
+          box.textarea.value = '';
+          // Asked: the next message is a plain one again, and nothing is suggested for it.
+          if (kind === 'QUESTION') ui.askQuestion.checked = false;
+          if (kind === 'QUESTION') state.similar = { text: '', questions: [] };
+        }
         return;
       } catch (error) {
         // Not acknowledged yet (no replica confirmed it, or the chat service is away): the
@@ -2096,9 +2497,15 @@ async function send(box) {
     }
   } catch (error) {
     // The text stays in the box, to be sent again (with the same id).
-    box.unsent = { courseId, content, replyTo, clientMessageId };
+    box.unsent = { courseId, content, replyTo, clientMessageId, kind };
     const retryAfterMs = error instanceof GraphqlError ? (error.extensions.retryAfterMs ?? 0) : 0;
     showError(() => describe(error), retryAfterMs);
+    // A refusal by the course's mode says the page's picture of it may be stale; in slow
+    // mode the server's wait is when the next send can go.
+    if (courseId === state.courseId && ['RATE_LIMITED', 'READ_ONLY'].includes(error?.code)) {
+      if (error.code === 'RATE_LIMITED') state.sendAllowedAt = Date.now() + retryAfterMs;
+      loadPolicy();
+    }
   } finally {
     box.sending = null;
     render();
@@ -2308,6 +2715,7 @@ new ResizeObserver(() => {
 document.addEventListener('visibilitychange', () => {
   scheduleMarkRead();
   if (document.visibilityState === 'visible') refreshCourses();
+  if (document.visibilityState === 'visible' && state.subscribed) loadPolicy();
 });
 window.addEventListener('focus', scheduleMarkRead);
 ui.loadOlder.addEventListener('click', loadOlder);
@@ -2330,6 +2738,38 @@ for (const node of [ui.presence, ui.presenceToggle]) {
     ui.presenceToggle.focus();
   });
 }
+// The questions panel opens with the focus on its heading, as the member list does; Escape
+// in it closes it, the focus back on its toggle.
+ui.questionsToggle.addEventListener('click', () => {
+  toggleQuestions();
+  if (state.questions.open) ui.questionsHeading.focus();
+});
+ui.questionsFilter.addEventListener('change', () => filterQuestions(ui.questionsFilter.value));
+ui.questionsMore.addEventListener('click', loadQuestions);
+for (const node of [ui.questions, ui.questionsToggle]) {
+  node.addEventListener('keydown', (event) => {
+    if (event.key !== 'Escape' || event.isComposing || !state.questions.open) return;
+    event.preventDefault();
+    toggleQuestions(false);
+    ui.questionsToggle.focus();
+  });
+}
+for (const [list, opener] of [
+  [ui.questionList, 'question'],
+  [ui.similarList, 'similar'],
+]) {
+  list.addEventListener('click', (event) => {
+    const button = event.target.closest('button.question-link');
+    if (button) openThread(button.dataset.messageId, opener);
+  });
+}
+ui.askQuestion.addEventListener('change', () => {
+  scheduleSimilar();
+  render();
+});
+ui.composer.addEventListener('input', () => {
+  if (ui.askQuestion.checked || state.similar.questions.length > 0) scheduleSimilar();
+});
 ui.pinsToggle.addEventListener('click', () => {
   state.pinsOpen = !state.pinsOpen;
   render();
@@ -2366,6 +2806,18 @@ ui.chat.addEventListener('click', (event) => {
       break;
     case 'unpin':
       change(UNPIN, messageId);
+      break;
+    case 'endorse':
+      change(ENDORSE, messageId);
+      break;
+    case 'unendorse':
+      change(UNENDORSE, messageId);
+      break;
+    case 'resolve':
+      change(RESOLVE, messageId);
+      break;
+    case 'reopen':
+      change(REOPEN, messageId);
       break;
     case 'delete':
       deleteMessage(messageId, button);

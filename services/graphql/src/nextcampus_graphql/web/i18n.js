@@ -210,6 +210,17 @@ export function formatFromNow(milliseconds) {
   return intl.relative.format(amount, unit);
 }
 
+/**
+ * A length of time in the largest unit it fills whole: "90 seconds", "2 minutes", "1 hour"
+ * ("1시간"). Intl words the unit, so no catalogue needs a plural of each.
+ */
+export function formatDuration(seconds) {
+  const [unit, unitSeconds] = UNITS.map(([name, ms]) => [name, ms / 1000]).find(
+    ([name, size]) => name !== 'day' && seconds % size === 0,
+  );
+  return new Intl.NumberFormat(intl.locale, { style: 'unit', unit, unitDisplay: 'long' }).format(seconds / unitSeconds);
+}
+
 /** When `date` was, from now: "5 minutes ago", "yesterday". */
 export const formatAgo = (date) => formatFromNow(date.getTime() - Date.now());
 
