@@ -148,6 +148,11 @@ async def test_a_question_is_answered_endorsed_resolved_and_reopened_with_each_r
         (Kind.ANSWER_UNENDORSED, answer.message_id, "mod"),
     ]
     assert events[0].message.kind == QUESTION
+    # An endorsement's event carries the question too, as it is now (the page's count of
+    # endorsed answers needs no second round trip).
+    endorsements = [e for e in events if e.kind in (Kind.ANSWER_ENDORSED, Kind.ANSWER_UNENDORSED)]
+    assert [e.root.message_id for e in endorsements] == [question.message_id] * 2
+    assert all(e.root.kind == QUESTION for e in endorsements)
 
 
 async def test_a_live_stream_says_a_message_is_a_question(user_for, course_id):

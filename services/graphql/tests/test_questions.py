@@ -30,6 +30,8 @@ SIMILAR = """query($c: ID!, $t: String!) {
 EVENTS = """subscription($courseId: ID!, $after: String) {
   courseEvents(courseId: $courseId, after: $after) {
     __typename actorId message { messageId kind resolvedAt endorsedAt endorsedAnswerCount }
+    ... on AnswerEndorsedEvent { question { messageId endorsedAnswerCount } }
+    ... on AnswerUnendorsedEvent { question { messageId endorsedAnswerCount } }
   }
 }"""
 
@@ -116,6 +118,9 @@ async def test_questions_are_asked_answered_endorsed_resolved_and_reopened(
             assert seen(events) == wanted
             assert events.events[0]["message"]["kind"] == "QUESTION"
             assert events.events[3]["message"]["resolvedAt"] is not None
+            # An endorsement names the question as it is after it: no second round trip.
+            assert events.events[2]["question"] == {"messageId": q, "endorsedAnswerCount": 1}
+            assert events.events[5]["question"] == {"messageId": q, "endorsedAnswerCount": 0}
 
 
 async def test_questions_by_state_and_similar_questions(graphql_server, make_token, course_id):

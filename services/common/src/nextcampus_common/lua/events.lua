@@ -15,7 +15,7 @@
 --   {}}, ...}
 --   | {'stale', oldest} | {'ahead'}
 -- (records as read_message makes them, for no viewer: a stream's bytes are everyone's; the
--- root is there for an added reply, as it is now.)
+-- root is there for an added reply and an endorsement's answer, as it is now.)
 local log_key, course, after, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_bytes = tonumber(ARGV[4])
 -- Cursors of different Redis nodes' clocks: allow for their difference (as history.lua).
@@ -73,8 +73,10 @@ for _, entry in ipairs(entries) do
       break
     end
     count = count + 1
+    -- The thread's root of an added reply, and the question of an endorsement (its
+    -- endorsed_count changed with it): as they are now.
     local root = {}
-    if fields.k == 'a' and record[8] ~= '' then
+    if (fields.k == 'a' or fields.k == 'g' or fields.k == 'h') and record[8] ~= '' then
       root = read_message(course, record[8], '') or {}
     end
     out[#out + 1] = {entry[1], fields.k, fields.u, fields.e or '', record, root}

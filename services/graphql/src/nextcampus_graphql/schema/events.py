@@ -50,6 +50,10 @@ def _actor() -> graphene.ID:
     )
 
 
+def _root(event: chat_pb2.CourseEvent, _info: Any) -> chat_pb2.ChatMessage | None:
+    return event.root if event.HasField("root") else None
+
+
 class MessageAddedEvent(graphene.ObjectType):
     class Meta:
         interfaces = (CourseEvent,)
@@ -57,12 +61,10 @@ class MessageAddedEvent(graphene.ObjectType):
     actor_id = _actor()
 
     root = graphene.Field(
-        ChatMessage, description="for a reply: its thread's root as it is now (replyCount and all)"
+        ChatMessage,
+        description="for a reply: its thread's root as it is now (replyCount and all)",
+        resolver=_root,
     )
-
-    @staticmethod
-    def resolve_root(event: chat_pb2.CourseEvent, _info: Any) -> chat_pb2.ChatMessage | None:
-        return event.root if event.HasField("root") else None
 
 
 class MessageEditedEvent(graphene.ObjectType):
@@ -130,23 +132,33 @@ class MessageRestoredEvent(graphene.ObjectType):
         interfaces = (CourseEvent,)
 
 
+def _question() -> graphene.Field:
+    return graphene.Field(
+        ChatMessage,
+        description="the answer's question as it is now (its endorsedAnswerCount changed too)",
+        resolver=_root,
+    )
+
+
 class AnswerEndorsedEvent(graphene.ObjectType):
-    """A moderator endorsed an answer: `message` is the answer (its question keeps
-    `endorsedAnswerCount`)."""
+    """A moderator endorsed an answer: `message` is the answer, `question` its question."""
 
     class Meta:
         interfaces = (CourseEvent,)
 
     actor_id = _actor()
+    question = _question()
 
 
 class AnswerUnendorsedEvent(graphene.ObjectType):
-    """A moderator took an endorsement back: `message` is the answer."""
+    """A moderator took an endorsement back: `message` is the answer, `question` its
+    question."""
 
     class Meta:
         interfaces = (CourseEvent,)
 
     actor_id = _actor()
+    question = _question()
 
 
 class QuestionResolvedEvent(graphene.ObjectType):

@@ -988,7 +988,10 @@ class CourseEvent(_message.Message):
 
     @_builtins.property
     def root(self) -> Global___ChatMessage:
-        """MESSAGE_ADDED of a reply: its thread's root as it is now (reply_count and all)."""
+        """MESSAGE_ADDED of a reply: its thread's root as it is now (reply_count and all);
+        ANSWER_ENDORSED / ANSWER_UNENDORSED: the answer's question as it is now
+        (endorsed_answer_count and all).
+        """
 
     @_builtins.property
     def typing(self) -> Global___TypingEvent:
