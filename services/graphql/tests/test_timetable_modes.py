@@ -89,6 +89,7 @@ async def test_course_policy_shows_the_mode_its_end_and_the_schedule(
         assert error["extensions"]["code"] == "RATE_LIMITED"
         assert 44_000 < error["extensions"]["retryAfterMs"] <= 45_000
         assert "slow mode" in error["message"]
+        assert error["extensions"]["reason"] == "SLOW_MODE"  # told apart from the rate limit
 
 
 async def test_without_a_schedule_the_course_is_open_for_good(

@@ -10,6 +10,9 @@ class Problem(enum.Enum):
     PERMISSION_DENIED = "permission_denied"
     INVALID_ARGUMENT = "invalid_argument"
     RATE_LIMITED = "rate_limited"
+    # Rate-limited by the course's slow mode (one message per N s), not by the rate limit:
+    # the same status, told apart by clients that show the mode (trailing PROBLEM).
+    SLOW_MODE = "slow_mode"
     NOT_FOUND = "not_found"
     READ_ONLY = "read_only"
     UNAVAILABLE = "unavailable"

@@ -67,6 +67,7 @@ STATUS_OF: dict[Problem, grpc.StatusCode] = {
     Problem.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Problem.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
     Problem.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Problem.SLOW_MODE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Problem.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Problem.READ_ONLY: grpc.StatusCode.FAILED_PRECONDITION,
     Problem.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,

@@ -959,11 +959,12 @@ def _raise_refusal(
     if outcome == "rate_limited":
         retry_after_ms = int(reply[1])
         what = "messages" if action == "send" else "changes"
-        why = f"too many {what}"
+        why, problem = f"too many {what}", Problem.RATE_LIMITED
         if len(reply) > 2:
             why = f"course {course_id} is in slow mode: one message per {reply[2]} s"
+            problem = Problem.SLOW_MODE
         raise ChatError(
-            Problem.RATE_LIMITED,
+            problem,
             f"{why}; retry in {retry_after_ms / 1000:.1f} s",
             retry_after_ms=retry_after_ms,
         )

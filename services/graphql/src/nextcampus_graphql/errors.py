@@ -71,6 +71,8 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
         if code is Code.CURSOR_EXPIRED:
             return ApiError(code, CURSOR_EXPIRED_MESSAGE)
     extensions: dict[str, object] = {}
+    if metadata_value(trailing, PROBLEM) == "slow_mode":
+        extensions["reason"] = "SLOW_MODE"  # not the rate limit: the course's slow mode
     retry_after_ms = metadata_value(trailing, RETRY_AFTER_MS)
     if retry_after_ms is not None:
         extensions["retryAfterMs"] = int(retry_after_ms)
