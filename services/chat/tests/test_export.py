@@ -51,7 +51,8 @@ async def test_an_empty_course_is_a_header_and_an_end(client_for, course_id):
     chunks, lines = await exported(moderator, course_id)
     assert len(chunks) == 1
     export = parse(lines)
-    assert export.messages == [] and export.end == {"type": "end", "messages": 0}
+    assert export.messages == []
+    assert export.end == {"type": "end", "messages": 0}
     assert export.header["policy"]["ttlSeconds"] == 86400
 
 

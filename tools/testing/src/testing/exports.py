@@ -108,14 +108,17 @@ def check_rich_course(export: ParsedExport, course: RichCourse) -> None:
     assert reactors == {student: ["👍"], moderator: sorted(["👍", "🎉"])}
 
     edited = export.message(course.edited)
-    assert edited.content == "final text" and edited.edited_at > 0
+    assert edited.content == "final text"
+    assert edited.edited_at > 0
     versions = lines[course.edited]["versions"]
     assert [v["content"] for v in versions] == ["first draft", "second draft"]
     assert all(int(v["writtenAt"]) > 0 for v in versions)
 
     tombstone = export.message(course.deleted)
-    assert tombstone.deleted and tombstone.content == ""
-    assert lines[course.deleted]["versions"] == [] and lines[course.deleted]["reactors"] == []
+    assert tombstone.deleted
+    assert tombstone.content == ""
+    assert lines[course.deleted]["versions"] == []
+    assert lines[course.deleted]["reactors"] == []
     # Every field of the proto is there, defaults included (a field added later is too).
     names = {f.json_name for f in chat_pb2.ChatMessage.DESCRIPTOR.fields}
     assert all(set(line["message"]) == names for line in export.messages)
