@@ -30,7 +30,7 @@ from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 from nextcampus_common.settings import JwtSettings
-from testing.exports import check_rich_course, parse, populate
+from testing.exports import check_rich_course, parse, populate, read
 
 CHATCTL = [sys.executable, "-m", "chatctl"]
 
@@ -352,7 +352,7 @@ async def test_export_writes_the_course_to_a_file_and_reports_progress(
 
     assert code == 0, err
     assert out == ""
-    check_rich_course(parse(written.read_text().splitlines()), course)
+    check_rich_course(read(written), course)
     assert f"{course_id}: 6 messages so far" in err
     assert f"exported 6 messages of {course_id} to {written}" in err
     # Without --output: the NDJSON on stdout, the progress still on stderr only.
@@ -412,4 +412,4 @@ async def test_export_cut_short_exits_non_zero(tmp_path, fail):
     assert f"cut short after 0 messages (no end line): {written} is incomplete" in err
     if fail:
         assert "UNAVAILABLE: chat pod went away" in err
-    assert parse(written.read_text().splitlines()).end is None
+    assert read(written).end is None

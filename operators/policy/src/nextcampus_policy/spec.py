@@ -156,6 +156,9 @@ class PolicySpec(BaseModel):
         default=None, alias="editWindowSeconds", ge=0, le=31_536_000
     )
     schedule: list[ScheduleWindow] = Field(default_factory=list, max_length=MAX_WINDOWS)
+    # Opt-in: before a change that shortens the TTL of a course with history, the operator
+    # writes a full export of it to its export directory (README, "Exporting a course").
+    export_before_ttl_change: bool = Field(default=False, alias="exportBeforeTTLChange")
 
     def windows(self) -> list[timetable.Window]:
         return [window.window() for window in self.schedule]

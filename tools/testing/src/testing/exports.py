@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
@@ -78,6 +79,11 @@ def parse(lines: Iterable[str]) -> ParsedExport:
     end = rest.pop() if rest and rest[-1]["type"] == "end" else None
     assert all(line["type"] == "message" for line in rest), [line["type"] for line in rest]
     return ParsedExport(header, rest, end)
+
+
+def read(path: str | Path) -> ParsedExport:
+    """An export file, parsed."""
+    return parse(Path(path).read_text(encoding="utf-8").splitlines())
 
 
 def check_rich_course(export: ParsedExport, course: RichCourse) -> None:
