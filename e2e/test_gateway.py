@@ -26,15 +26,18 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import grpc
 import pytest
+from gql import Client, GraphQLRequest
+from gql.transport.websockets import WebsocketsTransport
 
 from devstack.gateway import UNLIMITED_BUDGET, ClientBudget
 from devstack.processes import free_ports
 from devstack.scrape import scrape
 from devstack.topology import Topology
 from nextcampus_common.auth import issue_token
-from nextcampus_common.chat_api import ChatApi
+from nextcampus_common.chat_api import ChatApi, ChatClient
 from nextcampus_common.metadata import RETRY_AFTER_MS, metadata_value
 from nextcampus_graphql.connection import TRANSPORT_WS
+from testing.exports import check_rich_course, parse, populate
 from testing.plugin import Collector, established
 from testing.ws import Subscriber, close_code, next_json, raw_socket, ready
 
@@ -845,3 +848,34 @@ def test_header_names_keep_their_case_through_the_gateway(gateway: Gateway) -> N
     assert upgrade.startswith(b"HTTP/1.1 101"), upgrade
     assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in upgrade, upgrade
     assert b"\r\nSec-WebSocket-Protocol: graphql-transport-ws" in upgrade, upgrade
+
+
+async def test_a_course_export_through_the_gateway(gateway: Gateway, course_id: str) -> None:
+    """ExportCourse (gRPC) and exportCourse (a GraphQL subscription) pass the gateway: the
+    moderator gets the whole course, a student is refused."""
+    target = grpc_target(gateway)
+    student_token = gateway.token(new_user("student"), [course_id])
+    moderator_token = gateway.token(new_user("moderator"), [course_id], [course_id])
+    async with (
+        ChatClient(target, student_token) as student,
+        ChatClient(target, moderator_token) as moderator,
+    ):
+        course = await populate(student, moderator, course_id)
+        lines = [line async for chunk in moderator.export(course_id) for line in chunk.lines]
+        check_rich_course(parse(lines), course)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            [chunk async for chunk in student.export(course_id)]
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+    transport = WebsocketsTransport(
+        url=gateway.ws_url,
+        init_payload={"authorization": f"Bearer {moderator_token}"},
+        subprotocols=[TRANSPORT_WS],
+    )
+    async with Client(transport=transport) as session:
+        request = GraphQLRequest(
+            "subscription($c: ID!) { exportCourse(courseId: $c) { lines } }",
+            variable_values={"c": course_id},
+        )
+        chunks = [result["exportCourse"]["lines"] async for result in session.subscribe(request)]
+    check_rich_course(parse(line for chunk in chunks for line in chunk), course)

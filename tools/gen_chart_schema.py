@@ -26,7 +26,8 @@ SCHEMA_FILE = ROOT / "charts" / "nextcampus-chat" / "values.schema.json"
 # Fields the chart derives from its other values (ports its probes and Services use, the
 # Redis nodes and JWT secret it wires, the policy defaults it gives chat and operator alike,
 # the shutdown budget it checks against the grace period, the namespaces the operator
-# watches and the courses each may govern): not settable through `settings`.
+# watches and the courses each may govern, its export directory): not settable through
+# `settings`.
 _COMMON_MANAGED = {
     "metrics_host",
     "metrics_port",
@@ -52,7 +53,14 @@ SERVICES: dict[str, tuple[type[BaseSettings], set[str]]] = {
     ),
     "operatorSettings": (
         PolicyOperatorSettings,
-        _COMMON_MANAGED | {"health_host", "health_port", "watch_namespaces", "governed_courses"},
+        _COMMON_MANAGED
+        | {
+            "health_host",
+            "health_port",
+            "watch_namespaces",
+            "governed_courses",
+            "export_directory",  # operator.exports
+        },
     ),
 }
 

@@ -793,3 +793,31 @@ def test_notes_tell_how_to_reach_the_gateway_and_apply_a_policy() -> None:
     )
     assert "kubectl apply -f examples/policies/" in notes
     assert re.search(r"kubectl get secret nextcampus-nextcampus-chat-jwt", notes)
+
+
+def test_course_exports_get_a_kept_volume_only_when_asked() -> None:
+    """operator.exports.persistence: a PersistentVolumeClaim (kept on uninstall) mounted where
+    the operator's export_directory says; off, the operator has no export directory (its
+    exports are refused, the TTL applied) and no claim exists."""
+    objects = rendered("ha")
+    (claim,) = of_kind(objects, "PersistentVolumeClaim")
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert claim["spec"]["storageClassName"] == "standard"
+    (operator,) = [w for w in workloads(objects) if component(w) == "operator"]
+    spec = pod_spec(operator)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["exports"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    env = env_of(objects, "operator")
+    assert env["NEXTCAMPUS_EXPORT_DIRECTORY"] == mounts["exports"] == "/var/lib/nextcampus/exports"
+
+    existing = rendered("ha", "--set", "operator.exports.persistence.existingClaim=archive")
+    assert of_kind(existing, "PersistentVolumeClaim") == []
+    (operator,) = [w for w in workloads(existing) if component(w) == "operator"]
+    volumes = {v["name"]: v for v in pod_spec(operator)["volumes"]}
+    assert volumes["exports"]["persistentVolumeClaim"]["claimName"] == "archive"
+
+    default = rendered("default")
+    assert of_kind(default, "PersistentVolumeClaim") == []
+    assert "NEXTCAMPUS_EXPORT_DIRECTORY" not in env_of(default, "operator")

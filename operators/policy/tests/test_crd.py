@@ -7,6 +7,7 @@ with the schema at every bound; and the status the operator writes fits the sche
 from __future__ import annotations
 
 import copy
+import datetime
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from devstack.paths import chart
 from devstack.policies import load
 from nextcampus_policy.crd import crd, problems
+from nextcampus_policy.exports import ExportResult
 from nextcampus_policy.reconcile import Outcome, status_for
 from nextcampus_policy.spec import API_VERSION, GROUP, KIND, PLURAL, InvalidSpec, Reason, parse_spec
 
@@ -125,6 +127,10 @@ INVALID = {
         "is not one of ['Disabled', 'ToClassmates']",
     ),
     "anonymous-as-boolean": ({"courseId": "c1", "anonymousPosting": True}, "not of type"),
+    "export-as-text": (
+        {"courseId": "c1", "exportBeforeTTLChange": "yes"},
+        "not of type 'boolean'",
+    ),
     "unknown-spec-field": ({"courseId": "c1", "ttl": 60}, "'ttl' was unexpected"),
     "unknown-rate-field": (
         {"courseId": "c1", "rateLimit": {"messages": 1, "perSeconds": 1, "burst": 3}},
@@ -174,6 +180,8 @@ BOUNDS = [
     {"anonymousPosting": "Disabled"},
     {"anonymousPosting": "ToClassmates"},
     {"anonymousPosting": "toclassmates"},
+    {"exportBeforeTTLChange": True},
+    {"exportBeforeTTLChange": False},
 ]
 
 
@@ -409,3 +417,26 @@ def test_the_status_with_a_mode_fits_the_schema() -> None:
         "2027-01-15T08:00:00Z",
     )
     assert problems(policy({"courseId": "c1"}, status=status)) == []
+
+
+@pytest.mark.parametrize(
+    "export",
+    [
+        ExportResult(
+            "c1", datetime.datetime(2026, 12, 2, 9, 30, tzinfo=datetime.UTC), None, 0, "no"
+        ),
+        ExportResult(
+            "c1",
+            datetime.datetime(2026, 12, 2, 9, 30, tzinfo=datetime.UTC),
+            Path("/exports/c1-20261202T093000.000000Z.ndjson"),
+            42,
+        ),
+    ],
+    ids=["refused", "exported"],
+)
+def test_the_status_with_an_export_fits_the_schema(export: ExportResult) -> None:
+    outcome = Outcome(Reason.APPLIED, "applied", effective_ttl_seconds=3600, export=export)
+    status = {k: v for k, v in status_for(outcome, 3, None).items() if v is not None}
+    assert status["lastExport"]["result"] == ("Refused" if export.refused else "Exported")
+    assert status["lastExport"]["time"] == "2026-12-02T09:30:00Z"
+    assert problems(policy({"courseId": "c1", "exportBeforeTTLChange": True}, status=status)) == []

@@ -34,6 +34,7 @@ from nextcampus_policy.handlers import FINALIZER
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.settings import PolicyOperatorSettings
 from nextcampus_policy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from testing.exports import check_rich_course, populate, read
 from testing.plugin import KUBE_NAMESPACE, POLICY_RESOURCE
 
 RESOURCE = POLICY_RESOURCE
@@ -533,3 +534,66 @@ async def test_the_status_shows_the_schedules_mode_and_its_next_change(
         message = ready_condition(stored(kube, "exam"))["message"]
         assert "schedule.0.dated" in message
         assert "not a date and time of the calendar" in message
+
+
+async def test_a_shortening_ttl_change_is_exported_first_and_reported(
+    kube: kmock.KubernetesEmulator,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    client_for: Callable[..., Any],
+    course_id: str,
+    tmp_path: Path,
+) -> None:
+    """Opted in, with an export directory: the course is exported before each change that
+    shortens its TTL; the status and an Event say where."""
+    course = await populate(
+        client_for("stu", [course_id]), client_for("mod", [course_id], [course_id]), course_id
+    )
+    exports = tmp_path / "exports"  # the operator's volume (tmp_path holds the kubeconfig)
+    exports.mkdir()
+    settings = operator_settings.model_copy(update={"export_directory": exports})
+    spec = {"courseId": course_id, "exportBeforeTTLChange": True, "messageTTLSeconds": 7200}
+    async with operator(settings, metrics):
+        await kube.post(url(), json=policy("exported", spec))
+        await eventually(
+            lambda: "lastExport" in (stored(kube, "exported").get("status") or {}),
+            "the export in the status",
+        )
+        last = stored(kube, "exported")["status"]["lastExport"]
+        assert last["result"] == "Exported"
+        assert last["messages"] == len(course.ids)
+        check_rich_course(read(last["file"]), course)
+        (event,) = events(kube, "CourseExported")
+        assert last["file"] in event["message"]
+
+        await kube.patch(url("exported"), json={"spec": {"messageTTLSeconds": 600}})
+        await eventually(lambda: len(events(kube, "CourseExported")) == 2, "a second export")
+        assert len(os.listdir(exports)) == 2
+        assert stored(kube, "exported")["status"]["effectiveTTLSeconds"] == 600
+
+
+async def test_an_export_without_a_directory_is_refused_and_the_ttl_applied(
+    kube: kmock.KubernetesEmulator,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    client_for: Callable[..., Any],
+    cluster_client: Any,
+    course_id: str,
+) -> None:
+    await client_for("ada", [course_id]).send(course_id, "history worth keeping")
+    spec = {"courseId": course_id, "exportBeforeTTLChange": True, "messageTTLSeconds": 3600}
+    async with operator(operator_settings, metrics):
+        await kube.post(url(), json=policy("refused", spec))
+        await eventually(lambda: bool(events(kube, "ExportRefused")), "a Warning Event")
+        (event,) = events(kube, "ExportRefused")
+        assert event["type"] == "Warning"
+        assert "no export directory is configured" in event["message"]
+        await eventually(
+            lambda: ready_condition(stored(kube, "refused")).get("status") == "True", "Ready"
+        )
+        status = stored(kube, "refused")["status"]
+        assert status["lastExport"]["result"] == "Refused"
+        assert "no export directory" in status["lastExport"]["reason"]
+        assert "refused" in ready_condition(stored(kube, "refused"))["message"]
+        assert status["effectiveTTLSeconds"] == 3600
+    assert cluster_client.hget(CourseKeys(course_id).policy, "ttl_seconds") == "3600"

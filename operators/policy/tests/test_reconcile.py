@@ -6,12 +6,15 @@ that may not govern a course, bad specs, Redis away."""
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import structlog
 
 from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
@@ -20,17 +23,20 @@ from nextcampus_common.proto.chat.v1.chat_pb2 import (
     ANONYMOUS_POSTING_TO_CLASSMATES,
 )
 from nextcampus_common.redis_cluster import ClusterClient
+from nextcampus_policy.exports import ExportDirectory
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.reconcile import (
     Outcome,
     PolicyReconciler,
     Trigger,
     event_for,
+    export_event_for,
     status_for,
 )
 from nextcampus_policy.settings import PolicyOperatorSettings
 from nextcampus_policy.spec import CourseGovernance, PolicyRef, Reason
 from nextcampus_policy.store import PolicyStore
+from testing.exports import check_rich_course, populate, read
 
 DAY = 86_400
 
@@ -658,3 +664,136 @@ async def test_a_bad_schedule_is_an_invalid_spec_that_names_the_field(
     assert outcome.reason is Reason.INVALID_SPEC
     assert "schedule.0.timeZone" in outcome.message
     assert "Europe/Atlantis is not an IANA time zone" in outcome.message
+
+
+# -- exports before a TTL change shortens history (exportBeforeTTLChange) ------------------
+
+
+async def test_a_shortening_ttl_change_exports_the_course_first_when_opted_in(
+    reconciler: PolicyReconciler,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    client_for: Callable[..., ChatClient],
+    cluster_client: Any,
+    course_id: str,
+    tmp_path: Path,
+) -> None:
+    course = await populate(
+        client_for("stu", [course_id]), client_for("mod", [course_id], [course_id]), course_id
+    )
+    exporting = PolicyReconciler(
+        reconciler.store, operator_settings, metrics, exports=ExportDirectory(tmp_path)
+    )
+    spec = {"courseId": course_id, "exportBeforeTTLChange": True, "messageTTLSeconds": 7 * DAY}
+    # Longer than the default's day: nothing is lost, nothing exported.
+    assert (await exporting.reconcile(ref(course_id), spec)).export is None
+
+    outcome = await exporting.reconcile(ref(course_id), {**spec, "messageTTLSeconds": 3600})
+
+    assert outcome.ready
+    export = outcome.export
+    assert export is not None
+    assert export.path is not None
+    assert export.messages == len(course.ids)
+    assert os.listdir(tmp_path) == [export.path.name]  # no partial file left
+    assert export.path.name.startswith(f"{course_id}-")
+    assert export.path.name.endswith(".ndjson")
+    written = read(export.path)
+    check_rich_course(written, course)
+    assert written.header["policy"]["ttlSeconds"] == 7 * DAY  # as it was before the change
+    assert f"exported 6 messages to {export.path} before shortening the TTL" in outcome.message
+    assert cluster_client.hget(CourseKeys(course_id).policy, "ttl_seconds") == "3600"
+    assert status_for(outcome, 2, None)["lastExport"] == {
+        "result": "Exported",
+        "time": export.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "file": str(export.path),
+        "messages": 6,
+    }
+    event = export_event_for(outcome)
+    assert event is not None
+    assert (event.type, event.reason) == ("Normal", "CourseExported")
+    assert (
+        metrics.registry.get_sample_value(
+            "nextcampus_operator_course_exports_total", {"result": "exported"}
+        )
+        == 1
+    )
+
+    # Applied again (a re-check), or lengthened: nothing to export.
+    assert (
+        await exporting.reconcile(ref(course_id), {**spec, "messageTTLSeconds": 3600})
+    ).export is None
+    assert (await exporting.reconcile(ref(course_id), spec)).export is None
+    assert len(os.listdir(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("directory", [None, "missing"])
+async def test_without_a_writable_export_directory_the_export_is_refused_and_the_ttl_applied(
+    reconciler: PolicyReconciler,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    client_for: Callable[..., ChatClient],
+    cluster_client: Any,
+    course_id: str,
+    tmp_path: Path,
+    directory: str | None,
+) -> None:
+    await send_some(client_for("ada", [course_id]), course_id, 3)
+    exports = ExportDirectory(tmp_path / directory if directory else None)
+    refusing = PolicyReconciler(reconciler.store, operator_settings, metrics, exports=exports)
+    spec = {"courseId": course_id, "exportBeforeTTLChange": True, "messageTTLSeconds": 3600}
+
+    with structlog.testing.capture_logs() as logged:
+        outcome = await refusing.reconcile(ref(course_id), spec)
+
+    assert outcome.ready  # the TTL is applied all the same
+    assert cluster_client.hget(CourseKeys(course_id).policy, "ttl_seconds") == "3600"
+    export = outcome.export
+    assert export is not None
+    assert export.refused
+    why = "no export directory is configured" if directory is None else "No such file or directory"
+    assert why in export.refusal
+    assert "the export before shortening the TTL was refused" in outcome.message
+    (warning,) = [entry for entry in logged if entry["log_level"] == "warning"]
+    assert warning["event"] == "export before a TTL change refused; applying the TTL anyway"
+    assert (warning["course_id"], warning["ttl_seconds"]) == (course_id, 3600)
+    assert why in warning["reason"]
+    last = status_for(outcome, 1, None)["lastExport"]
+    assert (last["result"], last["reason"]) == ("Refused", export.refusal)
+    event = export_event_for(outcome)
+    assert event is not None
+    assert (event.type, event.reason) == ("Warning", "ExportRefused")
+    assert "the TTL was applied" in event.message
+    assert (
+        metrics.registry.get_sample_value(
+            "nextcampus_operator_course_exports_total", {"result": "refused"}
+        )
+        == 1
+    )
+    assert not (tmp_path / "missing").exists()
+
+
+async def test_no_export_without_the_opt_in_or_without_history(
+    reconciler: PolicyReconciler,
+    operator_settings: PolicyOperatorSettings,
+    metrics: OperatorMetrics,
+    client_for: Callable[..., ChatClient],
+    course_id: str,
+    tmp_path: Path,
+) -> None:
+    exporting = PolicyReconciler(
+        reconciler.store, operator_settings, metrics, exports=ExportDirectory(tmp_path)
+    )
+    empty = f"{course_id}-empty"
+    outcome = await exporting.reconcile(
+        ref(empty), {"courseId": empty, "exportBeforeTTLChange": True, "messageTTLSeconds": 600}
+    )
+    assert outcome.export is None
+    await send_some(client_for("ada", [course_id]), course_id, 2)
+    outcome = await exporting.reconcile(
+        ref(course_id), {"courseId": course_id, "messageTTLSeconds": 600}
+    )
+    assert outcome.export is None
+    assert export_event_for(outcome) is None
+    assert "lastExport" not in status_for(outcome, 1, None)
+    assert os.listdir(tmp_path) == []

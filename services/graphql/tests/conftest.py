@@ -46,9 +46,13 @@ async def ws_session(
     clients: list[Client] = []
 
     async def open_session(
-        user: str, courses: list[str], protocol: str = TRANSPORT_WS, url: str | None = None
+        user: str,
+        courses: list[str],
+        protocol: str = TRANSPORT_WS,
+        url: str | None = None,
+        moderates: list[str] | None = None,
     ) -> Any:
-        token = make_token(user, courses)
+        token = make_token(user, courses, moderates)
         transport = WebsocketsTransport(
             url=url or graphql_server.ws_url,
             init_payload={"authorization": f"Bearer {token}"},

@@ -16,9 +16,11 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
+import grpc
 import pytest
 
 from devstack.processes import port_is_free, stop_process
@@ -26,7 +28,9 @@ from devstack.topology import DEV_JWT_SECRET
 from nextcampus_common.auth import TokenVerifier, issue_token
 from nextcampus_common.chat_api import ChatClient
 from nextcampus_common.keys import CourseKeys
+from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 from nextcampus_common.settings import JwtSettings
+from testing.exports import check_rich_course, parse, populate, read
 
 CHATCTL = [sys.executable, "-m", "chatctl"]
 
@@ -320,3 +324,92 @@ def test_usage_errors_are_explained(args):
     result = chatctl(*args)
     assert result.returncode != 0
     assert result.stderr.strip()
+
+
+async def run_chatctl(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *CHATCTL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_export_writes_the_course_to_a_file_and_reports_progress(
+    client_for, make_token, chat_server, course_id, tmp_path
+):
+    course = await populate(
+        client_for("stu", [course_id]), client_for("mod", [course_id], [course_id]), course_id
+    )
+    target = f"127.0.0.1:{chat_server.port}"
+    moderator = make_token("mod", [course_id], [course_id])
+    written = tmp_path / "course.ndjson"
+
+    code, out, err = await run_chatctl(
+        "export", course_id, "--output", str(written), "-t", target, "--token", moderator
+    )
+
+    assert code == 0, err
+    assert out == ""
+    check_rich_course(read(written), course)
+    assert f"{course_id}: 6 messages so far" in err
+    assert f"exported 6 messages of {course_id} to {written}" in err
+    # Without --output: the NDJSON on stdout, the progress still on stderr only.
+    code, out, err = await run_chatctl("export", course_id, "-t", target, "--token", moderator)
+    assert code == 0, err
+    check_rich_course(parse(out.splitlines()), course)
+
+
+async def test_export_refused_says_why_and_writes_nothing(
+    make_token, chat_server, course_id, tmp_path
+):
+    written = tmp_path / "course.ndjson"
+    code, _, err = await run_chatctl(
+        "export",
+        course_id,
+        "-o",
+        str(written),
+        "-t",
+        f"127.0.0.1:{chat_server.port}",
+        "--token",
+        make_token("stu", [course_id]),
+    )
+    assert code == 1
+    assert f"PERMISSION_DENIED: only moderators of course {course_id} may export it" in err
+    assert not written.exists()
+
+
+class CutShort(chat_pb2_grpc.ChatServiceServicer):
+    """A chat service whose export stops after its header: once with an error, once as if
+    it were complete (no end line either way)."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    async def ExportCourse(
+        self, request: chat_pb2.ExportCourseRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.ExportChunk]:
+        yield chat_pb2.ExportChunk(lines=[json.dumps({"type": "course", "courseId": "c"})])
+        if self.fail:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "chat pod went away")
+
+
+@pytest.mark.parametrize("fail", [True, False])
+async def test_export_cut_short_exits_non_zero(tmp_path, fail):
+    server = grpc.aio.server()
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(CutShort(fail), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    written = tmp_path / "course.ndjson"
+    try:
+        code, _, err = await run_chatctl(
+            "export", "c", "-o", str(written), "-t", f"127.0.0.1:{port}"
+        )
+    finally:
+        await server.stop(None)
+    assert code == 1
+    assert f"cut short after 0 messages (no end line): {written} is incomplete" in err
+    if fail:
+        assert "UNAVAILABLE: chat pod went away" in err
+    assert read(written).end is None

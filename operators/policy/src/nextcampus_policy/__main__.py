@@ -13,6 +13,7 @@ from nextcampus_common.logs import configure_logging
 from nextcampus_common.metrics import serve_metrics
 from nextcampus_common.redis_cluster import ClusterClient
 from nextcampus_common.settings import load_settings
+from nextcampus_policy.exports import ExportDirectory
 from nextcampus_policy.handlers import build_registry
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.reconcile import PolicyReconciler
@@ -44,7 +45,11 @@ def build_reconciler(
 ) -> PolicyReconciler:
     store = PolicyStore(ClusterClient(settings), retime_batch_size=settings.retime_batch_size)
     return PolicyReconciler(
-        store, settings, metrics, governance=CourseGovernance.of(settings.governed_courses)
+        store,
+        settings,
+        metrics,
+        governance=CourseGovernance.of(settings.governed_courses),
+        exports=ExportDirectory(settings.export_directory),
     )
 
 

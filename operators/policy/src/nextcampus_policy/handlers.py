@@ -18,7 +18,14 @@ from typing import Any
 import kopf
 
 from nextcampus_policy.metrics import OperatorMetrics
-from nextcampus_policy.reconcile import Outcome, PolicyReconciler, Trigger, event_for, status_for
+from nextcampus_policy.reconcile import (
+    Outcome,
+    PolicyReconciler,
+    Trigger,
+    event_for,
+    export_event_for,
+    status_for,
+)
 from nextcampus_policy.settings import PolicyOperatorSettings
 from nextcampus_policy.spec import GROUP, PLURAL, VERSION, PolicyRef, Reason
 
@@ -163,9 +170,9 @@ def report(
     for key, value in new.items():
         if _without_times(status.get(key)) != _without_times(value):
             patch.status[key] = value
-    event = event_for(outcome, status)
-    if event is not None:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    for event in (event_for(outcome, status), export_event_for(outcome)):
+        if event is not None:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     metrics.readiness(ref.owner, outcome.reason)
 
 

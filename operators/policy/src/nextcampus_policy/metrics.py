@@ -43,6 +43,13 @@ class OperatorMetrics:
             "messages removed at once because a shorter TTL had already passed",
             registry=r,
         )
+        self.course_exports = Counter(
+            _name("course_exports"),
+            "exports of a course before a TTL change shortened it (exportBeforeTTLChange), by "
+            "result: exported, or refused (no or an unwritable export directory)",
+            ["result"],
+            registry=r,
+        )
         self.policies_not_ready = Gauge(
             _name("policies_not_ready"),
             "CourseChatPolicies whose Ready condition is False, by reason",

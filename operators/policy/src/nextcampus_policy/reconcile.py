@@ -23,7 +23,9 @@ from typing import Any
 
 from nextcampus_common import schedule as timetable
 from nextcampus_common.keys import POLICY_RETIME_PENDING_FIELD
+from nextcampus_common.logs import get_logger
 from nextcampus_common.settings import PolicyDefaultSettings
+from nextcampus_policy.exports import ExportDirectory, ExportResult
 from nextcampus_policy.metrics import OperatorMetrics
 from nextcampus_policy.spec import (
     CourseGovernance,
@@ -35,6 +37,8 @@ from nextcampus_policy.spec import (
     parse_spec,
 )
 from nextcampus_policy.store import PolicyStore, RedisUnavailable, Retimed, Written
+
+log = get_logger(__name__)
 
 
 class Trigger(StrEnum):
@@ -53,6 +57,8 @@ class Outcome:
     # within the segments' reach).
     mode: timetable.Current | None = None
     next_mode: timetable.Current | None = None
+    # The export made (or refused) before this change shortened the TTL (None: none due).
+    export: ExportResult | None = None
 
     @property
     def ready(self) -> bool:
@@ -67,8 +73,11 @@ class PolicyReconciler:
         metrics: OperatorMetrics | None = None,
         governance: CourseGovernance | None = None,
         clock: Callable[[], datetime.datetime] | None = None,
+        exports: ExportDirectory | None = None,
     ) -> None:
         self.store = store
+        # Where exports before a shortening TTL change go (none configured: refused).
+        self.exports = exports or ExportDirectory(None)
         # The time the schedule's segments and the status's mode are computed for (tests
         # pass a clock of their own).
         self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
@@ -132,6 +141,9 @@ class PolicyReconciler:
             if trigger is Trigger.RESYNC and spec.schedule:
                 before = await self.store.read(spec.course_id)
                 refreshed = _without_segments(before) == _without_segments(fields)
+            exported = None
+            if spec.export_before_ttl_change:
+                exported = await self._export_before_shortening(spec.course_id, ttl, now)
             written = await self.store.write(spec.course_id, fields)
             retimed = await self._retime_if_pending(spec.course_id, written, ttl)
         message = spec.describe(self.defaults)
@@ -142,13 +154,48 @@ class PolicyReconciler:
                 self.metrics.drift_repairs.inc()
         return Outcome(
             Reason.APPLIED,
-            message + _retimed_note(retimed),
+            message + _exported_note(exported) + _retimed_note(retimed),
             effective_ttl_seconds=ttl,
             changed=written.changed,
             retimed=retimed,
             mode=mode,
             next_mode=next_mode,
+            export=exported,
         )
+
+    async def _export_before_shortening(
+        self, course_id: str, ttl_seconds: int, now: datetime.datetime
+    ) -> ExportResult | None:
+        """Export the course when `ttl_seconds` is shorter than the TTL it has now and it has
+        history. A refused export is logged and reported, and the TTL is applied all the same:
+        the policy's author asked for it (README, "Exporting a course")."""
+        current = await self.store.read(course_id)
+        try:
+            before = int(current["ttl_seconds"])
+        except (KeyError, ValueError):
+            before = self.defaults.default_ttl_seconds
+        if ttl_seconds >= before or not await self.store.has_history(course_id):
+            return None
+        lines = self.store.export_lines(course_id, self.defaults)
+        result = await self.exports.write(course_id, lines, now)
+        if result.refused:
+            log.warning(
+                "export before a TTL change refused; applying the TTL anyway",
+                course_id=course_id,
+                ttl_seconds=ttl_seconds,
+                previous_ttl_seconds=before,
+                reason=result.refusal,
+            )
+        else:
+            log.info(
+                "course exported before a TTL change",
+                course_id=course_id,
+                path=str(result.path),
+                messages=result.messages,
+            )
+        if self.metrics is not None:
+            self.metrics.course_exports.labels("refused" if result.refused else "exported").inc()
+        return result
 
     async def release(
         self,
@@ -192,6 +239,7 @@ class PolicyReconciler:
                     retimed=outcome.retimed,
                     mode=outcome.mode,
                     next_mode=outcome.next_mode,
+                    export=outcome.export,
                 )
             return outcome
         try:
@@ -265,6 +313,17 @@ def _retimed_note(retimed: Retimed | None) -> str:
     return note
 
 
+def _exported_note(exported: ExportResult | None) -> str:
+    if exported is None:
+        return ""
+    if exported.refused:
+        return f"; the export before shortening the TTL was refused ({exported.refusal})"
+    return (
+        f"; exported {_count_of(exported.messages, 'message')} to {exported.path} before "
+        "shortening the TTL"
+    )
+
+
 def _count_of(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
@@ -311,7 +370,17 @@ def status_for(
     if outcome.next_mode is not None and outcome.mode is not None:
         new["nextMode"] = outcome.next_mode.mode.value
         new["nextModeChange"] = _rfc3339(outcome.mode.until_ms)
+    if outcome.export is not None:  # otherwise the last one stays in the status
+        new["lastExport"] = _last_export(outcome.export)
     return new
+
+
+def _last_export(export: ExportResult) -> dict[str, Any]:
+    """The status's record of the export made (or refused) before a TTL change."""
+    at = export.at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if export.refused:
+        return {"result": "Refused", "time": at, "reason": export.refusal}
+    return {"result": "Exported", "time": at, "file": str(export.path), "messages": export.messages}
 
 
 def _rfc3339(milliseconds: int | None) -> str | None:
@@ -344,3 +413,23 @@ def event_for(outcome: Outcome, previous: Mapping[str, Any] | None) -> Event | N
         return None
     kind = "Normal" if outcome.ready else "Warning"
     return Event(kind, outcome.reason.value, outcome.message)
+
+
+def export_event_for(outcome: Outcome) -> Event | None:
+    """An Event for an export made (Normal) or refused (Warning) before a TTL change."""
+    export = outcome.export
+    if export is None:
+        return None
+    if export.refused:
+        return Event(
+            "Warning",
+            "ExportRefused",
+            f"course {export.course_id} was not exported before its TTL was shortened: "
+            f"{export.refusal}; the TTL was applied",
+        )
+    return Event(
+        "Normal",
+        "CourseExported",
+        f"course {export.course_id}: {_count_of(export.messages, 'message')} exported to "
+        f"{export.path} before its TTL was shortened",
+    )

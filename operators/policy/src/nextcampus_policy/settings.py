@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -39,6 +40,13 @@ class PolicyOperatorSettings(ServiceSettings, RedisSettings, PolicyDefaultSettin
             "Ready=False NotPermitted and never applied; unset: every namespace governs every "
             "course"
         ),
+    )
+    export_directory: Path | None = Field(
+        default=None,
+        description="where exports of courses go before a TTL change shortens their history "
+        "(spec.exportBeforeTTLChange; the chart mounts operator.exports.persistence there); "
+        "unset: such exports are refused (logged, in the policy's status and an Event) and the "
+        "TTL is applied all the same",
     )
     health_host: str = "0.0.0.0"
     health_port: int = Field(default=8080, ge=0, le=65535, description="/healthz; 0 disables")

@@ -159,6 +159,9 @@ class PolicySpec(BaseModel):
     anonymous_posting: Literal["Disabled", "ToClassmates"] = Field(
         default="Disabled", alias="anonymousPosting"
     )
+    # Opt-in: before a change that shortens the TTL of a course with history, the operator
+    # writes a full export of it to its export directory (README, "Exporting a course").
+    export_before_ttl_change: bool = Field(default=False, alias="exportBeforeTTLChange")
 
     def windows(self) -> list[timetable.Window]:
         return [window.window() for window in self.schedule]

@@ -5,11 +5,13 @@ the course index in batches (DESIGN.md §2: never KEYS)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from nextcampus_common import scripts
+from nextcampus_common import export, scripts
 from nextcampus_common.keys import POLICY_RETIME_PENDING_FIELD, CourseKeys
 from nextcampus_common.redis_cluster import ClusterClient, RedisUnavailable
+from nextcampus_common.settings import PolicyDefaultSettings
 
 __all__ = ["PolicyStore", "RedisUnavailable", "Retimed", "Written"]
 
@@ -61,6 +63,20 @@ class PolicyStore:
             scripts.POLICY, [key], flat, replicated=True
         )
         return Written(bool(int(changed)), int(previous) if previous else None, bool(int(pending)))
+
+    async def has_history(self, course_id: str) -> bool:
+        """Whether the course's index lists any message (some may have expired)."""
+        await self._ready()
+        index = CourseKeys(course_id).messages
+        return bool(await self._redis.command(index, "EXISTS", index))
+
+    async def export_lines(
+        self, course_id: str, defaults: PolicyDefaultSettings
+    ) -> AsyncIterator[str]:
+        """The course's export, line by line (nextcampus_common.export)."""
+        await self._ready()
+        async for line in export.export_lines(self._redis, course_id, defaults):
+            yield line
 
     async def retime(self, course_id: str, ttl_seconds: int) -> Retimed:
         """Every message of the course expires at its timestamp + `ttl_seconds` (and goes now

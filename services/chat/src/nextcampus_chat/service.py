@@ -27,6 +27,7 @@ from nextcampus_chat.store import (
     mention_cursor,
     parse_mention_cursor,
 )
+from nextcampus_common import export
 from nextcampus_common.auth import AuthError, Identity, TokenVerifier, bearer_token
 from nextcampus_common.chat_api import MAX_DEPARTED_PER_HEARTBEAT
 from nextcampus_common.content import first_control_character
@@ -750,6 +751,25 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
 
         async for event in self._stream("SubscribeEvents", request, context, events):
             yield event
+
+    async def ExportCourse(
+        self, request: chat_pb2.ExportCourseRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.ExportChunk]:
+        async def chunks(
+            request: chat_pb2.ExportCourseRequest,
+        ) -> AsyncIterator[chat_pb2.ExportChunk]:
+            identity = await self._identity(context)
+            if not identity.may_moderate(request.course_id):
+                raise ChatError(
+                    Problem.PERMISSION_DENIED,
+                    f"only moderators of course {request.course_id} may export it",
+                )
+            lines = self._store.export_lines(request.course_id)
+            async for chunk in export.chunked(lines, self._settings.export_chunk_bytes):
+                yield chat_pb2.ExportChunk(lines=chunk)
+
+        async for chunk in self._stream("ExportCourse", request, context, chunks):
+            yield chunk
 
     async def _stream(
         self,

@@ -35,6 +35,20 @@ class ChatSettings(ServiceSettings, RedisSettings, JwtSettings, PolicyDefaultSet
         description="bytes buffered per stream (content of queued messages) before it is cut off",
     )
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Course exports (ExportCourse; README, "Exporting a course").
+    export_batch_size: int = Field(
+        default=200,
+        ge=1,
+        le=1000,
+        description="messages an export reads per Redis round trip (a batch also ends at "
+        "history_page_bytes of content)",
+    )
+    export_chunk_bytes: int = Field(
+        default=65_536,
+        ge=1_024,
+        le=1_048_576,
+        description="bytes of NDJSON lines per ExportChunk (a longer line goes alone)",
+    )
     # Edits, reactions and pins of one user in one course (sends have the course policy's).
     action_rate_limit_messages: int = Field(default=30, ge=0, description="0: no limit")
     action_rate_limit_seconds: int = Field(default=10, ge=1)

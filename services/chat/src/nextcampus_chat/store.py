@@ -7,7 +7,7 @@ import datetime
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,8 +15,8 @@ import orjson
 
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.settings import ChatSettings
+from nextcampus_common import export, scripts
 from nextcampus_common import schedule as timetable
-from nextcampus_common import scripts
 from nextcampus_common.keys import ANONYMOUS_TO_CLASSMATES, POLICY_FIELDS, CourseKeys
 from nextcampus_common.proto.chat.v1.chat_pb2 import (
     ANONYMOUS_POSTING_DISABLED,
@@ -33,9 +33,9 @@ from nextcampus_common.proto.chat.v1.chat_pb2 import (
     MessageKind,
     MessageVersion,
     PresenceMember,
-    Reaction,
     ScheduleWindow,
 )
+from nextcampus_common.records import message_from_record
 from nextcampus_common.redis_cluster import ClusterClient
 
 
@@ -104,67 +104,6 @@ QuestionChange = Literal["endorse", "unendorse", "resolve", "reopen"]
 # At most this many distinct emoji on one message, and pinned messages in one course.
 MAX_REACTIONS_PER_MESSAGE = 20
 MAX_PINS_PER_COURSE = 50
-
-
-def _message(course_id: str, record: Sequence[Any]) -> ChatMessage:
-    """A record of the scripts (lua/lib/course.lua read_message): the id, MESSAGE_FIELDS, and
-    the viewer's own reactions (space-separated; "" for no viewer)."""
-    (
-        message_id,
-        user_id,
-        content,
-        timestamp,
-        deleted,
-        client_message_id,
-        prev_id,
-        reply_to,
-        edited_at,
-        reply_count,
-        last_reply_at,
-        participants,
-        reactions,
-        pinned_at,
-        mentions,
-        mentions_course,
-        kind,
-        resolved_at,
-        endorsed_at,
-        endorsed_count,
-        anonymous,
-        pseudonym,
-        mine,
-    ) = record
-    own = set(mine.split(" ")) if mine else set()
-    return ChatMessage(
-        course_id=course_id,
-        message_id=message_id,
-        user_id=user_id,
-        content=content,
-        timestamp=int(timestamp),
-        deleted=deleted == "1",
-        client_message_id=client_message_id,
-        previous_message_id=prev_id,
-        reply_to_message_id=reply_to,
-        edited_at=int(edited_at),
-        reply_count=int(reply_count),
-        last_reply_at=int(last_reply_at),
-        participant_ids=participants.split(",") if participants else [],
-        reactions=[
-            Reaction(emoji=emoji, count=int(count), reacted_by_me=emoji in own)
-            for emoji, count in (orjson.loads(reactions) if reactions else [])
-        ],
-        pinned_at=int(pinned_at),
-        mention_ids=mentions.split(",") if mentions else [],
-        mentions_course=mentions_course == "1",
-        kind=MessageKind.MESSAGE_KIND_QUESTION
-        if kind == "q"
-        else MessageKind.MESSAGE_KIND_UNSPECIFIED,
-        resolved_at=int(resolved_at),
-        endorsed_at=int(endorsed_at),
-        endorsed_answer_count=int(endorsed_count),
-        anonymous=anonymous == "1",
-        pseudonym=pseudonym,
-    )
 
 
 def _read_state(course_id: str, state: Sequence[Any]) -> CourseReadState:
@@ -293,7 +232,7 @@ class MessageStore:
             )
             return SendResult(message, duplicate=False)
         if outcome == "dup":
-            return SendResult(_message(course_id, reply[1]), duplicate=True)
+            return SendResult(message_from_record(course_id, reply[1]), duplicate=True)
         if outcome == "reply_not_found":
             raise ChatError(
                 Problem.NOT_FOUND,
@@ -343,7 +282,7 @@ class MessageStore:
                 Problem.INVALID_ARGUMENT,
                 f"after_message_id {after} is ahead of the newest message of {course_id}",
             )
-        messages = [_message(course_id, record) for record in reply[2:]]
+        messages = [message_from_record(course_id, record) for record in reply[2:]]
         return Page(messages, reply[0] == 1, reply[1])
 
     async def events(self, course_id: str, *, after: str | None, limit: int) -> EventPage:
@@ -372,8 +311,8 @@ class MessageStore:
                 kind=EVENT_KINDS[kind],
                 actor_user_id=actor,
                 emoji=emoji,
-                message=_message(course_id, record),
-                root=_message(course_id, root) if root else None,
+                message=message_from_record(course_id, record),
+                root=message_from_record(course_id, root) if root else None,
             )
             for cursor, kind, actor, emoji, record, root in reply[2:]
         ]
@@ -413,7 +352,7 @@ class MessageStore:
         records = await self._redis.script(
             scripts.READ, [keys.pins], [keys.prefix, viewer, message_id], replicated=False
         )
-        return [_message(course_id, record) for record in records]
+        return [message_from_record(course_id, record) for record in records]
 
     async def thread(
         self,
@@ -443,8 +382,8 @@ class MessageStore:
         )
         if reply[0] == "not_found":
             raise ChatError(Problem.NOT_FOUND, f"message {root_id} not found in {course_id}")
-        replies = [_message(course_id, record) for record in reply[2:]]
-        return ThreadPage(_message(course_id, reply[1]), replies, reply[0] == 1)
+        replies = [message_from_record(course_id, record) for record in reply[2:]]
+        return ThreadPage(message_from_record(course_id, reply[1]), replies, reply[0] == 1)
 
     async def delete(
         self, course_id: str, message_id: str, user_id: str, *, moderator: bool
@@ -471,7 +410,7 @@ class MessageStore:
             )
         if reply[0] != "ok":
             _raise_refusal(reply, course_id, "delete", message_id)
-        return _message(course_id, reply[2]), reply[1] == "1"
+        return message_from_record(course_id, reply[2]), reply[1] == "1"
 
     async def edit(
         self, course_id: str, message_id: str, user_id: str, content: str, mutation_id: str
@@ -505,6 +444,17 @@ class MessageStore:
             replicated=True,
         )
         return self._changed(reply, course_id, "edit", message_id)
+
+    def export_lines(self, course_id: str) -> AsyncIterator[str]:
+        """The course's export, line by line (nextcampus_common.export)."""
+        settings = self._settings
+        return export.export_lines(
+            self._redis,
+            course_id,
+            settings,
+            batch_size=settings.export_batch_size,
+            batch_bytes=settings.history_page_bytes,
+        )
 
     async def edit_history(self, course_id: str, message_id: str) -> list[MessageVersion]:
         key = CourseKeys(course_id).edits(message_id)
@@ -653,7 +603,7 @@ class MessageStore:
             [keys.prefix, viewer, "page", state, after or "", limit],
             replicated=False,
         )
-        return [_message(course_id, record) for record in reply[1:]], reply[0] == 1
+        return [message_from_record(course_id, record) for record in reply[1:]], reply[0] == 1
 
     async def question_texts(self, course_id: str, count: int) -> list[tuple[str, str]]:
         """(id, content) of the course's newest `count` questions, kept and not deleted."""
@@ -679,16 +629,16 @@ class MessageStore:
             [keys.prefix, viewer, "records", *ids],
             replicated=False,
         )
-        return [_message(course_id, record) for record in records]
+        return [message_from_record(course_id, record) for record in records]
 
     @staticmethod
     def _changed(
         reply: list[Any], course_id: str, action: str, message_id: str
     ) -> tuple[ChatMessage, bool]:
         if reply[0] == "ok":
-            return _message(course_id, reply[2]), reply[1] == "1"
+            return message_from_record(course_id, reply[2]), reply[1] == "1"
         if reply[0] == "dup":
-            return _message(course_id, reply[1]), False
+            return message_from_record(course_id, reply[1]), False
         _raise_refusal(reply, course_id, action, message_id)
         raise AssertionError("unreachable")
 
@@ -772,7 +722,7 @@ class MessageStore:
         for course_id, indexes in zip(course_ids, replies, strict=True):
             for records in indexes:
                 for record in records:
-                    message = _message(course_id, record)
+                    message = message_from_record(course_id, record)
                     found[_mention_order(message)] = message
         ordered = sorted(
             (m for key, m in found.items() if after is None or key < after),

@@ -399,6 +399,12 @@ class ChatApi:
         )
         return self._stub.SubscribeEvents(request, metadata=self._metadata(token))
 
+    def export(self, token: str, course_id: str) -> grpc.aio.UnaryStreamCall:
+        """A course's export (moderators): ExportChunks of NDJSON lines, the last line
+        `{"type":"end",…}` (nextcampus_common.export)."""
+        request = chat_pb2.ExportCourseRequest(course_id=course_id)
+        return self._stub.ExportCourse(request, metadata=self._metadata(token))
+
     # -- presence and typing ---------------------------------------------------------------
 
     async def join_presence(
@@ -548,6 +554,9 @@ class ChatClient:
         self, course_id: str, after: str = "", *, ephemeral: bool = False
     ) -> grpc.aio.UnaryStreamCall:
         return self.api.subscribe_events(self.token, course_id, after or None, ephemeral=ephemeral)
+
+    def export(self, course_id: str) -> grpc.aio.UnaryStreamCall:
+        return self.api.export(self.token, course_id)
 
     async def messages(
         self, course_id: str, after: str = ""

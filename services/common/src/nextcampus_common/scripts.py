@@ -30,6 +30,7 @@ def load_script(name: str, *, with_course_library: bool = True) -> LuaScript:
 SEND = load_script("send")
 DELETE = load_script("delete")
 HISTORY = load_script("history")
+EXPORT = load_script("export")
 RETRACT = load_script("retract")
 EVENTS = load_script("events")
 POLICY = load_script("policy", with_course_library=False)

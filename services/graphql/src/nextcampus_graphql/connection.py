@@ -18,24 +18,27 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import orjson
 from aiohttp import WSMsgType, web
-from graphql import OperationType
+from graphql import ExecutionResult, OperationType
 
 from nextcampus_common.auth import AuthError, Identity, bearer_token
 from nextcampus_common.logs import get_logger
 from nextcampus_graphql.context import RequestContext, event_cursor_arg, message_id_arg
-from nextcampus_graphql.errors import ApiError, Code
+from nextcampus_graphql.errors import ApiError, Code, from_grpc
 from nextcampus_graphql.fanout import Member, websocket_text_frame
 from nextcampus_graphql.limits import Release
 from nextcampus_graphql.operations import (
     Operation,
     OperationError,
     OperationResult,
+    execute_event,
     format_error,
+    format_result,
     run_operation,
 )
-from nextcampus_graphql.schema.subscriptions import COURSE_EVENTS, MY_UPDATES
+from nextcampus_graphql.schema.subscriptions import COURSE_EVENTS, EXPORT_COURSE, MY_UPDATES
 from nextcampus_graphql.upstream import Joined
 from nextcampus_graphql.wiring import Wiring
 
@@ -452,6 +455,11 @@ class Connection:
         try:
             arguments = operation.root_arguments(wiring.schema)
             member = Member(self, operation_id, self._next_prefix(operation_id))
+            if operation.root_field.name.value == EXPORT_COURSE:
+                course_id = arguments["course_id"]
+                token = self._context().moderator(course_id, "export it")
+                await self._export(operation_id, operation, member, course_id, token)
+                return
             if operation.root_field.name.value == MY_UPDATES:
                 identity, token = self._context().viewer()
                 joined = await wiring.updates.subscribe(
@@ -486,6 +494,35 @@ class Connection:
             return
         running.joined = joined
         wiring.metrics.operations.labels("subscription", "ok").inc()
+
+    async def _export(
+        self, operation_id: str, operation: Operation, member: Member, course_id: str, token: str
+    ) -> None:
+        """`exportCourse`: the chat service's ExportCourse stream, a `next` per chunk, then
+        `complete`. Each frame waits until the socket has taken the one before (aiohttp's
+        drain), so a long export follows the client's pace instead of filling the socket's
+        buffer and being cut off as a slow consumer; the chat stream waits with it (gRPC flow
+        control). Completing the operation cancels this task and with it the stream."""
+        wiring = self.wiring
+        call = wiring.chat.export(token, course_id)
+        try:
+            async for chunk in call:
+                if self.closing:
+                    return
+                result = execute_event(wiring.schema, operation, chunk)
+                assert isinstance(result, ExecutionResult)  # the resolvers are sync
+                frame = member.prefix + orjson.dumps(format_result(result)) + b"}"
+                await self.ws.send_str(frame.decode())
+        except grpc.aio.AioRpcError as exc:
+            self.operation_failed(operation_id, [format_error(from_grpc(exc))])
+            return
+        except ConnectionResetError:  # the socket closed under the export: nobody to tell
+            return
+        finally:
+            call.cancel()
+        if self.forget(operation_id) is not None:
+            wiring.metrics.operations.labels("subscription", "ok").inc()
+            self._complete(operation_id)
 
 
 HANDLERS = {

@@ -45,6 +45,15 @@ class RequestContext:
             raise ApiError(Code.FORBIDDEN, f"user {identity.user_id} is not in course {course_id}")
         return token
 
+    def moderator(self, course_id: str, action: str) -> str:
+        """The caller's token once the caller moderates the course (`action`: what only
+        moderators may do, for the refusal)."""
+        token = self.member(course_id)
+        identity, _ = self.viewer()
+        if not identity.may_moderate(course_id):
+            raise ApiError(Code.FORBIDDEN, f"only moderators of course {course_id} may {action}")
+        return token
+
 
 def message_id_arg(value: str | None, name: str) -> str | None:
     if value is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shlex
 import signal
 import sys
@@ -11,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import grpc
 import typer
@@ -90,8 +91,6 @@ def token(
 def jwks(secret: SecretOption = DEV_JWT_SECRET) -> None:
     """Print the HS256 key as a JWKS: the `jwks.json` of the chart's JWT Secret (Envoy
     verifies tokens with it)."""
-    import json
-
     from devstack.gateway import hs256_jwks
 
     print(json.dumps(hs256_jwks(secret)))
@@ -208,6 +207,64 @@ def tail(
         pass
     except grpc.aio.AioRpcError as exc:
         raise _grpc_failure(exc) from None
+
+
+@app.command()
+def export(
+    course: Annotated[str, typer.Argument(help="course id", show_default=False)],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="write the NDJSON here (default: stdout)"),
+    ] = None,
+    user: UserOption = "dev",
+    target: TargetOption = "127.0.0.1:8080",
+    token: TokenOption = None,
+    secret: SecretOption = DEV_JWT_SECRET,
+) -> None:
+    """Export everything a course keeps as NDJSON (moderators of the course; the dev token
+    moderates it). Progress goes to stderr; exits 1 when the export was refused or cut short
+    (no end line: the file is incomplete)."""
+    jwt = token or issue_token(secret, user, [course], [course])
+    where = str(output) if output else "stdout"
+
+    async def run() -> int:
+        messages, complete = 0, False
+        with contextlib.ExitStack() as stack:
+            sink: IO[str] | None = None
+            async with ChatClient(target, jwt) as client:
+                call = client.export(course)
+                try:
+                    async for chunk in call:
+                        if sink is None:  # opened once the export started: a refusal leaves none
+                            sink = stack.enter_context(output.open("w")) if output else sys.stdout
+                        for line in chunk.lines:
+                            kind = json.loads(line)["type"]
+                            messages += kind == "message"
+                            complete = kind == "end"
+                        sink.write("".join(f"{line}\n" for line in chunk.lines))
+                        console.print(
+                            f"{course}: {messages} messages so far",
+                            end="\r" if console.is_terminal else "\n",
+                            highlight=False,
+                        )
+                except grpc.aio.AioRpcError as exc:
+                    if sink is None:  # refused before anything was written
+                        raise
+                    console.print(f"[red]error[/red] {exc.code().name}: {exc.details()}")
+        if not complete:
+            console.print(
+                f"[red]error[/red] the export of {course} was cut short after {messages} "
+                f"messages (no end line): {where} is incomplete"
+            )
+            return 1
+        console.print(f"exported {messages} messages of {course} to {where}", highlight=False)
+        return 0
+
+    try:
+        code = asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        raise _grpc_failure(exc) from None
+    raise typer.Exit(code)
 
 
 def _when(milliseconds: int) -> str:

@@ -10,7 +10,7 @@ import graphene
 
 from nextcampus_graphql.schema.events import CourseEvent
 from nextcampus_graphql.schema.presence import PresenceChange, TypingState
-from nextcampus_graphql.schema.types import ChatMessage, MyUpdate
+from nextcampus_graphql.schema.types import ChatMessage, ExportChunk, MyUpdate
 
 MESSAGE_ADDED = "messageAdded"
 MESSAGE_DELETED = "messageDeleted"
@@ -18,6 +18,7 @@ COURSE_EVENTS = "courseEvents"
 MY_UPDATES = "myUpdates"
 PRESENCE_CHANGED = "presenceChanged"
 TYPING_CHANGED = "typingChanged"
+EXPORT_COURSE = "exportCourse"
 # The fields served from a course's SubscribeEvents upstream (the others: SubscribeMessages).
 EVENT_STREAM_FIELDS = frozenset({COURSE_EVENTS, PRESENCE_CHANGED, TYPING_CHANGED})
 
@@ -82,4 +83,14 @@ class Subscription(graphene.ObjectType):
         description="who is typing now in the course, and where: at once when you subscribe "
         "(if anyone is), then at every change. A user stops typing when their `typing` is not "
         "renewed within its TTL (6 s) or they send a message. Live only, never stored",
+    )
+    export_course = graphene.Field(
+        ExportChunk,
+        required=True,
+        course_id=graphene.ID(required=True),
+        resolver=_event,
+        description="moderators of the course: everything it keeps (messages oldest first with "
+        "their threads, reactions and earlier versions; tombstones too) as NDJSON lines in "
+        'chunks, then the subscription completes. The last line is `{"type":"end",…}`: '
+        'an export that ends without it was cut short (README, "Exporting a course")',
     )

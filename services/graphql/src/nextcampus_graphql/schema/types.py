@@ -538,3 +538,15 @@ class Viewer(graphene.ObjectType):
         "them in one round trip",
     )
     moderates = graphene.List(graphene.NonNull(graphene.ID), required=True)
+
+
+class ExportChunk(graphene.ObjectType):
+    """Consecutive lines of a course's export (`exportCourse`; README, "Exporting a
+    course"): each line one JSON object, the first the course's header, the last
+    `{"type":"end","messages":N}`."""
+
+    lines = graphene.List(
+        graphene.NonNull(graphene.String),
+        required=True,
+        description="NDJSON lines without their newlines, in order",
+    )

@@ -186,6 +186,11 @@ class ChatServiceStub:
                 request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsRequest.SerializeToString,
                 response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsResponse.FromString,
                 _registered_method=True)
+        self.ExportCourse = channel.unary_stream(
+                '/chat.v1.ChatService/ExportCourse',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ExportCourseRequest.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ExportChunk.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -397,6 +402,15 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportCourse(self, request, context):
+        """Server streaming, moderators of the course only: everything the course keeps, as NDJSON
+        lines (README, "Exporting a course"), in chunks. The last line is {"type":"end",…}: a
+        stream that ends without it was cut short.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -549,6 +563,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.SimilarQuestions,
                     request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsRequest.FromString,
                     response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsResponse.SerializeToString,
+            ),
+            'ExportCourse': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportCourse,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ExportCourseRequest.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ExportChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1363,6 +1382,33 @@ class ChatService:
             '/chat.v1.ChatService/SimilarQuestions',
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsRequest.SerializeToString,
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SimilarQuestionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCourse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chat.v1.ChatService/ExportCourse',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ExportCourseRequest.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.ExportChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,6 +101,11 @@ class ChatServiceStub:
     """Earlier questions of the course that look like `text`: the newest
     1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
     """
+    ExportCourse: _grpc.UnaryStreamMultiCallable[_chat_pb2.ExportCourseRequest, _chat_pb2.ExportChunk]
+    """Server streaming, moderators of the course only: everything the course keeps, as NDJSON
+    lines (README, "Exporting a course"), in chunks. The last line is {"type":"end",…}: a
+    stream that ends without it was cut short.
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -169,6 +174,11 @@ class ChatServiceAsyncStub(ChatServiceStub):
     SimilarQuestions: _aio.UnaryUnaryMultiCallable[_chat_pb2.SimilarQuestionsRequest, _chat_pb2.SimilarQuestionsResponse]  # type: ignore[assignment]
     """Earlier questions of the course that look like `text`: the newest
     1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
+    """
+    ExportCourse: _aio.UnaryStreamMultiCallable[_chat_pb2.ExportCourseRequest, _chat_pb2.ExportChunk]  # type: ignore[assignment]
+    """Server streaming, moderators of the course only: everything the course keeps, as NDJSON
+    lines (README, "Exporting a course"), in chunks. The last line is {"type":"end",…}: a
+    stream that ends without it was cut short.
     """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -415,6 +425,17 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_chat_pb2.SimilarQuestionsResponse, _abc.Awaitable[_chat_pb2.SimilarQuestionsResponse]]:
         """Earlier questions of the course that look like `text`: the newest
         1,000 questions are compared (nextcampus_chat.similarity.MAX_COMPARED).
+        """
+
+    @_abc_1.abstractmethod
+    def ExportCourse(
+        self,
+        request: _chat_pb2.ExportCourseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.ExportChunk], _abc.AsyncIterator[_chat_pb2.ExportChunk]]:
+        """Server streaming, moderators of the course only: everything the course keeps, as NDJSON
+        lines (README, "Exporting a course"), in chunks. The last line is {"type":"end",…}: a
+        stream that ends without it was cut short.
         """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
