@@ -6,6 +6,7 @@ own tests cover the CRD → hash step)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -154,6 +155,12 @@ async def test_a_classmate_gets_the_pseudonym_and_a_moderator_the_author_on_ever
         (chat_pb2.MESSAGE_ADDED, AUTHOR),
         (chat_pb2.QUESTION_RESOLVED, AUTHOR),
     }
+    # The moderators' export names the author too (only moderators may export).
+    lines = [json.loads(line) async for chunk in prof.export(course_id) for line in chunk.lines]
+    exported = {m["message"]["messageId"]: m["message"] for m in lines if m["type"] == "message"}
+    assert exported[mine.message_id]["userId"] == AUTHOR
+    assert exported[mine.message_id]["anonymous"] is True
+    assert exported[mine.message_id]["pseudonym"] == pseudonym
 
 
 async def test_anonymous_posting_is_refused_unless_the_policy_allows_it_and_stays_anonymous(
