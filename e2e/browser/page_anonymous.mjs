@@ -111,7 +111,7 @@ const isPresenceFrame = (frame) => {
     const data = JSON.parse(frame)?.payload?.data ?? {};
     return 'presenceChanged' in data || 'presence' in data;
   } catch {
-    return false;
+    return false; // not JSON: not a presence frame, so it is searched like any other
   }
 };
 
@@ -283,7 +283,9 @@ await run('page_anonymous', async (session) => {
   summary.mia = {
     question: await shownAs(mia, questionId),
     answer: await shownAs(mia, answerId, 'thread'),
-    endorseLabel: await itemOf(mia.page, answerId, 'thread').locator('[data-action="endorse"]').getAttribute('aria-label'),
+    endorseLabel: await itemOf(mia.page, answerId, 'thread')
+      .locator('[data-action="endorse"]')
+      .getAttribute('aria-label'),
   };
   await mia.page.check('#post-anonymously');
   summary.accessibility.mia = await accessibilityViolations(mia);

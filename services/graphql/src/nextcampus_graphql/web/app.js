@@ -815,7 +815,8 @@ const ownPseudonym = (courseId = state.courseId) => state.pseudonyms.get(courseI
 /** Whether `userId` of `courseId` (a user id or a pseudonym) is the viewer. */
 const isMe = (userId, courseId = state.courseId) =>
   userId === state.viewer.userId || (isPseudonym(userId) && userId === ownPseudonym(courseId));
-const classmateName = (pseudonym) => t('anonymous.classmate', { tag: pseudonym.slice(-PSEUDONYM_TAG_LENGTH) });
+const classmateName = (pseudonym) =>
+  t('anonymous.classmate', { tag: pseudonym.slice(-PSEUDONYM_TAG_LENGTH) });
 /**
  * How the page names `userId` of `courseId` wherever it names someone (a message's author,
  * thread participants, labels, mentions): an anonymous one as "Anonymous classmate ·1a2b",
@@ -1034,8 +1035,11 @@ function part(tag, name, className = '') {
   return node;
 }
 
+// The viewer's own: "ada (you)", or under their pseudonym "You, anonymously" (personName).
 const userName = (message) =>
-  isOwn(message) && !isPseudonym(message.userId) ? t('message.you', { user: message.userId }) : personName(message.userId);
+  isOwn(message) && !isPseudonym(message.userId)
+    ? t('message.you', { user: message.userId })
+    : personName(message.userId);
 const shortTime = (message) => formatMessageTime(new Date(message.timestamp));
 
 function metaOf(message) {
@@ -2040,7 +2044,8 @@ function mentionEntry(message) {
   button.dataset.courseId = message.courseId;
   button.dataset.messageId = message.messageId;
   const meta = element('span', 'meta');
-  const from = element('span', 'user', t('mention.from', { user: personName(message.userId, message.courseId), course: message.courseId }));
+  const user = personName(message.userId, message.courseId);
+  const from = element('span', 'user', t('mention.from', { user, course: message.courseId }));
   from.classList.toggle('anonymous', isPseudonym(message.userId));
   const full = formatFullTime(new Date(message.timestamp));
   meta.append(from, ' ', timeElement('', message.timestamp, shortTime(message), full));
@@ -2550,7 +2555,7 @@ const composers = {
     open: () => true,
     replyTo: () => null,
     sending: null, // { clientMessageId, content } until the server answers
-    unsent: null, // { courseId, content, replyTo, clientMessageId, kind, anonymous } of a send that failed
+    unsent: null, // { courseId, content, replyTo, clientMessageId, kind, anonymous } of a failed send
     anonymous: { row: ui.anonymousRow, checkbox: ui.postAnonymously, note: ui.anonymousNote },
   },
   thread: {
