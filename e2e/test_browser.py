@@ -1201,3 +1201,182 @@ async def test_questions_endorsed_answers_and_the_mode_banner_on_two_pages(
         (answer_id, "mia", True)
     ]
     assert [m["userId"] for m in await stored(gateway, mia, slow)] == ["minji", "mia", "mia"]
+
+
+ANONYMOUS_THREAD = """query($c: ID!, $root: ID!) {
+  thread(courseId: $c, rootId: $root) {
+    root { messageId userId content kind anonymous pseudonym }
+    replies { messageId userId content anonymous pseudonym }
+  }
+}"""
+
+
+async def test_anonymous_to_classmates_on_three_pages(
+    gateway: Gateway, browser_scripts: Path
+) -> None:
+    """An author (a student, English page) ticks "Post anonymously" and sends a question and
+    an answer: a classmate (Korean page) sees "익명 수강생 ·<tag>" and the author's id is in
+    nothing her page received or shows; a moderator sees the author, marked; the author sees
+    her own. No `typing` while anonymous. The policy switched to Disabled: the author's next
+    anonymous send is refused in words, her text kept, the control gone on every page, and
+    the earlier messages still anonymous to the classmate (page_anonymous.mjs)."""
+    course_id = f"browser-{uuid.uuid4().hex[:8]}"
+    # A user id that occurs in nothing the pages load but what names her.
+    author = f"sora-{uuid.uuid4().hex[:8]}"
+    classmate = "jun"
+    await gateway.apply_policy(course_id, anonymousPosting="ToClassmates")
+    author_token = gateway.token(author, [course_id])
+    classmate_token = gateway.token(classmate, [course_id])
+    mia = gateway.token("mia", [course_id], moderates=[course_id])
+    shots = [
+        "anonymous-ticked-en.png",
+        "anonymous-author-en.png",
+        "anonymous-classmate-ko.png",
+        "anonymous-moderator-en.png",
+        "anonymous-refused-en.png",
+        "anonymous-disabled-ko.png",
+    ]
+    for name in shots:
+        (ARTIFACTS / name).unlink(missing_ok=True)
+    env = {
+        "BASE_URL": gateway.url,
+        "AUTHOR": author,
+        "CLASSMATE": classmate,
+        "AUTHOR_TOKEN": author_token,
+        "CLASSMATE_TOKEN": classmate_token,
+        "MODERATOR_TOKEN": mia,
+        "COURSE_ID": course_id,
+        "SCREENSHOT_DIR": str(ARTIFACTS),
+    }
+    async with HandInHand.run(browser_scripts / "page_anonymous.mjs", env) as page:
+        sent = await page.event("anonymous-sent")
+        # A second apply of the same course's policy works on the local stack (the
+        # operator's reconcile code writes it again). Not checked on the containers
+        # topology: its apply_policy POSTs the same name again to the emulated API and
+        # waits for a Ready condition the first apply already set, so it may return before
+        # the operator has written Disabled.
+        await gateway.apply_policy(course_id, anonymousPosting="Disabled")
+        await page.answer()
+        summary = await page.summary()
+
+    assert summary["consoleProblems"] == []
+    assert summary["missing"] == {"author": [], "classmate": [], "mia": []}
+    question_id, answer_id = sent["questionId"], sent["answerId"]
+    # What the server keeps, as each sees it: the classmate the pseudonym, mia the author.
+    seen_by_classmate = await graphql_as(
+        gateway, classmate_token, ANONYMOUS_THREAD, {"c": course_id, "root": question_id}
+    )
+    seen_by_mia = await graphql_as(
+        gateway, mia, ANONYMOUS_THREAD, {"c": course_id, "root": question_id}
+    )
+    pseudonym = seen_by_classmate["thread"]["root"]["userId"]
+    assert re.fullmatch(r"anonymous:[0-9a-f]{8}", pseudonym), pseudonym
+    tag = pseudonym[-4:]
+    for seen, user_id in ((seen_by_classmate, pseudonym), (seen_by_mia, author)):
+        root, replies = seen["thread"]["root"], seen["thread"]["replies"]
+        assert (root["messageId"], root["userId"], root["anonymous"]) == (
+            question_id,
+            user_id,
+            True,
+        )
+        assert [(r["messageId"], r["userId"], r["anonymous"]) for r in replies] == [
+            (answer_id, user_id, True)
+        ]
+    assert seen_by_mia["thread"]["root"]["pseudonym"] == pseudonym
+
+    # Offered on every page while the policy allows it, off by default; ticked (by
+    # keyboard), the note says exactly who sees the name, and that typing is not shown.
+    for who in ("author", "classmate"):
+        before = summary["before"][who]
+        assert (before["rowHidden"], before["checked"], before["noteHidden"]) == (
+            False,
+            False,
+            True,
+        )
+    ticked = summary["ticked"]
+    assert ticked["label"] == "Post anonymously"
+    assert (ticked["checked"], ticked["noteHidden"]) == (True, False)
+    assert ticked["note"] == (
+        "Other students see “Anonymous classmate” and a short tag instead of your name, the "
+        "same tag on all your anonymous posts in this course. The course's moderators "
+        "(teachers and TAs) see your name. While this is on, no one sees you typing: tick it "
+        "before you start."
+    )
+    # Once a send told the page her pseudonym, the note names it.
+    assert f"Yours: “Anonymous classmate ·{tag}”." in summary["noteAfterSend"]
+    assert (summary["questionLeft"], summary["answerLeft"]) == ("", "")
+
+    # The author: both hers, anonymously; typed key by key, and no `typing` sent.
+    written = summary["author"]
+    for shown in (written["question"], written["answer"]):
+        assert (shown["user"], shown["own"], shown["faceless"]) == ("You, anonymously", True, True)
+    assert written["typingSent"] == 0
+
+    # The classmate: one anonymous classmate with one tag, in every place that names
+    # someone; the author's id nowhere, nor a raw pseudonym.
+    korean_name = f"익명 수강생 ·{tag}"
+    seen = summary["classmate"]
+    for shown in (seen["question"], seen["root"], seen["answer"]):
+        assert (shown["user"], shown["own"], shown["faceless"], shown["markerTitles"]) == (
+            korean_name,
+            False,
+            True,
+            [],
+        )
+    assert seen["participants"] == f"{korean_name} 님이 답글을 달았어요"
+    assert seen["listed"] == korean_name
+    assert seen["replyLabel"].startswith(f"{korean_name} 님이 "), seen["replyLabel"]
+    assert seen["rawPseudonym"] is False
+    assert seen["authorFound"] == []
+    # What was searched: the page's frames and bodies (index.html, scripts, catalogues, css).
+    assert seen["received"]["frames"] > 10, seen["received"]
+    assert seen["received"]["bodies"] >= 5, seen["received"]
+    assert seen["typing"] == ""
+
+    # mia: the author's name, marked, the marker saying what the students see.
+    for shown in (summary["mia"]["question"], summary["mia"]["answer"]):
+        assert (shown["user"], shown["faceless"]) == (author, False)
+        assert "anonymous to classmates" in shown["markers"]
+        assert shown["markerTitles"] == [f"Other students see “Anonymous classmate ·{tag}”"]
+    assert summary["mia"]["endorseLabel"].startswith(f"Endorse the answer of {author} at ")
+
+    # Disabled: the author's anonymous send refused in words, her text kept, the control
+    # gone from both composers; mia's page, back in view, says what sending now means.
+    refused = summary["refused"]
+    assert refused["accepted"] is False
+    assert refused["composer"] == refused["text"]
+    assert (refused["rowHidden"], refused["checked"], refused["threadRowHidden"]) == (
+        True,
+        False,
+        True,
+    )
+    assert refused["error"] == (
+        "Not sent: this course no longer allows anonymous posts. Your text is still in the "
+        "box; sent now, it shows your name."
+    )
+    switched_off = summary["switchedOff"]
+    assert (switched_off["rowHidden"], switched_off["checked"]) == (True, False)
+    assert switched_off["error"] == (
+        "This course no longer allows anonymous posts: what you send now shows your name."
+    )
+    # The classmate, reloaded: no control; what was anonymous stays anonymous.
+    after = summary["afterReload"]
+    assert after["rowHidden"] is True
+    assert (after["question"]["user"], after["answer"]["user"]) == (korean_name, korean_name)
+    assert after["authorFound"] == []
+    # The control: unticked, the author's page sends `typing` again.
+    assert summary["control"]["after"] > summary["control"]["before"] == 0
+
+    user_content = {classmate, course_id, tag}
+    for name, words in summary["words"].items():
+        if name in ("classmate", "afterReload"):
+            assert_in_korean(words, user_content)
+        else:
+            assert_in_english(words)
+    for name, found in summary["accessibility"].items():
+        assert found == [], (name, found)
+    for name in shots:
+        assert_png(ARTIFACTS / name)
+    # Nothing else was stored: the refused send left no message.
+    contents = [m["content"] for m in await stored(gateway, mia, course_id)]
+    assert refused["text"] not in contents

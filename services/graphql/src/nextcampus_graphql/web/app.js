@@ -51,14 +51,14 @@ const PICKER_EMOJI = ['👍', '❤️', '😂', '🎉', '🤔', '👀', '🙏', 
 const MESSAGE = `fragment Message on ChatMessage {
   messageId userId content timestamp deleted replyTo editedAt replyCount lastReplyAt
   participants pinnedAt reactions { emoji count reactedByMe } mentions mentionsCourse
-  kind resolvedAt endorsedAt endorsedAnswerCount
+  kind resolvedAt endorsedAt endorsedAnswerCount anonymous pseudonym
 }`;
 // A message in an event: the same bytes for every subscriber, so nothing of the viewer's
 // (the page keeps its own reactions from answers and from the events it made itself).
 const EVENT_MESSAGE = `fragment EventMessage on ChatMessage {
   messageId userId content timestamp deleted replyTo editedAt replyCount lastReplyAt
   participants pinnedAt reactions { emoji count } mentions mentionsCourse
-  kind resolvedAt endorsedAt endorsedAnswerCount
+  kind resolvedAt endorsedAt endorsedAnswerCount anonymous pseudonym
 }`;
 // Where the viewer is in a course: the badges of the course list and the read marker the
 // "new messages" divider is drawn at.
@@ -67,7 +67,7 @@ const COURSE_STATE = `fragment CourseState on MyCourse {
 }`;
 // A message that mentions the viewer, in the mentions panel (any course).
 const MENTION = `fragment Mention on ChatMessage {
-  courseId messageId userId content timestamp deleted replyTo mentions mentionsCourse
+  courseId messageId userId content timestamp deleted replyTo mentions mentionsCourse anonymous pseudonym
 }`;
 const ME = `query Me { me { userId courseIds moderates courses { ...CourseState } } }
 ${COURSE_STATE}`;
@@ -88,10 +88,10 @@ const MY_UPDATES = `subscription MyUpdates($after: String) {
 }
 ${COURSE_STATE}
 ${MENTION}`;
-// What the page follows of a course's policy: the edit window, and the timetable mode now
-// (the banner, the composer) with when it ends.
+// What the page follows of a course's policy: the edit window, the timetable mode now
+// (the banner, the composer) with when it ends, and whether "post anonymously" is offered.
 const POLICY = `fragment Policy on CoursePolicy {
-  editWindowSeconds mode modeEndsAt slowModeSeconds
+  editWindowSeconds mode modeEndsAt slowModeSeconds anonymousPosting
 }`;
 // Opening a course: its newest history with the event cursor to go live from, its policy,
 // and the pinned messages, in one round trip.
@@ -145,10 +145,12 @@ const EVENTS = `subscription Events($courseId: ID!, $after: String) {
 }
 ${EVENT_MESSAGE}`;
 const SEND = `mutation Send(
-  $courseId: ID!, $content: String!, $clientMessageId: ID, $replyTo: ID, $kind: MessageKind = MESSAGE
+  $courseId: ID!, $content: String!, $clientMessageId: ID, $replyTo: ID, $kind: MessageKind = MESSAGE,
+  $anonymous: Boolean = false
 ) {
   sendMessage(
-    courseId: $courseId, content: $content, clientMessageId: $clientMessageId, replyTo: $replyTo, kind: $kind
+    courseId: $courseId, content: $content, clientMessageId: $clientMessageId, replyTo: $replyTo, kind: $kind,
+    anonymous: $anonymous
   ) {
     ...Message
   }
@@ -504,6 +506,12 @@ const ui = {
   threadForm: $('thread-form'),
   threadComposer: $('thread-composer'),
   threadSend: $('thread-send'),
+  anonymousRow: $('anonymous-row'),
+  postAnonymously: $('post-anonymously'),
+  anonymousNote: $('anonymous-note'),
+  threadAnonymousRow: $('thread-anonymous-row'),
+  threadPostAnonymously: $('thread-post-anonymously'),
+  threadAnonymousNote: $('thread-anonymous-note'),
 };
 
 /** Who is online in the open course: the count, and the member list once asked for. */
@@ -606,6 +614,11 @@ const reads = noReads();
 const state = {
   viewer: null, // { userId, courseIds, moderates, courses }
   viewerLoading: false,
+  // courseId → the viewer's own pseudonym there, learnt from their anonymous sends (no query
+  // tells it): after a reload the viewer's anonymous messages of earlier sessions show as a
+  // classmate's until they send anonymously in the course again. Kept in memory only, never
+  // in storage beside the token: it links the viewer to their anonymous messages.
+  pseudonyms: new Map(),
   generation: 0, // bumped on every course switch: late answers about the old one are dropped
   ...noCourse(),
   errorTimer: 0,
@@ -728,6 +741,7 @@ function render() {
     setText(box.button, box.sending ? t('composer.sending') : t('composer.send'));
   }
   ui.askQuestion.disabled = !canWrite;
+  renderAnonymous(canWrite);
   ui.loadOlder.hidden = !state.subscribed || !state.hasMore;
   ui.loadOlder.disabled = state.loadingOlder;
   setText(ui.loadOlder, state.loadingOlder ? t('history.loading') : t('history.loadOlder'));
@@ -790,7 +804,29 @@ function describe(error) {
 
 const known = (messageId) => state.messages.get(messageId)?.message;
 const moderator = () => state.viewer.moderates.includes(state.courseId);
-const isOwn = (message) => message.userId === state.viewer.userId;
+// Whoever does not moderate a course gets an anonymous author's pseudonym in place of their
+// user id (`anonymous:` and 8 hex digits; a user id has no `:`), the author included.
+const PSEUDONYM_PREFIX = 'anonymous:';
+// The end of a pseudonym the page shows ("Anonymous classmate ·1a2b"): enough to tell the
+// anonymous people of one thread apart, never the raw id.
+const PSEUDONYM_TAG_LENGTH = 4;
+const isPseudonym = (userId) => userId.startsWith(PSEUDONYM_PREFIX);
+const ownPseudonym = (courseId = state.courseId) => state.pseudonyms.get(courseId) ?? null;
+/** Whether `userId` of `courseId` (a user id or a pseudonym) is the viewer. */
+const isMe = (userId, courseId = state.courseId) =>
+  userId === state.viewer.userId || (isPseudonym(userId) && userId === ownPseudonym(courseId));
+const classmateName = (pseudonym) =>
+  t('anonymous.classmate', { tag: pseudonym.slice(-PSEUDONYM_TAG_LENGTH) });
+/**
+ * How the page names `userId` of `courseId` wherever it names someone (a message's author,
+ * thread participants, labels, mentions): an anonymous one as "Anonymous classmate ·1a2b",
+ * or "You, anonymously" for the viewer's own pseudonym.
+ */
+function personName(userId, courseId = state.courseId) {
+  if (!isPseudonym(userId)) return userId;
+  return userId === ownPseudonym(courseId) ? t('anonymous.you') : classmateName(userId);
+}
+const isOwn = (message) => isMe(message.userId);
 /** Whether the message asks for the viewer: names them, or (a moderator's) @course. */
 const mentionsViewer = (message) =>
   !message.deleted &&
@@ -860,7 +896,7 @@ function applyEvent(event) {
   state.cursor = event.cursor;
   const { message } = event;
   const id = message.messageId;
-  const mine = event.actorId === state.viewer.userId;
+  const mine = isMe(event.actorId);
   switch (event.__typename) {
     case 'MessageDeletedEvent':
       if (event.retracted) state.retracted.add(id);
@@ -999,14 +1035,20 @@ function part(tag, name, className = '') {
   return node;
 }
 
-const userName = (message) => (isOwn(message) ? t('message.you', { user: message.userId }) : message.userId);
+// The viewer's own: "ada (you)", or under their pseudonym "You, anonymously" (personName).
+const userName = (message) =>
+  isOwn(message) && !isPseudonym(message.userId)
+    ? t('message.you', { user: message.userId })
+    : personName(message.userId);
 const shortTime = (message) => formatMessageTime(new Date(message.timestamp));
 
 function metaOf(message) {
   const meta = part('p', 'meta');
   const full = formatFullTime(new Date(message.timestamp));
   const time = timeElement('', message.timestamp, shortTime(message), full);
-  meta.append(element('span', 'user', userName(message)), ' ', time);
+  meta.append(authorOf(message), ' ', time);
+  const anonymous = anonymousMarker(message);
+  if (anonymous) meta.append(' ', anonymous);
   if (message.editedAt && !message.deleted) {
     const when = formatFullTime(new Date(message.editedAt));
     const title = t('edit.markerTitle', { time: when });
@@ -1023,6 +1065,27 @@ function metaOf(message) {
   }
   for (const marker of questionMarkers(message)) meta.append(' ', marker);
   return meta;
+}
+
+/**
+ * The author's name; an anonymous one (a pseudonym: the viewer does not moderate the course)
+ * with a faceless avatar, so it is not taken for a user's.
+ */
+function authorOf(message) {
+  const user = element('span', 'user', userName(message));
+  user.classList.toggle('anonymous', isPseudonym(message.userId));
+  return user;
+}
+
+/**
+ * A moderator sees who sent an anonymous message, marked so they know the students do not;
+ * its title says what the students see instead.
+ */
+function anonymousMarker(message) {
+  if (!message.anonymous || isPseudonym(message.userId)) return null;
+  const marker = element('span', 'marker anonymous', t('anonymous.marker'));
+  if (message.pseudonym) marker.title = t('anonymous.markerTitle', { name: classmateName(message.pseudonym) });
+  return marker;
 }
 
 /** A question's state and its endorsed answers, an answer's endorsement: the markers. */
@@ -1138,11 +1201,11 @@ function threadSummaryOf(message, view) {
     facts.append(last);
   }
   if (message.participants.length > 0) {
-    const users = formatList(message.participants);
+    const users = formatList(message.participants.map((userId) => personName(userId)));
     facts.append(element('span', 'participants', t('thread.participants', { users })));
   }
   const open = actionButton('open-thread', t('thread.open'), {
-    'aria-label': t('thread.openLabel', { user: message.userId, time: shortTime(message) }),
+    'aria-label': t('thread.openLabel', { user: personName(message.userId), time: shortTime(message) }),
     'aria-controls': 'thread',
     'aria-expanded': String(state.thread?.rootId === message.messageId),
   });
@@ -1188,7 +1251,7 @@ function pickerOf(message) {
 
 function actionsOf(message, view) {
   const actions = part('div', 'actions');
-  const about = { user: message.userId, time: shortTime(message) };
+  const about = { user: personName(message.userId), time: shortTime(message) };
   const id = message.messageId;
   if (view === 'timeline' && !message.deleted) {
     actions.append(
@@ -1334,6 +1397,8 @@ function leaveCourse() {
   clearTimeout(state.similarTimer);
   clearTimeout(state.sendWaitTimer);
   for (const timer of state.editTimers.values()) clearTimeout(timer);
+  // Off by default in every course: whether to post anonymously is decided per course.
+  for (const box of Object.values(composers)) box.anonymous.checkbox.checked = false;
   closeThread({ restoreFocus: false });
   Object.assign(state, noCourse(), { generation: state.generation + 1 });
   ui.list.replaceChildren();
@@ -1443,6 +1508,13 @@ const LONGEST_TIMEOUT_MS = 2 ** 31 - 1;
 function applyPolicy(policy) {
   state.editWindowMs = policy.editWindowSeconds * 1000;
   state.policy = policy;
+  if (policy.anonymousPosting !== 'TO_CLASSMATES') {
+    // Switched off while ticked: the box goes, and the page says that what is sent now
+    // shows the name (the text typed for an anonymous post stays where it is).
+    const ticked = Object.values(composers).filter((box) => box.anonymous.checkbox.checked);
+    for (const box of ticked) box.anonymous.checkbox.checked = false;
+    if (ticked.length > 0) showError(() => t('anonymous.switchedOff'));
+  }
   clearTimeout(state.policyTimer);
   if (policy.modeEndsAt) {
     const untilEndMs = new Date(policy.modeEndsAt).getTime() - Date.now() + POLICY_EDGE_MS;
@@ -1465,6 +1537,47 @@ async function loadPolicy() {
     // The banner stays as it was; the next send's refusal, or coming back, asks again.
     console.info(`course policy not read again: ${error.message}`);
   }
+}
+
+// --- the course's policy: posting anonymously ----------------------------------------
+
+const anonymousAllowed = () => state.subscribed && state.policy?.anonymousPosting === 'TO_CLASSMATES';
+
+/** The words beside a ticked "Post anonymously": exactly who sees the viewer's name. */
+function anonymousNote() {
+  const pseudonym = ownPseudonym();
+  return [
+    t('anonymous.studentsSee'),
+    pseudonym ? t('anonymous.yours', { name: classmateName(pseudonym) }) : '',
+    t('anonymous.moderatorsSee'),
+    t('anonymous.typingHidden'),
+  ]
+    .filter(Boolean)
+    .join(' ');
+}
+
+/**
+ * "Post anonymously" by both composers where the policy allows it, and its note while it is
+ * ticked. The note's words are there when it is hidden too: the checkbox is described by
+ * them, so a screen reader says who will see the name before it is ticked.
+ */
+function renderAnonymous(canWrite) {
+  const allowed = anonymousAllowed();
+  for (const box of Object.values(composers)) {
+    const { row, checkbox, note } = box.anonymous;
+    row.hidden = !allowed;
+    checkbox.disabled = !canWrite;
+    note.hidden = !allowed || !checkbox.checked;
+    setText(note, anonymousNote());
+  }
+}
+
+/** The viewer's pseudonym in `courseId`, as a send answered it: their messages show as theirs. */
+function learnPseudonym(courseId, pseudonym) {
+  if (state.pseudonyms.get(courseId) === pseudonym) return;
+  state.pseudonyms.set(courseId, pseudonym);
+  refillAll();
+  renderMentions();
 }
 
 /** The banner's words for the mode now ('' when the course is open). */
@@ -1523,6 +1636,7 @@ async function loadViewer() {
     state.viewerLoading = false;
   }
   const before = state.viewer;
+  if (before?.userId !== me.userId) state.pseudonyms.clear();
   state.viewer = me;
   state.viewerLine = () => t('viewer.signedInAs', { user: me.userId });
   // A new token may be another user, or have other rights: then the course starts over.
@@ -1930,9 +2044,13 @@ function mentionEntry(message) {
   button.dataset.courseId = message.courseId;
   button.dataset.messageId = message.messageId;
   const meta = element('span', 'meta');
-  const from = t('mention.from', { user: message.userId, course: message.courseId });
+  const user = personName(message.userId, message.courseId);
+  const from = element('span', 'user', t('mention.from', { user, course: message.courseId }));
+  from.classList.toggle('anonymous', isPseudonym(message.userId));
   const full = formatFullTime(new Date(message.timestamp));
-  meta.append(element('span', 'user', from), ' ', timeElement('', message.timestamp, shortTime(message), full));
+  meta.append(from, ' ', timeElement('', message.timestamp, shortTime(message), full));
+  const anonymous = anonymousMarker(message);
+  if (anonymous) meta.append(' ', anonymous);
   const text = element('span', 'text');
   appendContent(text, message);
   button.append(meta, text);
@@ -2010,7 +2128,9 @@ function questionLink(message) {
   button.dataset.messageId = message.messageId;
   const meta = element('span', 'meta');
   const full = formatFullTime(new Date(message.timestamp));
-  meta.append(element('span', 'user', userName(message)), ' ', timeElement('', message.timestamp, shortTime(message), full));
+  meta.append(authorOf(message), ' ', timeElement('', message.timestamp, shortTime(message), full));
+  const anonymous = anonymousMarker(message);
+  if (anonymous) meta.append(' ', anonymous);
   for (const marker of questionMarkers(message)) meta.append(' ', marker);
   if (message.replyCount > 0) {
     meta.append(' ', element('span', 'reply-count', t('thread.replyCount', { count: message.replyCount })));
@@ -2396,6 +2516,8 @@ function renderTyping() {
  * (`published: false`) still stands; the next one goes when it says.
  */
 async function typed(box) {
+  // Typing is not anonymous (typingChanged names the user): never while posting anonymously.
+  if (box.anonymous.checkbox.checked) return;
   if (!box.textarea.value.trim() || box.sending || !state.subscribed || !box.open()) return;
   if (socket.state !== 'open' || state.typingBusy || Date.now() < state.typingNextAt) return;
   const { generation, courseId } = state;
@@ -2433,7 +2555,8 @@ const composers = {
     open: () => true,
     replyTo: () => null,
     sending: null, // { clientMessageId, content } until the server answers
-    unsent: null, // { courseId, content, replyTo, clientMessageId } of a send that failed
+    unsent: null, // { courseId, content, replyTo, clientMessageId, kind, anonymous } of a failed send
+    anonymous: { row: ui.anonymousRow, checkbox: ui.postAnonymously, note: ui.anonymousNote },
   },
   thread: {
     textarea: ui.threadComposer,
@@ -2443,6 +2566,7 @@ const composers = {
     replyTo: replyTarget,
     sending: null,
     unsent: null,
+    anonymous: { row: ui.threadAnonymousRow, checkbox: ui.threadPostAnonymously, note: ui.threadAnonymousNote },
   },
 };
 
@@ -2452,12 +2576,18 @@ async function send(box) {
   const { courseId, eventCount } = state;
   const replyTo = box.replyTo();
   const kind = box === composers.main && ui.askQuestion.checked ? 'QUESTION' : 'MESSAGE';
+  // Ticked is anonymous, whatever the page believes of the policy: the server decides.
+  const anonymous = box.anonymous.checkbox.checked;
   // The same clientMessageId on every retry: the server stores the message once. A send
   // that failed keeps its id for the same text, so pressing Send again cannot store a copy
   // of one the server kept after all.
   const { unsent } = box;
   const again =
-    unsent?.courseId === courseId && unsent.content === content && unsent.replyTo === replyTo && unsent.kind === kind;
+    unsent?.courseId === courseId &&
+    unsent.content === content &&
+    unsent.replyTo === replyTo &&
+    unsent.kind === kind &&
+    unsent.anonymous === anonymous;
   const clientMessageId = again ? unsent.clientMessageId : newClientId();
   box.sending = { clientMessageId, content };
   showError(null);
@@ -2466,8 +2596,9 @@ async function send(box) {
   try {
     for (;;) {
       try {
-        const variables = { courseId, content, clientMessageId, replyTo, kind };
+        const variables = { courseId, content, clientMessageId, replyTo, kind, anonymous };
         const { sendMessage } = await socket.request(SEND, variables);
+        if (sendMessage.anonymous && sendMessage.pseudonym) learnPseudonym(courseId, sendMessage.pseudonym);
         box.unsent = null;
         showError(null);
         if (courseId === state.courseId && state.policy?.mode === 'SLOW_MODE') {
@@ -2497,7 +2628,7 @@ async function send(box) {
     }
   } catch (error) {
     // The text stays in the box, to be sent again (with the same id).
-    box.unsent = { courseId, content, replyTo, clientMessageId, kind };
+    box.unsent = { courseId, content, replyTo, clientMessageId, kind, anonymous };
     const retryAfterMs = error instanceof GraphqlError ? (error.extensions.retryAfterMs ?? 0) : 0;
     showError(() => describe(error), retryAfterMs);
     // A refusal by the course's mode says the page's picture of it may be stale; in slow
@@ -2505,6 +2636,12 @@ async function send(box) {
     if (courseId === state.courseId && ['RATE_LIMITED', 'READ_ONLY'].includes(error?.code)) {
       if (error.code === 'RATE_LIMITED') state.sendAllowedAt = Date.now() + retryAfterMs;
       loadPolicy();
+    }
+    // Refused as anonymous: if the course has stopped allowing it, the page says so in
+    // words (the box unticked, the text kept: sent again, it would show the name).
+    if (courseId === state.courseId && anonymous && error?.code === 'FAILED_PRECONDITION') {
+      await loadPolicy();
+      if (courseId === state.courseId && !anonymousAllowed()) showError(() => t('anonymous.refused'));
     }
   } finally {
     box.sending = null;
@@ -2763,6 +2900,7 @@ for (const [list, opener] of [
     if (button) openThread(button.dataset.messageId, opener);
   });
 }
+for (const box of Object.values(composers)) box.anonymous.checkbox.addEventListener('change', render);
 ui.askQuestion.addEventListener('change', () => {
   scheduleSimilar();
   render();

@@ -149,6 +149,18 @@ export default {
   "mode.moderatorExempt": "Moderators are exempt.",
   "mode.nextSend": "Slow mode: you can send your next message {when}.",
 
+  "anonymous.post": "Post anonymously",
+  "anonymous.studentsSee": "Other students see “Anonymous classmate” and a short tag instead of your name, the same tag on all your anonymous posts in this course.",
+  "anonymous.yours": "Yours: “{name}”.",
+  "anonymous.moderatorsSee": "The course's moderators (teachers and TAs) see your name.",
+  "anonymous.typingHidden": "While this is on, no one sees you typing: tick it before you start.",
+  "anonymous.refused": "Not sent: this course no longer allows anonymous posts. Your text is still in the box; sent now, it shows your name.",
+  "anonymous.switchedOff": "This course no longer allows anonymous posts: what you send now shows your name.",
+  "anonymous.classmate": "Anonymous classmate ·{tag}",
+  "anonymous.you": "You, anonymously",
+  "anonymous.marker": "anonymous to classmates",
+  "anonymous.markerTitle": "Other students see “{name}”",
+
   "mention.toggle": "Mentions",
   "mention.panel": "Mentions of you",
   "mention.empty": "No one has mentioned you yet.",

@@ -144,6 +144,18 @@ export default {
   "mode.moderatorExempt": "관리자는 제한 없이 보낼 수 있어요.",
   "mode.nextSend": "슬로우 모드라서 다음 메시지는 {when} 보낼 수 있어요.",
 
+  "anonymous.post": "익명으로 올리기",
+  "anonymous.studentsSee": "다른 학생들에게는 이름 대신 ‘익명 수강생’과 짧은 태그가 보여요. 이 강의에서 익명으로 올린 글에는 모두 같은 태그가 붙어요.",
+  "anonymous.yours": "내 익명 이름: “{name}”",
+  "anonymous.moderatorsSee": "강의 관리자(교수·조교)에게는 이름이 보여요.",
+  "anonymous.typingHidden": "켜 두는 동안에는 입력 중 표시가 다른 사람에게 보이지 않아요. 입력을 시작하기 전에 켜 주세요.",
+  "anonymous.refused": "보내지 못했어요. 이 강의는 이제 익명 글을 허용하지 않아요. 입력한 내용은 그대로 남아 있지만, 지금 보내면 이름이 표시돼요.",
+  "anonymous.switchedOff": "이 강의는 이제 익명 글을 허용하지 않아요. 지금 보내는 메시지에는 이름이 표시돼요.",
+  "anonymous.classmate": "익명 수강생 ·{tag}",
+  "anonymous.you": "나 (익명)",
+  "anonymous.marker": "학생들에게 익명",
+  "anonymous.markerTitle": "다른 학생들에게 보이는 이름: “{name}”",
+
   "mention.toggle": "멘션",
   "mention.panel": "나를 언급한 메시지",
   "mention.empty": "아직 나를 언급한 메시지가 없어요.",
