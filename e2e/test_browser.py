@@ -1311,6 +1311,9 @@ async def test_anonymous_to_classmates_on_three_pages(
     for shown in (written["question"], written["answer"]):
         assert (shown["user"], shown["own"], shown["faceless"]) == ("You, anonymously", True, True)
     assert written["typingSent"] == 0
+    # After a reload too: the page learns her pseudonym from her course state.
+    again = summary["authorAfterReload"]
+    assert (again["user"], again["own"]) == ("You, anonymously", True)
 
     # The classmate: one anonymous classmate with one tag, in every place that names
     # someone; the author's id nowhere, nor a raw pseudonym.

@@ -331,6 +331,13 @@ await run('page_anonymous', async (session) => {
   );
   summary.control = { before: sentBefore, after: authorRecord.received.sentTyping };
 
+  // The author's page, reloaded: her anonymous question is still hers (her course state
+  // names her pseudonym), not a classmate's.
+  await writer.page.reload();
+  await waitForStatus(writer, 'live');
+  await named(writer, questionId, 'timeline', summary.author.question.user);
+  summary.authorAfterReload = await shownAs(writer, questionId);
+
   summary.missing = await missingTranslations(session);
   summary.ids = { question: questionId, answer: answerId };
   summary.consoleProblems = session.consoleProblems;

@@ -208,7 +208,12 @@ async def test_a_pseudonym_is_stable_per_author_and_course_and_names_nobody_else
     async def pseudonym(client: ChatClient, course: str, text: str) -> str:
         return (await client.send(course, text, anonymous=True)).message.pseudonym
 
+    (before,) = (await author.my_courses(course_id)).courses
+    assert before.pseudonym == ""  # no anonymous message in the course yet
     first = await pseudonym(author, course_id, "one")
+    # The author can ask for their own (a client shows their anonymous messages as theirs).
+    (state,) = (await author.my_courses(course_id)).courses
+    assert state.pseudonym == first
     assert await pseudonym(author, course_id, "two") == first
     assert await pseudonym(carol, course_id, "three") != first
     assert await pseudonym(author, other_course, "four") != first  # not linkable across

@@ -108,7 +108,7 @@ MAX_PINS_PER_COURSE = 50
 
 def _read_state(course_id: str, state: Sequence[Any]) -> CourseReadState:
     """A read state of the scripts (lua/lib/course.lua read_state)."""
-    marker, unread, mentions, last_at, last_id = state
+    marker, unread, mentions, last_at, last_id, pseudonym = state
     return CourseReadState(
         course_id=course_id,
         last_read_message_id=marker,
@@ -116,6 +116,7 @@ def _read_state(course_id: str, state: Sequence[Any]) -> CourseReadState:
         mention_count=int(mentions),
         last_message_at=int(last_at),
         last_message_id=last_id,
+        pseudonym=pseudonym,
     )
 
 

@@ -435,6 +435,10 @@ class MyCourse(graphene.ObjectType):
     )
     last_message_id = graphene.ID(description="the course's newest kept message")
     last_message_at = graphene.DateTime(description="its time (null: no message kept)")
+    pseudonym = graphene.String(
+        description="your own pseudonym in the course: how your anonymous messages show to "
+        "those who do not moderate it (null while the course has had no anonymous message)"
+    )
 
     @staticmethod
     def resolve_moderator(course: CourseState, _info: Any) -> bool:
@@ -465,6 +469,10 @@ class MyCourse(graphene.ObjectType):
         course: CourseState, _info: Any
     ) -> AwaitableOrValue[datetime | None]:
         return course.of_state(lambda state: _time(state.last_message_at))
+
+    @staticmethod
+    def resolve_pseudonym(course: CourseState, _info: Any) -> AwaitableOrValue[str | None]:
+        return course.of_state(lambda state: state.pseudonym or None)
 
 
 class ReadStates:

@@ -64,6 +64,7 @@ const EVENT_MESSAGE = `fragment EventMessage on ChatMessage {
 // "new messages" divider is drawn at.
 const COURSE_STATE = `fragment CourseState on MyCourse {
   courseId moderator unreadCount mentionCount lastReadMessageId lastMessageId lastMessageAt
+  pseudonym
 }`;
 // A message that mentions the viewer, in the mentions panel (any course).
 const MENTION = `fragment Mention on ChatMessage {
@@ -614,10 +615,9 @@ const reads = noReads();
 const state = {
   viewer: null, // { userId, courseIds, moderates, courses }
   viewerLoading: false,
-  // courseId → the viewer's own pseudonym there, learnt from their anonymous sends (no query
-  // tells it): after a reload the viewer's anonymous messages of earlier sessions show as a
-  // classmate's until they send anonymously in the course again. Kept in memory only, never
-  // in storage beside the token: it links the viewer to their anonymous messages.
+  // courseId → the viewer's own pseudonym there, from their course states (`me`, myUpdates)
+  // and their anonymous sends: their anonymous messages show as theirs. Kept in memory only,
+  // never in storage beside the token: it links the viewer to their anonymous messages.
   pseudonyms: new Map(),
   generation: 0, // bumped on every course switch: late answers about the old one are dropped
   ...noCourse(),
@@ -1572,7 +1572,7 @@ function renderAnonymous(canWrite) {
   }
 }
 
-/** The viewer's pseudonym in `courseId`, as a send answered it: their messages show as theirs. */
+/** The viewer's pseudonym in `courseId` (a course state or a send said it): their messages show as theirs. */
 function learnPseudonym(courseId, pseudonym) {
   if (state.pseudonyms.get(courseId) === pseudonym) return;
   state.pseudonyms.set(courseId, pseudonym);
@@ -1893,6 +1893,7 @@ function fillCourseButton(button, courseId) {
  * another update after the markRead anyway.
  */
 function applyCourseState(next) {
+  if (next.pseudonym) learnPseudonym(next.courseId, next.pseudonym);
   const marker = reads.courses.get(next.courseId)?.lastReadMessageId;
   if (marker && (!next.lastReadMessageId || compareIds(next.lastReadMessageId, marker) < 0)) return;
   reads.courses.set(next.courseId, next);

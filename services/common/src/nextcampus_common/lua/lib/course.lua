@@ -69,11 +69,17 @@ end
 -- course, stable while the course's salt lives (as long as its newest anonymous message may):
 -- the first anonymous send stores `salt` (random, from the service), later ones reuse it.
 -- Not a user id: user ids have no ':'. Only the service's answers to moderators undo it.
+local function anonymous_salt_key(course) return course .. 'anonymous-salt' end
+
+local function pseudonym_from(salt, user)
+  return 'anonymous:' .. string.sub(redis.sha1hex(salt .. ':' .. user), 1, 8)
+end
+
 local function pseudonym_of(course, user, salt, expire_at)
-  local key = course .. 'anonymous-salt'
+  local key = anonymous_salt_key(course)
   redis.call('SET', key, salt, 'NX')
   expire_no_sooner(key, expire_at)
-  return 'anonymous:' .. string.sub(redis.sha1hex(redis.call('GET', key) .. ':' .. user), 1, 8)
+  return pseudonym_from(redis.call('GET', key), user)
 end
 
 -- Drop the ids of expired messages from the old end of an index of ids (at most `count`,
@@ -340,7 +346,10 @@ local function read_state(course, user)
   end
   local newest = redis.call('ZREVRANGE', course .. 'messages', 0, 0)[1] or ''
   local newest_at = newest ~= '' and redis.call('HGET', message_key(course, newest), 'timestamp')
-  return {marker, unread, mentions, newest_at or '0', newest_at and newest or ''}
+  -- The user's own pseudonym (only theirs): how their anonymous messages show to others.
+  local salt = redis.call('GET', anonymous_salt_key(course))
+  return {marker, unread, mentions, newest_at or '0', newest_at and newest or '',
+    salt and pseudonym_from(salt, user) or ''}
 end
 
 -- The newest `limit` messages a mention index lists with ids up to `high` (inclusive; ''

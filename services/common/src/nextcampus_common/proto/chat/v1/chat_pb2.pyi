@@ -1150,6 +1150,7 @@ class CourseReadState(_message.Message):
     MENTION_COUNT_FIELD_NUMBER: _builtins.int
     LAST_MESSAGE_AT_FIELD_NUMBER: _builtins.int
     LAST_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    PSEUDONYM_FIELD_NUMBER: _builtins.int
     course_id: _builtins.str
     last_read_message_id: _builtins.str
     """"" before the first mark (or send) in the course"""
@@ -1162,6 +1163,10 @@ class CourseReadState(_message.Message):
     last_message_at: _builtins.int
     """ms of the course's newest kept message; 0 for none"""
     last_message_id: _builtins.str
+    pseudonym: _builtins.str
+    """The caller's own pseudonym in the course: how their anonymous messages show to those
+    who do not moderate it ("" while the course has had no anonymous message).
+    """
     def __init__(
         self,
         *,
@@ -1171,10 +1176,11 @@ class CourseReadState(_message.Message):
         mention_count: _builtins.int = ...,
         last_message_at: _builtins.int = ...,
         last_message_id: _builtins.str = ...,
+        pseudonym: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "last_message_at", b"last_message_at", "last_message_id", b"last_message_id", "last_read_message_id", b"last_read_message_id", "mention_count", b"mention_count", "unread_count", b"unread_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "last_message_at", b"last_message_at", "last_message_id", b"last_message_id", "last_read_message_id", b"last_read_message_id", "mention_count", b"mention_count", "pseudonym", b"pseudonym", "unread_count", b"unread_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
