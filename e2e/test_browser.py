@@ -395,8 +395,9 @@ async def test_a_send_the_shard_cannot_confirm_is_retried_by_the_page_and_stored
 
 
 # What a page's own words may hold besides its language's script: the product's name, the
-# keys of the composer's hint, a time zone (GMT+9).
-LATIN_IN_KOREAN = re.compile(r"Next Campus|Enter|Shift|GMT")
+# keys of the composer's hint, a time zone (GMT+9), a pseudonym's tag (·1a2b: the viewer's own
+# is in the anonymous note, whoever they are).
+LATIN_IN_KOREAN = re.compile(r"Next Campus|Enter|Shift|GMT|·[0-9a-f]{4}")
 HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 Words = list[list[str]]  # [where, language, text] (lib.mjs pageWords)
 
