@@ -98,15 +98,43 @@ class Gateway:
             return
         kube = self.kube
         path = f"/apis/{API_VERSION}/namespaces/{POLICY_NAMESPACE}/coursechatpolicies"
-        kube.call(kube.api.post(path, json=body))
+        key = (POLICY_RESOURCE, POLICY_NAMESPACE, name)
+
+        def stored() -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] = kube.api.objects[key]
+            except KeyError:
+                return None
+            return found
+
+        before = stored()
+        if before is None:
+            kube.call(kube.api.post(path, json=body))
+        else:
+            # Applied again (a changed spec): a merge patch of the spec, as kubectl apply
+            # sends (fields left out are removed); the operator's status for the new
+            # generation says when it is in force.
+            spec_patch = {k: None for k in before["spec"] if k not in body["spec"]}
+            kube.call(
+                kube.api.patch(
+                    f"{path}/{name}",
+                    json={"spec": {**spec_patch, **body["spec"]}},
+                    headers={"Content-Type": "application/merge-patch+json"},
+                )
+            )
+        now = stored()
+        assert now is not None
+        generation = now["metadata"].get("generation", 1)
 
         def ready() -> bool:
-            try:
-                stored = kube.api.objects[POLICY_RESOURCE, POLICY_NAMESPACE, name]
-            except KeyError:
+            found = stored()
+            if found is None:
                 return False
-            conditions = (stored.get("status") or {}).get("conditions") or []
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+            status = found.get("status") or {}
+            conditions = status.get("conditions") or []
+            return status.get("observedGeneration") == generation and any(
+                c["type"] == "Ready" and c["status"] == "True" for c in conditions
+            )
 
         async with asyncio.timeout(POLICY_READY_WITHIN_SECONDS):
             # Polls what the operator's container writes into the emulated API: no event.

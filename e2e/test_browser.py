@@ -1251,11 +1251,9 @@ async def test_anonymous_to_classmates_on_three_pages(
     }
     async with HandInHand.run(browser_scripts / "page_anonymous.mjs", env) as page:
         sent = await page.event("anonymous-sent")
-        # A second apply of the same course's policy works on the local stack (the
-        # operator's reconcile code writes it again). Not checked on the containers
-        # topology: its apply_policy POSTs the same name again to the emulated API and
-        # waits for a Ready condition the first apply already set, so it may return before
-        # the operator has written Disabled.
+        # Applied again, changed: an update of the resource, in force once the operator's
+        # status names its new generation (the containers topology), or written by the
+        # operator's reconcile code (the local stack).
         await gateway.apply_policy(course_id, anonymousPosting="Disabled")
         await page.answer()
         summary = await page.summary()

@@ -111,6 +111,10 @@ async def test_a_classmate_gets_the_pseudonym_and_a_moderator_the_author_on_ever
             course_id=course_id, text="is the deadline on Friday"
         ),
         "ListMyMentions": chat_pb2.ListMyMentionsRequest(),
+        # A change's answer (the message after it) too.
+        "AddReaction": chat_pb2.ReactionRequest(
+            course_id=course_id, message_id=mine.message_id, emoji="👍"
+        ),
         "ListEvents": chat_pb2.ListEventsRequest(course_id=course_id),
     }
     answers = {method: await bob_bytes(method, request) for method, request in pages.items()}
