@@ -21,6 +21,7 @@ from nextcampus_common.logs import get_logger
 from nextcampus_common.metrics import serve_metrics
 from nextcampus_common.proto.chat.v1 import chat_pb2
 from nextcampus_common.redis_cluster import ClusterClient
+from nextcampus_common.runtime import settle_heap
 
 log = get_logger(__name__)
 
@@ -112,6 +113,7 @@ class ChatServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
         await self.start()
+        settle_heap(self.settings)
         print("ready", flush=True)
         await self._stopped.wait()
 

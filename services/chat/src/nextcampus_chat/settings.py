@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from nextcampus_common.settings import (
+    HeapSettings,
     JwtSettings,
     PolicyDefaultSettings,
     RedisSettings,
@@ -12,7 +13,9 @@ from nextcampus_common.settings import (
 )
 
 
-class ChatSettings(ServiceSettings, RedisSettings, JwtSettings, PolicyDefaultSettings):
+class ChatSettings(
+    ServiceSettings, HeapSettings, RedisSettings, JwtSettings, PolicyDefaultSettings
+):
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     # Content over this many characters is refused before Redis is asked (policies can only

@@ -9,6 +9,7 @@ import uvloop
 from aiohttp import web
 
 from nextcampus_common.logs import configure_logging, get_logger
+from nextcampus_common.runtime import settle_heap
 from nextcampus_common.settings import load_settings
 from nextcampus_graphql.app import create_app
 from nextcampus_graphql.settings import GraphqlSettings
@@ -31,6 +32,7 @@ async def serve(settings: GraphqlSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("graphql serving", http_port=settings.http_port, chat_target=settings.chat_target)
+    settle_heap(settings)
     print("ready", flush=True)
     await stop.wait()
     log.info("graphql stopping")
