@@ -16,15 +16,9 @@ import orjson
 from nextcampus_chat.errors import ChatError, Problem
 from nextcampus_chat.settings import ChatSettings
 from nextcampus_common import export, scripts
-from nextcampus_common import schedule as timetable
-from nextcampus_common.keys import ANONYMOUS_TO_CLASSMATES, POLICY_FIELDS, CourseKeys
+from nextcampus_common.course_policy import read_course_policy
+from nextcampus_common.keys import CourseKeys
 from nextcampus_common.proto.chat.v1.chat_pb2 import (
-    ANONYMOUS_POSTING_DISABLED,
-    ANONYMOUS_POSTING_TO_CLASSMATES,
-    COURSE_MODE_OPEN,
-    COURSE_MODE_READ_ONLY,
-    COURSE_MODE_SLOW,
-    COURSE_MODE_UNSPECIFIED,
     ChatMessage,
     CourseEvent,
     CourseEventKind,
@@ -33,7 +27,6 @@ from nextcampus_common.proto.chat.v1.chat_pb2 import (
     MessageKind,
     MessageVersion,
     PresenceMember,
-    ScheduleWindow,
 )
 from nextcampus_common.records import message_from_record
 from nextcampus_common.redis_cluster import ClusterClient
@@ -136,13 +129,6 @@ def parse_mention_cursor(cursor: str) -> tuple[int, str]:
     if not sep or not message_id.isdigit() or not course_id:
         raise ValueError(cursor)
     return int(message_id), course_id
-
-
-def _int_or(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:  # a hand-edited hash: the send script falls back the same way
-        return default
 
 
 class MessageStore:
@@ -735,40 +721,7 @@ class MessageStore:
     async def policy(self, course_id: str) -> CoursePolicy:
         """The effective policy: the course's policy hash over the service's defaults (the
         same precedence as the send script)."""
-        key = CourseKeys(course_id).policy
-        (
-            ttl,
-            max_length,
-            read_only,
-            rate_messages,
-            rate_seconds,
-            edit_window,
-            windows,
-            segments,
-            anonymous_posting,
-        ) = await self._redis.command(key, "HMGET", key, *POLICY_FIELDS)
-        settings = self._settings
-        read_only = read_only in ("1", "true")
-        now, following = timetable.next_change(timetable.decode(segments), self._now_ms())
-        if read_only:
-            now, following = timetable.Current(timetable.Mode.READ_ONLY, 0, None), None
-        return CoursePolicy(
-            course_id=course_id,
-            ttl_seconds=_int_or(ttl, settings.default_ttl_seconds),
-            max_length=_int_or(max_length, settings.default_max_length),
-            read_only=read_only,
-            rate_limit_messages=_int_or(rate_messages, settings.default_rate_limit_messages),
-            rate_limit_seconds=_int_or(rate_seconds, settings.default_rate_limit_seconds),
-            edit_window_seconds=_int_or(edit_window, settings.default_edit_window_seconds),
-            mode=_COURSE_MODES[now.mode],
-            mode_ends_at=now.until_ms or 0,
-            slow_mode_seconds=now.slow_mode_seconds,
-            next_mode=_COURSE_MODES[following.mode] if following else COURSE_MODE_UNSPECIFIED,
-            schedule=[_schedule_window(w) for w in orjson.loads(windows or "[]")],
-            anonymous_posting=ANONYMOUS_POSTING_TO_CLASSMATES
-            if anonymous_posting == ANONYMOUS_TO_CLASSMATES
-            else ANONYMOUS_POSTING_DISABLED,
-        )
+        return await read_course_policy(self._redis, course_id, self._settings, self._now_ms())
 
     # -- presence and typing (presence.lua, typing.lua): not replicated-waited, short-lived --
 
@@ -839,27 +792,6 @@ class MessageStore:
         key = CourseKeys(course_id).seq
         value = await self._redis.command(key, "GET", key)
         return int(value) if value else 0
-
-
-_COURSE_MODES = {
-    timetable.Mode.OPEN: COURSE_MODE_OPEN,
-    timetable.Mode.READ_ONLY: COURSE_MODE_READ_ONLY,
-    timetable.Mode.SLOW_MODE: COURSE_MODE_SLOW,
-}
-
-
-def _schedule_window(spec: dict[str, Any]) -> ScheduleWindow:
-    window = timetable.window_of(spec)
-    return ScheduleWindow(
-        mode=_COURSE_MODES[window.mode],
-        slow_mode_seconds=window.slow_mode_seconds,
-        time_zone=window.time_zone,
-        days=window.days,
-        start_time=window.start_time,
-        end_time=window.end_time,
-        start=window.start,
-        end=window.end,
-    )
 
 
 def _read_only_message(course_id: str, reply: list[Any]) -> str:

@@ -5,7 +5,8 @@ operator writes it to a file before a TTL change deletes history.
 
 Lines, in this order:
 - `{"type": "course", "courseId", "exportedAt", "policy": {…}}`: the header; `policy` is the
-  course's effective policy when the export began (the defaults under its policy hash);
+  course's effective policy when the export began, as GetCoursePolicy answers it (the
+  CoursePolicy in the proto3 JSON mapping);
 - `{"type": "message", "message": {…}, "versions": […], "reactors": […]}` per message, oldest
   first (replies and tombstones too): `message` is the ChatMessage in the proto3 JSON mapping
   (every field, defaults included, so `json_format.ParseDict` reads it back, and a field
@@ -25,7 +26,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from nextcampus_common import scripts
-from nextcampus_common.keys import POLICY_OWNER_FIELD, CourseKeys
+from nextcampus_common.course_policy import read_course_policy
+from nextcampus_common.keys import CourseKeys
 from nextcampus_common.proto.chat.v1.chat_pb2 import MessageVersion
 from nextcampus_common.records import message_from_record
 from nextcampus_common.redis_cluster import ClusterClient
@@ -47,32 +49,6 @@ def proto_json(message: Message) -> dict[str, Any]:
 
 def _line(value: Mapping[str, Any]) -> str:
     return orjson.dumps(value).decode()
-
-
-async def _effective_policy(
-    redis: ClusterClient, keys: CourseKeys, defaults: PolicyDefaultSettings
-) -> dict[str, Any]:
-    """The course's policy as the chat service applies it: its hash over the defaults."""
-    fields: dict[str, str] = await redis.command(keys.policy, "HGETALL", keys.policy)
-
-    def number(name: str, default: int) -> int:
-        try:
-            return int(fields[name])
-        except (KeyError, ValueError):
-            return default
-
-    policy: dict[str, Any] = {
-        "ttlSeconds": number("ttl_seconds", defaults.default_ttl_seconds),
-        "maxLength": number("max_length", defaults.default_max_length),
-        "readOnly": fields.get("read_only") in ("1", "true"),
-        "rateLimitMessages": number("rate_limit_messages", defaults.default_rate_limit_messages),
-        "rateLimitSeconds": number("rate_limit_seconds", defaults.default_rate_limit_seconds),
-        "editWindowSeconds": number("edit_window_seconds", defaults.default_edit_window_seconds),
-        "schedule": orjson.loads(fields["schedule"]) if fields.get("schedule") else [],
-    }
-    if fields.get(POLICY_OWNER_FIELD):
-        policy["owner"] = fields[POLICY_OWNER_FIELD]
-    return policy
 
 
 def _message_line(course_id: str, entry: Sequence[Any]) -> str:
@@ -109,7 +85,11 @@ async def export_lines(
             "type": "course",
             "courseId": course_id,
             "exportedAt": exported_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "policy": await _effective_policy(redis, keys, defaults),
+            "policy": proto_json(
+                await read_course_policy(
+                    redis, course_id, defaults, int(exported_at.timestamp() * 1000)
+                )
+            ),
         }
     )
     after, count = "", 0
