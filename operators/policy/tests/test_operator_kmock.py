@@ -563,6 +563,8 @@ async def test_a_shortening_ttl_change_is_exported_first_and_reported(
         assert last["result"] == "Exported"
         assert last["messages"] == len(course.ids)
         check_rich_course(read(last["file"]), course)
+        # kopf posts the Event on its own, after the status: waited for, not assumed.
+        await eventually(lambda: bool(events(kube, "CourseExported")), "the CourseExported Event")
         (event,) = events(kube, "CourseExported")
         assert last["file"] in event["message"]
 
