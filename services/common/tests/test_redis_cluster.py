@@ -1,6 +1,9 @@
-"""The Redis Cluster client against a real cluster: how many replicas a write waits for."""
+"""The Redis Cluster client against a real cluster: how many replicas a write waits for, and
+how replicated writes share round trips."""
 
 from __future__ import annotations
+
+import asyncio
 
 from nextcampus_common.keys import CourseKeys
 from nextcampus_common.redis_cluster import ClusterClient
@@ -8,7 +11,7 @@ from nextcampus_common.scripts import SEND, UNREAD
 from nextcampus_common.settings import RedisSettings
 
 
-def send_args(course_id: str) -> tuple[list[str], list[object]]:
+def send_args(course_id: str, client_message_id: str = "cm-1") -> tuple[list[str], list[object]]:
     keys = CourseKeys(course_id)
     return (
         [
@@ -16,12 +19,18 @@ def send_args(course_id: str) -> tuple[list[str], list[object]]:
             keys.seq,
             keys.messages,
             keys.events,
-            keys.client("alice", "cm-1"),
+            keys.client("alice", client_message_id),
             keys.rate("alice"),
             keys.log,
         ],
-        [keys.prefix, "alice", "hello", "cm-1", 86400, 4000, 0, 10, course_id, ""],
+        [keys.prefix, "alice", "hello", client_message_id, 86400, 4000, 0, 10, course_id, ""],
     )
+
+
+async def wait_calls(client: ClusterClient, key: str) -> int:
+    """WAITs the primary of `key` has run, by its own count (INFO commandstats)."""
+    stats = await client.client_for(key).info("commandstats")
+    return int(stats.get("cmdstat_wait", {}).get("calls", 0))
 
 
 async def test_writes_wait_for_a_replica_once_the_cluster_has_one(redis_cluster, course_id):
@@ -81,5 +90,33 @@ async def test_scripts_by_node_makes_one_round_trip_per_node(redis_cluster, monk
         assert len(executed) == len(nodes)
         assert sum(executed) == len(courses)
         assert [state[1] for state in states] == [0] * len(courses)  # nothing unread anywhere
+    finally:
+        await client.close()
+
+
+async def test_sends_in_flight_together_share_one_replication_wait(redis_cluster, course_id):
+    """Group commit: 50 sends to one course issued at once go to its primary in batches of one
+    pipeline and ONE `WAIT` each (counted by the primary itself), not 50 WAITs; every one is
+    stored once, with its own id, and acknowledged only as replicated. A send alone afterwards
+    still gets its WAIT."""
+    client = ClusterClient(RedisSettings(redis_nodes=redis_cluster.nodes))
+    await client.start()
+    key = CourseKeys(course_id).policy
+    try:
+        before = await wait_calls(client, key)
+        replies = await asyncio.gather(
+            *(
+                client.script(SEND, *send_args(course_id, f"cm-{i}"), replicated=True)
+                for i in range(50)
+            )
+        )
+        together = await wait_calls(client, key) - before
+        assert [reply[0] for reply in replies] == ["ok"] * 50
+        assert len({reply[1] for reply in replies}) == 50, "one message per send"
+        assert 1 <= together < 50, f"{together} WAITs for 50 sends in flight together"
+
+        alone = await client.script(SEND, *send_args(course_id, "cm-alone"), replicated=True)
+        assert alone[0] == "ok"
+        assert await wait_calls(client, key) - before == together + 1
     finally:
         await client.close()

@@ -9,6 +9,12 @@ trip. A write that no replica confirmed in time is refused (`WriteNotDurable`, t
 retries it idempotently); while a shard has no replica at all it is refused, or accepted
 with one copy, as `redis_without_replicas` says. Retries through a failover refresh the
 slot map and go to the new primary.
+
+Replicated writes to one primary are group-committed (`ReplicatedBatches`): the writes that
+arrive while a batch is on the wire go together in the next one, a pipeline of their
+scripts and ONE `WAIT`, which covers them all (it waits for the connection's last write).
+At low load a batch is one write and nothing waits longer; under load every send shares one
+round trip and one replication wait per node instead of paying its own.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -87,6 +94,83 @@ def online_replicas(info: dict[str, Any]) -> int:
     )
 
 
+# Writes in one batch at most: a bigger backlog goes in the next ones (a pipeline is built
+# and parsed as a whole, so one huge batch would hold every write in it).
+MAX_BATCH_WRITES = 256
+
+
+@dataclass(eq=False, slots=True)
+class _Write:
+    script: LuaScript
+    keys: Sequence[str]
+    args: Sequence[Any]
+    answer: asyncio.Future[tuple[Any, int]]
+
+
+class ReplicatedBatches:
+    """The replicated writes of this process to one primary, one batch on the wire at a time:
+    `write` answers the script's reply (an exception as a value, as a pipeline's) and how many
+    replicas confirmed its batch."""
+
+    def __init__(self, client: Redis, replicas: int, timeout_ms: int) -> None:
+        self.client, self.replicas, self.timeout_ms = client, replicas, timeout_ms
+        self._queued: list[_Write] = []
+        self._sending: asyncio.Task[None] | None = None
+        self.batches = 0  # sent so far (tests and the bench read it)
+
+    async def write(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> tuple[Any, int]:
+        answer: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+        self._queued.append(_Write(script, keys, args, answer))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send_all(), name="redis replicated writes")
+        return await answer
+
+    async def _send_all(self) -> None:
+        try:
+            while self._queued:
+                batch = self._queued[:MAX_BATCH_WRITES]
+                del self._queued[:MAX_BATCH_WRITES]
+                await self._send(batch)
+        finally:
+            self._sending = None
+
+    async def _send(self, batch: list[_Write]) -> None:
+        self.batches += 1
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for write in batch:
+                    pipe.evalsha(write.script.sha, len(write.keys), *write.keys, *write.args)
+                pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+                replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            # The connection failed: which of them ran is unknown, every writer retries (the
+            # scripts are idempotent by their keys) — or this task was cancelled at shutdown.
+            for write in batch:
+                if not write.answer.done():
+                    write.answer.set_exception(
+                        exc if isinstance(exc, Exception) else RedisConnectionError("closed")
+                    )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        confirmed = replies[-1] if isinstance(replies[-1], int) else 0
+        for write, reply in zip(batch, replies, strict=False):
+            if not write.answer.done():  # its caller may have given up (a deadline)
+                write.answer.set_result((reply, confirmed))
+
+    def close(self) -> None:
+        """Stop (the node left the slot map, or the client closes): the writes not yet
+        answered fail as a lost connection would, so that their callers retry elsewhere."""
+        if self._sending is not None:
+            self._sending.cancel()
+        for write in self._queued:
+            if not write.answer.done():
+                write.answer.set_exception(RedisConnectionError("the node's client was closed"))
+        self._queued.clear()
+
+
 def _no_retry() -> Retry:
     # Our own loop decides about retries (with a fresh slot map); the connection must not
     # silently reconnect to a node that is no longer the owner.
@@ -117,6 +201,8 @@ class ClusterClient:
             **self._connection_kwargs,
         )
         self._node_clients: dict[str, Redis] = {}
+        # Per primary (by name), the group commit of its replicated writes.
+        self._batches: dict[str, ReplicatedBatches] = {}
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = 0.0
         # Replicas a replicated write needs; resolved at start when the setting is empty.
@@ -172,6 +258,9 @@ class ClusterClient:
         )
 
     async def close(self) -> None:
+        for batches in self._batches.values():
+            batches.close()
+        self._batches = {}
         clients, self._node_clients = list(self._node_clients.values()), {}
         for client in clients:
             await client.aclose()
@@ -205,6 +294,8 @@ class ClusterClient:
             self._refreshed_at = time.monotonic()
             live = {n.name for n in self.cluster.get_nodes()}
             for name in [n for n in self._node_clients if n not in live]:
+                if name in self._batches:
+                    self._batches.pop(name).close()
                 await self._node_clients.pop(name).aclose()
 
     async def retrying(self, attempt: Callable[[], Any], what: str) -> Any:
@@ -246,12 +337,15 @@ class ClusterClient:
             if wait and self._replicaless_until.get(node, 0.0) > time.monotonic():
                 wait = self._without_replicas(node, script.name)
             for _ in range(2):
-                async with client.pipeline(transaction=False) as pipe:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    if wait:
-                        pipe.execute_command("WAIT", wait, self._settings.redis_wait_timeout_ms)
-                    replies = await pipe.execute(raise_on_error=False)
-                result = replies[0]
+                confirmed = 0
+                if wait:
+                    result, confirmed = await self._batches_of(node, client, wait).write(
+                        script, keys, args
+                    )
+                else:
+                    async with client.pipeline(transaction=False) as pipe:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                        (result,) = await pipe.execute(raise_on_error=False)
                 if isinstance(result, NoScriptError):
                     # A node that restarted (or a new primary) has an empty script cache.
                     await client.script_load(script.source)
@@ -265,14 +359,22 @@ class ClusterClient:
                     )
                 if isinstance(result, Exception):
                     raise result
-                if wait:
-                    confirmed = replies[1] if isinstance(replies[1], int) else 0
-                    if confirmed < wait:
-                        await self._not_replicated(client, node, script.name, confirmed, wait)
+                if wait and confirmed < wait:
+                    await self._not_replicated(client, node, script.name, confirmed, wait)
                 return result
             raise RuntimeError(f"script {script.name} was not accepted after loading it")
 
         return await self.retrying(attempt, script.name)
+
+    def _batches_of(self, node: str, client: Redis, replicas: int) -> ReplicatedBatches:
+        batches = self._batches.get(node)
+        if batches is None or batches.client is not client or batches.replicas != replicas:
+            if batches is not None:
+                batches.close()
+            batches = self._batches[node] = ReplicatedBatches(
+                client, replicas, self._settings.redis_wait_timeout_ms
+            )
+        return batches
 
     async def scripts_by_node(
         self, script: LuaScript, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
