@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -40,6 +41,7 @@ from nextcampus_common.ids import (
     check_message_id,
     check_user_id,
 )
+from nextcampus_common.logs import get_logger
 from nextcampus_common.metadata import (
     AUTHORIZATION,
     PROBLEM,
@@ -50,6 +52,8 @@ from nextcampus_common.metadata import (
 )
 from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 from nextcampus_common.redis_cluster import RedisUnavailable, WriteNotDurable
+
+log = get_logger(__name__)
 
 DEFAULT_PAGE_LIMIT = 50
 DEFAULT_SIMILAR_QUESTIONS = 5
@@ -85,11 +89,38 @@ CALLER: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("caller
 
 Request = TypeVar("Request")
 Response = TypeVar("Response", bound=Message)
+Handler = Callable[["ChatService", Any, grpc.aio.ServicerContext], Awaitable[Response]]
 Item = TypeVar("Item", bound=Message)
 
 
 def _invalid(exc: InvalidId) -> ChatError:
     return ChatError(Problem.INVALID_ARGUMENT, str(exc))
+
+
+# Sends of one SendMessages stream being handled at once; the stream's next request is read
+# once one of them is answered (HTTP/2 flow control then holds the sender back).
+MAX_STREAMED_SENDS_IN_FLIGHT = 512
+
+
+class _StreamedCall:
+    """What a streamed send's handler reads of its call: the sender's credentials, as a
+    unary call's metadata would carry them."""
+
+    def __init__(self, authorization: str) -> None:
+        self._metadata = ((AUTHORIZATION, authorization),)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+
+def _failure(error: ChatError) -> chat_pb2.SendFailure:
+    """A refused streamed send: what SendMessage's status and trailers would say."""
+    return chat_pb2.SendFailure(
+        code=STATUS_OF[error.problem].value[0],
+        message=error.message,
+        problem=error.problem.value,
+        retry_after_ms=error.retry_after_ms,
+    )
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: ChatError) -> None:
@@ -133,7 +164,9 @@ def add_to_server(service: ChatService, server: grpc.aio.Server) -> None:
     handlers = {}
     for method in descriptor.methods:
         make_handler = (
-            grpc.unary_stream_rpc_method_handler
+            grpc.stream_stream_rpc_method_handler
+            if method.client_streaming
+            else grpc.unary_stream_rpc_method_handler
             if method.server_streaming
             else grpc.unary_unary_rpc_method_handler
         )
@@ -244,33 +277,42 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
 
     # -- unary RPCs ------------------------------------------------------------------------
 
-    @staticmethod
-    def _unary(
-        method: Callable[[ChatService, Any, grpc.aio.ServicerContext], Awaitable[Response]],
-    ) -> Callable[[ChatService, Any, grpc.aio.ServicerContext], Awaitable[Response]]:
+    async def _answer(
+        self, method: Handler[Response], request: Any, context: grpc.aio.ServicerContext
+    ) -> Response:
+        """A unary handler's answer as its caller may see it; a refusal raises its ChatError,
+        an unexpected failure is raised as it is (both counted)."""
         name = method.__name__
+        try:
+            response = await method(self, _parsed(request), context)
+            caller = CALLER.get()
+            if caller is not None:
+                response = seen_by(response, caller.may_moderate)
+        except Exception as exc:
+            error = _as_chat_error(exc)
+            if error is None:
+                self._metrics.requests.labels(name, "INTERNAL").inc()
+                raise
+            self._metrics.requests.labels(name, STATUS_OF[error.problem].name).inc()
+            if name == "SendMessage":
+                self._metrics.sends.labels(error.problem.value).inc()
+            if error is exc:
+                raise
+            raise error from exc
+        self._metrics.requests.labels(name, "OK").inc()
+        return response
 
+    @staticmethod
+    def _unary(method: Handler[Response]) -> Handler[Response]:
         @functools.wraps(method)
         async def wrapper(
             self: ChatService, request: Any, context: grpc.aio.ServicerContext
         ) -> Response:
             try:
-                response = await method(self, _parsed(request), context)
-                caller = CALLER.get()
-                if caller is not None:
-                    response = seen_by(response, caller.may_moderate)
-            except Exception as exc:
-                error = _as_chat_error(exc)
-                if error is None:
-                    self._metrics.requests.labels(name, "INTERNAL").inc()
-                    raise
-                self._metrics.requests.labels(name, STATUS_OF[error.problem].name).inc()
-                if name == "SendMessage":
-                    self._metrics.sends.labels(error.problem.value).inc()
+                return await self._answer(method, request, context)
+            except ChatError as error:
                 await _abort(context, error)
                 raise  # unreachable: abort raises
-            self._metrics.requests.labels(name, "OK").inc()
-            return response
 
         return wrapper
 
@@ -314,6 +356,68 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self._metrics.sends.labels("duplicate" if result.duplicate else "ok").inc()
         self._metrics.send_duration.observe(time.perf_counter() - started)
         return chat_pb2.SendMessageResponse(message=result.message, duplicate=result.duplicate)
+
+    async def SendMessages(
+        self,
+        requests: AsyncIterator[chat_pb2.StreamedSend | MalformedRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[chat_pb2.StreamedSendResult]:
+        """Each streamed send handled as a SendMessage call of its own (a task, so a context
+        of its own for CALLER), at most MAX_STREAMED_SENDS_IN_FLIGHT at once, answered as
+        each finishes. Ends when the caller has sent everything and all is answered."""
+        results: asyncio.Queue[chat_pb2.StreamedSendResult | None] = asyncio.Queue()
+        room = asyncio.Semaphore(MAX_STREAMED_SENDS_IN_FLIGHT)
+        sending: set[asyncio.Task[None]] = set()
+        malformed: list[ChatError] = []
+
+        async def answer(streamed: chat_pb2.StreamedSend) -> None:
+            try:
+                results.put_nowait(await self._streamed_send(streamed))
+            finally:
+                room.release()
+
+        async def read() -> None:
+            try:
+                async for streamed in requests:
+                    if isinstance(streamed, MalformedRequest):
+                        malformed.append(streamed.error)
+                        return
+                    await room.acquire()
+                    task = asyncio.create_task(answer(streamed))
+                    sending.add(task)
+                    task.add_done_callback(sending.discard)
+                if sending:
+                    await asyncio.wait(set(sending))
+            finally:
+                results.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (result := await results.get()) is not None:
+                yield result
+            if malformed:
+                await _abort(context, malformed[0])
+        finally:
+            reader.cancel()
+            for task in list(sending):
+                task.cancel()
+
+    async def _streamed_send(self, streamed: chat_pb2.StreamedSend) -> chat_pb2.StreamedSendResult:
+        call = cast(grpc.aio.ServicerContext, _StreamedCall(streamed.authorization))
+        try:
+            sent = await self._answer(_SEND_MESSAGE, streamed.send, call)
+        except ChatError as error:
+            return chat_pb2.StreamedSendResult(sequence=streamed.sequence, failed=_failure(error))
+        except Exception:
+            log.exception("a streamed send failed", course_id=streamed.send.course_id)
+            return chat_pb2.StreamedSendResult(
+                sequence=streamed.sequence,
+                failed=chat_pb2.SendFailure(
+                    code=grpc.StatusCode.INTERNAL.value[0],
+                    message="internal error in the chat service",
+                ),
+            )
+        return chat_pb2.StreamedSendResult(sequence=streamed.sequence, sent=sent)
 
     @_unary
     async def ListMessages(
@@ -812,3 +916,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             await _abort(context, error)
         finally:
             self._metrics.requests.labels(name, code).inc()
+
+
+# SendMessage's own handler, for the sends of SendMessages (the same checks and answers).
+_SEND_MESSAGE: Handler[chat_pb2.SendMessageResponse] = inspect.unwrap(ChatService.SendMessage)

@@ -20,6 +20,7 @@ from nextcampus_common.metadata import (
     metadata_value,
 )
 from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
+from nextcampus_common.send_streams import SendStreams
 
 # The largest gRPC message either side sends, set on both ends rather than left to gRPC's
 # defaults (4 MiB to receive, unlimited to send): a history page is cut by bytes well below
@@ -84,7 +85,10 @@ class ChatApi:
         deadline_seconds: float = 10.0,
         max_attempts: int = 4,
         options: list[tuple[str, int | str]] | None = None,
+        send_streams: int = 0,
     ) -> None:
+        """`send_streams`: sends go over that many SendMessages streams (send_streams.py)
+        rather than as one SendMessage call each (0)."""
         self.target = target
         self._deadline = deadline_seconds
         self.channel = grpc.aio.insecure_channel(
@@ -107,8 +111,15 @@ class ChatApi:
             ],
         )
         self._stub = chat_pb2_grpc.ChatServiceStub(self.channel)
+        self._send_streams = (
+            SendStreams(self._stub, self._unary_send, count=send_streams, max_attempts=max_attempts)
+            if send_streams
+            else None
+        )
 
     async def close(self) -> None:
+        if self._send_streams is not None:
+            self._send_streams.close()
         await self.channel.close()
 
     async def ready(self) -> bool:
@@ -140,8 +151,16 @@ class ChatApi:
             kind=chat_pb2.MESSAGE_KIND_QUESTION if question else chat_pb2.MESSAGE_KIND_UNSPECIFIED,
             anonymous=anonymous,
         )
+        deadline = deadline_seconds or self._deadline
+        if self._send_streams is not None:
+            return await self._send_streams.send(token, request, deadline)
+        return await self._unary_send(request, token, deadline)
+
+    async def _unary_send(
+        self, request: chat_pb2.SendMessageRequest, token: str, deadline_seconds: float
+    ) -> chat_pb2.SendMessageResponse:
         response: chat_pb2.SendMessageResponse = await self._stub.SendMessage(
-            request, metadata=self._metadata(token), timeout=deadline_seconds or self._deadline
+            request, metadata=self._metadata(token), timeout=deadline_seconds
         )
         return response
 

@@ -22,6 +22,13 @@ class GraphqlSettings(ServiceSettings, HeapSettings, JwtSettings):
         le=60,
         description="myUpdates sends a course's counts at most once per this many seconds",
     )
+    chat_send_streams: int = Field(
+        default=4,
+        ge=0,
+        le=64,
+        description="SendMessages streams to the chat pods that carry this process's sends "
+        "(spread over the pods as they open); 0: one SendMessage call per send",
+    )
     chat_max_attempts: int = Field(
         default=4, ge=1, le=5, description="tries of a call that ends UNAVAILABLE (gRPC retry)"
     )

@@ -66,7 +66,7 @@ from devstack.processes import stop_process
 from devstack.scrape import scrape
 from devstack.topology import Topology
 from nextcampus_common.auth import issue_token
-from nextcampus_common.chat_api import stream_live_after
+from nextcampus_common.chat_api import ChatApi, stream_live_after
 from nextcampus_common.metadata import AUTHORIZATION
 from nextcampus_common.proto.chat.v1 import chat_pb2, chat_pb2_grpc
 
@@ -100,6 +100,9 @@ class BenchOptions:
     # bench report); priming keeps the fan-out numbers measurable until that is fixed.
     prime_feeds: bool = True
     client_processes: int = 0  # 0: 1 below concurrency 8, else 2
+    # Per client process: its sends go over this many SendMessages streams, as a GraphQL
+    # process sends its users' messages; 0: one SendMessage call each, as other clients do.
+    send_streams: int = 2
     deadline_seconds: float = 10.0
     profile: bool = False
     profile_rate: int = 200
@@ -156,6 +159,7 @@ class SendWorkerSpec:
     warmup_seconds: float
     duration_seconds: float
     deadline_seconds: float
+    send_streams: int
 
 
 @dataclass
@@ -243,8 +247,13 @@ async def _sleep_until_wall(wall: float) -> None:
 
 
 async def _send_worker(conn: Connection, spec: SendWorkerSpec) -> SendWorkerResult:
-    channel = await _connected(spec.target)
-    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    # ChatApi as the GraphQL processes use it (without its retries: every failure counts).
+    api = ChatApi(spec.target, max_attempts=1, send_streams=spec.send_streams)
+    try:
+        await asyncio.wait_for(api.channel.channel_ready(), 15)
+    except TimeoutError:
+        await api.close()
+        raise BenchError(f"cannot connect to {spec.target}") from None
     conn.send(("ready", None))
     _, go_wall = await _receive(conn)
     go = time.perf_counter() + (go_wall - time.time())
@@ -257,20 +266,22 @@ async def _send_worker(conn: Connection, spec: SendWorkerSpec) -> SendWorkerResu
 
     async def loop(task: int, token: str) -> None:
         nonlocal acknowledged
-        metadata = _bearer(token)
         sent = 0
         while True:
             started = time.perf_counter()
             if started >= measure_until:
                 return
-            request = chat_pb2.SendMessageRequest(
-                course_id=courses[(task + sent) % len(courses)],
-                content=spec.content,
-                client_message_id=f"b{spec.worker_index}-{task}-{sent}",
-            )
+            course_id = courses[(task + sent) % len(courses)]
+            client_message_id = f"b{spec.worker_index}-{task}-{sent}"
             sent += 1
             try:
-                await stub.SendMessage(request, metadata=metadata, timeout=spec.deadline_seconds)
+                await api.send(
+                    token,
+                    course_id,
+                    spec.content,
+                    client_message_id,
+                    deadline_seconds=spec.deadline_seconds,
+                )
             except grpc.aio.AioRpcError as exc:
                 if started >= measure_from:
                     errors[_error_name(exc)] += 1
@@ -282,7 +293,7 @@ async def _send_worker(conn: Connection, spec: SendWorkerSpec) -> SendWorkerResu
 
     await asyncio.sleep(max(0.0, go - time.perf_counter()))
     await asyncio.gather(*(loop(spec.first_task + i, token) for i, token in enumerate(spec.tokens)))
-    await channel.close()
+    await api.close()
     return SendWorkerResult(acknowledged, dict(errors), latencies.tobytes())
 
 
@@ -653,6 +664,7 @@ class Bench:
                     warmup_seconds=options.warmup_seconds,
                     duration_seconds=options.duration_seconds,
                     deadline_seconds=options.deadline_seconds,
+                    send_streams=options.send_streams,
                 )
             )
             first += share

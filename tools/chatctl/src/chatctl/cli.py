@@ -551,6 +551,14 @@ def bench(
     client_processes: Annotated[
         int, typer.Option(help="load processes (0: 1 below 8 concurrent, else 2)")
     ] = 0,
+    send_streams: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="sends: SendMessages streams per load process, as the GraphQL processes "
+            "send (0: one SendMessage call per send, as any other client)",
+        ),
+    ] = 2,
     profile: Annotated[
         bool, typer.Option(help="also run the top sends step under py-spy (flame graph)")
     ] = False,
@@ -577,6 +585,7 @@ def bench(
             drain_seconds=drain,
             prime_feeds=prime_feeds,
             client_processes=client_processes,
+            send_streams=send_streams,
             profile=profile,
             output_dir=output,
             root=root,

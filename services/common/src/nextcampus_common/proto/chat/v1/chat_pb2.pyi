@@ -410,6 +410,103 @@ class SendMessageResponse(_message.Message):
 Global___SendMessageResponse: _TypeAlias = SendMessageResponse  # noqa: Y015
 
 @_typing.final
+class StreamedSend(_message.Message):
+    """One send of a SendMessages stream: the sender's credentials travel with it, as a call's
+    `authorization` metadata would (the stream's own metadata identifies nobody).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    SEND_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The caller's: echoed in the answer, unique among its sends not yet answered."""
+    authorization: _builtins.str
+    """`Bearer <jwt>` of the sender"""
+    @_builtins.property
+    def send(self) -> Global___SendMessageRequest: ...
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        authorization: _builtins.str = ...,
+        send: Global___SendMessageRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["send", b"send"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "send", b"send", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamedSend: _TypeAlias = StreamedSend  # noqa: Y015
+
+@_typing.final
+class SendFailure(_message.Message):
+    """How a streamed send was refused: what SendMessage would end with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_MS_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """the gRPC status code (google.rpc.Code)"""
+    message: _builtins.str
+    problem: _builtins.str
+    """the `chat-problem` trailer's value"""
+    retry_after_ms: _builtins.int
+    """the `retry-after-ms` trailer's value"""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        problem: _builtins.str = ...,
+        retry_after_ms: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_retry_after_ms", b"_retry_after_ms", "retry_after_ms", b"retry_after_ms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retry_after_ms", b"_retry_after_ms", "code", b"code", "message", b"message", "problem", b"problem", "retry_after_ms", b"retry_after_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__retry_after_ms: _TypeAlias = _typing.Literal["retry_after_ms"]  # noqa: Y015
+    _WhichOneofArgType__retry_after_ms: _TypeAlias = _typing.Literal["_retry_after_ms", b"_retry_after_ms"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__retry_after_ms) -> _WhichOneofReturnType__retry_after_ms | None: ...
+
+Global___SendFailure: _TypeAlias = SendFailure  # noqa: Y015
+
+@_typing.final
+class StreamedSendResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    SENT_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """the StreamedSend's"""
+    @_builtins.property
+    def sent(self) -> Global___SendMessageResponse: ...
+    @_builtins.property
+    def failed(self) -> Global___SendFailure: ...
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        sent: Global___SendMessageResponse | None = ...,
+        failed: Global___SendFailure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "result", b"result", "sent", b"sent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "result", b"result", "sent", b"sent", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["sent", "failed"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___StreamedSendResult: _TypeAlias = StreamedSendResult  # noqa: Y015
+
+@_typing.final
 class SubscribeMessagesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -41,6 +41,11 @@ class ChatServiceStub:
                 request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendMessageRequest.SerializeToString,
                 response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendMessageResponse.FromString,
                 _registered_method=True)
+        self.SendMessages = channel.stream_stream(
+                '/chat.v1.ChatService/SendMessages',
+                request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.StreamedSend.SerializeToString,
+                response_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.StreamedSendResult.FromString,
+                _registered_method=True)
         self.SubscribeMessages = channel.unary_stream(
                 '/chat.v1.ChatService/SubscribeMessages',
                 request_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SubscribeMessagesRequest.SerializeToString,
@@ -200,6 +205,17 @@ class ChatServiceServicer:
 
     def SendMessage(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendMessages(self, request_iterator, context):
+        """Many users' sends on one long-lived stream (a GraphQL pod's, for the users of its
+        sockets): a unary call costs the chat process more than the send itself. Each send
+        carries its sender's token, is checked and stored exactly as SendMessage's, and is
+        answered as it finishes (not in request order). A request that does not parse ends the
+        stream with INVALID_ARGUMENT; every other refusal is that send's answer.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -419,6 +435,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendMessageRequest.FromString,
                     response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendMessageResponse.SerializeToString,
             ),
+            'SendMessages': grpc.stream_stream_rpc_method_handler(
+                    servicer.SendMessages,
+                    request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.StreamedSend.FromString,
+                    response_serializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.StreamedSendResult.SerializeToString,
+            ),
             'SubscribeMessages': grpc.unary_stream_rpc_method_handler(
                     servicer.SubscribeMessages,
                     request_deserializer=nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SubscribeMessagesRequest.FromString,
@@ -599,6 +620,33 @@ class ChatService:
             '/chat.v1.ChatService/SendMessage',
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendMessageRequest.SerializeToString,
             nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessages(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/chat.v1.ChatService/SendMessages',
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.StreamedSend.SerializeToString,
+            nextcampus__common_dot_proto_dot_chat_dot_v1_dot_chat__pb2.StreamedSendResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,13 @@ class ChatServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ChatServiceAsyncStub: ...
     SendMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.SendMessageRequest, _chat_pb2.SendMessageResponse]
+    SendMessages: _grpc.StreamStreamMultiCallable[_chat_pb2.StreamedSend, _chat_pb2.StreamedSendResult]
+    """Many users' sends on one long-lived stream (a GraphQL pod's, for the users of its
+    sockets): a unary call costs the chat process more than the send itself. Each send
+    carries its sender's token, is checked and stored exactly as SendMessage's, and is
+    answered as it finishes (not in request order). A request that does not parse ends the
+    stream with INVALID_ARGUMENT; every other refusal is that send's answer.
+    """
     SubscribeMessages: _grpc.UnaryStreamMultiCallable[_chat_pb2.SubscribeMessagesRequest, _chat_pb2.ChatMessage]
     """Server streaming: added messages (deleted=false) and tombstones (deleted=true)."""
     ListMessages: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListMessagesRequest, _chat_pb2.ListMessagesResponse]
@@ -115,6 +122,13 @@ class ChatServiceAsyncStub(ChatServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SendMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.SendMessageRequest, _chat_pb2.SendMessageResponse]  # type: ignore[assignment]
+    SendMessages: _aio.StreamStreamMultiCallable[_chat_pb2.StreamedSend, _chat_pb2.StreamedSendResult]  # type: ignore[assignment]
+    """Many users' sends on one long-lived stream (a GraphQL pod's, for the users of its
+    sockets): a unary call costs the chat process more than the send itself. Each send
+    carries its sender's token, is checked and stored exactly as SendMessage's, and is
+    answered as it finishes (not in request order). A request that does not parse ends the
+    stream with INVALID_ARGUMENT; every other refusal is that send's answer.
+    """
     SubscribeMessages: _aio.UnaryStreamMultiCallable[_chat_pb2.SubscribeMessagesRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
     """Server streaming: added messages (deleted=false) and tombstones (deleted=true)."""
     ListMessages: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListMessagesRequest, _chat_pb2.ListMessagesResponse]  # type: ignore[assignment]
@@ -192,6 +206,19 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chat_pb2.SendMessageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.SendMessageResponse, _abc.Awaitable[_chat_pb2.SendMessageResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SendMessages(
+        self,
+        request_iterator: _MaybeAsyncIterator[_chat_pb2.StreamedSend],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.StreamedSendResult], _abc.AsyncIterator[_chat_pb2.StreamedSendResult]]:
+        """Many users' sends on one long-lived stream (a GraphQL pod's, for the users of its
+        sockets): a unary call costs the chat process more than the send itself. Each send
+        carries its sender's token, is checked and stored exactly as SendMessage's, and is
+        answered as it finishes (not in request order). A request that does not parse ends the
+        stream with INVALID_ARGUMENT; every other refusal is that send's answer.
+        """
 
     @_abc_1.abstractmethod
     def SubscribeMessages(
