@@ -13,6 +13,7 @@ from typing import Literal
 
 import grpc
 
+from nextcampus_common.hops import HopClock
 from nextcampus_common.metadata import (
     AUTHORIZATION,
     STREAM_AFTER_CURSOR,
@@ -84,9 +85,11 @@ class ChatApi:
         deadline_seconds: float = 10.0,
         max_attempts: int = 4,
         options: list[tuple[str, int | str]] | None = None,
+        hops: HopClock | None = None,
     ) -> None:
         self.target = target
         self._deadline = deadline_seconds
+        self._hops = hops
         self.channel = grpc.aio.insecure_channel(
             target,
             options=[
@@ -140,9 +143,13 @@ class ChatApi:
             kind=chat_pb2.MESSAGE_KIND_QUESTION if question else chat_pb2.MESSAGE_KIND_UNSPECIFIED,
             anonymous=anonymous,
         )
+        if self._hops is not None:
+            self._hops.passed("graphql_mutation", content)
         response: chat_pb2.SendMessageResponse = await self._stub.SendMessage(
             request, metadata=self._metadata(token), timeout=deadline_seconds or self._deadline
         )
+        if self._hops is not None:
+            self._hops.passed("graphql_acknowledged", content)
         return response
 
     async def history(

@@ -48,6 +48,7 @@ def wire(settings: GraphqlSettings, metrics: GraphqlMetrics) -> Wiring:
         settings.chat_target,
         deadline_seconds=settings.chat_deadline_seconds,
         max_attempts=settings.chat_max_attempts,
+        hops=metrics.hops,
     )
     upstream = UpstreamHub(
         chat,
