@@ -323,6 +323,7 @@ class FeedHub:
         deliver(feed.watchers, notice, self._metrics)
 
     async def on_event(self, feed: CourseFeed, event: CourseEvent) -> None:
+        self._metrics.hops.passed("chat_feed", event.message.content)
         sequence = event.sequence
         if event.message.deleted:
             if event.retracted:

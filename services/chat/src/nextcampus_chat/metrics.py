@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from nextcampus_common.hops import HopClock
 from nextcampus_common.metrics import FAST_BUCKETS_SECONDS, metric_name
 
 
@@ -15,6 +16,7 @@ class ChatMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.hops = HopClock(r, "chat")
         self.sends = Counter(_name("sends"), "SendMessage calls by result", ["result"], registry=r)
         self.send_duration = Histogram(
             _name("send_duration_seconds"),

@@ -34,6 +34,7 @@ class ChatServer:
     def __init__(self, settings: ChatSettings, metrics: ChatMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or ChatMetrics()
+        self.metrics.hops.enabled = settings.hop_timing
         self.redis = ClusterClient(
             settings, on_error=lambda kind: self.metrics.redis_errors.labels(kind).inc()
         )

@@ -321,6 +321,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.SendMessageResponse:
         started = time.perf_counter()
+        self._metrics.hops.passed("chat_send", request.content)
         identity = await self._member(context, request.course_id)
         content = self._checked_content(request.content)
         client_message_id = request.client_message_id
@@ -353,6 +354,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             question=question,
             anonymous=request.anonymous,
         )
+        self._metrics.hops.passed("chat_stored", content)
         self._metrics.sends.labels("duplicate" if result.duplicate else "ok").inc()
         self._metrics.send_duration.observe(time.perf_counter() - started)
         return chat_pb2.SendMessageResponse(message=result.message, duplicate=result.duplicate)

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from nextcampus_common.settings import (
     HeapSettings,
+    HopTimingSettings,
     JwtSettings,
     PolicyDefaultSettings,
     RedisSettings,
@@ -14,7 +15,12 @@ from nextcampus_common.settings import (
 
 
 class ChatSettings(
-    ServiceSettings, HeapSettings, RedisSettings, JwtSettings, PolicyDefaultSettings
+    ServiceSettings,
+    HeapSettings,
+    HopTimingSettings,
+    RedisSettings,
+    JwtSettings,
+    PolicyDefaultSettings,
 ):
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(default=50051, ge=0, le=65535)

@@ -13,6 +13,7 @@ from typing import Literal
 
 import grpc
 
+from nextcampus_common.hops import HopClock
 from nextcampus_common.metadata import (
     AUTHORIZATION,
     STREAM_AFTER_CURSOR,
@@ -86,11 +87,13 @@ class ChatApi:
         max_attempts: int = 4,
         options: list[tuple[str, int | str]] | None = None,
         send_streams: int = 0,
+        hops: HopClock | None = None,
     ) -> None:
         """`send_streams`: sends go over that many SendMessages streams (send_streams.py)
         rather than as one SendMessage call each (0)."""
         self.target = target
         self._deadline = deadline_seconds
+        self._hops = hops
         self.channel = grpc.aio.insecure_channel(
             target,
             options=[
@@ -152,9 +155,15 @@ class ChatApi:
             anonymous=anonymous,
         )
         deadline = deadline_seconds or self._deadline
+        if self._hops is not None:
+            self._hops.passed("graphql_mutation", content)
         if self._send_streams is not None:
-            return await self._send_streams.send(token, request, deadline)
-        return await self._unary_send(request, token, deadline)
+            response = await self._send_streams.send(token, request, deadline)
+        else:
+            response = await self._unary_send(request, token, deadline)
+        if self._hops is not None:
+            self._hops.passed("graphql_acknowledged", content)
+        return response
 
     async def _unary_send(
         self, request: chat_pb2.SendMessageRequest, token: str, deadline_seconds: float

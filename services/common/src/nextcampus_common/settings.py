@@ -64,6 +64,18 @@ class HeapSettings(BaseSettings):
     )
 
 
+class HopTimingSettings(BaseSettings):
+    """A serving process that a message passes (chat, GraphQL)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    hop_timing: bool = Field(
+        default=False,
+        description="benchmarks only: time the load generator's messages at every hop "
+        "(nextcampus_common.hops)",
+    )
+
+
 class RedisSettings(BaseSettings):
     """How a process reaches the Redis Cluster."""
 

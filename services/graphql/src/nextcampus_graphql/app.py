@@ -233,6 +233,7 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics = graphql_metrics or GraphqlMetrics()
+        metrics.hops.enabled = settings.hop_timing
         wiring = app[WIRING] = wire(settings, metrics)
         sockets = app[SOCKETS] = SocketRegistry()
         keepalive = asyncio.create_task(_keepalive(sockets, settings.keepalive_seconds))

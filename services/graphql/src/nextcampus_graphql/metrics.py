@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from nextcampus_common.hops import HopClock
 from nextcampus_common.metrics import metric_name
 
 # Event timestamp (set by Redis at send) → frame written: milliseconds to seconds.
@@ -22,6 +23,7 @@ class GraphqlMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.hops = HopClock(r, "graphql")
         self.connections = Gauge(
             _name("connections"), "open WebSocket connections", ["protocol"], registry=r
         )

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from nextcampus_common.settings import HeapSettings, JwtSettings, ServiceSettings
+from nextcampus_common.settings import (
+    HeapSettings,
+    HopTimingSettings,
+    JwtSettings,
+    ServiceSettings,
+)
 
 
-class GraphqlSettings(ServiceSettings, HeapSettings, JwtSettings):
+class GraphqlSettings(ServiceSettings, HeapSettings, HopTimingSettings, JwtSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8081, ge=0, le=65535)
     chat_target: str = Field(

@@ -304,6 +304,8 @@ class MessageUpstream(CourseUpstream[tuple[ChatMessage, bool], int]):
 
     def dispatch(self, item: Any) -> None:
         message: ChatMessage = item
+        hops = self.hub.metrics.hops
+        hops.passed("graphql_upstream", message.content)
         message_id = int(message.message_id)
         if self.position is None or message_id > self.position:
             # A new id: an added message (one deleted meanwhile arrives as its tombstone).
@@ -317,6 +319,7 @@ class MessageUpstream(CourseUpstream[tuple[ChatMessage, bool], int]):
         for group in list(self.groups.values()):
             if group.members and _takes(group, message, added=added):
                 group.publish(message, occurred_at_ms=message.timestamp)
+        hops.passed("graphql_written", message.content)
 
     async def replay(
         self, catch_up: CatchUp[tuple[ChatMessage, bool], int], group: Group, after: str

@@ -49,6 +49,7 @@ def wire(settings: GraphqlSettings, metrics: GraphqlMetrics) -> Wiring:
         deadline_seconds=settings.chat_deadline_seconds,
         max_attempts=settings.chat_max_attempts,
         send_streams=settings.chat_send_streams,
+        hops=metrics.hops,
     )
     upstream = UpstreamHub(
         chat,
