@@ -60,7 +60,7 @@ bench: deps ## measure sends/s, latency, fan-out vs the peers, a policy's TTL ch
 	$(VENV_BIN)/chatctl bench-campus
 
 .PHONY: bench-fanout
-bench-fanout: deps ## GraphQL fan-out vs the peers (FANOUT_ARGS="--gateway --no-peers": ours through Envoy)
+bench-fanout: deps ## GraphQL fan-out vs the peers, ours direct and through Envoy (FANOUT_ARGS="--no-gateway --no-peers": ours direct only)
 	$(VENV_BIN)/chatctl bench-fanout $(FANOUT_ARGS)
 
 .PHONY: chart-check

@@ -1,15 +1,21 @@
 """The benchmarks' summarizers on made-up numbers: percentiles, the saturation sweep's
-verdicts, the targets and medians over runs (no processes, no clock)."""
+verdicts, the targets and medians over runs (no processes, no clock); and the fan-out
+comparison table they feed."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
+from rich.console import Console
 
+from bench.report import comparison_table
 from bench.stats import (
-    TARGET_DELIVERIES_PER_SECOND,
+    OURS,
+    OURS_GATEWAY,
     TARGET_KB_PER_IDLE_SOCKET,
+    TARGET_SENDS_PER_SECOND,
     Latency,
     SendStep,
     combine_runs,
@@ -21,6 +27,7 @@ from bench.stats import (
     summarize_fanout,
     summarize_saturation,
     sweep_from_steps,
+    versus_best_peer,
 )
 
 # -- percentiles ----------------------------------------------------------------------------------
@@ -165,17 +172,18 @@ def send_step(concurrency: int, sends_per_second: float, p99_ms: float | None) -
 
 
 def test_the_sends_target_is_met_by_a_step_fast_enough_within_the_p99():
-    target = sends_target([send_step(8, 4_000, 5.0), send_step(64, 5_200, 20.0)])
+    target = sends_target([send_step(8, 2_000, 5.0), send_step(64, 3_000, 20.0)])
+    assert TARGET_SENDS_PER_SECOND == 3_000
     assert target["met"] is True
-    assert target["best_within_p99"] == {"concurrency": 64, "sends_per_second": 5_200}
+    assert target["best_within_p99"] == {"concurrency": 64, "sends_per_second": 3_000}
 
 
 def test_the_sends_target_is_not_met_when_the_fast_steps_miss_the_p99():
     target = sends_target(
-        [send_step(8, 900, 12.0), send_step(32, 1_000, 19.5), send_step(128, 6_000, 45.0)]
+        [send_step(8, 900, 12.0), send_step(32, 2_999, 19.5), send_step(128, 6_000, 20.1)]
     )
     assert target["met"] is False
-    assert target["best_within_p99"] == {"concurrency": 32, "sends_per_second": 1_000}
+    assert target["best_within_p99"] == {"concurrency": 32, "sends_per_second": 2_999}
 
 
 def test_no_step_within_the_p99_means_no_best_step():
@@ -184,46 +192,137 @@ def test_no_step_within_the_p99_means_no_best_step():
     assert target["best_within_p99"] is None
 
 
-def systems(
-    deliveries: float | None, p99_ms: float | None, kb: float | None, *peer_p99_ms: float
+def system(
+    deliveries: float | None = None,
+    cpu_per_1k: float | None = None,
+    p50_ms: float | None = None,
+    p99_ms: float | None = None,
+    kb: float | None = None,
 ) -> dict[str, Any]:
-    ours = {
-        "saturation": {"deliveries_per_s": deliveries},
-        "latency": {"p99_ms": p99_ms},
+    """A system's summary holding the figures the targets judge."""
+    return {
+        "saturation": {
+            "deliveries_per_s": deliveries,
+            "server_cpu_pct_per_1k_deliveries": cpu_per_1k,
+        },
+        "latency": {"p50_ms": p50_ms, "p99_ms": p99_ms},
         "memory": {"kb_per_conn": kb},
     }
-    peers = {f"peer-{i}": {"latency": {"p99_ms": p99}} for i, p99 in enumerate(peer_p99_ms)}
-    return {"nextcampus": ours, **peers}
 
 
-def test_the_fanout_targets_are_met_at_their_bounds():
-    targets = fanout_targets(
-        systems(TARGET_DELIVERIES_PER_SECOND, 14.0, TARGET_KB_PER_IDLE_SOCKET, 14.0, 96.0)
-    )
-    assert {name: target["met"] for name, target in targets.items()} == {
-        "deliveries_per_s_at_slo": True,
-        "latency_p99_vs_peers": True,
+# Two peers, each the best at something: the targets hold ours against the best per figure.
+PEERS = {
+    "peer-a": system(deliveries=10_000, cpu_per_1k=2.0, p50_ms=3.0, p99_ms=30.0, kb=40.0),
+    "peer-b": system(deliveries=8_000, cpu_per_1k=3.0, p50_ms=6.0, p99_ms=18.0, kb=20.0),
+}
+# Ours exactly at every bound: 5× the best deliveries/s, ¼ of the best CPU per 1k, 15 KB;
+# through the gateway the best peer's p50 and p99, 1.5× direct's, and 0.75× its deliveries/s.
+AT_BOUNDS = {
+    OURS: system(deliveries=50_000, cpu_per_1k=0.5, p50_ms=2.0, p99_ms=12.0, kb=15.0),
+    OURS_GATEWAY: system(deliveries=37_500, cpu_per_1k=0.6, p50_ms=3.0, p99_ms=18.0, kb=16.0),
+    **PEERS,
+}
+
+
+def verdicts(systems: dict[str, Any]) -> dict[str, bool | None]:
+    return {name: target["met"] for name, target in fanout_targets(systems).items()}
+
+
+def past(figure: tuple[str, str, str], value: float | None) -> dict[str, Any]:
+    """AT_BOUNDS with one figure of one system changed."""
+    name, kind, key = figure
+    changed = {n: {k: dict(v) for k, v in s.items()} for n, s in AT_BOUNDS.items()}
+    changed[name][kind][key] = value
+    return changed
+
+
+def test_every_fanout_target_is_met_at_its_bound():
+    assert verdicts(AT_BOUNDS) == {
+        "latency_vs_best_peer": True,
+        "gateway_latency_vs_direct": True,
+        "saturation_vs_best_peer": True,
+        "cpu_per_1k_vs_best_peer": True,
+        "gateway_saturation_vs_direct": True,
         "kb_per_idle_socket": True,
     }
+    assert TARGET_KB_PER_IDLE_SOCKET == 15.0
 
 
-def test_the_fanout_targets_are_not_met_past_their_bounds():
-    targets = fanout_targets(systems(74_999, 14.9, 30.1, 14.3, 96.0))
-    assert {name: target["met"] for name, target in targets.items()} == {
-        "deliveries_per_s_at_slo": False,
-        "latency_p99_vs_peers": False,  # one peer's p99 is lower
-        "kb_per_idle_socket": False,
-    }
-    assert targets["latency_p99_vs_peers"]["peers"] == {"peer-0": 14.3, "peer-1": 96.0}
+@pytest.mark.parametrize(
+    ("target", "figure", "value"),
+    [
+        # The best peer's p50 or p99 just under ours via Envoy.
+        ("latency_vs_best_peer", ("peer-a", "latency", "p50_ms"), 2.99),
+        ("latency_vs_best_peer", ("peer-b", "latency", "p99_ms"), 17.9),
+        # Direct's just under ⅔ of ours via Envoy.
+        ("gateway_latency_vs_direct", (OURS, "latency", "p50_ms"), 1.99),
+        ("gateway_latency_vs_direct", (OURS, "latency", "p99_ms"), 11.9),
+        ("saturation_vs_best_peer", (OURS, "saturation", "deliveries_per_s"), 49_999),
+        ("cpu_per_1k_vs_best_peer", (OURS, "saturation", "server_cpu_pct_per_1k_deliveries"), 0.51),
+        ("gateway_saturation_vs_direct", (OURS_GATEWAY, "saturation", "deliveries_per_s"), 37_499),
+        ("kb_per_idle_socket", (OURS, "memory", "kb_per_conn"), 15.1),
+    ],
+)
+def test_each_fanout_target_is_not_met_past_its_bound(
+    target: str, figure: tuple[str, str, str], value: float
+):
+    met = verdicts(past(figure, value))
+    assert met[target] is False
+    assert [name for name, verdict in met.items() if verdict is not True] == [target]
 
 
-def test_a_fanout_target_without_its_numbers_is_unknown():
-    targets = fanout_targets(systems(None, 14.0, None))  # no peer measured either
-    assert {name: target["met"] for name, target in targets.items()} == {
-        "deliveries_per_s_at_slo": None,
-        "latency_p99_vs_peers": None,
-        "kb_per_idle_socket": None,
-    }
+def test_a_target_names_the_best_peer_per_figure_and_the_ratio():
+    targets = fanout_targets(AT_BOUNDS)
+    latency = targets["latency_vs_best_peer"]
+    assert latency["system"] == OURS_GATEWAY
+    assert latency["figures"]["latency_p50_ms"]["against"] == {"system": "peer-a", "value": 3.0}
+    assert latency["figures"]["latency_p99_ms"]["against"] == {"system": "peer-b", "value": 18.0}
+    assert latency["figures"]["latency_p99_ms"]["ratio"] == pytest.approx(1.0)
+    saturation = targets["saturation_vs_best_peer"]["figures"]["deliveries_per_s_at_slo"]
+    assert (saturation["ours"], saturation["against"]["system"]) == (50_000, "peer-a")
+    assert saturation["ratio"] == pytest.approx(5.0)
+    via_envoy = targets["gateway_saturation_vs_direct"]["figures"]["deliveries_per_s_at_slo"]
+    assert via_envoy["against"] == {"system": OURS, "value": 50_000}
+    assert via_envoy["ratio"] == pytest.approx(0.75)
+
+
+def test_ours_against_the_best_peer_for_every_figure():
+    compared = versus_best_peer(AT_BOUNDS)
+    kb = compared["kb_per_idle_socket"]
+    assert kb["best_peer"] == {"system": "peer-b", "value": 20.0}
+    assert kb["ours"][OURS] == {"value": 15.0, "ratio": 0.75}
+    assert kb["ours"][OURS_GATEWAY] == {"value": 16.0, "ratio": 0.8}
+    assert compared["deliveries_per_s_at_slo"]["best_peer"]["system"] == "peer-a"
+
+
+@pytest.mark.parametrize(
+    ("left_out", "unknown"),
+    [
+        # No peer measured: every target against the best peer is unknown.
+        (
+            list(PEERS),
+            ["latency_vs_best_peer", "saturation_vs_best_peer", "cpu_per_1k_vs_best_peer"],
+        ),
+        # Not through the gateway (--no-gateway): its targets are unknown.
+        (
+            [OURS_GATEWAY],
+            ["latency_vs_best_peer", "gateway_latency_vs_direct", "gateway_saturation_vs_direct"],
+        ),
+        ([OURS], [name for name in verdicts(AT_BOUNDS) if name != "latency_vs_best_peer"]),
+    ],
+    ids=["no peers", "no gateway", "not direct"],
+)
+def test_a_fanout_target_without_its_numbers_is_unknown(left_out: list[str], unknown: list[str]):
+    measured = {name: summary for name, summary in AT_BOUNDS.items() if name not in left_out}
+    met = verdicts(measured)
+    assert [name for name, verdict in met.items() if verdict is None] == unknown
+    assert all(met[name] is True for name in met if name not in unknown)
+
+
+def test_one_missing_figure_of_a_target_makes_it_unknown():
+    met = verdicts(past((OURS_GATEWAY, "latency", "p99_ms"), None))
+    assert met["latency_vs_best_peer"] is None
+    assert met["gateway_latency_vs_direct"] is None
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -251,7 +350,6 @@ def test_one_run_is_its_own_summary():
 def test_the_fanout_summary_covers_ours_and_every_peer_by_scenario():
     saturation_steps = [sweep_step(100), sweep_step(200, lost=1)]
     results = {
-        "options": {"gateway": False},
         "ours": {
             "runs": [
                 {
@@ -281,5 +379,82 @@ def test_the_fanout_summary_covers_ours_and_every_peer_by_scenario():
     peer = summary["systems"]["graphqlws-node"]
     assert list(peer) == ["latency"]
     assert (peer["latency"]["runs"], peer["latency"]["p99_ms"]) == (2, 93.0)
-    assert summary["targets"]["latency_p99_vs_peers"]["met"] is True
-    assert summary["ours_through_gateway"] is False
+    assert summary["targets"]["latency_vs_best_peer"]["met"] is None  # not via Envoy
+    compared = summary["versus_best_peer"]["latency_p99_ms"]
+    assert compared["best_peer"] == {"system": "graphqlws-node", "value": 93.0}
+    assert list(compared["ours"]) == ["nextcampus"]
+
+
+def test_the_fanout_summary_has_ours_through_the_gateway_beside_ours_direct():
+    def run(number: int, p99_ms: float, via_envoy_p99_ms: float) -> dict[str, Any]:
+        return {
+            "run": number,
+            "scenarios": {
+                "latency": {"raw": {"latency_ms": {"p99": p99_ms}}},
+                "mixed": {"ours alone": True},  # the mixed sweeps: not summarized here
+            },
+            "gateway": {
+                "scenarios": {
+                    "latency": {"raw": {"latency_ms": {"p99": via_envoy_p99_ms}}},
+                    "saturation": {
+                        "raw": None,
+                        "steps": [
+                            sweep_step(
+                                100, label=f"{run_label('saturation', number, OURS_GATEWAY)}@100"
+                            )
+                        ],
+                    },
+                }
+            },
+        }
+
+    results = {"ours": {"runs": [run(1, 9.0, 12.0), run(2, 11.0, 14.0)]}}
+    summary = summarize_fanout(results)
+    assert list(summary["systems"]) == [OURS, OURS_GATEWAY]
+    assert list(summary["systems"][OURS]) == ["latency"]
+    assert summary["systems"][OURS]["latency"]["p99_ms"] == 10.0
+    via_envoy = summary["systems"][OURS_GATEWAY]
+    assert via_envoy["latency"]["p99_ms"] == 13.0
+    # Rebuilt from the gateway sweep's own steps (its label names the system).
+    assert via_envoy["saturation"]["max_rate_pass"] == 100
+    judged = summary["targets"]["gateway_latency_vs_direct"]["figures"]["latency_p99_ms"]
+    assert judged["ratio"] == pytest.approx(1.3)
+
+
+# -- the comparison table -------------------------------------------------------------------------
+
+
+def rendered(systems: dict[str, Any]) -> str:
+    summary = {
+        "systems": systems,
+        "versus_best_peer": versus_best_peer(systems),
+        "targets": fanout_targets(systems),
+    }
+    console = Console(width=400, record=True, file=io.StringIO())
+    console.print(comparison_table(summary))
+    return console.export_text()
+
+
+def line_of(text: str, start: str) -> str:
+    """The table's line whose first cell starts with `start` (box characters left out)."""
+    return next(line for line in text.splitlines() if line.lstrip("│┃ ").startswith(start))
+
+
+def test_the_table_has_ours_direct_and_via_envoy_the_peers_the_ratio_and_the_verdicts():
+    text = rendered(past((OURS, "saturation", "deliveries_per_s"), 49_999))
+    header = line_of(text, "measure")
+    for heading in (f"{OURS} (ours, direct)", f"{OURS_GATEWAY} (ours, via Envoy)", "peer-a"):
+        assert heading in header
+    assert "ours ÷ best peer" in header
+    saturation = line_of(text, "saturation: deliveries/s at the SLO")
+    assert "≥ 5× best peer's: NOT met (5.00×)" in saturation
+    assert line_of(text, "target: deliveries/s at the SLO").rstrip("│ ").endswith("NOT met")
+    assert "≤ 15 KB: met" in line_of(text, "memory: KB RSS per idle socket")
+
+
+def test_without_the_gateway_its_targets_are_not_measured():
+    text = rendered({name: s for name, s in AT_BOUNDS.items() if name != OURS_GATEWAY})
+    assert OURS_GATEWAY not in line_of(text, "measure")
+    assert "via Envoy ≤ best peer's: not measured" in line_of(text, "latency: p99 ms")
+    assert text.count("via Envoy ≤ 1.5× direct: not measured") == 2  # p50 and p99
+    assert "gateway" not in line_of(text, "latency: CPU %")

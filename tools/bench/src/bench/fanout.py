@@ -13,16 +13,25 @@ The harness is not part of this repository: `--harness`, `$NEXTCAMPUS_BENCH_HARN
   (run first, on the fresh processes: the peers' processes are fresh for every scenario).
 
 Our side is the local topology on free ports (Redis Cluster of 6, 2 chat and 2 GraphQL
-processes, rate limit off) with one token for every course the generator uses. Before each
-scenario and each sweep step the cluster's primaries are FLUSHALLed
-(`chatctl bench-fanout-flush`, which also waits, bounded, for a quiet machine); our
-chat and GraphQL processes are fresh for every run (`--runs`), not for every scenario and
-sweep step as the peers' are. The peers run afterwards, with our stack stopped, through the
-harness's `run-peers.sh` (its own install, Redis, restarts and PID handling).
+processes, rate limit off, Envoy in front) with one token for every course the generator
+uses. Every run measures ours twice: first straight to the GraphQL processes, as the peers
+are measured (system `nextcampus`), then, on fresh chat and GraphQL processes, through the
+Envoy gateway as deployed (`nextcampus-gateway`; `--no-gateway` skips it and starts no
+gateway). The mixed-event sweeps run direct only. Before each scenario and each sweep step
+the cluster's primaries are FLUSHALLed (`chatctl bench-fanout-flush`, which also waits,
+bounded, for a quiet machine); our chat and GraphQL processes are fresh for every run
+(`--runs`) and for the gateway's turn, not for every scenario and sweep step as the peers'
+are. The peers run afterwards, with our stack stopped, through the harness's `run-peers.sh`
+(its own install, Redis, restarts and PID handling).
+
+The comparison table holds ours (direct and through the gateway), every peer, ours ÷ the
+best peer, and the verdict of each of issue 17's targets (bench.stats.fanout_targets).
 
 Everything this starts runs in its own process group and is stopped by PID / group id on
 exit, timeout or Ctrl-C. Results: `bench-results/fanout-<UTC stamp>.json` (raw JSON lines of
-every tool, the summary, the exact commands, machine info) and the stack's logs beside it.
+every tool, the summary, the exact commands, machine info; in each of our runs the direct
+scenarios under `scenarios`, those through the gateway under `gateway`) and the stack's
+logs beside it.
 """
 
 from __future__ import annotations
@@ -60,10 +69,13 @@ from bench.report import (
 )
 from bench.stats import (
     COURSES,
+    GATEWAY_PART,
     LATENCY_RATE,
     LATENCY_SECONDS,
     LATENCY_SUBSCRIBERS,
     MEMORY_CONNECTIONS,
+    OURS,
+    OURS_GATEWAY,
     SATURATION_SUBSCRIBERS,
     SLO_P99_MS,
     SWEEP_PRECISION,
@@ -135,14 +147,20 @@ class FanoutOptions:
     output_dir: Path = Path("bench-results")
     root: Path | None = None
     command_line: str = ""
-    # Ours through the Envoy gateway (as deployed) instead of straight to the GraphQL
-    # processes (as the peers are measured).
-    gateway: bool = False
+    # Ours also through the Envoy gateway (as deployed), after the scenarios straight to the
+    # GraphQL processes (as the peers are measured), on fresh processes.
+    gateway: bool = True
     # The harness's scenarios (memory, latency, saturation), and ours of courseEvents with
     # mixed changes (bench/mixed.py; first rate of its sweeps).
     harness_scenarios: bool = True
     mixed: bool = True
     mixed_start: int = 25
+
+    @property
+    def through_gateway(self) -> bool:
+        """Whether the harness's scenarios run through the gateway too (the mixed sweeps are
+        direct only)."""
+        return self.gateway and self.harness_scenarios
 
 
 # -- the harness --------------------------------------------------------------------------
@@ -472,9 +490,9 @@ def restart_services(stack: Topology) -> None:
         stack.gateway.wait_ready()  # its health checks see the new processes
 
 
-def ws_urls(stack: Topology) -> list[str]:
+def ws_urls(stack: Topology, *, through_gateway: bool) -> list[str]:
     """Where the generator connects: the gateway, or every GraphQL process."""
-    if stack.gateway is not None:
+    if through_gateway:
         return [ws_url(f"{stack.gateway_url}/graphql")]
     return [ws_url(url) for url in stack.graphql_urls]
 
@@ -493,8 +511,8 @@ def run_ours(
         root,
         chat_count=2,
         graphql_count=2,
-        # The peers are measured without a proxy in front; so are we, unless asked.
-        gateway=options.gateway,
+        # The peers are measured without a proxy in front; so are we first, then through it.
+        gateway=options.through_gateway,
         # One bench user makes every change: no send or change rate limit.
         chat_overrides={"default_rate_limit_messages": 0, "action_rate_limit_messages": 0},
         # Every generated socket carries the one bench token: one user holding thousands of
@@ -511,7 +529,7 @@ def run_ours(
     record.update(root=str(root), open_files_limit=raise_open_files_limit(), runs=[])
     failed = True
     try:
-        gateway = " + Envoy in front" if options.gateway else ""
+        gateway = " + Envoy in front" if options.through_gateway else ""
         progress.print(
             f"starting Redis Cluster (6 nodes) + 2 chat + 2 GraphQL processes{gateway} "
             f"(state in {root}) …"
@@ -520,7 +538,12 @@ def run_ours(
         assert all(COURSE_ID.match(course) for course in BENCH_COURSES)
         token = issue_token(stack.jwt_secret, BENCH_USER, BENCH_COURSES)
         record.update(
-            urls=ws_urls(stack),
+            urls=ws_urls(stack, through_gateway=False),
+            **(
+                {"gateway_urls": ws_urls(stack, through_gateway=True)}
+                if options.through_gateway
+                else {}
+            ),
             token={"user": BENCH_USER, "courses": BENCH_COURSES, "recipe": token_recipe()},
         )
         for run in range(1, options.runs + 1):
@@ -552,20 +575,51 @@ def run_scenarios(
     options: FanoutOptions,
     progress: Console,
 ) -> None:
-    """One run of the three scenarios against the running stack; fills `record`."""
+    """One run against the running stack: the harness's scenarios straight to the GraphQL
+    processes, then (with `options.gateway`) on fresh processes through the gateway, then the
+    mixed sweeps (direct); fills `record`."""
+    if options.harness_scenarios:
+        run_harness_scenarios(record, stack, token, run, options, progress, through_gateway=False)
+    if options.through_gateway:
+        # Fresh processes again: the memory probe would see little growth after the sweep.
+        progress.print(f"run {run}: fresh chat and GraphQL processes for the gateway's turn …")
+        restart_services(stack)
+        record[GATEWAY_PART] = {}
+        run_harness_scenarios(
+            record[GATEWAY_PART], stack, token, run, options, progress, through_gateway=True
+        )
+    if options.mixed:
+        run_mixed(record, stack, token, run, options, progress)
+
+
+def run_harness_scenarios(
+    record: dict[str, Any],
+    stack: Topology,
+    token: str,
+    run: int,
+    options: FanoutOptions,
+    progress: Console,
+    *,
+    through_gateway: bool,
+) -> None:
+    """One run of the three scenarios against the running stack, the generator connecting
+    through the gateway (results labelled OURS_GATEWAY) or to every GraphQL process (OURS);
+    fills `record`."""
     assert stack.redis is not None
+    system = OURS_GATEWAY if through_gateway else OURS
+    urls = ws_urls(stack, through_gateway=through_gateway)
     harness, load = options.harness, options.harness / "load"
     graphql_pids = [p.pid for p in stack.graphqls]
     chat_pids = [p.pid for p in stack.chats]
     redis_pids = [p.pid for p in stack.redis.processes.values()]
-    gateway_pids = [stack.gateway.pid] if stack.gateway is not None else []
+    # The gateway's CPU only where the traffic goes through it.
+    gateway_pids = [stack.gateway.pid] if stack.gateway is not None and through_gateway else []
     # gen.js reports every named group; sweep.js's step summary only `server` and `redis`.
     watch = (
         f"server={','.join(map(str, graphql_pids))};chat={','.join(map(str, chat_pids))};"
         f"redis={','.join(map(str, redis_pids))}"
         + (f";gateway={','.join(map(str, gateway_pids))}" if gateway_pids else "")
     )
-    urls = ",".join(ws_urls(stack))
     redis_port = stack.redis_ports[0]
     metrics_ports = {
         **{f"graphql-{i}": port for i, port in enumerate(stack.graphql_metrics_ports)},
@@ -587,9 +641,9 @@ def run_scenarios(
             **{k: format_pct(v) for k, v in idle["cpu_pct"].items()}, busy=idle["machine_busy_pct"]
         )
     )
-    steps_log = stack.root / f"sweep-steps-{run}.jsonl"
-    between_steps = stack.root / f"between-steps-{run}.jsonl"
-    common = ["--proto", PROTOCOL, "--urls", urls]
+    steps_log = stack.root / f"sweep-steps-{system}-{run}.jsonl"
+    between_steps = stack.root / f"between-steps-{system}-{run}.jsonl"
+    common = ["--proto", PROTOCOL, "--urls", ",".join(urls)]
     # Memory first, on fresh processes (as the peers' are): a Python process keeps the
     # memory of sockets it has closed, so after the sweep the probe would see little growth.
     scenarios: list[tuple[str, list[str], float, str]] = [
@@ -601,7 +655,7 @@ def run_scenarios(
                 *common,
                 *("--conns", str(MEMORY_CONNECTIONS), "--courses", str(COURSES)),
                 *("--pids", ",".join(map(str, graphql_pids))),
-                *("--token", token, "--label", run_label("memory", run)),
+                *("--token", token, "--label", run_label("memory", run, system)),
             ],
             MEMORY_TIMEOUT_SECONDS,
             f"{MEMORY_CONNECTIONS} idle sockets (≈ 40 s)",
@@ -614,7 +668,8 @@ def run_scenarios(
                 *common,
                 *("--subs", str(LATENCY_SUBSCRIBERS), "--courses", str(COURSES)),
                 *("--rate", str(LATENCY_RATE), "--duration", str(LATENCY_SECONDS)),
-                *("--token", token, "--watch", watch, "--label", run_label("latency", run)),
+                *("--token", token, "--watch", watch),
+                *("--label", run_label("latency", run, system)),
             ],
             LATENCY_TIMEOUT_SECONDS,
             f"S={LATENCY_SUBSCRIBERS} C={COURSES} R={LATENCY_RATE} for {LATENCY_SECONDS} s "
@@ -634,7 +689,8 @@ def run_scenarios(
                 *("--start", str(options.sweep_start)),
                 *("--step-duration", str(SWEEP_STEP_SECONDS)),
                 *("--slo-p99", f"{SLO_P99_MS:g}", "--precision", f"{SWEEP_PRECISION:g}"),
-                *("--token", token, "--watch", watch, "--label", run_label("saturation", run)),
+                *("--token", token, "--watch", watch),
+                *("--label", run_label("saturation", run, system)),
                 *("--log", str(steps_log)),
             ],
             SWEEP_TIMEOUT_SECONDS,
@@ -642,10 +698,12 @@ def run_scenarios(
             f"{SWEEP_STEP_SECONDS} s steps (a few minutes)",
         ),
     ]
-    for name, argv, timeout, what in scenarios if options.harness_scenarios else []:
+    for name, argv, timeout, what in scenarios:
         flushed = flush_cluster(redis_port)
-        quiet = settle(progress, options.quiet_below_pct, f"our {name} scenario")
-        progress.print(f"[bold]ours, run {run}: {name}[/bold] — {what}; Redis primaries flushed")
+        quiet = settle(progress, options.quiet_below_pct, f"{system}'s {name} scenario")
+        progress.print(
+            f"[bold]{system}, run {run}: {name}[/bold] — {what}; Redis primaries flushed"
+        )
         child = run_child(
             argv,
             cwd=harness,
@@ -670,15 +728,15 @@ def run_scenarios(
         }
         if scenario["raw"] is None or child.returncode != 0:
             progress.print(
-                f"[yellow]ours: {name} ended with {child.returncode}"
+                f"[yellow]{system}: {name} ended with {child.returncode}"
                 f"{' (timed out)' if child.timed_out else ''}; see the JSON[/yellow]"
             )
         dead = [p.name for p in stack.all_processes if not p.alive()]
         if dead:
             record["exited"] = dead
-            raise FanoutBenchError(f"{', '.join(dead)} exited during {name}; see its log")
-    if options.mixed:
-        run_mixed(record, stack, token, run, options, progress)
+            raise FanoutBenchError(
+                f"{', '.join(dead)} exited during {system}'s {name}; see its log"
+            )
 
 
 def run_mixed(
@@ -693,7 +751,7 @@ def run_mixed(
     the issue's mix, against the running stack; fills `record["scenarios"]["mixed"]`."""
     assert stack.redis is not None
     redis_port = stack.redis_ports[0]
-    urls = ws_urls(stack)
+    urls = ws_urls(stack, through_gateway=False)
     ensure_node_modules(mixed.load_dir().parent, progress, folder="load")
 
     def before_step() -> dict[str, Any]:
@@ -724,7 +782,7 @@ def run_mixed(
         f"{mixed.MIXES['mixed']} (a few minutes)"
     )
     sweeps = mixed.MixedSweeps(run_step, before_step, options.mixed_start, progress)
-    record["scenarios"]["mixed"] = sweeps.run(run)
+    record.setdefault("scenarios", {})["mixed"] = sweeps.run(run)
 
 
 def keep_logs(root: Path, destination: Path) -> Path:

@@ -22,17 +22,23 @@ from bench.stats import (
     LATENCY_SUBSCRIBERS,
     MEMORY_CONNECTIONS,
     OURS,
+    OURS_GATEWAY,
     PROFILE_TOP_FRAMES,
     SLO_P99_MS,
-    TARGET_DELIVERIES_PER_SECOND,
+    TARGET_CPU_PER_1K_VS_BEST_PEER,
+    TARGET_GATEWAY_LATENCY_VS_DIRECT,
+    TARGET_GATEWAY_SATURATION_VS_DIRECT,
     TARGET_KB_PER_IDLE_SOCKET,
     TARGET_P99_MS,
+    TARGET_SATURATION_VS_BEST_PEER,
     TARGET_SENDS_PER_SECOND,
     RetimeStep,
     SendStep,
     cpu_of,
     dig,
     function_of,
+    our_parts,
+    peer_names,
 )
 
 # -- numbers --------------------------------------------------------------------------------------
@@ -66,8 +72,13 @@ def slash(*values: str) -> str:
 
 def verdict(met: bool | None) -> str:
     if met is None:
-        return "[dim]unknown[/dim]"
-    return "[green]met[/green]" if met else "[red]not met[/red]"
+        return "[dim]not measured[/dim]"
+    return "[green]met[/green]" if met else "[bold red]NOT met[/bold red]"
+
+
+def times(value: float | None) -> str:
+    """A ratio, as `1.23×`."""
+    return "—" if value is None else f"{value:.2f}×"
 
 
 # -- `chatctl bench` ------------------------------------------------------------------------------
@@ -297,10 +308,51 @@ def retime_table(steps: Sequence[RetimeStep], messages: int) -> Table:
 # -- `chatctl bench-fanout` -------------------------------------------------------------------------
 
 
+# Each target of `stats.fanout_targets`, in a few words, beside the figures it judges.
+TARGET_LABELS = {
+    "latency_vs_best_peer": "via Envoy ≤ best peer's",
+    "gateway_latency_vs_direct": f"via Envoy ≤ {TARGET_GATEWAY_LATENCY_VS_DIRECT:g}× direct",
+    "saturation_vs_best_peer": f"≥ {TARGET_SATURATION_VS_BEST_PEER:g}× best peer's",
+    "cpu_per_1k_vs_best_peer": f"server ≤ {TARGET_CPU_PER_1K_VS_BEST_PEER:g}× best peer's",
+    "gateway_saturation_vs_direct": (
+        f"via Envoy ≥ {TARGET_GATEWAY_SATURATION_VS_DIRECT:g}× direct"
+    ),
+    "kb_per_idle_socket": f"≤ {TARGET_KB_PER_IDLE_SOCKET:g} KB",
+}
+SYSTEM_HEADINGS = {
+    OURS: f"{OURS} (ours, direct)",
+    OURS_GATEWAY: f"{OURS_GATEWAY} (ours, via Envoy)",
+}
+
+
+def versus_best_peer_cell(summary: dict[str, Any], figure: str) -> str:
+    """Ours ÷ the best peer's value of a figure, direct and via Envoy, and which peer."""
+    compared = summary["versus_best_peer"][figure]
+    best = compared["best_peer"]
+    if best is None:
+        return "—"
+    lines = [
+        f"{'via Envoy ' if system == OURS_GATEWAY else ''}{times(ours['ratio'])}"
+        for system, ours in compared["ours"].items()
+    ]
+    return "\n".join([*lines, f"[dim]vs {best['system']}[/dim]"])
+
+
+def target_cell(summary: dict[str, Any], figure: str) -> str:
+    """The verdict of every target judging `figure`, one a line, with the target's ratio."""
+    lines = []
+    for name, target in summary["targets"].items():
+        judged = target["figures"].get(figure)
+        if judged is None:
+            continue
+        shown = f" ({times(judged['ratio'])})" if judged["ratio"] is not None else ""
+        lines.append(f"{TARGET_LABELS[name]}: {verdict(judged['met'])}{shown}")
+    return "\n".join(lines)
+
+
 def comparison_table(summary: dict[str, Any]) -> Table:
     systems = summary["systems"]
-    names = [OURS, *[n for n in systems if n != OURS]]
-    targets = summary["targets"]
+    names = [name for name in (OURS, OURS_GATEWAY) if name in systems] + peer_names(systems)
     table = Table(
         title="Chat fan-out, 2 server processes + Redis, everything on one 2-core machine "
         "(harness gen.js / sweep.js / memprobe.js)",
@@ -308,20 +360,35 @@ def comparison_table(summary: dict[str, Any]) -> Table:
     )
     table.add_column("measure")
     for name in names:
-        ours = "ours, via Envoy" if summary.get("ours_through_gateway") else "ours"
-        table.add_column(f"{name} ({ours})" if name == OURS else name, justify="right")
-    table.add_column("target (ours)")
+        table.add_column(SYSTEM_HEADINGS.get(name, name), justify="right")
+    table.add_column("ours ÷ best peer", justify="right")
+    table.add_column("target: verdict")
 
-    def row(label: str, render: Callable[[dict[str, Any]], str], target: str = "") -> None:
-        table.add_row(label, *[render(systems.get(n) or {}) for n in names], target)
+    def row(
+        label: str,
+        render: Callable[[str, dict[str, Any]], str],
+        figure: str | None = None,
+        target: str = "",
+    ) -> None:
+        """A measure for every system; with `figure`, ours ÷ the best peer and the verdicts
+        of the targets on it, else `target` as it is."""
+        table.add_row(
+            label,
+            *[render(n, systems.get(n) or {}) for n in names],
+            versus_best_peer_cell(summary, figure) if figure else "",
+            target_cell(summary, figure) if figure else target,
+        )
 
-    def sat(key: str) -> Any:
+    def sat(key: str) -> Callable[[dict[str, Any]], Any]:
         return lambda s: dig(s, "saturation", key)
 
-    def spread(kind: str, key: str, digits: int = 0) -> Callable[[dict[str, Any]], str]:
+    def lat(key: str) -> Callable[[dict[str, Any]], Any]:
+        return lambda s: dig(s, "latency", key)
+
+    def spread(kind: str, key: str, digits: int = 0) -> Callable[[str, dict[str, Any]], str]:
         """The median, and [min–max] over the runs when there are several."""
 
-        def render(s: dict[str, Any]) -> str:
+        def render(_: str, s: dict[str, Any]) -> str:
             low_high = dig(s, kind, "range", key)
             median = number(dig(s, kind, key), digits)
             if not low_high or low_high[0] == low_high[1]:
@@ -330,94 +397,100 @@ def comparison_table(summary: dict[str, Any]) -> Table:
 
         return render
 
-    def lat(key: str) -> Any:
-        return lambda s: dig(s, "latency", key)
-
-    # The gateway's share, where ours ran behind it (the peers have none).
+    # The gateway's share, for ours via Envoy (direct, and the peers, have none).
     groups = ["server", "chat", "redis"]
-    if summary.get("ours_through_gateway"):
+    if OURS_GATEWAY in systems:
         groups.append("gateway")
     groups += ["generator", "other"]
 
-    def cpu_row(kind: str, of: Callable[[str], Any]) -> None:
-        row(
-            f"{kind}: CPU % {' / '.join(groups)}",
-            lambda s: slash(*(format_pct(of(f"{group}_cpu_pct")(s)) for group in groups)),
-        )
+    def cpu_row(kind: str, of: Callable[[str], Callable[[dict[str, Any]], Any]]) -> None:
+        def render(name: str, s: dict[str, Any]) -> str:
+            return slash(
+                *(
+                    "—"
+                    if group == "gateway" and name != OURS_GATEWAY
+                    else format_pct(of(f"{group}_cpu_pct")(s))
+                    for group in groups
+                )
+            )
+
+        row(f"{kind}: CPU % {' / '.join(groups)}", render)
 
     row(
         "saturation: max R passing, msgs/s (first failing R)",
-        lambda s: (
-            f"{spread('saturation', 'max_rate_pass')(s)} ({number(sat('first_rate_fail')(s))})"
+        lambda n, s: (
+            f"{spread('saturation', 'max_rate_pass')(n, s)} ({number(sat('first_rate_fail')(s))})"
         ),
     )
     row(
         f"saturation: deliveries/s at the SLO (loss 0, p99 < {SLO_P99_MS:g} ms)",
         spread("saturation", "deliveries_per_s"),
-        f"≥ {TARGET_DELIVERIES_PER_SECOND:,}: "
-        + verdict(targets["deliveries_per_s_at_slo"]["met"]),
+        "deliveries_per_s_at_slo",
     )
     row(
         "saturation: p50 / p99 ms at that point",
-        lambda s: slash(format_ms(sat("p50_ms")(s)), format_ms(sat("p99_ms")(s))),
+        lambda n, s: slash(format_ms(sat("p50_ms")(s)), format_ms(sat("p99_ms")(s))),
     )
     cpu_row("saturation", sat)
     row(
         "saturation: CPU % per 1,000 deliveries/s, server (+ chat) / generator",
-        lambda s: slash(
+        lambda n, s: slash(
             number(sat("server_cpu_pct_per_1k_deliveries")(s), 2),
             number(sat("generator_cpu_pct_per_1k_deliveries")(s), 2),
         ),
+        "server_cpu_pct_per_1k_deliveries",
     )
     row(
         "saturation: why the first failing step failed",
-        lambda s: "; ".join(sat("first_fail_reasons")(s) or []) or "—",
+        lambda n, s: "; ".join(sat("first_fail_reasons")(s) or []) or "—",
     )
     row(
         f"latency (S={LATENCY_SUBSCRIBERS}, R={LATENCY_RATE}): deliveries/s "
         f"(offered {LATENCY_OFFERED_DELIVERIES_PER_SECOND:,})",
-        lambda s: number(lat("deliveries_per_s")(s)),
+        lambda n, s: number(lat("deliveries_per_s")(s)),
     )
-    row(
-        "latency: p50 / p99 / max ms",
-        lambda s: slash(
-            format_ms(lat("p50_ms")(s)),
-            spread("latency", "p99_ms", 1)(s),
-            format_ms(lat("max_ms")(s)),
-        ),
-        "p99 ≤ every peer's: " + verdict(targets["latency_p99_vs_peers"]["met"]),
-    )
+    row("latency: p50 ms", spread("latency", "p50_ms", 1), "latency_p50_ms")
+    row("latency: p99 ms", spread("latency", "p99_ms", 1), "latency_p99_ms")
+    row("latency: max ms", lambda n, s: format_ms(lat("max_ms")(s)))
     row(
         "latency: lost / duplicates / out-of-order / disconnects",
-        lambda s: slash(
+        lambda n, s: slash(
             number(lat("lost")(s)),
             number(lat("duplicates")(s)),
             number(lat("out_of_order")(s)),
             number(lat("disconnects")(s)),
         ),
-        "0 / 0 / 0 / 0",
+        target="0 / 0 / 0 / 0",
     )
     cpu_row("latency", lat)
     row(
         f"memory: KB RSS per idle socket ({MEMORY_CONNECTIONS:,}; 2 s later)",
-        lambda s: (
-            f"{spread('memory', 'kb_per_conn', 1)(s)} "
+        lambda n, s: (
+            f"{spread('memory', 'kb_per_conn', 1)(n, s)} "
             f"({number(dig(s, 'memory', 'kb_per_conn_2s_later'), 1)})"
         ),
-        f"≤ {TARGET_KB_PER_IDLE_SOCKET:g}: " + verdict(targets["kb_per_idle_socket"]["met"]),
+        "kb_per_idle_socket",
     )
     row(
         "memory: sockets opened / all verified / disconnects",
-        lambda s: slash(
+        lambda n, s: slash(
             number(dig(s, "memory", "opened")),
             number(dig(s, "memory", "all_verified")),
             number(dig(s, "memory", "disconnects")),
         ),
     )
+    table.add_section()
+    for target in summary["targets"].values():
+        table.add_row(
+            f"target: {target['target']}", *[""] * (len(names) + 1), verdict(target["met"])
+        )
     table.caption = (
         "With several runs: medians, and \\[min–max] where shown. "
+        "ours ÷ best peer: the best peer (named) has the lowest latency, CPU and KB, the most "
+        "deliveries/s; the latency targets judge ours via Envoy, the others ours direct. "
         "server = the WebSocket processes (ours: the 2 GraphQL processes; chat = our 2 gRPC "
-        "chat processes, which the peers do not have); redis = ours 6 cluster nodes, peers 1. "
+        "chat processes, which the peers do not have); redis = ours 6 cluster nodes, peers 1; "
+        "gateway = Envoy, in front of ours via Envoy only. "
         "CPU % of one core; the machine has 200; other = machine busy minus everything "
         "watched (kernel, and other work on the machine)."
     )
@@ -434,9 +507,10 @@ def sweep_table(results: dict[str, Any]) -> Table:
     ours_steps: dict[str, dict[str, Any]] = {}
     sweeps: list[tuple[str, dict[str, Any]]] = []
     for run in dig(results, "ours", "runs") or []:
-        ours_sweep = dig(run, "scenarios", "saturation") or {}
-        ours_steps.update({str(s.get("label", "")): s for s in ours_sweep.get("steps") or []})
-        sweeps.append((f"{OURS} #{run['run']}", ours_sweep.get("raw") or {}))
+        for system, part in our_parts(run).items():
+            ours_sweep = dig(part, "scenarios", "saturation") or {}
+            ours_steps.update({str(s.get("label", "")): s for s in ours_sweep.get("steps") or []})
+            sweeps.append((f"{system} #{run['run']}", ours_sweep.get("raw") or {}))
     sweeps += [
         (f"{label.split(':')[1]} #{label.split(':')[2]}", line)
         for line in dig(results, "peers", "raw") or []

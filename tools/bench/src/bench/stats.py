@@ -55,7 +55,7 @@ def samples(*blobs: bytes) -> array.array[float]:
 # -- `chatctl bench`: sends -----------------------------------------------------------------------
 
 # The issue's target for one chat process on the 2-core bench machine.
-TARGET_SENDS_PER_SECOND = 5_000
+TARGET_SENDS_PER_SECOND = 3_000
 TARGET_P99_MS = 20.0
 
 
@@ -202,17 +202,37 @@ SLO_P99_MS = 100.0
 SWEEP_PRECISION = 0.1
 MEMORY_CONNECTIONS = 2000
 
-# The issue's targets.
-TARGET_DELIVERIES_PER_SECOND = 75_000
-TARGET_KB_PER_IDLE_SOCKET = 30.0
+# Issue 17's targets. Ratios are of ours to what the target holds it against.
+TARGET_LATENCY_VS_BEST_PEER = 1.0  # p50 and p99, ours through the gateway
+TARGET_GATEWAY_LATENCY_VS_DIRECT = 1.5  # p50 and p99
+TARGET_SATURATION_VS_BEST_PEER = 5.0  # deliveries/s at the SLO, ours direct
+TARGET_CPU_PER_1K_VS_BEST_PEER = 0.25  # server (GraphQL + chat) CPU per 1,000 deliveries/s
+TARGET_GATEWAY_SATURATION_VS_DIRECT = 0.75  # deliveries/s at the SLO
+TARGET_KB_PER_IDLE_SOCKET = 15.0  # ours direct
 
-# Our system's name in the summaries and labels (the peers' come from run-peers.sh).
+# Our system's names in the summaries and labels (the peers' come from run-peers.sh):
+# straight to the GraphQL processes (as the peers are measured), and through the Envoy
+# gateway (as deployed).
 OURS = "nextcampus"
+OURS_GATEWAY = "nextcampus-gateway"
+# Where a run record of `chatctl bench-fanout` keeps the scenarios through the gateway (those
+# straight to the GraphQL processes are at its top level).
+GATEWAY_PART = "gateway"
 
 
-def run_label(kind: str, run: int) -> str:
+def run_label(kind: str, run: int, system: str = OURS) -> str:
     """The label of our `run` of a scenario, as the peers' are: `<scenario>:<system>:<run>`."""
-    return f"{kind}:{OURS}:{run}"
+    return f"{kind}:{system}:{run}"
+
+
+def our_parts(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each of our systems measured in a run record, and the part of the record holding its
+    `scenarios`: direct, then through the gateway when it was measured."""
+    parts = {OURS: run}
+    gateway = run.get(GATEWAY_PART)
+    if isinstance(gateway, dict):
+        parts[OURS_GATEWAY] = gateway
+    return parts
 
 
 def dig(data: Any, *path: str) -> Any:
@@ -405,63 +425,218 @@ def group_peer_lines(raw: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[
     return grouped
 
 
-def summarize_fanout(results: dict[str, Any]) -> dict[str, Any]:
-    """Every system's scenarios summarized (medians over runs) and our targets' verdicts,
-    from the results record of `chatctl bench-fanout`."""
-    systems: dict[str, Any] = {}
-    ours_lines: dict[str, list[dict[str, Any]]] = {}
-    for run in dig(results, "ours", "runs") or []:
-        for kind, scenario in (run.get("scenarios") or {}).items():
+def _our_lines(runs: Sequence[dict[str, Any]], system: str) -> dict[str, list[dict[str, Any]]]:
+    """The tools' result lines of one of our systems over the runs, by scenario."""
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        part = our_parts(run).get(system)
+        for kind, scenario in (dig(part, "scenarios") or {}).items():
             if kind not in SUMMARIZERS:
                 continue  # ours alone (the mixed-event sweeps): reported by bench/mixed.py
             raw = scenario.get("raw")
             if raw is None and kind == "saturation":
-                label = run_label("saturation", run["run"])
+                label = run_label("saturation", run["run"], system)
                 raw = sweep_from_steps(scenario.get("steps") or [], label)
             if raw is None:
                 raw = {"error": f"no result (exit {scenario.get('returncode')})"}
-            ours_lines.setdefault(kind, []).append(raw)
-    if ours_lines:
-        systems[OURS] = summarize_system(ours_lines)
+            lines.setdefault(kind, []).append(raw)
+    return lines
+
+
+def summarize_fanout(results: dict[str, Any]) -> dict[str, Any]:
+    """Every system's scenarios summarized (medians over runs), ours against the best peer
+    and our targets' verdicts, from the results record of `chatctl bench-fanout`."""
+    systems: dict[str, Any] = {}
+    runs = dig(results, "ours", "runs") or []
+    for system in (OURS, OURS_GATEWAY):
+        lines = _our_lines(runs, system)
+        if lines:
+            systems[system] = summarize_system(lines)
     peers = results.get("peers") or {}
     for peer, lines_by_kind in group_peer_lines(peers.get("raw") or []).items():
         systems[peer] = summarize_system(lines_by_kind)
     return {
         "systems": systems,
+        "versus_best_peer": versus_best_peer(systems),
         "targets": fanout_targets(systems),
-        "ours_through_gateway": bool(dig(results, "options", "gateway")),
+    }
+
+
+# -- ours against the best peer, and the targets -------------------------------------------------
+
+# The figures compared with the best peer's: (scenario, key in its summary, lower is better).
+PEER_FIGURES: dict[str, tuple[str, str, bool]] = {
+    "deliveries_per_s_at_slo": ("saturation", "deliveries_per_s", False),
+    "server_cpu_pct_per_1k_deliveries": ("saturation", "server_cpu_pct_per_1k_deliveries", True),
+    "latency_p50_ms": ("latency", "p50_ms", True),
+    "latency_p99_ms": ("latency", "p99_ms", True),
+    "kb_per_idle_socket": ("memory", "kb_per_conn", True),
+}
+
+
+def figure(systems: dict[str, Any], system: str, figure_name: str) -> float | None:
+    kind, key, _ = PEER_FIGURES[figure_name]
+    value = dig(systems.get(system), kind, key)
+    return value if _is_number(value) else None
+
+
+def peer_names(systems: dict[str, Any]) -> list[str]:
+    return [name for name in systems if name not in (OURS, OURS_GATEWAY)]
+
+
+def best_peer(systems: dict[str, Any], figure_name: str) -> dict[str, Any] | None:
+    """The peer with the best value of a figure (the lowest, or the highest deliveries/s)
+    and that value; None when no peer has it."""
+    lower_is_better = PEER_FIGURES[figure_name][2]
+    measured = [
+        (value, name)
+        for name in peer_names(systems)
+        if (value := figure(systems, name, figure_name)) is not None
+    ]
+    if not measured:
+        return None
+    value, name = min(measured) if lower_is_better else max(measured)
+    return {"system": name, "value": value}
+
+
+def ratio(ours: float | None, against: float | None) -> float | None:
+    if ours is None or against is None or against <= 0:
+        return None
+    return ours / against
+
+
+def versus_best_peer(systems: dict[str, Any]) -> dict[str, Any]:
+    """Every figure of `PEER_FIGURES`: the best peer's value, and each of our systems'
+    value and ratio to it (ours ÷ best peer)."""
+    compared: dict[str, Any] = {}
+    for name in PEER_FIGURES:
+        best = best_peer(systems, name)
+        ours: dict[str, Any] = {}
+        for system in (OURS, OURS_GATEWAY):
+            if system in systems:
+                value = figure(systems, system, name)
+                best_value = None if best is None else best["value"]
+                ours[system] = {"value": value, "ratio": ratio(value, best_value)}
+        compared[name] = {"best_peer": best, "ours": ours}
+    return compared
+
+
+def _within(value: float, bound: float, at_least: bool) -> bool:
+    """`value` ≥ or ≤ `bound`, exactly at the bound counting as met (whatever the float
+    rounding of the division that made `value`)."""
+    if math.isclose(value, bound, rel_tol=1e-9):
+        return True
+    return value >= bound if at_least else value <= bound
+
+
+def held_against(
+    ours: float | None, against: dict[str, Any] | None, bound: float, at_least: bool
+) -> dict[str, Any]:
+    """One figure of a target on a ratio: ours ÷ `against` (`{"system", "value"}`, None when
+    nothing was measured to hold it against) within `bound`."""
+    compared = ratio(ours, None if against is None else against["value"])
+    return {
+        "ours": ours,
+        "against": against,
+        "ratio": compared,
+        "met": None if compared is None else _within(compared, bound, at_least),
+    }
+
+
+def held_to(ours: float | None, bound: float, at_least: bool) -> dict[str, Any]:
+    """One figure of a target on its own value, within `bound`."""
+    return {
+        "ours": ours,
+        "against": None,
+        "ratio": None,
+        "met": None if ours is None else _within(ours, bound, at_least),
+    }
+
+
+def _target(text: str, system: str, bound: float, figures: dict[str, Any]) -> dict[str, Any]:
+    """A target on `system`'s figures: met when every figure is, None when one is unknown."""
+    verdicts = [judged["met"] for judged in figures.values()]
+    return {
+        "target": text,
+        "system": system,
+        "bound": bound,
+        "figures": figures,
+        "met": None if None in verdicts else all(verdicts),
     }
 
 
 def fanout_targets(systems: dict[str, Any]) -> dict[str, Any]:
-    """Our numbers against the issue's targets; `met` is None where a number is missing."""
-    ours = systems.get(OURS) or {}
-    deliveries = dig(ours, "saturation", "deliveries_per_s")
-    p99 = dig(ours, "latency", "p99_ms")
-    kb = dig(ours, "memory", "kb_per_conn")
-    peer_p99 = {
-        name: dig(summary, "latency", "p99_ms")
-        for name, summary in systems.items()
-        if name != OURS and dig(summary, "latency", "p99_ms") is not None
-    }
+    """Our numbers against issue 17's targets: per target its text, which of our systems it
+    judges, and per figure ours, what it is held against (the best peer or ours direct), the
+    ratio and the verdict; `met` is None where a number is missing."""
+
+    def against_best_peer(
+        system: str, names: Sequence[str], bound: float, at_least: bool
+    ) -> dict[str, Any]:
+        return {
+            name: held_against(
+                figure(systems, system, name), best_peer(systems, name), bound, at_least
+            )
+            for name in names
+        }
+
+    def against_direct(names: Sequence[str], bound: float, at_least: bool) -> dict[str, Any]:
+        return {
+            name: held_against(
+                figure(systems, OURS_GATEWAY, name),
+                {"system": OURS, "value": figure(systems, OURS, name)},
+                bound,
+                at_least,
+            )
+            for name in names
+        }
+
+    latency = ("latency_p50_ms", "latency_p99_ms")
+    saturation, cpu = ("deliveries_per_s_at_slo",), ("server_cpu_pct_per_1k_deliveries",)
+    rate = f"{LATENCY_OFFERED_DELIVERIES_PER_SECOND:,} deliveries/s"
+    slo = f"at the SLO (zero loss, p99 < {SLO_P99_MS:g} ms)"
     return {
-        "deliveries_per_s_at_slo": {
-            "target": f"≥ {TARGET_DELIVERIES_PER_SECOND:,} deliveries/s with zero loss and "
-            f"p99 < {SLO_P99_MS:g} ms (S={SATURATION_SUBSCRIBERS}, C={COURSES})",
-            "ours": deliveries,
-            "met": None if deliveries is None else deliveries >= TARGET_DELIVERIES_PER_SECOND,
-        },
-        "latency_p99_vs_peers": {
-            "target": f"p99 at {LATENCY_OFFERED_DELIVERIES_PER_SECOND:,} deliveries/s "
-            "no worse than every peer's",
-            "ours": p99,
-            "peers": peer_p99,
-            "met": None if p99 is None or not peer_p99 else p99 <= min(peer_p99.values()),
-        },
-        "kb_per_idle_socket": {
-            "target": f"≤ {TARGET_KB_PER_IDLE_SOCKET:g} KB of RSS per idle subscribed socket "
+        "latency_vs_best_peer": _target(
+            f"through the gateway, p50 and p99 at {rate} ≤ the best peer's",
+            OURS_GATEWAY,
+            TARGET_LATENCY_VS_BEST_PEER,
+            against_best_peer(OURS_GATEWAY, latency, TARGET_LATENCY_VS_BEST_PEER, False),
+        ),
+        "gateway_latency_vs_direct": _target(
+            f"through the gateway, p50 and p99 at {rate} ≤ "
+            f"{TARGET_GATEWAY_LATENCY_VS_DIRECT:g}× direct's",
+            OURS_GATEWAY,
+            TARGET_GATEWAY_LATENCY_VS_DIRECT,
+            against_direct(latency, TARGET_GATEWAY_LATENCY_VS_DIRECT, False),
+        ),
+        "saturation_vs_best_peer": _target(
+            f"deliveries/s {slo} ≥ {TARGET_SATURATION_VS_BEST_PEER:g}× the best peer's",
+            OURS,
+            TARGET_SATURATION_VS_BEST_PEER,
+            against_best_peer(OURS, saturation, TARGET_SATURATION_VS_BEST_PEER, True),
+        ),
+        "cpu_per_1k_vs_best_peer": _target(
+            "server CPU (GraphQL + chat) per 1,000 deliveries/s at the SLO ≤ ¼ of the best peer's",
+            OURS,
+            TARGET_CPU_PER_1K_VS_BEST_PEER,
+            against_best_peer(OURS, cpu, TARGET_CPU_PER_1K_VS_BEST_PEER, False),
+        ),
+        "gateway_saturation_vs_direct": _target(
+            f"through the gateway, deliveries/s {slo} ≥ "
+            f"{TARGET_GATEWAY_SATURATION_VS_DIRECT:g}× direct's",
+            OURS_GATEWAY,
+            TARGET_GATEWAY_SATURATION_VS_DIRECT,
+            against_direct(saturation, TARGET_GATEWAY_SATURATION_VS_DIRECT, True),
+        ),
+        "kb_per_idle_socket": _target(
+            f"≤ {TARGET_KB_PER_IDLE_SOCKET:g} KB of RSS per idle subscribed socket "
             f"({MEMORY_CONNECTIONS:,} sockets)",
-            "ours": kb,
-            "met": None if kb is None else kb <= TARGET_KB_PER_IDLE_SOCKET,
-        },
+            OURS,
+            TARGET_KB_PER_IDLE_SOCKET,
+            {
+                "kb_per_idle_socket": held_to(
+                    figure(systems, OURS, "kb_per_idle_socket"), TARGET_KB_PER_IDLE_SOCKET, False
+                )
+            },
+        ),
     }
