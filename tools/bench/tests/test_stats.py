@@ -458,3 +458,45 @@ def test_without_the_gateway_its_targets_are_not_measured():
     assert "via Envoy ≤ best peer's: not measured" in line_of(text, "latency: p99 ms")
     assert text.count("via Envoy ≤ 1.5× direct: not measured") == 2  # p50 and p99
     assert "gateway" not in line_of(text, "latency: CPU %")
+
+
+def hop_samples(component: str, hop: str, counts: dict[str, float]) -> dict[str, float]:
+    return {
+        f"nextcampus_{component}_hop_seconds_bucket{{hop={hop},le={le}}}": count
+        for le, count in counts.items()
+    }
+
+
+def test_hop_medians_sum_every_process_and_interpolate_within_the_bucket():
+    from bench.stats import hop_medians
+
+    scrapes = {
+        "chat-0": hop_samples("chat", "chat_send", {"0.001": 4, "0.002": 10, "+Inf": 10}),
+        "chat-1": {
+            **hop_samples("chat", "chat_send", {"0.001": 0, "0.002": 6, "+Inf": 10}),
+            **hop_samples("chat", "chat_feed", {"0.001": 0, "0.002": 0, "+Inf": 0}),
+            "nextcampus_chat_sends_total{result=ok}": 20,
+        },
+        "graphql-0": "unreachable: connection refused",
+    }
+    # 20 in all, the 10th lies between 0.001 s (4 below) and 0.002 s (16 below).
+    assert hop_medians(scrapes) == {"chat_send": 1.5}
+
+
+def test_the_hop_table_shows_each_step_and_the_generators_median():
+    from bench.report import hop_table
+
+    summary = {
+        "systems": {OURS: {"latency": {"p50_ms": 3.0}}},
+        "hops_ms": {OURS: {"graphql_mutation": 0.5, "chat_send": 0.8, "graphql_written": 2.0}},
+    }
+    table = hop_table(summary)
+    assert table is not None
+    rows = {
+        table.columns[0]._cells[i]: table.columns[1]._cells[i]
+        for i in range(len(table.columns[0]._cells))
+    }
+    assert rows["chat_send"] == "0.80 (+0.30)"
+    assert rows["chat_stored"] == "—"
+    assert rows["received by the generator (its p50)"] == "3.00 (+1.00)"
+    assert hop_table({"hops_ms": {}}) is None

@@ -63,6 +63,7 @@ from bench.report import (
     ResultsFile,
     comparison_table,
     format_pct,
+    hop_table,
     options_record,
     sigint_ignored,
     sweep_table,
@@ -70,6 +71,7 @@ from bench.report import (
 from bench.stats import (
     COURSES,
     GATEWAY_PART,
+    HOP_BUCKET,
     LATENCY_RATE,
     LATENCY_SECONDS,
     LATENCY_SUBSCRIBERS,
@@ -426,7 +428,8 @@ def background_load(progress: Console, when: str) -> dict[str, Any]:
 
 
 def scrape_metrics(port: int) -> dict[str, float] | str:
-    """The `nextcampus_*` samples of a local /metrics page (histogram buckets left out)."""
+    """The `nextcampus_*` samples of a local /metrics page (histogram buckets left out, but
+    for the hop timing's: stats.hop_medians)."""
     try:
         samples = scrape(f"http://127.0.0.1:{port}/metrics", timeout=5)
     except OSError as exc:
@@ -434,7 +437,9 @@ def scrape_metrics(port: int) -> dict[str, float] | str:
     return {
         name: value
         for name, value in samples.items()
-        if name.startswith("nextcampus_") and "_bucket" not in name and "_created" not in name
+        if name.startswith("nextcampus_")
+        and ("_bucket" not in name or HOP_BUCKET.match(name))
+        and "_created" not in name
     }
 
 
@@ -514,10 +519,19 @@ def run_ours(
         # The peers are measured without a proxy in front; so are we first, then through it.
         gateway=options.through_gateway,
         # One bench user makes every change: no send or change rate limit.
-        chat_overrides={"default_rate_limit_messages": 0, "action_rate_limit_messages": 0},
+        # Hop timing: where the latency scenario's median goes (nextcampus_common.hops).
+        chat_overrides={
+            "default_rate_limit_messages": 0,
+            "action_rate_limit_messages": 0,
+            "hop_timing": True,
+        },
         # Every generated socket carries the one bench token: one user holding thousands of
         # sockets, which the per-user limits exist to refuse.
-        graphql_overrides={"max_sockets_per_user": 100_000, "max_subscriptions_per_user": 100_000},
+        graphql_overrides={
+            "max_sockets_per_user": 100_000,
+            "max_subscriptions_per_user": 100_000,
+            "hop_timing": True,
+        },
         # The gateway's request budget must not be what is measured.
         gateway_overrides={
             "requests_per_second": 1_000_000,
@@ -920,6 +934,9 @@ def run_fanout_bench(options: FanoutOptions, progress: Console, out: Console) ->
     if options.harness_scenarios:
         out.print(sweep_table(results))
         out.print(comparison_table(results["summary"]))
+        hops = hop_table(results["summary"])
+        if hops is not None:
+            out.print(hops)
     for run_record in dig(results, "ours", "runs") or []:
         mixed_record = dig(run_record, "scenarios", "mixed")
         if mixed_record:

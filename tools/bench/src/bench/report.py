@@ -37,6 +37,7 @@ from bench.stats import (
     cpu_of,
     dig,
     function_of,
+    is_number,
     our_parts,
     peer_names,
 )
@@ -348,6 +349,69 @@ def target_cell(summary: dict[str, Any], figure: str) -> str:
         shown = f" ({times(judged['ratio'])})" if judged["ratio"] is not None else ""
         lines.append(f"{TARGET_LABELS[name]}: {verdict(judged['met'])}{shown}")
     return "\n".join(lines)
+
+
+# The hops a delivered message passes, in order (nextcampus_common.hops), then its
+# acknowledgement's: each row's step is from the row before it in its chain.
+DELIVERY_HOPS = (
+    "graphql_mutation",
+    "chat_send",
+    "chat_stored",
+    "chat_feed",
+    "graphql_upstream",
+    "graphql_written",
+)
+ACKNOWLEDGEMENT_HOPS = ("chat_stored", "graphql_acknowledged")
+
+
+def hop_table(summary: dict[str, Any]) -> Table | None:
+    """Where the latency scenario's median goes: per hop, the median ms since the generator
+    sent a message, and the step from the hop before; the generator's own p50 last."""
+    hops: dict[str, dict[str, float]] = summary.get("hops_ms") or {}
+    systems = [name for name, medians in hops.items() if medians]
+    if not systems:
+        return None
+    table = Table(
+        title=f"Where the median goes at {LATENCY_OFFERED_DELIVERIES_PER_SECOND:,} "
+        "deliveries/s: ms since the generator sent a message (median at each hop; step "
+        "from the hop before)",
+        title_justify="left",
+    )
+    table.add_column("hop")
+    for name in systems:
+        table.add_column(
+            "ours, via Envoy" if name == OURS_GATEWAY else "ours, direct", justify="right"
+        )
+
+    def cell(system: str, hop: str, before: str | None) -> str:
+        medians = hops[system]
+        here = medians.get(hop)
+        if here is None:
+            return "—"
+        if before is None or medians.get(before) is None:
+            return format_ms(here)
+        return f"{format_ms(here)} (+{format_ms(here - medians[before])})"
+
+    for chain in (DELIVERY_HOPS, ACKNOWLEDGEMENT_HOPS):
+        for index, hop in enumerate(chain):
+            if chain is ACKNOWLEDGEMENT_HOPS and index == 0:
+                continue  # shown in the delivery chain
+            before = chain[index - 1] if index else None
+            table.add_row(hop, *(cell(system, hop, before) for system in systems))
+        if chain is DELIVERY_HOPS:
+            received = []
+            for system in systems:
+                p50 = dig(summary, "systems", system, "latency", "p50_ms")
+                written = hops[system].get(DELIVERY_HOPS[-1])
+                step = f" (+{format_ms(p50 - written)})" if is_number(p50) and written else ""
+                received.append(f"{format_ms(p50)}{step}" if is_number(p50) else "—")
+            table.add_row("received by the generator (its p50)", *received)
+    table.caption = (
+        "From the services' hop histograms (HOP_TIMING, nextcampus_common.hops) after the "
+        "latency scenario; medians of different hops come from different messages, so steps "
+        "are indicative. graphql_acknowledged: SendMessage's answer back in GraphQL."
+    )
+    return table
 
 
 def comparison_table(summary: dict[str, Any]) -> Table:

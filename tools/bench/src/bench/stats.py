@@ -383,7 +383,7 @@ SUMMARIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def _is_number(value: Any) -> TypeGuard[float]:
+def is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -394,7 +394,7 @@ def combine_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ranges: dict[str, list[float]] = {}
     for key in runs[0]:
         values = [run.get(key) for run in runs]
-        numbers: list[float] = [v for v in values if _is_number(v)]
+        numbers: list[float] = [v for v in values if is_number(v)]
         if len(runs) > 1 and numbers:
             combined[key] = statistics.median(numbers)
             ranges[key] = [min(numbers), max(numbers)]
@@ -443,15 +443,69 @@ def _our_lines(runs: Sequence[dict[str, Any]], system: str) -> dict[str, list[di
     return lines
 
 
+# -- where the median goes: the services' hop histograms (nextcampus_common.hops) --------------
+
+HOP_BUCKET = re.compile(
+    r"^nextcampus_\w+?_hop_seconds_bucket\{hop=(?P<hop>\w+),le=(?P<le>[^}]+)\}$"
+)
+
+
+def hop_medians(scrapes: Any) -> dict[str, float]:
+    """Per hop, the median milliseconds since the load generator sent a message, from the
+    /metrics scrapes of our processes ({process: {sample: value}}): the buckets of every
+    process summed, the median interpolated within its bucket. Hops nobody passed are
+    left out."""
+    cumulative: dict[str, dict[float, float]] = {}
+    for samples in (scrapes or {}).values():
+        if not isinstance(samples, dict):
+            continue  # unreachable at the time
+        for name, value in samples.items():
+            match = HOP_BUCKET.match(name)
+            if match is not None:
+                counts = cumulative.setdefault(match["hop"], {})
+                bound = float(match["le"])
+                counts[bound] = counts.get(bound, 0.0) + value
+    medians: dict[str, float] = {}
+    for hop, counts in cumulative.items():
+        buckets = sorted(counts.items())
+        half = buckets[-1][1] / 2
+        if half <= 0:
+            continue
+        lower_bound, lower_count = 0.0, 0.0
+        for bound, count in buckets:
+            if count >= half:
+                median = (
+                    lower_bound
+                    if math.isinf(bound)
+                    else lower_bound
+                    + (bound - lower_bound) * (half - lower_count) / (count - lower_count)
+                )
+                medians[hop] = round(median * 1000, 3)
+                break
+            lower_bound, lower_count = bound, count
+    return medians
+
+
+def our_hops(runs: Sequence[dict[str, Any]], system: str) -> dict[str, float]:
+    """Hop medians of the latency scenario of one of our systems, the median over runs."""
+    per_run = [
+        hop_medians(dig(our_parts(run).get(system), "metrics", "after latency")) for run in runs
+    ]
+    hops = {hop for medians in per_run for hop in medians}
+    return {hop: statistics.median(m[hop] for m in per_run if hop in m) for hop in sorted(hops)}
+
+
 def summarize_fanout(results: dict[str, Any]) -> dict[str, Any]:
     """Every system's scenarios summarized (medians over runs), ours against the best peer
     and our targets' verdicts, from the results record of `chatctl bench-fanout`."""
     systems: dict[str, Any] = {}
     runs = dig(results, "ours", "runs") or []
+    hops: dict[str, dict[str, float]] = {}
     for system in (OURS, OURS_GATEWAY):
         lines = _our_lines(runs, system)
         if lines:
             systems[system] = summarize_system(lines)
+            hops[system] = our_hops(runs, system)
     peers = results.get("peers") or {}
     for peer, lines_by_kind in group_peer_lines(peers.get("raw") or []).items():
         systems[peer] = summarize_system(lines_by_kind)
@@ -459,6 +513,7 @@ def summarize_fanout(results: dict[str, Any]) -> dict[str, Any]:
         "systems": systems,
         "versus_best_peer": versus_best_peer(systems),
         "targets": fanout_targets(systems),
+        "hops_ms": hops,
     }
 
 
@@ -477,7 +532,7 @@ PEER_FIGURES: dict[str, tuple[str, str, bool]] = {
 def figure(systems: dict[str, Any], system: str, figure_name: str) -> float | None:
     kind, key, _ = PEER_FIGURES[figure_name]
     value = dig(systems.get(system), kind, key)
-    return value if _is_number(value) else None
+    return value if is_number(value) else None
 
 
 def peer_names(systems: dict[str, Any]) -> list[str]:
