@@ -497,6 +497,7 @@ def test_the_hop_table_shows_each_step_and_the_generators_median():
         for i in range(len(table.columns[0]._cells))
     }
     assert rows["chat_send"] == "0.80 (+0.30)"
+    assert rows["chat_feed"] == "—"
     assert rows["chat_stored"] == "—"
     assert rows["received by the generator (its p50)"] == "3.00 (+1.00)"
     assert hop_table({"hops_ms": {}}) is None

@@ -9,14 +9,15 @@ histogram per process, labelled by hop; the bench reads the histograms and print
 hop, the median time since the send. No other message is looked at, and without the
 setting a hop costs one attribute test.
 
-Hops, in the order a message passes them:
+Hops: a send's, then its delivery's (the send script publishes before the replication
+wait, so delivery never waits for the replicas) and its acknowledgement's:
 - `graphql_mutation`: the GraphQL process calls chat's SendMessage;
 - `chat_send`: chat's SendMessage handler starts;
-- `chat_stored`: the send script ran and its replica(s) confirmed it (Redis WAIT);
-- `graphql_acknowledged`: SendMessage's answer is back in the GraphQL process;
 - `chat_feed`: a chat process reads it from the course's Redis pub/sub channel;
 - `graphql_upstream`: a GraphQL process reads it from the course's SubscribeMessages stream;
-- `graphql_written`: its frames are written to every subscribed socket of that process.
+- `graphql_written`: its frames are written to every subscribed socket of that process;
+- `chat_stored`: the send script ran and its replica(s) confirmed it (Redis WAIT);
+- `graphql_acknowledged`: SendMessage's answer is back in the GraphQL process.
 """
 
 from __future__ import annotations
@@ -28,15 +29,6 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from nextcampus_common.metrics import metric_name
 
-HOPS = (
-    "graphql_mutation",
-    "chat_send",
-    "chat_stored",
-    "graphql_acknowledged",
-    "chat_feed",
-    "graphql_upstream",
-    "graphql_written",
-)
 # 50 µs steps up to 2 ms, then coarser: a hop's median on an idle stack is well under 1 ms.
 HOP_BUCKETS_SECONDS = (
     *(i * 0.00005 for i in range(1, 41)),

@@ -352,16 +352,16 @@ def target_cell(summary: dict[str, Any], figure: str) -> str:
 
 
 # The hops a delivered message passes, in order (nextcampus_common.hops), then its
-# acknowledgement's: each row's step is from the row before it in its chain.
+# acknowledgement's (the send script publishes before the replication wait, so delivery
+# does not wait for it): each row's step is from the row before it in its chain.
 DELIVERY_HOPS = (
     "graphql_mutation",
     "chat_send",
-    "chat_stored",
     "chat_feed",
     "graphql_upstream",
     "graphql_written",
 )
-ACKNOWLEDGEMENT_HOPS = ("chat_stored", "graphql_acknowledged")
+ACKNOWLEDGEMENT_HOPS = ("chat_send", "chat_stored", "graphql_acknowledged")
 
 
 def hop_table(summary: dict[str, Any]) -> Table | None:
@@ -390,7 +390,7 @@ def hop_table(summary: dict[str, Any]) -> Table | None:
             return "—"
         if before is None or medians.get(before) is None:
             return format_ms(here)
-        return f"{format_ms(here)} (+{format_ms(here - medians[before])})"
+        return f"{format_ms(here)} ({here - medians[before]:+.2f})"
 
     for chain in (DELIVERY_HOPS, ACKNOWLEDGEMENT_HOPS):
         for index, hop in enumerate(chain):
@@ -403,7 +403,7 @@ def hop_table(summary: dict[str, Any]) -> Table | None:
             for system in systems:
                 p50 = dig(summary, "systems", system, "latency", "p50_ms")
                 written = hops[system].get(DELIVERY_HOPS[-1])
-                step = f" (+{format_ms(p50 - written)})" if is_number(p50) and written else ""
+                step = f" ({p50 - written:+.2f})" if is_number(p50) and written else ""
                 received.append(f"{format_ms(p50)}{step}" if is_number(p50) else "—")
             table.add_row("received by the generator (its p50)", *received)
     table.caption = (
