@@ -57,7 +57,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.text import Text
 
-from bench import mixed
+from bench import mixed, sends
 from bench.measure import QUIET_SAMPLES, cpu_window, machine_info, wait_until_quiet
 from bench.report import (
     ResultsFile,
@@ -602,6 +602,7 @@ def run_scenarios(
         run_harness_scenarios(
             record[GATEWAY_PART], stack, token, run, options, progress, through_gateway=True
         )
+        run_gateway_sends(record[GATEWAY_PART], stack, token, run, options, progress)
     if options.mixed:
         run_mixed(record, stack, token, run, options, progress)
 
@@ -799,6 +800,58 @@ def run_mixed(
     record.setdefault("scenarios", {})["mixed"] = sweeps.run(run)
 
 
+def run_gateway_sends(
+    record: dict[str, Any],
+    stack: Topology,
+    token: str,
+    run: int,
+    options: FanoutOptions,
+    progress: Console,
+) -> None:
+    """The sends scenario (bench/sends.py) through the gateway; fills
+    `record["scenarios"]["sends"]` (`record`: the gateway's part of the run)."""
+    assert stack.redis is not None
+    redis_port = stack.redis_ports[0]
+    load = options.harness / "load"
+
+    def before_step() -> dict[str, Any]:
+        return {
+            "flushed": flush_cluster(redis_port),
+            **wait_until_quiet(options.quiet_below_pct, QUIET_WAIT_STEP_SECONDS),
+        }
+
+    def run_step(rate: int, label: str) -> dict[str, Any] | None:
+        argv = [
+            "node",
+            str(load / "gen.js"),
+            *("--proto", PROTOCOL, "--urls", ",".join(ws_urls(stack, through_gateway=True))),
+            *("--subs", str(sends.SENDS_SUBSCRIBERS), "--courses", str(COURSES)),
+            *("--rate", str(rate), "--duration", str(sends.SENDS_STEP_SECONDS)),
+            *("--token", token, "--watch", record["watch"], "--label", label),
+        ]
+        child = run_child(
+            argv,
+            cwd=options.harness,
+            timeout_seconds=LATENCY_TIMEOUT_SECONDS,
+            progress=progress,
+            prefix="[sends]",
+            shown_command=_shown(argv, token),
+        )
+        dead = [p.name for p in stack.all_processes if not p.alive()]
+        if dead:
+            record["exited"] = dead
+            raise FanoutBenchError(f"{', '.join(dead)} exited during the sends scenario")
+        lines = json_lines(child.stdout)
+        return lines[-1] if lines and child.returncode == 0 else None
+
+    progress.print(
+        f"[bold]ours, run {run}: sends[/bold] — sendMessage through the gateway, "
+        f"{sends.SENDS_STEP_SECONDS} s steps from R={sends.SENDS_START_RATE} (a few minutes)"
+    )
+    sweep = sends.SendsSweep(run_step, before_step, progress)
+    record.setdefault("scenarios", {})["sends"] = sweep.run(run)
+
+
 def keep_logs(root: Path, destination: Path) -> Path:
     """The services' logs and every Redis node's log, next to the results."""
     destination.mkdir(parents=True, exist_ok=True)
@@ -937,6 +990,10 @@ def run_fanout_bench(options: FanoutOptions, progress: Console, out: Console) ->
         hops = hop_table(results["summary"])
         if hops is not None:
             out.print(hops)
+        for run_record in dig(results, "ours", "runs") or []:
+            sends_record = dig(run_record, GATEWAY_PART, "scenarios", "sends")
+            if sends_record:
+                out.print(sends.sends_table(sends_record))
     for run_record in dig(results, "ours", "runs") or []:
         mixed_record = dig(run_record, "scenarios", "mixed")
         if mixed_record:

@@ -27,8 +27,8 @@ from bench.stats import (
     COURSES,
     SATURATION_SUBSCRIBERS,
     SLO_P99_MS,
-    SWEEP_PRECISION,
     SWEEP_STEP_SECONDS,
+    next_rate,
 )
 
 MIXES = {
@@ -38,7 +38,6 @@ MIXES = {
 # The issue's bound: the mix's saturation at least this share of messages-only.
 MIX_RATIO_TARGET = 0.9
 MAX_STEPS = 12
-MAX_RATE = 20_000
 STEP_TIMEOUT_SECONDS = 180.0
 DRAIN_SECONDS = 5
 
@@ -62,22 +61,6 @@ def step_passes(result: dict[str, Any] | None) -> bool:
         and p99 is not None
         and p99 < SLO_P99_MS
     )
-
-
-def next_rate(passed: list[int], failed: list[int], start: int) -> int | None:
-    """The sweep's next rate: double until a step fails, then bisect between the best pass and
-    the lowest failure until they are within SWEEP_PRECISION (None: done)."""
-    best = max(passed, default=None)
-    lowest_failure = min(failed, default=None)
-    if lowest_failure is None:
-        rate = start if best is None else best * 2
-        return rate if rate <= MAX_RATE else None
-    if best is None:
-        rate = lowest_failure // 2
-        return rate if rate >= 1 and rate not in failed else None
-    if (lowest_failure - best) / best <= SWEEP_PRECISION:
-        return None
-    return (best + lowest_failure) // 2
 
 
 @dataclass(frozen=True)

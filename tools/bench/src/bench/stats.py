@@ -443,6 +443,28 @@ def _our_lines(runs: Sequence[dict[str, Any]], system: str) -> dict[str, list[di
     return lines
 
 
+# Our own sweeps (mixed events, sends through the gateway) stop doubling past this rate.
+MAX_SWEEP_RATE = 20_000
+
+
+def next_rate(
+    passed: list[int], failed: list[int], start: int, max_rate: int = MAX_SWEEP_RATE
+) -> int | None:
+    """The sweep's next rate: double until a step fails, then bisect between the best pass and
+    the lowest failure until they are within SWEEP_PRECISION (None: done)."""
+    best = max(passed, default=None)
+    lowest_failure = min(failed, default=None)
+    if lowest_failure is None:
+        rate = start if best is None else best * 2
+        return rate if rate <= max_rate else None
+    if best is None:
+        rate = lowest_failure // 2
+        return rate if rate >= 1 and rate not in failed else None
+    if (lowest_failure - best) / best <= SWEEP_PRECISION:
+        return None
+    return (best + lowest_failure) // 2
+
+
 # -- where the median goes: the services' hop histograms (nextcampus_common.hops) --------------
 
 HOP_BUCKET = re.compile(
