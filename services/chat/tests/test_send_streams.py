@@ -217,3 +217,44 @@ async def test_a_send_after_its_stream_broke_goes_on_a_new_one(
         await api.close()
         if second is not None:
             await second.stop()
+
+
+async def test_a_chat_service_without_send_messages_gets_unary_sends(
+    chat_server, make_token, course_id
+):
+    """A chat service of an older version (mid-upgrade) answers SendMessages UNIMPLEMENTED:
+    ChatApi with send streams falls back to SendMessage calls, and the sends are stored. The
+    older service is a gRPC server that has SendMessage only, forwarding it to the real one."""
+    upstream = grpc.aio.insecure_channel(f"127.0.0.1:{chat_server.port}")
+    send_message = upstream.unary_unary(
+        "/chat.v1.ChatService/SendMessage", request_serializer=None, response_deserializer=None
+    )
+
+    async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        answer: bytes = await send_message(request, metadata=context.invocation_metadata())
+        return answer
+
+    older = grpc.aio.server()
+    older.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "chat.v1.ChatService", {"SendMessage": grpc.unary_unary_rpc_method_handler(forward)}
+            ),
+        )
+    )
+    port = older.add_insecure_port("127.0.0.1:0")
+    await older.start()
+    api = ChatApi(f"127.0.0.1:{port}", send_streams=2)
+    try:
+        token = make_token("alice", [course_id])
+        first = await api.send(token, course_id, "through the older service")
+        second = await api.send(token, course_id, "and again")
+        assert [first.message.content, second.message.content] == [
+            "through the older service",
+            "and again",
+        ]
+        assert int(second.message.message_id) > int(first.message.message_id)
+    finally:
+        await api.close()
+        await older.stop(None)
+        await upstream.close()
