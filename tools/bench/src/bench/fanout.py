@@ -602,9 +602,37 @@ def run_scenarios(
         run_harness_scenarios(
             record[GATEWAY_PART], stack, token, run, options, progress, through_gateway=True
         )
+        # Fresh processes once more, as the peers get for every scenario: on the processes
+        # the saturation sweep had used, sends through the gateway reached p99 63 ms at 312/s;
+        # on fresh ones 6.8 ms at 400/s (what the sweep leaves behind is not yet known).
+        progress.print(f"run {run}: fresh chat and GraphQL processes for the sends sweep …")
+        restart_services(stack)
         run_gateway_sends(record[GATEWAY_PART], stack, token, run, options, progress)
     if options.mixed:
         run_mixed(record, stack, token, run, options, progress)
+
+
+def watched_pids(stack: Topology, *, through_gateway: bool) -> dict[str, list[int]]:
+    """Our processes by group, as they run now (a restart gives them new PIDs); the gateway's
+    only where the traffic goes through it."""
+    assert stack.redis is not None
+    pids = {
+        "graphql": [p.pid for p in stack.graphqls],
+        "chat": [p.pid for p in stack.chats],
+        "redis": [p.pid for p in stack.redis.processes.values()],
+    }
+    if stack.gateway is not None and through_gateway:
+        pids["gateway"] = [stack.gateway.pid]
+    return pids
+
+
+def watch_spec(pids: dict[str, list[int]]) -> str:
+    """gen.js's `--watch`: every named group is reported (sweep.js's step summary only
+    `server` and `redis`); the GraphQL processes are the peers' `server`."""
+    return ";".join(
+        f"{'server' if group == 'graphql' else group}={','.join(map(str, members))}"
+        for group, members in pids.items()
+    )
 
 
 def run_harness_scenarios(
@@ -624,25 +652,13 @@ def run_harness_scenarios(
     system = OURS_GATEWAY if through_gateway else OURS
     urls = ws_urls(stack, through_gateway=through_gateway)
     harness, load = options.harness, options.harness / "load"
-    graphql_pids = [p.pid for p in stack.graphqls]
-    chat_pids = [p.pid for p in stack.chats]
-    redis_pids = [p.pid for p in stack.redis.processes.values()]
-    # The gateway's CPU only where the traffic goes through it.
-    gateway_pids = [stack.gateway.pid] if stack.gateway is not None and through_gateway else []
-    # gen.js reports every named group; sweep.js's step summary only `server` and `redis`.
-    watch = (
-        f"server={','.join(map(str, graphql_pids))};chat={','.join(map(str, chat_pids))};"
-        f"redis={','.join(map(str, redis_pids))}"
-        + (f";gateway={','.join(map(str, gateway_pids))}" if gateway_pids else "")
-    )
+    pids = watched_pids(stack, through_gateway=through_gateway)
+    watch = watch_spec(pids)
     redis_port = stack.redis_ports[0]
     metrics_ports = {
         **{f"graphql-{i}": port for i, port in enumerate(stack.graphql_metrics_ports)},
         **{f"chat-{i}": port for i, port in enumerate(stack.chat_metrics_ports)},
     }
-    pids = {"graphql": graphql_pids, "chat": chat_pids, "redis": redis_pids}
-    if gateway_pids:
-        pids["gateway"] = gateway_pids
     idle = cpu_window(pids, IDLE_WINDOW_SECONDS)
     record.update(
         watch=watch,
@@ -669,7 +685,7 @@ def run_harness_scenarios(
                 str(load / "memprobe.js"),
                 *common,
                 *("--conns", str(MEMORY_CONNECTIONS), "--courses", str(COURSES)),
-                *("--pids", ",".join(map(str, graphql_pids))),
+                *("--pids", ",".join(map(str, pids["graphql"]))),
                 *("--token", token, "--label", run_label("memory", run, system)),
             ],
             MEMORY_TIMEOUT_SECONDS,
@@ -810,9 +826,10 @@ def run_gateway_sends(
 ) -> None:
     """The sends scenario (bench/sends.py) through the gateway; fills
     `record["scenarios"]["sends"]` (`record`: the gateway's part of the run)."""
-    assert stack.redis is not None
     redis_port = stack.redis_ports[0]
     load = options.harness / "load"
+    # The processes were restarted for the sweep: their PIDs, not the scenarios' before.
+    watch = watch_spec(watched_pids(stack, through_gateway=True))
 
     def before_step() -> dict[str, Any]:
         return {
@@ -827,7 +844,7 @@ def run_gateway_sends(
             *("--proto", PROTOCOL, "--urls", ",".join(ws_urls(stack, through_gateway=True))),
             *("--subs", str(sends.SENDS_SUBSCRIBERS), "--courses", str(COURSES)),
             *("--rate", str(rate), "--duration", str(sends.SENDS_STEP_SECONDS)),
-            *("--token", token, "--watch", record["watch"], "--label", label),
+            *("--token", token, "--watch", watch, "--label", label),
         ]
         child = run_child(
             argv,
