@@ -116,7 +116,6 @@ class ReplicatedBatches:
         self.client, self.replicas, self.timeout_ms = client, replicas, timeout_ms
         self._queued: list[_Write] = []
         self._sending: asyncio.Task[None] | None = None
-        self.batches = 0  # sent so far (tests and the bench read it)
 
     async def write(
         self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
@@ -137,7 +136,6 @@ class ReplicatedBatches:
             self._sending = None
 
     async def _send(self, batch: list[_Write]) -> None:
-        self.batches += 1
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for write in batch:

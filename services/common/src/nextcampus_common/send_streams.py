@@ -162,7 +162,7 @@ class SendStreams:
                 if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
                     log.warning("the chat service has no SendMessages: unary sends for a while")
                     self._unary_until = time.monotonic() + UNARY_AFTER_UNIMPLEMENTED_SECONDS
-                    continue
+                    return await self._unary_send(request, token, deadline - time.monotonic())
                 # The stream broke under it (a chat pod went away): it may or may not be
                 # stored; its client_message_id makes another try safe.
                 error = exc
