@@ -7,7 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.mixed import MIX_RATIO_TARGET, MixedSweeps, mixed_table, next_rate, step_passes
+from bench.mixed import MIX_RATIO_TARGET, MixedSweeps, mixed_table, step_passes
+from bench.stats import next_rate
 
 
 def result(**changes: Any) -> dict[str, Any]:

@@ -762,12 +762,23 @@ def run_harness_scenarios(
                 f"[yellow]{system}: {name} ended with {child.returncode}"
                 f"{' (timed out)' if child.timed_out else ''}; see the JSON[/yellow]"
             )
-        dead = [p.name for p in stack.all_processes if not p.alive()]
-        if dead:
-            record["exited"] = dead
-            raise FanoutBenchError(
-                f"{', '.join(dead)} exited during {system}'s {name}; see its log"
-            )
+        check_alive(stack, record, f"{system}'s {name}")
+
+
+def flushed_and_quiet(redis_port: int, options: FanoutOptions) -> dict[str, Any]:
+    """Before a step of our own sweeps: the cluster's primaries flushed, a quiet machine."""
+    return {
+        "flushed": flush_cluster(redis_port),
+        **wait_until_quiet(options.quiet_below_pct, QUIET_WAIT_STEP_SECONDS),
+    }
+
+
+def check_alive(stack: Topology, record: dict[str, Any], during: str) -> None:
+    """Stop the bench when one of our processes exited: its numbers would be of the rest."""
+    dead = [p.name for p in stack.all_processes if not p.alive()]
+    if dead:
+        record["exited"] = dead
+        raise FanoutBenchError(f"{', '.join(dead)} exited during {during}; see its log")
 
 
 def run_mixed(
@@ -786,11 +797,7 @@ def run_mixed(
     ensure_node_modules(mixed.load_dir().parent, progress, folder="load")
 
     def before_step() -> dict[str, Any]:
-        flushed = flush_cluster(redis_port)
-        return {
-            "flushed": flushed,
-            **wait_until_quiet(options.quiet_below_pct, QUIET_WAIT_STEP_SECONDS),
-        }
+        return flushed_and_quiet(redis_port, options)
 
     def run_step(mix: str, rate: int, label: str) -> dict[str, Any] | None:
         argv = mixed.mix_argv(urls, token, BENCH_COURSES, mix, rate, label)
@@ -802,10 +809,7 @@ def run_mixed(
             prefix="[mixed]",
             shown_command=_shown(argv, token),
         )
-        dead = [p.name for p in stack.all_processes if not p.alive()]
-        if dead:
-            record["exited"] = dead
-            raise FanoutBenchError(f"{', '.join(dead)} exited during the mixed scenario")
+        check_alive(stack, record, "the mixed scenario")
         return mixed.parse_result(child.stdout) if child.returncode == 0 else None
 
     progress.print(
@@ -832,10 +836,7 @@ def run_gateway_sends(
     watch = watch_spec(watched_pids(stack, through_gateway=True))
 
     def before_step() -> dict[str, Any]:
-        return {
-            "flushed": flush_cluster(redis_port),
-            **wait_until_quiet(options.quiet_below_pct, QUIET_WAIT_STEP_SECONDS),
-        }
+        return flushed_and_quiet(redis_port, options)
 
     def run_step(rate: int, label: str) -> dict[str, Any] | None:
         argv = [
@@ -854,10 +855,7 @@ def run_gateway_sends(
             prefix="[sends]",
             shown_command=_shown(argv, token),
         )
-        dead = [p.name for p in stack.all_processes if not p.alive()]
-        if dead:
-            record["exited"] = dead
-            raise FanoutBenchError(f"{', '.join(dead)} exited during the sends scenario")
+        check_alive(stack, record, "the sends scenario")
         lines = json_lines(child.stdout)
         return lines[-1] if lines and child.returncode == 0 else None
 

@@ -28,7 +28,7 @@ from bench.stats import (
     SATURATION_SUBSCRIBERS,
     SLO_P99_MS,
     SWEEP_STEP_SECONDS,
-    next_rate,
+    sweep_steps,
 )
 
 MIXES = {
@@ -74,16 +74,10 @@ class MixedSweeps:
     progress: Console
 
     def sweep(self, name: str, mix: str, run: int) -> dict[str, Any]:
-        passed: list[int] = []
-        failed: list[int] = []
-        steps: list[dict[str, Any]] = []
-        rate: int | None = self.start
-        while rate is not None and len(steps) < MAX_STEPS:
+        def step(rate: int) -> tuple[bool, dict[str, Any]]:
             before = self.before_step()
             result = self.run_step(mix, rate, f"{name}@{rate} run {run}")
             ok = step_passes(result)
-            (passed if ok else failed).append(rate)
-            steps.append({"rate": rate, "passed": ok, "before": before, "result": result})
             latency = (result or {}).get("latency_ms") or {}
             self.progress.print(
                 f"  [{name}] R={rate}/s: {'pass' if ok else 'FAIL'} — "
@@ -91,8 +85,9 @@ class MixedSweeps:
                 f"p99 {latency.get('p99')} ms, lost {(result or {}).get('lost')}, "
                 f"errors {(result or {}).get('errors')}"
             )
-            rate = next_rate(passed, failed, self.start)
-        best = max(passed, default=None)
+            return ok, {"before": before, "result": result}
+
+        best, steps = sweep_steps(step, self.start, max_steps=MAX_STEPS)
         at_best = next((s["result"] for s in steps if s["rate"] == best), None)
         return {
             "mix": mix,

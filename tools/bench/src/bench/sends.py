@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.stats import COURSES, dig, next_rate
+from bench.stats import COURSES, dig, sweep_steps
 
 SENDS_P99_MS = 50.0
 SENDS_SUBSCRIBERS = COURSES  # one per course: every send is delivered once
@@ -67,25 +67,18 @@ class SendsSweep:
     start: int = SENDS_START_RATE
 
     def run(self, run: int) -> dict[str, Any]:
-        passed: list[int] = []
-        failed: list[int] = []
-        steps: list[dict[str, Any]] = []
-        rate: int | None = self.start
-        while rate is not None and len(steps) < MAX_STEPS:
+        def step(rate: int) -> tuple[bool, dict[str, Any]]:
             before = self.before_step()
             line = self.run_step(rate, f"sends@{rate} run {run}")
             ok, reasons = step_verdict(line, rate)
-            (passed if ok else failed).append(rate)
-            steps.append(
-                {"rate": rate, "passed": ok, "reasons": reasons, "before": before, "result": line}
-            )
             self.progress.print(
                 f"  [sends] R={rate}/s: {'pass' if ok else 'FAIL'} — ack p99 "
                 f"{dig(line, 'publish_ack_ms', 'p99')} ms, delivery p99 "
                 f"{dig(line, 'latency_ms', 'p99')} ms{'; ' + '; '.join(reasons) if reasons else ''}"
             )
-            rate = next_rate(passed, failed, self.start, SENDS_MAX_RATE)
-        best = max(passed, default=None)
+            return ok, {"reasons": reasons, "before": before, "result": line}
+
+        best, steps = sweep_steps(step, self.start, max_rate=SENDS_MAX_RATE, max_steps=MAX_STEPS)
         at_best = next((s["result"] for s in steps if s["rate"] == best), None)
         return {
             "p99_ms": SENDS_P99_MS,

@@ -465,6 +465,28 @@ def next_rate(
     return (best + lowest_failure) // 2
 
 
+def sweep_steps(
+    run_step: Callable[[int], tuple[bool, dict[str, Any]]],
+    start: int,
+    *,
+    max_rate: int = MAX_SWEEP_RATE,
+    max_steps: int,
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """Our sweeps' loop: `run_step(rate)` runs one step and says whether it passed, with what
+    to keep of it; the rates come from next_rate until it is done or `max_steps` ran. The
+    best passing rate (None: none passed) and every step (its rate, verdict and record)."""
+    passed: list[int] = []
+    failed: list[int] = []
+    steps: list[dict[str, Any]] = []
+    rate: int | None = start
+    while rate is not None and len(steps) < max_steps:
+        ok, record = run_step(rate)
+        (passed if ok else failed).append(rate)
+        steps.append({"rate": rate, "passed": ok, **record})
+        rate = next_rate(passed, failed, start, max_rate)
+    return max(passed, default=None), steps
+
+
 # -- where the median goes: the services' hop histograms (nextcampus_common.hops) --------------
 
 HOP_BUCKET = re.compile(
